@@ -1,0 +1,25 @@
+"""Spatial graph, niche features and neighbour perturbation (no Qt, no napari)."""
+
+from ._features import (
+    TRANSFORMS,
+    aggregate_neighbours,
+    compute_spatial_features,
+    detect_representation,
+    expression_representation,
+)
+from ._graph import KERNELS, spatial_neighbors
+from ._perturb import make_neighbor_perturbation, make_perturbed_expression
+from ._validation import CellinaKeyError
+
+__all__ = [
+    "KERNELS",
+    "TRANSFORMS",
+    "CellinaKeyError",
+    "aggregate_neighbours",
+    "compute_spatial_features",
+    "detect_representation",
+    "expression_representation",
+    "make_neighbor_perturbation",
+    "make_perturbed_expression",
+    "spatial_neighbors",
+]

@@ -1,0 +1,585 @@
+"""Node perturbation: shift the expression of neighbouring (sender) cells, rebuild phi.
+
+Only the perturbed gene columns change their values, and renormalisation is a
+per-cell function of each stored value, so the perturbed niche features are built as
+
+``phi_cf = D^-1 W (A + B)``
+
+where ``A`` holds the untouched genes (the source's sparsity pattern, with each value
+mapped through a per-row function, e.g. a diagonal rescale) and ``B`` the perturbed
+genes, built a few columns at a time. No cells x genes matrix is ever dense, and ``A``
+shares its index arrays with the caller's matrix.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ._features import _expm1_row_sums, detect_representation
+from ._validation import (
+    CellinaKeyError,
+    _show,
+    check_bool,
+    check_connectivities,
+    check_nonempty,
+    check_obs_key,
+    get_matrix,
+)
+
+__all__ = ["make_neighbor_perturbation", "make_perturbed_expression"]
+
+# Entries per dense block of perturbed columns (cells x a few genes): 8 MiB in float64,
+# and a handful of such temporaries are alive at once.
+_BLOCK_ENTRIES = 1 << 20
+# Target sum assumed when counts are perturbed but no niche-feature record exists.
+_DEFAULT_TARGET_SUM = 1e4
+
+
+@dataclass
+class _Plan:
+    """Validated perturbation, ready to apply."""
+
+    source: sp.csr_matrix  # cells x all genes, canonical CSR (may be the caller's object)
+    source_name: str
+    columns: np.ndarray  # sorted positions (source genes) of all perturbed genes, U
+    table: np.ndarray  # (n_groups + 1, |U|) shift per group; last row all zeros
+    row_group: np.ndarray  # per cell: its group's row of `table` (last row: not perturbed)
+    perturbed_cells: np.ndarray  # positions of perturbed sender cells
+    record: dict[str, Any]  # provenance of the shifts (h5ad-friendly)
+    unknown: dict[str, list[str]]
+
+
+def _canonical_csr(matrix: Any, name: str) -> sp.csr_matrix:
+    """CSR view of ``matrix`` whose index arrays may be shared, never reordered in place."""
+    if sp.issparse(matrix):
+        out = matrix.tocsr()
+    else:
+        arr = np.asarray(matrix)
+        if arr.ndim != 2 or arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be a numeric cells x genes matrix.")
+        out = sp.csr_matrix(arr)
+    if not out.has_canonical_format:
+        # scipy would sort or merge a shared matrix in place; work on a copy instead.
+        out = out.copy()
+        out.sum_duplicates()
+    if not np.isfinite(out.data).all():
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    if out.data.size and out.data.min() < 0:
+        raise ValueError(
+            f"{name} has negative values; perturbations act on counts or log-normalised "
+            "expression, which are non-negative."
+        )
+    return out
+
+
+def _gene_shifts(spec: Any, where: str) -> pd.Series:
+    if isinstance(spec, pd.Series):
+        series = spec
+    elif isinstance(spec, Mapping):
+        series = pd.Series(dict(spec), dtype=object)
+    else:
+        raise TypeError(
+            f"{where} must be a dict {{gene: value}} or a pandas Series, got {type(spec).__name__}."
+        )
+    index = pd.Index([str(g) for g in series.index])
+    if index.has_duplicates:
+        raise ValueError(f"{where} names gene(s) more than once: {_show(index[index.duplicated()].unique())}.")
+    values = []
+    for gene, value in zip(index, series.to_numpy()):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{where}: the shift of gene {gene!r} must be a number, got {value!r}.")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{where}: the shift of gene {gene!r} is not finite ({value!r}).")
+        values.append(float(value))
+    return pd.Series(values, index=index, dtype=np.float64)
+
+
+def _rng(random_state: Any) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or (
+        isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
+    ):
+        return np.random.default_rng(random_state)
+    raise TypeError(f"`random_state` must be an int, None or a numpy Generator, got {random_state!r}.")
+
+
+def _plan(
+    adata: Any,
+    perturbations: Any,
+    groupby: str | None,
+    layer: str | None,
+    base: float,
+    add_shift: bool,
+    perturb_fraction: float,
+    random_state: Any,
+) -> _Plan:
+    n = adata.n_obs
+    source_name = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
+    raw = get_matrix(adata, layer)
+    if isinstance(perturb_fraction, (bool, np.bool_)) or not isinstance(perturb_fraction, numbers.Real):
+        raise TypeError(f"`perturb_fraction` must be a number in (0, 1], got {perturb_fraction!r}.")
+    if not (0.0 < float(perturb_fraction) <= 1.0):
+        raise ValueError(f"`perturb_fraction` must be in (0, 1], got {perturb_fraction!r}.")
+    if isinstance(base, (bool, np.bool_)) or not isinstance(base, numbers.Real):
+        raise TypeError(f"`base` must be a number > 0, got {base!r}.")
+    if not (math.isfinite(float(base)) and float(base) > 0 and float(base) != 1.0):
+        raise ValueError(f"`base` must be a finite number > 0 and != 1, got {base!r}.")
+    rng = _rng(random_state)
+
+    # (group label, shifts) in the caller's order
+    if groupby is None:
+        if isinstance(perturbations, pd.DataFrame):
+            raise TypeError("A DataFrame of shifts needs `groupby` (its rows are groups).")
+        if isinstance(perturbations, Mapping) and any(
+            isinstance(v, (Mapping, pd.Series)) for v in perturbations.values()
+        ):
+            raise ValueError(
+                "`perturbations` maps groups to gene shifts; pass `groupby=` naming the "
+                "adata.obs column of those groups."
+            )
+        specs = [(None, _gene_shifts(perturbations, "`perturbations`"))]
+        members = {None: np.arange(n)}
+    else:
+        labels = check_obs_key(adata, groupby, "groupby")
+        if isinstance(perturbations, pd.DataFrame):
+            items = [(g, row.dropna()) for g, row in perturbations.iterrows()]
+        elif isinstance(perturbations, Mapping):
+            items = list(perturbations.items())
+        else:
+            raise TypeError(
+                "With `groupby`, `perturbations` must map each group to {gene: value} or a "
+                f"Series, got {type(perturbations).__name__}."
+            )
+        if isinstance(labels.dtype, pd.CategoricalDtype):
+            present = pd.Index(labels.cat.categories)
+        else:
+            present = pd.Index(pd.unique(labels.to_numpy()))
+        unknown_groups = [g for g, _ in items if g not in present]
+        if unknown_groups:
+            raise ValueError(
+                f"Unknown group(s) in `perturbations`, not found in adata.obs[{groupby!r}]: "
+                f"{_show(unknown_groups)} (groups present: {_show(present)})."
+            )
+        specs = [(g, _gene_shifts(s, f"`perturbations[{g!r}]`")) for g, s in items]
+        codes = labels.to_numpy()
+        members = {g: np.flatnonzero(codes == g) for g, _ in items}
+
+    var_names = adata.var_names
+    unknown: dict[str, list[str]] = {}
+    parsed = []
+    for g, shifts in specs:
+        pos = var_names.get_indexer(shifts.index)
+        missing = [str(x) for x, p in zip(shifts.index, pos) if p < 0]
+        if missing:
+            unknown["" if g is None else str(g)] = missing
+        ok = pos >= 0
+        parsed.append((g, pos[ok].astype(np.int64), shifts.to_numpy()[ok]))
+    if not any(p.size for _, p, _ in parsed):
+        raise CellinaKeyError(
+            "None of the perturbed genes is in adata.var_names: "
+            f"{_show(sorted({x for v in unknown.values() for x in v}))}."
+        )
+    if unknown:
+        described = "; ".join(
+            f"{('group ' + repr(g) + ': ') if groupby is not None else ''}{_show(v, 10)}"
+            for g, v in unknown.items()
+        )
+        warnings.warn(
+            f"Perturbed gene(s) not in adata.var_names are ignored: {described}.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    source = _canonical_csr(raw, source_name)
+    columns = np.unique(np.concatenate([p for _, p, _ in parsed]))
+    # log1p values are natural logs: a shift given in log-`base` units is rescaled.
+    factor = math.log(float(base)) if add_shift else 1.0
+    table = np.zeros((len(parsed) + 1, columns.size), dtype=np.float64)
+    row_group = np.full(n, len(parsed), dtype=np.int64)
+    chosen = []
+    rec_group, rec_gene, rec_value = [], [], []
+    for k, (g, pos, vals) in enumerate(parsed):
+        table[k, np.searchsorted(columns, pos)] = vals * factor
+        cells = members[g]
+        if perturb_fraction < 1.0 and cells.size:
+            size = int(round(float(perturb_fraction) * cells.size))
+            cells = np.sort(rng.choice(cells, size=size, replace=False))
+        row_group[cells] = k
+        chosen.append(cells)
+        rec_group += ["" if g is None else str(g)] * pos.size
+        rec_gene += [str(x) for x in var_names[pos]]
+        rec_value += [float(v) for v in vals]
+    perturbed_cells = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+    record = {
+        "group": np.asarray(rec_group, dtype=object),
+        "gene": np.asarray(rec_gene, dtype=object),
+        "value": np.asarray(rec_value, dtype=np.float64),
+    }
+    return _Plan(source, source_name, columns, table, row_group, perturbed_cells, record, unknown)
+
+
+def _shift(old: np.ndarray, shift: np.ndarray, add_shift: bool, base: float) -> np.ndarray:
+    """Perturbed values of a dense block; entries with a zero shift are returned unchanged."""
+    if add_shift:
+        new = np.maximum(old + shift, 0.0)
+    else:
+        new = np.maximum((old + 1.0) * np.power(float(base), shift) - 1.0, 0.0)
+    return np.where(shift != 0.0, new, old)
+
+
+def _map_values(values: np.ndarray, scale: np.ndarray, kind: str) -> np.ndarray:
+    """Per-row value map; ``scale`` broadcasts against ``values``.
+
+    ``"scale"``: s*x; ``"log1p_scale"``: log1p(s*x); ``"log_rescale"``: log1p(s*expm1(x)),
+    the identity where s == 1 so untouched log values stay bit-identical.
+    """
+    values = values.astype(np.float64, copy=False)
+    if kind == "scale":
+        return values * scale
+    if kind == "log1p_scale":
+        return np.log1p(values * scale)
+    out = np.log1p(np.expm1(values) * scale)
+    return np.where(np.broadcast_to(scale, values.shape) == 1.0, values, out)
+
+
+def _column_blocks(n_rows: int, n_cols: int) -> list[tuple[int, int]]:
+    step = max(1, _BLOCK_ENTRIES // max(1, n_rows))
+    return [(a, min(a + step, n_cols)) for a in range(0, n_cols, step)]
+
+
+def _u_blocks(plan: _Plan, add_shift: bool, base: float):
+    """Yield ``(a, b, old, new)`` dense blocks of the perturbed columns ``U[a:b]``."""
+    n = plan.source.shape[0]
+    sub = plan.source[:, plan.columns].tocsc()
+    for a, b in _column_blocks(n, plan.columns.size):
+        old = sub[:, a:b].toarray().astype(np.float64, copy=False)
+        shift = plan.table[plan.row_group, a:b]
+        yield a, b, old, _shift(old, shift, add_shift, base)
+
+
+def _row_totals(plan: _Plan, add_shift: bool, base: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's total before and after the shift, in the space the shift acted on.
+
+    Counts: the library size. Log-normalised values: the sum of ``expm1`` over all genes,
+    i.e. the normalised library size (``target_sum`` after normalize_total + log1p).
+    """
+    src = plan.source
+    if add_shift:
+        old_total = _expm1_row_sums(src)
+    else:
+        old_total = np.asarray(src.sum(axis=1), dtype=np.float64).ravel()
+    new_total = old_total.copy()
+    for _, _, old, new in _u_blocks(plan, add_shift, base):
+        if add_shift:
+            new_total += (np.expm1(new) - np.expm1(old)).sum(axis=1)
+        else:
+            new_total += (new - old).sum(axis=1)
+    np.maximum(new_total, 0.0, out=new_total)
+    return old_total, new_total
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.ones_like(num), where=(num > 0) & (den > 0))
+
+
+def _mapped_csr(src: sp.csr_matrix, scale: np.ndarray, kind: str, drop_cols: np.ndarray) -> sp.csr_matrix:
+    """``src`` with every value mapped by its row's ``scale``, and ``drop_cols`` zeroed.
+
+    The result shares ``indices``/``indptr`` with ``src``; only a new data array is made.
+    """
+    data = np.empty(src.data.size, dtype=np.float32)
+    lengths = np.diff(src.indptr)
+    step = max(1, _BLOCK_ENTRIES // max(1, int(lengths.mean()) if lengths.size else 1))
+    for a in range(0, src.shape[0], step):
+        b = min(a + step, src.shape[0])
+        lo, hi = src.indptr[a], src.indptr[b]
+        s = np.repeat(scale[a:b], lengths[a:b])
+        data[lo:hi] = _map_values(src.data[lo:hi], s, kind)
+    if drop_cols.size:
+        flag = np.zeros(src.shape[1], dtype=bool)
+        flag[drop_cols] = True
+        data[flag[src.indices]] = 0.0
+    return sp.csr_matrix((data, src.indices, src.indptr), shape=src.shape, copy=False)
+
+
+def _features_record(adata: Any, features_key: str, add_shift: bool) -> dict[str, Any] | None:
+    rec = adata.uns.get("cellina", {}).get("spatial_features", {}).get(features_key)
+    return dict(rec) if rec is not None else None
+
+
+def _check_representation(plan: _Plan, add_shift: bool, record: dict[str, Any] | None) -> None:
+    """Say loudly when the source does not match the shift mode or the niche features."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transform, target_sum = detect_representation(plan.source, plan.source_name)
+    if add_shift and transform == "identity":
+        warnings.warn(
+            f"add_shift=True adds log-fold changes to log-normalised values, but "
+            f"{plan.source_name} looks like RAW COUNTS. Run sc.pp.normalize_total and "
+            "sc.pp.log1p first, or use add_shift=False with counts.",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif not add_shift and transform != "identity":
+        warnings.warn(
+            f"add_shift=False multiplies counts, but {plan.source_name} does not look like "
+            "raw counts (non-integer values). Pass layer= naming the counts layer, or use "
+            "add_shift=True for log-normalised values.",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif add_shift and record is not None and (
+        record["transform"] != transform
+        or (transform == "log1p_normalize_total" and not np.isclose(record["target_sum"], target_sum))
+    ):
+        warnings.warn(
+            f"{plan.source_name} looks like {transform!r} (target_sum={target_sum}), but the "
+            f"niche features were built from {record['transform']!r} "
+            f"(target_sum={record['target_sum']}); the perturbed features will not be "
+            "comparable with them.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _common_checks(adata: Any, renormalize: Any, add_shift: Any, key: Any, keyname: str) -> tuple[bool, bool]:
+    check_nonempty(adata)
+    renormalize = check_bool("renormalize", renormalize)
+    add_shift = check_bool("add_shift", add_shift)
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"`{keyname}` must be a non-empty string, got {key!r}.")
+    return renormalize, add_shift
+
+
+def make_neighbor_perturbation(
+    adata: Any,
+    perturbations: Any,
+    groupby: str | None = None,
+    connectivity_key: str = "spatial_connectivities",
+    layer: str | None = None,
+    obsm_key_out: str = "spatial_x_cf",
+    base: float = np.e,
+    renormalize: bool = True,
+    add_shift: bool = False,
+    perturb_fraction: float = 1.0,
+    random_state: Any = 0,
+    *,
+    features_key: str = "spatial_x",
+) -> None:
+    """Shift the expression of sender cells and rebuild the niche features.
+
+    Every cell keeps its neighbours; the perturbed senders' expression of the given genes
+    is shifted, and ``phi_cf = D^-1 W X_cf`` is written to ``adata.obsm[obsm_key_out]``,
+    so a model can decode the expression each cell would have among perturbed neighbours.
+
+    Parameters
+    ----------
+    adata
+        AnnData with a graph in ``obsp[connectivity_key]``.
+    perturbations
+        ``{gene: value}`` or a Series (all cells are senders), or with ``groupby``
+        ``{group: {gene: value} | Series}`` (or a groups x genes DataFrame, NaN = no
+        shift): each group's shifts apply only to the senders of that group. Values are
+        log-fold changes in ``base``.
+    groupby
+        Column of ``adata.obs`` holding the groups (e.g. cell types).
+    connectivity_key
+        Graph in ``adata.obsp`` used for the aggregation.
+    layer
+        Matrix that is shifted (None: ``adata.X``): log-normalised values with
+        ``add_shift=True``, raw counts with ``add_shift=False``.
+    obsm_key_out
+        Output key in ``adata.obsm`` (dense float32 cells x the niche-feature genes).
+    base
+        Base of the log-fold changes.
+    renormalize
+        Rescale each perturbed cell back to its original total, so shifting some genes is
+        compensated by all others. For counts the total is the library size (a per-cell
+        factor). For log-normalised values it is the normalised library size
+        ``sum(expm1(x))`` (``target_sum`` after normalize_total + log1p), restored by
+        ``x -> log1p(r * expm1(x))``.
+    add_shift
+        True: additive shift on log-normalised values, ``x + value * ln(base)`` clipped
+        at 0 (the published tutorial's mode). False: multiplicative shift on counts,
+        ``(x + 1) * base**value - 1`` clipped at 0.
+    perturb_fraction
+        Fraction of each group's senders that is perturbed, drawn with ``random_state``.
+    random_state
+        Seed (or numpy Generator) for ``perturb_fraction``.
+    features_key
+        Niche features whose record (``uns["cellina"]["spatial_features"][features_key]``,
+        written by :func:`compute_spatial_features`) fixes the genes of the output and,
+        for counts, the transform into the niche representation. Without a record all
+        genes are used and counts are transformed with log1p(normalize_total(1e4)).
+
+    Notes
+    -----
+    The shift parameters and the perturbed cells are recorded in
+    ``adata.uns["cellina"]["neighbor_perturbation"][obsm_key_out]``. Genes not in
+    ``adata.var_names`` are ignored with a warning naming them; if none is known, an
+    error is raised. The caller's matrices are not modified.
+
+    Raises
+    ------
+    ValueError
+        Unknown groups, no known gene, non-finite shifts, missing keys, bad parameters.
+    """
+    renormalize, add_shift = _common_checks(adata, renormalize, add_shift, obsm_key_out, "obsm_key_out")
+    W = check_connectivities(adata, connectivity_key)
+    record = _features_record(adata, features_key, add_shift)
+    plan = _plan(adata, perturbations, groupby, layer, base, add_shift, perturb_fraction, random_state)
+    _check_representation(plan, add_shift, record)
+
+    if record is not None:
+        positions = adata.var_names.get_indexer([str(g) for g in record["genes"]])
+        if (positions < 0).any():
+            raise CellinaKeyError(
+                f"The niche-feature record {features_key!r} names genes missing from "
+                f"adata.var_names: {_show(np.asarray(record['genes'])[positions < 0])}."
+            )
+    else:
+        positions = np.arange(adata.n_vars)
+    if add_shift:
+        transform, target_sum = "identity", None  # the shifted values are the representation
+    elif record is not None:
+        transform, target_sum = record["transform"], record["target_sum"]
+    else:
+        transform, target_sum = "log1p_normalize_total", _DEFAULT_TARGET_SUM
+        warnings.warn(
+            f"No niche-feature record {features_key!r} in adata.uns['cellina']; the perturbed "
+            "counts are transformed with log1p(normalize_total(target_sum=1e4)).",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    old_total, new_total = _row_totals(plan, add_shift, base)
+    r = _ratio(old_total, new_total) if renormalize else np.ones_like(old_total)
+    if add_shift:
+        kind, scale = "log_rescale", r
+    elif transform == "log1p_normalize_total":
+        # log1p(t * r c / (r * new_total)) = log1p(t c / new_total): renormalising counts
+        # does not change normalised features.
+        kind = "log1p_scale"
+        scale = np.divide(float(target_sum), new_total, out=np.zeros_like(new_total), where=new_total > 0)
+    elif transform == "log1p":
+        kind, scale = "log1p_scale", r
+    else:
+        kind, scale = "scale", r
+
+    src = plan.source
+    all_genes = positions.size == src.shape[1] and np.array_equal(positions, np.arange(src.shape[1]))
+    sel = src if all_genes else src[:, positions].tocsr()
+    if not sel.has_canonical_format:
+        sel.sum_duplicates()
+    # positions of perturbed genes among the output genes
+    out_of = pd.Index(positions).get_indexer(plan.columns)
+    in_out = out_of >= 0
+    A = _mapped_csr(sel, scale, kind, out_of[in_out])
+
+    from ._features import aggregate_neighbours
+
+    W32 = W.astype(np.float32, copy=False)
+    phi = aggregate_neighbours(W32, A)
+    del A
+    degree = np.asarray(W32.sum(axis=1), dtype=np.float64).ravel()
+    inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
+    for a, b, _, new in _u_blocks(plan, add_shift, base):
+        keep = in_out[a:b]
+        if not keep.any():
+            continue
+        mapped = _map_values(new[:, keep], scale[:, None], kind).astype(np.float32)
+        contrib = np.asarray(W32 @ mapped, dtype=np.float64) * inv[:, None]
+        phi[:, out_of[a:b][keep]] += contrib.astype(np.float32)
+
+    adata.obsm[obsm_key_out] = phi
+    cellina_uns = adata.uns.setdefault("cellina", {})
+    cellina_uns.setdefault("neighbor_perturbation", {})[obsm_key_out] = {
+        "perturbations": plan.record,
+        "groupby": groupby,
+        "connectivity_key": connectivity_key,
+        "layer": layer,
+        "features_key": features_key,
+        "transform": transform,
+        "target_sum": target_sum,
+        "base": float(base),
+        "renormalize": renormalize,
+        "add_shift": add_shift,
+        "perturb_fraction": float(perturb_fraction),
+        "random_state": random_state if isinstance(random_state, numbers.Integral) else None,
+        "perturbed_cells": plan.perturbed_cells,
+        "genes": [str(g) for g in adata.var_names[positions]],
+    }
+
+
+def make_perturbed_expression(
+    adata: Any,
+    perturbations: Any,
+    groupby: str | None = None,
+    layer: str | None = None,
+    layer_key: str = "counts_cf",
+    base: float = np.e,
+    renormalize: bool = True,
+    add_shift: bool = False,
+    perturb_fraction: float = 1.0,
+    random_state: Any = 0,
+) -> None:
+    """Write the perturbed expression matrix of the sender cells to a layer.
+
+    The same shift as :func:`make_neighbor_perturbation` (same arguments, same meaning),
+    but instead of aggregated niche features the whole perturbed matrix, in the space
+    of the source (counts or log-normalised values), is stored as a sparse float32 CSR
+    matrix in ``adata.layers[layer_key]``, for graph encoders that aggregate neighbours
+    themselves. Provenance goes to
+    ``adata.uns["cellina"]["perturbed_expression"][layer_key]``.
+
+    Parameters
+    ----------
+    adata, perturbations, groupby, layer, base, renormalize, add_shift, perturb_fraction, random_state
+        See :func:`make_neighbor_perturbation`.
+    layer_key
+        Output layer.
+    """
+    renormalize, add_shift = _common_checks(adata, renormalize, add_shift, layer_key, "layer_key")
+    plan = _plan(adata, perturbations, groupby, layer, base, add_shift, perturb_fraction, random_state)
+    _check_representation(plan, add_shift, None)
+    old_total, new_total = _row_totals(plan, add_shift, base)
+    r = _ratio(old_total, new_total) if renormalize else np.ones_like(old_total)
+    kind = "log_rescale" if add_shift else "scale"
+    src = plan.source
+    A = _mapped_csr(src, r, kind, plan.columns)
+    rows, cols, vals = [], [], []
+    for a, b, _, new in _u_blocks(plan, add_shift, base):
+        mapped = _map_values(new, r[:, None], kind)
+        rr, cc = np.nonzero(mapped)
+        rows.append(rr)
+        cols.append(plan.columns[a:b][cc])
+        vals.append(mapped[rr, cc].astype(np.float32))
+    B = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=src.shape
+    )
+    out = (A + B).tocsr().astype(np.float32)
+    out.eliminate_zeros()
+    out.sort_indices()
+    adata.layers[layer_key] = out
+    cellina_uns = adata.uns.setdefault("cellina", {})
+    cellina_uns.setdefault("perturbed_expression", {})[layer_key] = {
+        "perturbations": plan.record,
+        "groupby": groupby,
+        "layer": layer,
+        "base": float(base),
+        "renormalize": renormalize,
+        "add_shift": add_shift,
+        "perturb_fraction": float(perturb_fraction),
+        "random_state": random_state if isinstance(random_state, numbers.Integral) else None,
+        "perturbed_cells": plan.perturbed_cells,
+    }
