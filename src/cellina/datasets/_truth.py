@@ -1,0 +1,405 @@
+"""Exact factual and counterfactual expected counts of a tissue made by ``synthetic_tissue``."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellina.datasets._errors import DatasetTypeError, PositionError, TruthKeyError
+from cellina.datasets._model import TissueModel
+from cellina.datasets._synthetic import GRAPH_KEY, TRUTH_KEY, TYPE_EFFECTS_KEY
+
+_VAR_COLUMNS = (
+    "cellina_true_baseline",
+    "cellina_true_state_effect",
+    "cellina_true_composition_effect",
+    "cellina_true_ligand_effect",
+)
+_OBS_COLUMNS = ("cell_type", "cellina_true_size", "cellina_true_state")
+
+
+@dataclass(frozen=True)
+class _Tissue:
+    model: TissueModel
+    codes: np.ndarray
+    state: np.ndarray
+    size: np.ndarray
+    graph: sp.csr_matrix
+
+
+def _as_str_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in np.asarray(value, dtype=object).ravel()]
+
+
+def _load(adata: Any) -> _Tissue:
+    """Read the stored truth, checking that ``adata`` is a whole tissue from ``synthetic_tissue``."""
+    uns = getattr(adata, "uns", None)
+    if uns is None or not hasattr(adata, "obs"):
+        raise DatasetTypeError(f"expected an AnnData, got {type(adata).__name__}")
+    if TRUTH_KEY not in uns:
+        raise TruthKeyError(
+            f"adata.uns has no {TRUTH_KEY!r}: exact truth exists only for tissues made by "
+            "cellina.datasets.synthetic_tissue"
+        )
+    truth = uns[TRUTH_KEY]
+    params = truth["params"]
+    if adata.n_obs != int(params["n_cells"]) or adata.n_vars != int(params["n_genes"]):
+        raise ValueError(
+            f"adata has {adata.n_obs} cells x {adata.n_vars} genes but uns[{TRUTH_KEY!r}] describes "
+            f"{int(params['n_cells'])} x {int(params['n_genes'])}: the truth needs the whole generated "
+            "tissue (neighbourhoods reach outside any subset), not a subset"
+        )
+    for key in _VAR_COLUMNS:
+        if key not in adata.var:
+            raise TruthKeyError(f"adata.var has no column {key!r} needed for the exact truth")
+    for key in _OBS_COLUMNS:
+        if key not in adata.obs:
+            raise TruthKeyError(f"adata.obs has no column {key!r} needed for the exact truth")
+    effects_key = str(truth.get("type_effects_key", TYPE_EFFECTS_KEY))
+    if effects_key not in adata.varm:
+        raise TruthKeyError(f"adata.varm has no {effects_key!r} needed for the exact truth")
+    graph_key = str(truth["graph"]["connectivities_key"]) if "graph" in truth else GRAPH_KEY
+    if graph_key not in adata.obsp:
+        raise TruthKeyError(f"adata.obsp has no {graph_key!r} (the true graph) needed for the exact truth")
+
+    fine_types = _as_str_list(truth["fine_types"])
+    cell_type = pd.Categorical(adata.obs["cell_type"].astype(str), categories=fine_types)
+    codes = np.asarray(cell_type.codes, dtype=np.int64)
+    if (codes < 0).any():
+        bad = sorted(set(adata.obs["cell_type"].astype(str)[codes < 0]))
+        raise ValueError(f"adata.obs['cell_type'] has values {bad} that are not among the truth's types {fine_types}")
+    names = list(map(str, adata.var_names))
+    index = {g: i for i, g in enumerate(names)}
+    ligand = _as_str_list(truth["programmes"]["ligand"])
+    missing = [g for g in ligand if g not in index]
+    if missing:
+        raise TruthKeyError(f"ligand genes {missing} of uns[{TRUTH_KEY!r}] are not in adata.var_names")
+    var = adata.var
+    model = TissueModel.build(
+        baseline=var["cellina_true_baseline"].to_numpy(np.float64),
+        type_effects=np.asarray(adata.varm[effects_key], dtype=np.float64),
+        state_effect=var["cellina_true_state_effect"].to_numpy(np.float64),
+        composition_effect=var["cellina_true_composition_effect"].to_numpy(np.float64),
+        ligand_effect=var["cellina_true_ligand_effect"].to_numpy(np.float64),
+        ligand_idx=np.array([index[g] for g in ligand]),
+        fine_types=fine_types,
+        rho_composition={str(k): float(v) for k, v in truth["rho_composition"].items()},
+        rho_ligand={str(k): float(v) for k, v in truth["rho_ligand"].items()},
+        tumour_associated=_as_str_list(truth["tumour_associated"]),
+        l_ref=float(truth["l_ref"]),
+        target_sum=float(truth["target_sum"]),
+        fine_to_coarse={str(k): str(v) for k, v in truth["fine_to_coarse"].items()},
+    )
+    return _Tissue(
+        model=model,
+        codes=codes,
+        state=adata.obs["cellina_true_state"].to_numpy(np.float64),
+        size=adata.obs["cellina_true_size"].to_numpy(np.float64),
+        graph=sp.csr_matrix(adata.obsp[graph_key]),
+    )
+
+
+def _indices(value: Any, n: int, name: str) -> np.ndarray:
+    """Positional indices 0..n-1 from an integer array-like or a boolean mask of length n."""
+    if isinstance(value, (pd.Series, pd.Index)):
+        value = value.to_numpy()
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        if arr.ndim != 1 or arr.shape[0] != n:
+            raise ValueError(f"{name} is a boolean mask of shape {arr.shape}; expected ({n},)")
+        return np.flatnonzero(arr)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise DatasetTypeError(f"{name} must hold integer positions (0..{n - 1}), got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    bad = arr[(arr < 0) | (arr >= n)]
+    if bad.size:
+        raise PositionError(f"{name} has positions outside 0..{n - 1}: {bad[:5].tolist()}")
+    return arr
+
+
+def _weights(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != shape:
+        raise ValueError(f"{name} has shape {arr.shape}; expected {shape} to match the donors")
+    if not np.all(np.isfinite(arr)) or (arr < 0).any():
+        raise ValueError(f"{name} must be finite and non-negative")
+    return arr
+
+
+def _neighbour_rows(tissue: _Tissue, rows: sp.csr_matrix, shift=None) -> tuple[np.ndarray, np.ndarray]:
+    """c and l for neighbourhood rows over all cells, scoring only the cells that are used."""
+    used = np.unique(rows.indices)
+    local = sp.csr_matrix(
+        (rows.data, np.searchsorted(used, rows.indices), rows.indptr), shape=(rows.shape[0], used.size)
+    )
+    if shift is None:
+        q = tissue.model.ligand_scores(tissue.codes[used], tissue.state[used])
+    else:
+        q = shift(used)
+    return tissue.model.niche_signals(local, tissue.codes[used], q)
+
+
+def true_mean(adata: Any, indices: Any = None, *, niche: bool = True) -> np.ndarray:
+    """Exact expected counts of the observed (factual) tissue, recomputed from the stored truth.
+
+    Parameters
+    ----------
+    adata
+        A whole tissue made by :func:`synthetic_tissue` (possibly read back from .h5ad).
+    indices
+        Positions (or a boolean mask) of the cells to return; all cells when None.
+    niche
+        Include the niche effects (``layers["cellina_true_mean"]``) or not
+        (``layers["cellina_true_mean_intrinsic"]``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, cells x genes.
+    """
+    tissue = _load(adata)
+    n = tissue.codes.shape[0]
+    idx = np.arange(n) if indices is None else _indices(indices, n, "indices")
+    codes, state, size = tissue.codes[idx], tissue.state[idx], tissue.size[idx]
+    if not niche:
+        return tissue.model.expected_counts(codes, state, size)
+    c, l = _neighbour_rows(tissue, tissue.graph[idx])
+    return tissue.model.expected_counts(codes, state, size, c, l)
+
+
+def _donor_rows(
+    donors: Any, weights: Any, n_focal: int, n: int
+) -> tuple[sp.csr_matrix | None, np.ndarray | None, np.ndarray | None]:
+    """(per-focal rows, None, None) or (None, shared pool, shared weights)."""
+    if sp.issparse(donors):
+        if weights is not None:
+            raise ValueError("weights must be None when donors is a sparse matrix (its values are the weights)")
+        rows = sp.csr_matrix(donors, dtype=np.float64)
+        if rows.shape != (n_focal, n):
+            raise ValueError(f"sparse donors has shape {rows.shape}; expected (n_focal, n_obs) = {(n_focal, n)}")
+        if not np.all(np.isfinite(rows.data)) or (rows.data < 0).any():
+            raise ValueError("sparse donors must hold finite, non-negative weights")
+        rows.sum_duplicates()
+        return rows, None, None
+    if isinstance(donors, (pd.Series, pd.Index)):
+        donors = donors.to_numpy()
+    if isinstance(donors, np.ndarray) and donors.dtype != object:
+        per_focal = donors.ndim == 2
+        if donors.ndim not in (1, 2):
+            raise ValueError(
+                f"donors must be 1-D (a shared pool) or 2-D (one row per focal cell), got shape {donors.shape}"
+            )
+    elif isinstance(donors, (Sequence, np.ndarray)) and not isinstance(donors, str):
+        items = list(donors)
+        per_focal = len(items) > 0 and not all(isinstance(d, (numbers.Integral, np.bool_, bool)) for d in items)
+        if not per_focal:
+            donors = np.asarray(items, dtype=np.int64) if items else np.zeros(0, dtype=np.int64)
+    else:
+        raise DatasetTypeError(
+            f"donors must be an index array or a sequence of index arrays, got {type(donors).__name__}"
+        )
+
+    if not per_focal:
+        pool = _indices(donors, n, "donors")
+        if pool.size == 0:
+            raise ValueError("donors is an empty pool: give at least one donor cell")
+        w = np.ones(pool.size) if weights is None else _weights(weights, pool.shape, "weights")
+        return None, pool, w
+
+    if isinstance(donors, np.ndarray) and donors.ndim == 2 and donors.dtype != object:
+        # rectangular donors (e.g. a model's draws): validate and assemble in one pass
+        if donors.shape[0] != n_focal:
+            raise ValueError(f"donors has {donors.shape[0]} donor sets but there are {n_focal} focal cells")
+        columns = _indices(donors.ravel(), n, "donors")
+        values = np.ones(columns.size) if weights is None else _weights(weights, donors.shape, "weights").ravel()
+        indptr = np.arange(n_focal + 1, dtype=np.int64) * donors.shape[1]
+        rows = sp.csr_matrix((values, columns, indptr), shape=(n_focal, n))
+        rows.sum_duplicates()
+        return rows, None, None
+
+    groups = list(donors)
+    if len(groups) != n_focal:
+        raise ValueError(f"donors has {len(groups)} donor sets but there are {n_focal} focal cells")
+    if weights is not None:
+        weight_groups = list(weights)
+        if len(weight_groups) != n_focal:
+            raise ValueError(f"weights has {len(weight_groups)} rows but there are {n_focal} focal cells")
+    cols, data, lengths = [], [], []
+    for i, group in enumerate(groups):
+        idx = _indices(group, n, f"donors[{i}]")
+        if weights is None:
+            w = np.ones(idx.size)
+        else:
+            w = _weights(weight_groups[i], idx.shape, f"weights[{i}]")
+        cols.append(idx)
+        data.append(w)
+        lengths.append(idx.size)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    values = np.concatenate(data) if data else np.zeros(0)
+    columns = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    rows = sp.csr_matrix((values, columns, indptr), shape=(n_focal, n))
+    rows.sum_duplicates()
+    return rows, None, None
+
+
+def true_counterfactual_edge(
+    adata: Any,
+    focal: Any,
+    donors: Any,
+    *,
+    weights: Any = None,
+    niche: bool = True,
+) -> np.ndarray:
+    """Exact expected counts of focal cells whose neighbourhood is replaced by donor cells.
+
+    Each focal cell keeps its own type, state and size; its composition and ligand signals are
+    recomputed from the donors as weighted means (weights default to 1 per donor). A donor listed
+    twice counts twice. A focal cell whose donor set is empty (or all-zero weights) has no
+    neighbours: c = 0 and l = l_ref.
+
+    Parameters
+    ----------
+    adata
+        A whole tissue made by :func:`synthetic_tissue`.
+    focal
+        Positions (or boolean mask) of the focal cells.
+    donors
+        Either a 1-D index array, a shared pool that is every focal cell's whole new
+        neighbourhood; or one index array per focal cell (a 2-D array or a sequence of arrays),
+        e.g. the exact donors a model drew; or a sparse len(focal) x n_obs matrix of weights
+        (row i = focal cell i's new neighbourhood).
+    weights
+        Edge weights, same shape as ``donors``; uniform when None (not allowed with sparse donors).
+    niche
+        When False, return the niche-free (intrinsic) means, i.e. an empty neighbourhood.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, len(focal) x genes.
+    """
+    tissue = _load(adata)
+    n = tissue.codes.shape[0]
+    idx = _indices(focal, n, "focal")
+    rows, pool, pool_weights = _donor_rows(donors, weights, idx.size, n)
+    codes, state, size = tissue.codes[idx], tissue.state[idx], tissue.size[idx]
+    if not niche:
+        return tissue.model.expected_counts(codes, state, size)
+    if rows is not None:
+        c, l = _neighbour_rows(tissue, rows)
+    else:
+        shared = sp.csr_matrix((pool_weights, pool, np.array([0, pool.size])), shape=(1, n))
+        shared.sum_duplicates()
+        c1, l1 = _neighbour_rows(tissue, shared)
+        c, l = np.full(idx.size, c1[0]), np.full(idx.size, l1[0])
+    return tissue.model.expected_counts(codes, state, size, c, l)
+
+
+def _gene_shifts(values: Any, names: Mapping[str, int], where: str) -> dict[int, float]:
+    if isinstance(values, pd.Series):
+        values = values.to_dict()
+    if not isinstance(values, Mapping):
+        raise DatasetTypeError(f"{where} must map gene -> log-fold change, got {type(values).__name__}")
+    unknown = [str(g) for g in values if str(g) not in names]
+    if unknown:
+        raise TruthKeyError(f"{where} has genes not in adata.var_names: {unknown[:10]}")
+    shifts: dict[int, float] = {}
+    for gene, value in values.items():
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise DatasetTypeError(f"{where}[{gene!r}] must be a number, got {value!r}") from None
+        if not np.isfinite(value):
+            raise ValueError(f"{where}[{gene!r}] must be finite, got {value!r}")
+        shifts[names[str(gene)]] = value
+    return shifts
+
+
+def true_counterfactual_node(
+    adata: Any,
+    focal: Any,
+    perturbations: Mapping[Any, Any],
+    *,
+    groupby: str | None = None,
+    renormalize: bool = False,
+) -> np.ndarray:
+    """Exact expected counts of focal cells when their neighbours' expression of genes is shifted.
+
+    The graph is the original true graph. Each sender u's intrinsic normalised expression of gene
+    g becomes m_ug * exp(lfc) (natural log); only the ligand signal can change, since the
+    composition signal depends on types alone. The focal cells' own expression is not shifted.
+
+    Parameters
+    ----------
+    adata
+        A whole tissue made by :func:`synthetic_tissue`.
+    focal
+        Positions (or boolean mask) of the focal (receiving) cells.
+    perturbations
+        ``{gene: lfc}`` for every cell, or with ``groupby`` ``{group: {gene: lfc}}`` (values may
+        be pandas Series) applied only to senders in that group.
+    groupby
+        obs column whose groups key ``perturbations``.
+    renormalize
+        Rescale each shifted sender profile back to its original total (as normalise-to-total
+        after a multiplicative shift would), so shifting any gene dilutes the ligand genes.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, len(focal) x genes.
+    """
+    tissue = _load(adata)
+    n = tissue.codes.shape[0]
+    names = {str(g): i for i, g in enumerate(adata.var_names)}
+    if not isinstance(perturbations, (Mapping, pd.Series)):
+        raise DatasetTypeError(f"perturbations must be a mapping, got {type(perturbations).__name__}")
+    if groupby is None:
+        per_group = {None: _gene_shifts(perturbations, names, "perturbations")}
+        group_of = None
+    else:
+        if groupby not in adata.obs:
+            raise TruthKeyError(f"groupby={groupby!r} is not a column of adata.obs")
+        column = adata.obs[groupby]
+        group_of = column.astype(str).to_numpy()
+        known = set(group_of)
+        if isinstance(column.dtype, pd.CategoricalDtype):  # an empty category is still a valid group
+            known |= set(map(str, column.cat.categories))
+        unknown = [str(g) for g in perturbations.keys() if str(g) not in known]
+        if unknown:
+            raise TruthKeyError(f"perturbations has groups not in adata.obs[{groupby!r}]: {unknown[:10]}")
+        per_group = {
+            str(group): _gene_shifts(values, names, f"perturbations[{group!r}]")
+            for group, values in perturbations.items()
+        }
+    idx = _indices(focal, n, "focal")
+    cols = np.array(sorted({g for shifts in per_group.values() for g in shifts}), dtype=np.int64)
+    position = {int(g): j for j, g in enumerate(cols)}
+
+    def shifted_scores(used: np.ndarray) -> np.ndarray:
+        shift = np.zeros((used.size, cols.size))
+        for group, shifts in per_group.items():
+            members = np.ones(used.size, dtype=bool) if group is None else group_of[used] == group
+            for gene, value in shifts.items():
+                shift[members, position[gene]] = value
+        return tissue.model.ligand_scores(tissue.codes[used], tissue.state[used], cols, shift, renormalize)
+
+    c, l = _neighbour_rows(tissue, tissue.graph[idx], shift=shifted_scores)
+    return tissue.model.expected_counts(tissue.codes[idx], tissue.state[idx], tissue.size[idx], c, l)
