@@ -1,0 +1,77 @@
+"""The ``cellina`` command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from cellina.cli import main
+
+
+def test_help_lists_subcommands():
+    result = subprocess.run([sys.executable, "-m", "cellina.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "simulate" in result.stdout and "view" in result.stdout
+
+
+def test_simulate_help_describes_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--n-cells", "--n-genes", "--n-slides", "--seed", "--overwrite"):
+        assert option in text
+
+
+def test_simulate_writes_a_readable_tissue(tmp_path, capsys):
+    out = tmp_path / "tissue.h5ad"
+    code = main(["simulate", str(out), "--n-cells", "800", "--n-genes", "150", "--n-slides", "2", "--seed", "3"])
+    assert code == 0
+    adata = ad.read_h5ad(out)
+    assert adata.n_obs == 800 and adata.n_vars == 150
+    assert set(adata.obs["slide"].unique()) == {"slide_0", "slide_1"}
+    assert "counts" in adata.layers and "spatial" in adata.obsm
+    assert "cellina_truth" in adata.uns
+    assert not list(tmp_path.glob(".*.tmp")), "temporary file left behind"
+    assert "wrote 800 cells" in capsys.readouterr().out
+
+
+def test_simulate_is_deterministic_by_seed(tmp_path):
+    paths = [tmp_path / f"t{i}.h5ad" for i in range(2)]
+    for path in paths:
+        assert main(["simulate", str(path), "--n-cells", "300", "--n-genes", "120", "--seed", "7", "-q"]) == 0
+    first, second = (ad.read_h5ad(p) for p in paths)
+    assert (first.X != second.X).nnz == 0
+    np.testing.assert_array_equal(first.obsm["spatial"], second.obsm["spatial"])
+
+
+def test_simulate_refuses_to_overwrite_without_flag(tmp_path):
+    out = tmp_path / "tissue.h5ad"
+    out.write_bytes(b"precious")
+    with pytest.raises(SystemExit, match="--overwrite"):
+        main(["simulate", str(out), "--n-cells", "300", "--n-genes", "120", "-q"])
+    assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("bad", [["--n-cells", "0"], ["--n-cells", "-5"], ["--n-genes", "abc"]])
+def test_simulate_rejects_bad_numbers(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", str(tmp_path / "x.h5ad"), *bad])
+    assert exit_info.value.code == 2
+    assert bad[0] in capsys.readouterr().err
+
+
+def test_simulate_rejects_wrong_suffix(tmp_path, capsys):
+    code = main(["simulate", str(tmp_path / "tissue.csv"), "--n-cells", "300", "--n-genes", "120", "-q"])
+    assert code == 2
+    assert "tissue.csv" in capsys.readouterr().err
+
+
+def test_simulate_rejects_missing_folder(tmp_path, capsys):
+    code = main(["simulate", str(tmp_path / "nowhere" / "t.h5ad"), "--n-cells", "300", "--n-genes", "120", "-q"])
+    assert code == 2
+    assert "nowhere" in capsys.readouterr().err
