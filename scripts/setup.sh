@@ -39,12 +39,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 # torch is pinned in the same step as everything else: on its own, scvi-tools would pull
-# a CUDA build of several GB. A local folder of wheels is used when the machine has one.
-find_links=()
-for folder in ${PIP_FIND_LINKS:-} /opt/wheels; do
-    [ -d "$folder" ] && find_links+=(--find-links "$folder")
-done
-.venv/bin/python -m pip install --quiet --disable-pip-version-check "${find_links[@]}" \
+# a CUDA build of several GB. pip honours PIP_FIND_LINKS for a local folder of wheels.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
     -c requirements/constraints.txt "torch==2.13.0" -e ".[gui,test]"
 
 if ((launch)); then
