@@ -253,9 +253,9 @@ def test_compiled_and_scipy_products_agree():
 
     adata = _lognorm_adata(n=150)
     W = spatial_neighbors(adata, bandwidth=30.0, max_neighbours=10, inplace=False)
-    fast = np.zeros((150, 40), dtype=np.float32)
-    slow = np.zeros((150, 40), dtype=np.float32)
+    start = np.full((150, 40), 0.5, dtype=np.float32)  # the product is added into `out`
+    fast, slow = start.copy(), start.copy()
     _sparse_product_into(W, adata.X, fast, use_numba=True)
     _sparse_product_into(W, adata.X, slow, use_numba=False)
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(fast, W.toarray() @ adata.X.toarray(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast, 0.5 + W.toarray() @ adata.X.toarray(), rtol=1e-5, atol=1e-5)

@@ -9,12 +9,13 @@ from ._features import (
 )
 from ._graph import KERNELS, spatial_neighbors
 from ._perturb import make_neighbor_perturbation, make_perturbed_expression
-from ._validation import CellinaKeyError
+from ._validation import CellinaKeyError, CellinaTypeError
 
 __all__ = [
     "KERNELS",
     "TRANSFORMS",
     "CellinaKeyError",
+    "CellinaTypeError",
     "aggregate_neighbours",
     "compute_spatial_features",
     "detect_representation",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._validation import (
+    CellinaTypeError,
     CellinaKeyError,
     _show,
     check_connectivities,
@@ -39,7 +41,7 @@ def _as_csr(matrix: Any, name: str) -> sp.csr_matrix:
         return matrix.tocsr()
     arr = np.asarray(matrix)
     if arr.ndim != 2 or arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a 2-D numeric matrix, got {arr.dtype} {arr.shape}.")
+        raise CellinaTypeError(f"{name} must be a 2-D numeric matrix, got {arr.dtype} {arr.shape}.")
     return sp.csr_matrix(arr)
 
 
@@ -244,6 +246,9 @@ def _select_columns(X: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
 
 
 _SPMM_KERNEL: Any = None
+# numba's fallback "workqueue" threading layer aborts the process when two threads run
+# parallel code at once (e.g. a GUI worker and the main thread); calls are serialised.
+_SPMM_LOCK = threading.Lock()
 
 
 def _spmm_kernel() -> Any:
@@ -275,14 +280,16 @@ def _spmm_kernel() -> Any:
 
 
 def _sparse_product_into(W: sp.csr_matrix, Xs: sp.csr_matrix, out: np.ndarray, use_numba: bool = True) -> None:
+    """Add ``W @ Xs`` (both CSR, float32) into the dense ``out``."""
     kernel = _spmm_kernel() if use_numba else None
     if kernel is not None:
-        kernel(W.indptr, W.indices, W.data, Xs.indptr, Xs.indices, Xs.data, out)
+        with _SPMM_LOCK:
+            kernel(W.indptr, W.indices, W.data, Xs.indptr, Xs.indices, Xs.data, out)
         return
     for a, b in _row_blocks(W.shape[0], Xs.shape[1]):
         block = W[a:b] @ Xs
         block.sum_duplicates()
-        out[a:b] = block.toarray()
+        out[a:b] += block.toarray()
 
 
 def aggregate_neighbours(W: Any, Xrep: Any) -> np.ndarray:
@@ -366,7 +373,7 @@ def compute_spatial_features(
     """
     check_nonempty(adata)
     if not isinstance(obsm_key, str) or not obsm_key:
-        raise TypeError(f"`obsm_key` must be a non-empty string, got {obsm_key!r}.")
+        raise CellinaTypeError(f"`obsm_key` must be a non-empty string, got {obsm_key!r}.")
     W = check_connectivities(adata, connectivity_key)
     source = get_matrix(adata, layer)
     if source.shape[0] != adata.n_obs:

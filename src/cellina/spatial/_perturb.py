@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._features import _expm1_row_sums, detect_representation
+from ._features import _expm1_row_sums, _sparse_product_into, detect_representation
 from ._validation import (
+    CellinaTypeError,
     CellinaKeyError,
     _show,
     check_bool,
@@ -40,6 +41,8 @@ __all__ = ["make_neighbor_perturbation", "make_perturbed_expression"]
 # Entries per dense block of perturbed columns (cells x a few genes): 8 MiB in float64,
 # and a handful of such temporaries are alive at once.
 _BLOCK_ENTRIES = 1 << 20
+# Sender cells per slab of perturbed values in make_neighbor_perturbation.
+_SENDER_SLAB = 16384
 # Target sum assumed when counts are perturbed but no niche-feature record exists.
 _DEFAULT_TARGET_SUM = 1e4
 
@@ -65,7 +68,7 @@ def _canonical_csr(matrix: Any, name: str) -> sp.csr_matrix:
     else:
         arr = np.asarray(matrix)
         if arr.ndim != 2 or arr.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must be a numeric cells x genes matrix.")
+            raise CellinaTypeError(f"{name} must be a numeric cells x genes matrix.")
         out = sp.csr_matrix(arr)
     if not out.has_canonical_format:
         # scipy would sort or merge a shared matrix in place; work on a copy instead.
@@ -87,7 +90,7 @@ def _gene_shifts(spec: Any, where: str) -> pd.Series:
     elif isinstance(spec, Mapping):
         series = pd.Series(dict(spec), dtype=object)
     else:
-        raise TypeError(
+        raise CellinaTypeError(
             f"{where} must be a dict {{gene: value}} or a pandas Series, got {type(spec).__name__}."
         )
     index = pd.Index([str(g) for g in series.index])
@@ -96,7 +99,7 @@ def _gene_shifts(spec: Any, where: str) -> pd.Series:
     values = []
     for gene, value in zip(index, series.to_numpy()):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{where}: the shift of gene {gene!r} must be a number, got {value!r}.")
+            raise CellinaTypeError(f"{where}: the shift of gene {gene!r} must be a number, got {value!r}.")
         if not math.isfinite(float(value)):
             raise ValueError(f"{where}: the shift of gene {gene!r} is not finite ({value!r}).")
         values.append(float(value))
@@ -110,7 +113,7 @@ def _rng(random_state: Any) -> np.random.Generator:
         isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
     ):
         return np.random.default_rng(random_state)
-    raise TypeError(f"`random_state` must be an int, None or a numpy Generator, got {random_state!r}.")
+    raise CellinaTypeError(f"`random_state` must be an int, None or a numpy Generator, got {random_state!r}.")
 
 
 def _plan(
@@ -127,11 +130,11 @@ def _plan(
     source_name = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
     raw = get_matrix(adata, layer)
     if isinstance(perturb_fraction, (bool, np.bool_)) or not isinstance(perturb_fraction, numbers.Real):
-        raise TypeError(f"`perturb_fraction` must be a number in (0, 1], got {perturb_fraction!r}.")
+        raise CellinaTypeError(f"`perturb_fraction` must be a number in (0, 1], got {perturb_fraction!r}.")
     if not (0.0 < float(perturb_fraction) <= 1.0):
         raise ValueError(f"`perturb_fraction` must be in (0, 1], got {perturb_fraction!r}.")
     if isinstance(base, (bool, np.bool_)) or not isinstance(base, numbers.Real):
-        raise TypeError(f"`base` must be a number > 0, got {base!r}.")
+        raise CellinaTypeError(f"`base` must be a number > 0, got {base!r}.")
     if not (math.isfinite(float(base)) and float(base) > 0 and float(base) != 1.0):
         raise ValueError(f"`base` must be a finite number > 0 and != 1, got {base!r}.")
     rng = _rng(random_state)
@@ -139,7 +142,7 @@ def _plan(
     # (group label, shifts) in the caller's order
     if groupby is None:
         if isinstance(perturbations, pd.DataFrame):
-            raise TypeError("A DataFrame of shifts needs `groupby` (its rows are groups).")
+            raise CellinaTypeError("A DataFrame of shifts needs `groupby` (its rows are groups).")
         if isinstance(perturbations, Mapping) and any(
             isinstance(v, (Mapping, pd.Series)) for v in perturbations.values()
         ):
@@ -150,20 +153,21 @@ def _plan(
         specs = [(None, _gene_shifts(perturbations, "`perturbations`"))]
         members = {None: np.arange(n)}
     else:
-        labels = check_obs_key(adata, groupby, "groupby")
+        # cells without a label are simply nobody's sender
+        labels = check_obs_key(adata, groupby, "groupby", allow_missing=True)
         if isinstance(perturbations, pd.DataFrame):
             items = [(g, row.dropna()) for g, row in perturbations.iterrows()]
         elif isinstance(perturbations, Mapping):
             items = list(perturbations.items())
         else:
-            raise TypeError(
+            raise CellinaTypeError(
                 "With `groupby`, `perturbations` must map each group to {gene: value} or a "
                 f"Series, got {type(perturbations).__name__}."
             )
         if isinstance(labels.dtype, pd.CategoricalDtype):
             present = pd.Index(labels.cat.categories)
         else:
-            present = pd.Index(pd.unique(labels.to_numpy()))
+            present = pd.Index(pd.unique(labels.dropna().to_numpy()))
         unknown_groups = [g for g, _ in items if g not in present]
         if unknown_groups:
             raise ValueError(
@@ -252,19 +256,38 @@ def _map_values(values: np.ndarray, scale: np.ndarray, kind: str) -> np.ndarray:
     return np.where(np.broadcast_to(scale, values.shape) == 1.0, values, out)
 
 
-def _column_blocks(n_rows: int, n_cols: int) -> list[tuple[int, int]]:
-    step = max(1, _BLOCK_ENTRIES // max(1, n_rows))
-    return [(a, min(a + step, n_cols)) for a in range(0, n_cols, step)]
-
-
-def _u_blocks(plan: _Plan, add_shift: bool, base: float):
-    """Yield ``(a, b, old, new)`` dense blocks of the perturbed columns ``U[a:b]``."""
-    n = plan.source.shape[0]
-    sub = plan.source[:, plan.columns].tocsc()
-    for a, b in _column_blocks(n, plan.columns.size):
-        old = sub[:, a:b].toarray().astype(np.float64, copy=False)
-        shift = plan.table[plan.row_group, a:b]
+def _u_blocks(plan: _Plan, add_shift: bool, base: float, start: int = 0, stop: int | None = None):
+    """Yield ``(a, b, old, new)``: dense values of the perturbed columns for cells a..b."""
+    stop = plan.source.shape[0] if stop is None else stop
+    sub = plan.source[start:stop][:, plan.columns].tocsr()
+    step = max(1, _BLOCK_ENTRIES // max(1, plan.columns.size))
+    for a in range(start, stop, step):
+        b = min(a + step, stop)
+        old = sub[a - start : b - start].toarray().astype(np.float64, copy=False)
+        shift = plan.table[plan.row_group[a:b]]
         yield a, b, old, _shift(old, shift, add_shift, base)
+
+
+def _stack_columns(
+    plan: _Plan, add_shift: bool, base: float, scale: np.ndarray, kind: str,
+    keep: np.ndarray, targets: np.ndarray, n_cols: int, start: int = 0, stop: int | None = None,
+) -> sp.csr_matrix:
+    """Mapped perturbed values of the columns ``U[keep]`` placed at ``targets``, as CSR.
+
+    Rows are the cells ``start..stop``; built a block of cells at a time, so only the
+    non-zeros are ever held in full.
+    """
+    stop = plan.source.shape[0] if stop is None else stop
+    blocks = []
+    for a, b, _, new in _u_blocks(plan, add_shift, base, start, stop):
+        mapped = _map_values(new[:, keep], scale[a:b, None], kind).astype(np.float32)
+        blocks.append(sp.csr_matrix(mapped))
+    stacked = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, int(keep.sum())))
+    del blocks
+    return sp.csr_matrix(
+        (stacked.data, targets[stacked.indices].astype(stacked.indices.dtype), stacked.indptr),
+        shape=(stop - start, n_cols),
+    )
 
 
 def _row_totals(plan: _Plan, add_shift: bool, base: float) -> tuple[np.ndarray, np.ndarray]:
@@ -279,11 +302,11 @@ def _row_totals(plan: _Plan, add_shift: bool, base: float) -> tuple[np.ndarray, 
     else:
         old_total = np.asarray(src.sum(axis=1), dtype=np.float64).ravel()
     new_total = old_total.copy()
-    for _, _, old, new in _u_blocks(plan, add_shift, base):
+    for a, b, old, new in _u_blocks(plan, add_shift, base):
         if add_shift:
-            new_total += (np.expm1(new) - np.expm1(old)).sum(axis=1)
+            new_total[a:b] += (np.expm1(new) - np.expm1(old)).sum(axis=1)
         else:
-            new_total += (new - old).sum(axis=1)
+            new_total[a:b] += (new - old).sum(axis=1)
     np.maximum(new_total, 0.0, out=new_total)
     return old_total, new_total
 
@@ -312,7 +335,9 @@ def _mapped_csr(src: sp.csr_matrix, scale: np.ndarray, kind: str, drop_cols: np.
     return sp.csr_matrix((data, src.indices, src.indptr), shape=src.shape, copy=False)
 
 
-def _features_record(adata: Any, features_key: str, add_shift: bool) -> dict[str, Any] | None:
+def _features_record(adata: Any, features_key: str) -> dict[str, Any] | None:
+    if not isinstance(features_key, str) or not features_key:
+        raise CellinaTypeError(f"`features_key` must be a non-empty string, got {features_key!r}.")
     rec = adata.uns.get("cellina", {}).get("spatial_features", {}).get(features_key)
     return dict(rec) if rec is not None else None
 
@@ -357,7 +382,7 @@ def _common_checks(adata: Any, renormalize: Any, add_shift: Any, key: Any, keyna
     renormalize = check_bool("renormalize", renormalize)
     add_shift = check_bool("add_shift", add_shift)
     if not isinstance(key, str) or not key:
-        raise TypeError(f"`{keyname}` must be a non-empty string, got {key!r}.")
+        raise CellinaTypeError(f"`{keyname}` must be a non-empty string, got {key!r}.")
     return renormalize, add_shift
 
 
@@ -436,7 +461,7 @@ def make_neighbor_perturbation(
     """
     renormalize, add_shift = _common_checks(adata, renormalize, add_shift, obsm_key_out, "obsm_key_out")
     W = check_connectivities(adata, connectivity_key)
-    record = _features_record(adata, features_key, add_shift)
+    record = _features_record(adata, features_key)
     plan = _plan(adata, perturbations, groupby, layer, base, add_shift, perturb_fraction, random_state)
     _check_representation(plan, add_shift, record)
 
@@ -446,6 +471,11 @@ def make_neighbor_perturbation(
             raise CellinaKeyError(
                 f"The niche-feature record {features_key!r} names genes missing from "
                 f"adata.var_names: {_show(np.asarray(record['genes'])[positions < 0])}."
+            )
+        if int(record.get("n_vars", adata.n_vars)) != adata.n_vars:
+            raise ValueError(
+                f"The niche features {features_key!r} were computed on {record['n_vars']} genes "
+                f"but the AnnData now has {adata.n_vars}; recompute them first."
             )
     else:
         positions = np.arange(adata.n_vars)
@@ -486,20 +516,22 @@ def make_neighbor_perturbation(
     in_out = out_of >= 0
     A = _mapped_csr(sel, scale, kind, out_of[in_out])
 
-    from ._features import aggregate_neighbours
-
     W32 = W.astype(np.float32, copy=False)
-    phi = aggregate_neighbours(W32, A)
-    del A
     degree = np.asarray(W32.sum(axis=1), dtype=np.float64).ravel()
     inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
-    for a, b, _, new in _u_blocks(plan, add_shift, base):
-        keep = in_out[a:b]
-        if not keep.any():
-            continue
-        mapped = _map_values(new[:, keep], scale[:, None], kind).astype(np.float32)
-        contrib = np.asarray(W32 @ mapped, dtype=np.float64) * inv[:, None]
-        phi[:, out_of[a:b][keep]] += contrib.astype(np.float32)
+    phi = np.zeros((adata.n_obs, sel.shape[1]), dtype=np.float32)
+    _sparse_product_into(W32, A, phi)
+    del A
+    # The perturbed columns are added one slab of sender cells at a time, through the
+    # matching columns of W, so they never exist for all cells at once.
+    n = adata.n_obs
+    for a in range(0, n, _SENDER_SLAB):
+        b = min(a + _SENDER_SLAB, n)
+        B = _stack_columns(
+            plan, add_shift, base, scale, kind, in_out, out_of[in_out], sel.shape[1], a, b
+        )
+        _sparse_product_into(W32[:, a:b].tocsr(), B, phi)
+    phi *= inv.astype(np.float32)[:, None]
 
     adata.obsm[obsm_key_out] = phi
     cellina_uns = adata.uns.setdefault("cellina", {})
@@ -557,15 +589,9 @@ def make_perturbed_expression(
     kind = "log_rescale" if add_shift else "scale"
     src = plan.source
     A = _mapped_csr(src, r, kind, plan.columns)
-    rows, cols, vals = [], [], []
-    for a, b, _, new in _u_blocks(plan, add_shift, base):
-        mapped = _map_values(new, r[:, None], kind)
-        rr, cc = np.nonzero(mapped)
-        rows.append(rr)
-        cols.append(plan.columns[a:b][cc])
-        vals.append(mapped[rr, cc].astype(np.float32))
-    B = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=src.shape
+    B = _stack_columns(
+        plan, add_shift, base, r, kind, np.ones(plan.columns.size, dtype=bool), plan.columns,
+        src.shape[1],
     )
     out = (A + B).tocsr().astype(np.float32)
     out.eliminate_zeros()

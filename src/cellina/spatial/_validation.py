@@ -7,7 +7,6 @@ leaves it exactly as it was.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import scipy.sparse as sp
 
 __all__ = [
     "CellinaKeyError",
+    "CellinaTypeError",
     "check_bool",
     "check_connectivities",
     "check_int",
@@ -39,6 +39,13 @@ class CellinaKeyError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
+class CellinaTypeError(TypeError, ValueError):
+    """An argument has the wrong type (e.g. non-numeric coordinates).
+
+    Also a :class:`ValueError`, so ``except ValueError`` catches every bad input.
+    """
+
+
 def _show(values: Any, limit: int = 5) -> str:
     values = list(values)
     shown = ", ".join(repr(v) for v in values[:limit])
@@ -52,7 +59,7 @@ def check_nonempty(adata: Any) -> None:
     from anndata import AnnData
 
     if not isinstance(adata, AnnData):
-        raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+        raise CellinaTypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
     if adata.n_obs == 0:
         raise ValueError("The AnnData is empty (n_obs == 0): there are no cells to connect.")
 
@@ -60,14 +67,14 @@ def check_nonempty(adata: Any) -> None:
 def check_bool(name: str, value: Any) -> bool:
     """Return ``value`` as a bool, refusing anything that is not a bool."""
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+        raise CellinaTypeError(f"`{name}` must be True or False, got {value!r}.")
     return bool(value)
 
 
 def check_positive_finite(name: str, value: Any) -> float:
     """Return ``value`` as a float, refusing non-numbers, NaN, infinities and values <= 0."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+        raise CellinaTypeError(f"`{name}` must be a real number, got {value!r}.")
     value = float(value)
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
@@ -77,28 +84,30 @@ def check_positive_finite(name: str, value: Any) -> float:
 def check_int(name: str, value: Any, minimum: int) -> int:
     """Return ``value`` as an int >= ``minimum``; floats with a fractional part are refused."""
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+        raise CellinaTypeError(f"`{name}` must be an integer, got {value!r}.")
     if isinstance(value, numbers.Integral):
         out = int(value)
     elif isinstance(value, numbers.Real) and float(value).is_integer():
         out = int(value)
     else:
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+        raise CellinaTypeError(f"`{name}` must be an integer, got {value!r}.")
     if out < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {out}.")
     return out
 
 
-def check_obs_key(adata: Any, key: str, argname: str) -> pd.Series:
-    """Return ``adata.obs[key]``, refusing missing keys and missing values."""
+def check_obs_key(adata: Any, key: str, argname: str, allow_missing: bool = False) -> pd.Series:
+    """Return ``adata.obs[key]``, refusing missing keys (and missing values unless allowed)."""
     if not isinstance(key, str):
-        raise TypeError(f"`{argname}` must be a column name of adata.obs, got {key!r}.")
+        raise CellinaTypeError(f"`{argname}` must be a column name of adata.obs, got {key!r}.")
     if key not in adata.obs.columns:
         raise CellinaKeyError(
             f"{argname}={key!r} is not a column of adata.obs "
             f"(available: {_show(adata.obs.columns) or 'none'})."
         )
     col = adata.obs[key]
+    if allow_missing:
+        return col
     n_missing = int(col.isna().sum())
     if n_missing:
         raise ValueError(
@@ -114,7 +123,7 @@ def get_coordinates(adata: Any, spatial_key: str) -> np.ndarray:
     Two or three coordinate columns are accepted; they must be numeric and finite.
     """
     if not isinstance(spatial_key, str):
-        raise TypeError(f"`spatial_key` must be a string, got {spatial_key!r}.")
+        raise CellinaTypeError(f"`spatial_key` must be a string, got {spatial_key!r}.")
     if spatial_key not in adata.obsm:
         raise CellinaKeyError(
             f"spatial_key={spatial_key!r} is not in adata.obsm "
@@ -124,16 +133,16 @@ def get_coordinates(adata: Any, spatial_key: str) -> np.ndarray:
     if isinstance(raw, pd.DataFrame):
         bad = [c for c in raw.columns if not pd.api.types.is_numeric_dtype(raw[c])]
         if bad or any(pd.api.types.is_bool_dtype(raw[c]) for c in raw.columns):
-            raise TypeError(
+            raise CellinaTypeError(
                 f"adata.obsm[{spatial_key!r}] must hold numeric coordinates; "
                 f"non-numeric column(s): {_show(bad or list(raw.columns))}."
             )
         raw = raw.to_numpy()
     if sp.issparse(raw):
-        raise TypeError(f"adata.obsm[{spatial_key!r}] must be a dense array, not a sparse matrix.")
+        raise CellinaTypeError(f"adata.obsm[{spatial_key!r}] must be a dense array, not a sparse matrix.")
     arr = np.asarray(raw)
     if arr.dtype.kind not in "iuf":
-        raise TypeError(
+        raise CellinaTypeError(
             f"adata.obsm[{spatial_key!r}] must hold numeric coordinates, got dtype {arr.dtype}."
         )
     if arr.ndim != 2 or arr.shape[1] not in (2, 3):
@@ -173,7 +182,7 @@ def check_test_indices(test_indices: Any, n_obs: int) -> np.ndarray:
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     if arr.dtype.kind not in "iu":
-        raise TypeError(
+        raise CellinaTypeError(
             f"`test_indices` must hold integer positions or be a boolean mask, got dtype "
             f"{arr.dtype} (e.g. {_show(arr[:3])})."
         )
@@ -193,7 +202,7 @@ def get_matrix(adata: Any, layer: str | None) -> Any:
             raise ValueError("adata.X is None; pass `layer=` naming the expression layer to use.")
         return adata.X
     if not isinstance(layer, str):
-        raise TypeError(f"`layer` must be a string or None, got {layer!r}.")
+        raise CellinaTypeError(f"`layer` must be a string or None, got {layer!r}.")
     if layer not in adata.layers:
         raise CellinaKeyError(
             f"layer={layer!r} is not in adata.layers "
@@ -205,7 +214,7 @@ def get_matrix(adata: Any, layer: str | None) -> Any:
 def check_connectivities(adata: Any, connectivity_key: str) -> sp.csr_matrix:
     """Return ``adata.obsp[connectivity_key]`` as a CSR matrix with finite, non-negative weights."""
     if not isinstance(connectivity_key, str):
-        raise TypeError(f"`connectivity_key` must be a string, got {connectivity_key!r}.")
+        raise CellinaTypeError(f"`connectivity_key` must be a string, got {connectivity_key!r}.")
     if connectivity_key not in adata.obsp:
         raise CellinaKeyError(
             f"connectivity_key={connectivity_key!r} is not in adata.obsp "
@@ -220,8 +229,3 @@ def check_connectivities(adata: Any, connectivity_key: str) -> sp.csr_matrix:
             f"adata.obsp[{connectivity_key!r}] must hold finite, non-negative weights."
         )
     return W
-
-
-def unique_hashables(values: Any) -> list[Hashable]:
-    """Unique values in order of first appearance."""
-    return list(dict.fromkeys(values))
