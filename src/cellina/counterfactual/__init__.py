@@ -1,0 +1,22 @@
+"""Edge counterfactuals: donor sampling and niche features of rewired neighbourhoods."""
+
+from ._donors import sample_anchors, sample_donors
+from ._pools import cluster_pool, observed_neighbour_pool, select_cells
+from ._edge import (
+    anchor_niche_features,
+    pooled_niche_features,
+    rewired_niche_features,
+    spatial_features_record,
+)
+
+__all__ = [
+    "cluster_pool",
+    "observed_neighbour_pool",
+    "select_cells",
+    "anchor_niche_features",
+    "pooled_niche_features",
+    "rewired_niche_features",
+    "sample_anchors",
+    "sample_donors",
+    "spatial_features_record",
+]

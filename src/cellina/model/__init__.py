@@ -1,0 +1,7 @@
+"""Cellina on scvi-tools: module, model and adversarial training plan."""
+
+from ._model import Cellina
+from ._module import CellinaModule
+from ._training_plan import CellinaTrainingPlan, auto_kl_warmup_epochs
+
+__all__ = ["Cellina", "CellinaModule", "CellinaTrainingPlan", "auto_kl_warmup_epochs"]

@@ -1,0 +1,455 @@
+"""Cellina module, model and adversarial training plan on a small synthetic tissue."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import scanpy as sc
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from cellina.datasets import synthetic_tissue
+from cellina.model import Cellina, CellinaModule, auto_kl_warmup_epochs
+from cellina.spatial import compute_spatial_features, spatial_neighbors
+
+SMALL = {"n_hidden": 16, "n_latent": 4, "n_layers": 1}
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _tissue(n_cells: int = 640, n_genes: int = 100, seed: int = 0):
+    adata = synthetic_tissue(n_cells=n_cells, n_genes=n_genes, seed=seed, store_means=False)
+    adata.X = adata.layers["counts"].copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    spatial_neighbors(adata, bandwidth=20.0, max_neighbours=20)
+    compute_spatial_features(adata)
+    adata.X = adata.layers["counts"].copy()
+    return adata
+
+
+@pytest.fixture(scope="module")
+def tissue():
+    return _tissue()
+
+
+@pytest.fixture()
+def adata(tissue):
+    return tissue.copy()
+
+
+def _split(n_obs: int, n_train: int, seed: int = 0):
+    perm = np.random.default_rng(seed).permutation(n_obs)
+    return [perm[:n_train], perm[n_train:], np.array([], dtype=np.int64)]
+
+
+@pytest.fixture(scope="module")
+def trained(tissue):
+    """A model trained 3 epochs with loss normalisation on equal-size batches."""
+    adata = tissue.copy()
+    Cellina.setup_anndata(
+        adata, labels_key="coarse_type", domains_key="domain", layer="counts"
+    )
+    model = Cellina(adata, **SMALL)
+    torch.manual_seed(0)
+    model.train(
+        max_epochs=3,
+        batch_size=128,
+        check_val_every_n_epoch=1,
+        datasplitter_kwargs={"external_indexing": _split(adata.n_obs, 512)},
+        plan_kwargs={"normalize_losses": True},
+        **QUIET,
+    )
+    return model, adata
+
+
+# ---------------------------------------------------------------------- setup validation
+def _snapshot(adata):
+    return (list(adata.obs.columns), sorted(adata.uns.keys()), sorted(adata.obsm.keys()))
+
+
+def test_setup_rejects_log_normalised_counts_without_touching_adata(adata):
+    adata.X = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    before = _snapshot(adata)
+    with pytest.raises(ValueError, match=r"adata\.X holds non-integer"):
+        Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain")
+    assert _snapshot(adata) == before
+    assert "_scvi_labels" not in adata.obs
+
+
+def test_setup_rejects_negative_counts(adata):
+    adata.layers["bad"] = adata.layers["counts"].copy()
+    adata.layers["bad"].data[0] = -1.0
+    with pytest.raises(ValueError, match=r"adata\.layers\['bad'\] holds negative"):
+        Cellina.setup_anndata(adata, layer="bad")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"layer": "raw"}, r"layer='raw' is not in adata\.layers"),
+        ({"layer": "counts", "spatial_obsm_key": "niche"}, r"spatial_obsm_key='niche'"),
+        ({"layer": "counts", "labels_key": "celltype"}, r"labels_key='celltype'"),
+        ({"layer": "counts", "domains_key": "region"}, r"domains_key='region'"),
+        ({"layer": "counts", "batch_key": "sample"}, r"batch_key='sample'"),
+    ],
+)
+def test_setup_names_the_missing_key(adata, kwargs, message):
+    before = _snapshot(adata)
+    with pytest.raises(ValueError, match=message):
+        Cellina.setup_anndata(adata, **kwargs)
+    assert _snapshot(adata) == before
+
+
+def test_setup_needs_two_domains_and_complete_labels(adata):
+    adata.obs["one_domain"] = "healthy"
+    with pytest.raises(ValueError, match=r"'one_domain'.*1 domain"):
+        Cellina.setup_anndata(adata, layer="counts", domains_key="one_domain")
+    adata.obs["partial"] = adata.obs["coarse_type"].astype(object)
+    adata.obs.iloc[3, adata.obs.columns.get_loc("partial")] = np.nan
+    with pytest.raises(ValueError, match=r"'partial'.*1 missing"):
+        Cellina.setup_anndata(adata, layer="counts", labels_key="partial")
+
+
+def test_setup_rejects_nonfinite_niche_features(adata):
+    adata.obsm["spatial_x"] = adata.obsm["spatial_x"].copy()
+    adata.obsm["spatial_x"][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"obsm\['spatial_x'\] holds NaN"):
+        Cellina.setup_anndata(adata, layer="counts")
+
+
+def test_heads_need_their_keys(adata):
+    Cellina.setup_anndata(adata, layer="counts", domains_key="domain")
+    with pytest.raises(ValueError, match="labels_key"):
+        Cellina(adata, **SMALL)
+    Cellina.setup_anndata(adata, layer="counts", labels_key="coarse_type")
+    with pytest.raises(ValueError, match="domains_key"):
+        Cellina(adata, **SMALL)
+    model = Cellina(adata, discriminator_lambda=0.0, **SMALL)
+    assert model.module.discriminator is None and model.module.classifier is not None
+
+
+# ---------------------------------------------------------------------- training plan
+def test_history_has_the_published_monitors(trained):
+    model, _ = trained
+    hist = model.history
+    for key in (
+        "vae_loss_train",
+        "vae_loss_validation",
+        "elbo_train",
+        "elbo_validation",
+        "reconstruction_loss_train",
+        "kl_local_train",
+        "classifier_accuracy_train",
+        "classifier_accuracy_validation",
+        "discriminator_accuracy_train",
+        "discriminator_accuracy_validation",
+        "alpha_classifier",
+        "alpha_adversarial",
+        "kl_weight",
+    ):
+        assert key in hist, key
+        assert len(hist[key]) == 3, key
+        assert np.all(np.isfinite(hist[key].to_numpy(dtype=float))), key
+
+
+def test_alphas_are_measured_over_epoch_zero_then_frozen(trained):
+    model, _ = trained
+    hist = model.history
+    a_clf = hist["alpha_classifier"].to_numpy(dtype=float).ravel()
+    a_adv = hist["alpha_adversarial"].to_numpy(dtype=float).ravel()
+    assert np.all(a_clf == a_clf[0]) and np.all(a_adv == a_adv[0])
+    # 512 training cells in batches of 128: epoch means equal the per-batch means the plan
+    # accumulates, so the ratio can be recomputed from the logged epoch-0 values.
+    vae0 = float(hist["vae_loss_train"].iloc[0, 0])
+    clf0 = float(hist["classifier_loss_train"].iloc[0, 0])
+    adv0 = float(hist["adversarial_loss_train"].iloc[0, 0])
+    assert a_clf[0] == pytest.approx(vae0 / clf0, rel=1e-4)
+    assert a_adv[0] == pytest.approx(vae0 / adv0, rel=1e-4)
+    assert a_clf[0] > 10  # the reconstruction term is orders of magnitude larger
+    assert bool(model.module.alphas_frozen)
+    assert float(model.module.alpha_classifier) == pytest.approx(a_clf[0])
+
+
+def test_without_normalisation_alphas_stay_one(adata):
+    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    model = Cellina(adata, **SMALL)
+    model.train(max_epochs=1, batch_size=256, **QUIET)
+    assert float(model.module.alpha_classifier) == 1.0
+    assert float(model.module.alpha_adversarial) == 1.0
+    assert not bool(model.module.alphas_frozen)
+
+
+def test_kl_weight_reaches_one(trained):
+    model, _ = trained
+    klw = model.history["kl_weight"].to_numpy(dtype=float).ravel()
+    assert klw[0] == 0.0 and klw[-1] == 1.0
+    assert auto_kl_warmup_epochs(100) == 25
+    assert auto_kl_warmup_epochs(2) == 1
+    assert auto_kl_warmup_epochs(2000) == 100
+
+
+def test_vae_loss_validation_has_full_kl_weight(trained):
+    model, _ = trained
+    hist = model.history
+
+    def col(key):
+        return hist[key].to_numpy(dtype=float).ravel()
+
+    w = model.module.spatial_kl_weight
+    assert w == 0.1
+    np.testing.assert_allclose(
+        col("vae_loss_validation"),
+        col("reconstruction_loss_validation") + col("kl_z_validation") + w * col("kl_s_validation"),
+        rtol=1e-4,
+    )
+    np.testing.assert_allclose(
+        col("elbo_validation"),
+        col("reconstruction_loss_validation") + col("kl_z_validation") + col("kl_s_validation"),
+        rtol=1e-4,
+    )
+    # epoch 0 trains with KL weight 0: the training objective is the reconstruction alone
+    assert col("vae_loss_train")[0] == pytest.approx(col("reconstruction_loss_train")[0], rel=1e-5)
+
+
+class _StepRecorder(Callback):
+    """Snapshots every parameter before each optimiser step and at the batch end."""
+
+    def __init__(self):
+        self.snapshots = []
+
+    def _snap(self, pl_module, tag):
+        self.snapshots.append(
+            (tag, {n: p.detach().clone() for n, p in pl_module.module.named_parameters()})
+        )
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        grads = {
+            n: (p.grad is not None and bool(p.grad.abs().sum() > 0))
+            for n, p in pl_module.module.named_parameters()
+        }
+        self.snapshots.append(("grads", grads))
+        self._snap(pl_module, "before_step")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._snap(pl_module, "batch_end")
+
+
+def test_each_step_updates_only_its_own_parameters(adata):
+    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    model = Cellina(adata, **SMALL)
+    rec = _StepRecorder()
+    model.train(max_steps=1, max_epochs=1, batch_size=256, callbacks=[rec], **QUIET)
+    tags = [t for t, _ in rec.snapshots]
+    assert tags == ["grads", "before_step", "grads", "before_step", "batch_end"]
+    disc_grads, before_disc = rec.snapshots[0][1], rec.snapshots[1][1]
+    vae_grads, before_vae = rec.snapshots[2][1], rec.snapshots[3][1]
+    after = rec.snapshots[4][1]
+    is_disc = {n: n.startswith("discriminator.") for n in before_disc}
+    assert any(is_disc.values())
+    # discriminator step: gradients only on the discriminator (z is detached)
+    assert all(disc_grads[n] == is_disc[n] for n in is_disc if disc_grads[n] or is_disc[n])
+    assert not any(disc_grads[n] for n in is_disc if not is_disc[n])
+    changed_1 = {n for n in before_disc if not torch.equal(before_disc[n], before_vae[n])}
+    changed_2 = {n for n in before_vae if not torch.equal(before_vae[n], after[n])}
+    assert changed_1 and all(is_disc[n] for n in changed_1)
+    assert changed_2 and not any(is_disc[n] for n in changed_2)
+    assert any(n.startswith("z_encoder.") for n in changed_2)
+    assert any(n.startswith("s_encoder.") for n in changed_2)
+    assert any(n.startswith("classifier.") for n in changed_2)
+    # the adversarial term reaches the z encoder but leaves the discriminator's grads alone
+    assert vae_grads["z_encoder.encoder.fc_layers.Layer 0.0.weight"]
+
+
+def test_ablation_trains_with_one_optimiser(adata):
+    Cellina.setup_anndata(adata, layer="counts")
+    model = Cellina(adata, classifier_lambda=0.0, discriminator_lambda=0.0, **SMALL)
+    assert model.module.classifier is None and model.module.discriminator is None
+    model.train(max_epochs=1, batch_size=256, **QUIET)
+    assert "discriminator_loss_train" not in model.history
+    assert "classifier_loss_train" not in model.history
+    assert np.isfinite(model.history["vae_loss_train"].to_numpy(dtype=float)).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_gpu_device_list_falls_back_to_cpu(adata):
+    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    model = Cellina(adata, **SMALL)
+    with pytest.warns(UserWarning, match="training on the CPU"):
+        model.train(max_epochs=1, batch_size=256, devices=[0], **QUIET)
+    assert model.is_trained
+
+
+# ---------------------------------------------------------------------- module
+@pytest.mark.parametrize("likelihood", ["nb", "zinb", "poisson"])
+def test_module_likelihoods_give_finite_losses(likelihood):
+    torch.manual_seed(0)
+    module = CellinaModule(
+        n_input=30, n_spatial=30, n_labels=3, n_domains=2, n_hidden=8, n_latent=3,
+        gene_likelihood=likelihood,
+    )
+    x = torch.poisson(torch.full((16, 30), 3.0))
+    tensors = {
+        "X": x,
+        "spatial_x": torch.rand(16, 30),
+        "batch": torch.zeros(16, 1),
+        "labels": torch.randint(0, 3, (16, 1)).float(),
+        "domains": torch.randint(0, 2, (16, 1)).float(),
+    }
+    inf, gen, out = module(tensors)
+    assert torch.isfinite(out.loss)
+    assert out.extra_metrics["vae_loss"] > 0
+    # the decoder scale sums to one, so expected counts sum to the observed library
+    px = gen["px"]
+    mean = px.rate if likelihood == "poisson" else px.mu
+    torch.testing.assert_close(mean.sum(1), x.sum(1), rtol=1e-4, atol=1e-3)
+
+
+def test_module_rejects_unknown_likelihood():
+    with pytest.raises(ValueError, match="gene_likelihood='normal'"):
+        CellinaModule(n_input=5, n_spatial=5, use_classifier=False, use_adversary=False,
+                      gene_likelihood="normal")
+
+
+def test_condition_on_intrinsic_feeds_a_detached_z():
+    torch.manual_seed(0)
+    module = CellinaModule(
+        n_input=20, n_spatial=12, n_hidden=8, n_latent=3, use_classifier=False,
+        use_adversary=False, condition_on_intrinsic=True,
+    )
+    assert module.s_encoder.encoder.fc_layers[0][0].in_features == 12 + 3
+    x = torch.poisson(torch.full((8, 20), 2.0))
+    inf = module.inference(x, torch.rand(8, 12), torch.zeros(8, 1))
+    inf["s"].sum().backward()
+    assert all(p.grad is None for p in module.z_encoder.parameters())
+    assert any(p.grad is not None for p in module.s_encoder.parameters())
+
+
+def test_model_options_reach_the_module(adata):
+    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    model = Cellina(
+        adata, gene_likelihood="zinb", use_observed_lib_size=False, n_latent_spatial=6,
+        condition_on_intrinsic=True, **SMALL,
+    )
+    model.train(max_epochs=1, batch_size=256, **QUIET)
+    assert model.module.gene_likelihood == "zinb"
+    assert model.get_latent_representation(latent_key="s").shape == (adata.n_obs, 6)
+    expr = model.get_expression(indices=np.arange(10))
+    assert expr.shape == (10, adata.n_vars) and np.all(np.isfinite(expr))
+
+
+# ---------------------------------------------------------------------- latents and expression
+def test_latents_shapes_and_determinism(trained):
+    model, adata = trained
+    z = model.get_latent_representation(latent_key="z", batch_size=100)
+    s = model.get_latent_representation(latent_key="s")
+    assert z.shape == (adata.n_obs, 4) and s.shape == (adata.n_obs, 4)
+    np.testing.assert_array_equal(z, model.get_latent_representation(latent_key="z"))
+    idx = np.array([5, 0, 17])
+    np.testing.assert_allclose(model.get_latent_representation(indices=idx), z[idx], rtol=1e-5)
+    assert not np.allclose(z, s[:, : z.shape[1]])
+    with pytest.raises(ValueError, match="latent_key='x'"):
+        model.get_latent_representation(latent_key="x")
+    with pytest.raises(ValueError, match="indices holds positions outside"):
+        model.get_latent_representation(indices=[adata.n_obs])
+
+
+def test_shifted_latent_reads_the_perturbed_niche(trained):
+    model, adata = trained
+    ad2 = adata.copy()
+    with pytest.raises(ValueError, match=r"obsm\['spatial_x_cf'\] does not exist"):
+        model.get_latent_representation(ad2, latent_key="shifted")
+    ad2.obsm["spatial_x_cf"] = ad2.obsm["spatial_x"].copy()
+    s = model.get_latent_representation(ad2, latent_key="s")
+    np.testing.assert_allclose(model.get_latent_representation(ad2, latent_key="shifted"), s)
+    ad2.obsm["spatial_x_cf"] = ad2.obsm["spatial_x"] + 1.0
+    shifted = model.get_latent_representation(ad2, latent_key="shifted")
+    assert not np.allclose(shifted, s)
+    np.testing.assert_allclose(model.get_perturbed_latents(ad2), shifted, rtol=1e-5)
+
+
+def test_perturbed_expression_leaves_registered_data_alone(trained):
+    model, adata = trained
+    ad2 = adata.copy()
+    ad2.obsm["spatial_x_cf"] = ad2.obsm["spatial_x"] * 0.5
+    phi_before = ad2.obsm["spatial_x"].copy()
+    counts_before = ad2.layers["counts"].copy()
+    # as in the published tutorial: adata.X log-normalised, the model reads its counts layer
+    sc.pp.normalize_total(ad2, target_sum=1e4)
+    sc.pp.log1p(ad2)
+    idx = np.arange(0, 200, 3)
+    pert = model.get_perturbed_expression(ad2, indices=idx, library_size=1e4, batch_size=32)
+    assert pert.shape == (len(idx), ad2.n_vars)
+    np.testing.assert_allclose(pert.sum(1), 1e4, rtol=1e-3)
+    np.testing.assert_array_equal(ad2.obsm["spatial_x"], phi_before)
+    assert (ad2.layers["counts"] != counts_before).nnz == 0
+    factual = model.get_expression(ad2, indices=idx, library_size=1e4)
+    assert not np.allclose(pert, factual)
+    ad2.obsm["spatial_x_cf"] = phi_before
+    np.testing.assert_allclose(
+        model.get_perturbed_expression(ad2, indices=idx, library_size=1e4), factual, rtol=1e-5
+    )
+    # at the cell's own library the expected counts sum to its observed total
+    own = model.get_perturbed_expression(ad2, indices=idx)
+    np.testing.assert_allclose(own.sum(1), np.asarray(counts_before[idx].sum(1)).ravel(), rtol=1e-3)
+    ad2.obsm["narrow"] = phi_before[:, :5]
+    with pytest.raises(ValueError, match=r"obsm\['narrow'\] must have shape"):
+        model.get_perturbed_expression(ad2, spatial_obsm_key="narrow")
+    with pytest.raises(ValueError, match="library_size"):
+        model.get_perturbed_expression(ad2, library_size=-1)
+
+
+# ---------------------------------------------------------------------- save / load
+def test_save_load_round_trip(trained, tmp_path):
+    model, adata = trained
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = Cellina.load(str(tmp_path / "m"), adata=adata.copy())
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(latent_key="s"),
+        model.get_latent_representation(latent_key="s"),
+        rtol=1e-5,
+    )
+    assert float(loaded.module.alpha_adversarial) == float(model.module.alpha_adversarial)
+    assert bool(loaded.module.alphas_frozen)
+
+
+def test_load_rejects_other_genes(trained, tmp_path):
+    model, adata = trained
+    model.save(tmp_path / "m", overwrite=True)
+    other = adata[:, 1:].copy()
+    with pytest.raises(ValueError, match=r"var_names do not match.*missing \['"):
+        Cellina.load(str(tmp_path / "m"), adata=other)
+    shuffled = adata[:, ::-1].copy()
+    with pytest.raises(ValueError, match="different order"):
+        Cellina.load(str(tmp_path / "m"), adata=shuffled)
+
+
+def test_unknown_plan_kwargs_are_rejected(adata):
+    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    model = Cellina(adata, **SMALL)
+    with pytest.raises(ValueError, match=r"Unknown plan_kwargs.*normalise_losses"):
+        model.train(max_epochs=1, plan_kwargs={"normalise_losses": True}, **QUIET)
+    with pytest.raises(ValueError, match="n_epochs_kl_warmup"):
+        model.train(max_epochs=1, plan_kwargs={"n_epochs_kl_warmup": "half"}, **QUIET)
+
+
+@pytest.mark.parametrize("per_cell_theta", [False, True])
+def test_nb_log_likelihood_matches_scvi(per_cell_theta):
+    from scvi.distributions import NegativeBinomial
+
+    from cellina.model._module import nb_log_likelihood
+
+    torch.manual_seed(1)
+    x = torch.poisson(torch.full((6, 40), 2.5))
+    mu = (torch.rand(6, 40) * 5 + 0.01).requires_grad_()
+    theta = (torch.rand(6, 40) if per_cell_theta else torch.rand(40)) * 3 + 0.05
+    theta.requires_grad_()
+    ours = nb_log_likelihood(x, mu, theta)
+    ref = NegativeBinomial(mu=mu, theta=theta).log_prob(x).sum(-1)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-3)
+    g_ours = torch.autograd.grad(ours.sum(), [mu, theta])
+    g_ref = torch.autograd.grad(ref.sum(), [mu, theta])
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
