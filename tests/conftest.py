@@ -21,3 +21,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "render" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # napari's make_napari_viewer fixture reads item.rep_call in its teardown to decide
+    # whether to check for leaked widgets; without this a failing test reports a second,
+    # misleading error.
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -1,4 +1,4 @@
-"""Counterfactual results and provenance attached to an AnnData survive an .h5ad round trip."""
+"""The perturbed AnnData layout and its provenance survive an .h5ad round trip."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cellina._io import write_h5ad_atomic
-from cellina.export import attach_counterfactual, provenance_record
+from cellina.export import CurrentRun, perturbed_anndata, run_record
 
 
 @pytest.fixture
@@ -26,59 +26,71 @@ def test_round_trip_keeps_results_and_provenance(adata, tmp_path):
     cf = np.arange(15, dtype=np.float32).reshape(3, 5) + 1
     fact = cf / 2
     donors = np.array([[1, 2], [4, 5], [8, 9]])
-    record = provenance_record(
-        "edge",
-        {"n_neighbours": 2, "donors": donors, "shifts": pd.Series({"g1": 1.5}), "unused": None},
-        seed=5,
+    shifts = pd.DataFrame({"gene": ["g1"], "value": [1.5], "senders": [("t_cell", "b_cell")]})
+    record = run_record("edge", {"n_neighbours": 2, "unused": None}, focal=focal, seed=5, donors=donors,
+                        gene_shifts=shifts)
+    out = perturbed_anndata(
+        adata,
+        runs={"edge 1": record},
+        current=CurrentRun("edge 1", focal, cf, fact),
+        selections={"cellina_donors": np.arange(20) < 10},
+        latents={"cellina_z": np.ones((20, 2))},
+        keys={"cell_type_key": "cell_type", "batch_key": None},
     )
-    out = attach_counterfactual(
-        adata, focal, cf, factual=fact, provenance=record, selections={"cellina_donor": np.arange(20) < 10}
-    )
-    path = write_h5ad_atomic(out, tmp_path / "perturbed.h5ad")
-    back = ad.read_h5ad(path)
-    np.testing.assert_allclose(back.layers["cellina_cf"][focal].toarray(), cf)
-    np.testing.assert_allclose(back.layers["cellina_cf_factual"][focal].toarray(), fact)
-    assert back.layers["cellina_cf"].nnz == cf.size  # other cells stay empty
-    assert back.obs["cellina_cf_focal"].sum() == 3 and back.obs["cellina_cf_focal"].iloc[7]
-    assert back.obs["cellina_donor"].sum() == 10
-    run = back.uns["cellina"]["runs"]["cellina_cf"]
-    assert run["kind"] == "edge" and run["seed"] == 5
-    np.testing.assert_array_equal(run["parameters"]["donors"], donors)
-    assert list(run["parameters"]["shifts"]["index"]) == ["g1"]
+    back = ad.read_h5ad(write_h5ad_atomic(out, tmp_path / "perturbed.h5ad"))
+    np.testing.assert_allclose(back.layers["cellina_counterfactual"][focal].toarray(), cf)
+    np.testing.assert_allclose(back.layers["cellina_factual"][focal].toarray(), fact)
+    assert back.layers["cellina_counterfactual"].nnz == cf.size  # other cells stay empty
+    assert "cellina_counterfactual_std" not in back.layers
+    np.testing.assert_array_equal(np.flatnonzero(back.obs["cellina_counterfactual_cells"]), focal)
+    assert back.obs["cellina_donors"].sum() == 10
+    assert back.obsm["cellina_z"].shape == (20, 2)
+    provenance = back.uns["cellina"]["provenance"]
+    assert provenance["current_run"] == "edge 1"
+    run = provenance["runs"]["edge 1"]
+    assert run["perturbation"] == "edge" and run["seed"] == 5
+    np.testing.assert_array_equal(run["donor_indices"], donors)
+    np.testing.assert_array_equal(run["focal_indices"], focal)
+    assert list(run["gene_shifts"]["senders"]) == ["t_cell,b_cell"]
     assert "unused" not in run["parameters"]
-    assert run["versions"]["anndata"] == metadata.version("anndata")
-    assert run["created_utc"].endswith("+00:00")
+    assert provenance["versions"]["anndata"] == metadata.version("anndata")
+    assert provenance["time"].endswith("+00:00")
+    assert provenance["keys"] == {"cell_type_key": "cell_type", "batch_key": ""}
 
 
 def test_caller_adata_untouched(adata):
     before = adata.copy()
-    attach_counterfactual(adata, [0], np.ones((1, 5)), provenance={"kind": "edge"})
-    assert list(adata.layers) == [] and list(adata.obs.columns) == []
+    record = run_record("edge", {}, focal=[0])
+    perturbed_anndata(adata, runs={"r": record}, current=CurrentRun("r", np.array([0]), np.ones((1, 5))))
+    assert list(adata.layers) == [] and list(adata.obs.columns) == [] and "cellina" not in adata.uns
     np.testing.assert_array_equal(adata.X, before.X)
 
 
-def test_second_run_is_kept_beside_the_first(adata):
-    first = attach_counterfactual(adata, [0], np.ones((1, 5)), provenance={"kind": "edge"}, key="run_a")
-    both = attach_counterfactual(first, [1], np.ones((1, 5)), provenance={"kind": "node"}, key="run_b")
-    assert set(both.uns["cellina"]["runs"]) == {"run_a", "run_b"}
-    assert {"run_a", "run_b"} <= set(both.layers)
+def test_export_without_runs_keeps_selections(adata):
+    out = perturbed_anndata(adata, runs={}, selections={"cellina_focal": np.arange(20) < 3})
+    assert out.obs["cellina_focal"].sum() == 3
+    assert "cellina_counterfactual" not in out.layers
+    assert out.uns["cellina"]["provenance"]["current_run"] == ""
 
 
 @pytest.mark.parametrize(
     ("focal", "values", "match"),
     [
-        ([], np.ones((0, 5)), "non-empty"),
-        ([25], np.ones((1, 5)), r"\[0, 20\)"),
-        ([0, 1], np.ones((3, 5)), r"cellina_cf has shape \(3, 5\)"),
+        (np.array([], dtype=int), np.ones((0, 5)), "non-empty"),
+        (np.array([25]), np.ones((1, 5)), r"\[0, 20\)"),
+        (np.array([0, 1]), np.ones((3, 5)), r"counterfactual has shape \(3, 5\)"),
     ],
 )
-def test_bad_input_is_named(adata, focal, values, match):
+def test_bad_current_run_is_named(adata, focal, values, match):
     with pytest.raises((ValueError, IndexError), match=match):
-        attach_counterfactual(adata, focal, values, provenance={"kind": "edge"})
+        perturbed_anndata(adata, runs={"edge 1": {}}, current=CurrentRun("edge 1", focal, values))
+
+
+def test_current_run_needs_a_record(adata):
+    with pytest.raises(ValueError, match="'edge 9'"):
+        perturbed_anndata(adata, runs={}, current=CurrentRun("edge 9", np.array([0]), np.ones((1, 5))))
 
 
 def test_bad_selection_is_named(adata):
     with pytest.raises(ValueError, match="cellina_focal_lasso"):
-        attach_counterfactual(
-            adata, [0], np.ones((1, 5)), provenance={}, selections={"cellina_focal_lasso": np.ones(3, bool)}
-        )
+        perturbed_anndata(adata, runs={}, selections={"cellina_focal_lasso": np.ones(3, bool)})

@@ -161,7 +161,7 @@ def _run_counterfactual(args: argparse.Namespace) -> int:
 
     from cellina._io import write_h5ad_atomic
     from cellina.counterfactual import observed_neighbour_pool, select_cells
-    from cellina.export import attach_counterfactual, provenance_record
+    from cellina.export import CurrentRun, perturbed_anndata, run_record
     from cellina.model import Cellina
 
     output = Path(args.output)
@@ -176,7 +176,7 @@ def _run_counterfactual(args: argparse.Namespace) -> int:
     library_size = args.library_size if args.library_size == "latent" else float(args.library_size)
     factual = model.get_expression(indices=focal, library_size=library_size)
     parameters = {"focal": args.focal, "model": str(model_dir), "data": str(data_path), "library_size": args.library_size}
-    std = None
+    std = donors = gene_shifts = None
     if args.mode == "edge":
         if args.donors is not None:
             pool = select_cells(adata, args.donors, "--donors")
@@ -199,7 +199,7 @@ def _run_counterfactual(args: argparse.Namespace) -> int:
         predicted, std, donors = result
         parameters.update(
             donors=args.donors, donors_neighbours_of=args.donors_neighbours_of, exclude=args.exclude,
-            n_neighbours=args.n_neighbours, n_draws=args.n_draws, donor_pool=pool, donor_draws=donors,
+            n_neighbours=args.n_neighbours, n_draws=args.n_draws, donor_pool=pool,
         )
     else:
         from cellina.spatial import make_neighbor_perturbation
@@ -221,9 +221,17 @@ def _run_counterfactual(args: argparse.Namespace) -> int:
         predicted = model.get_perturbed_expression(
             adata=work, indices=focal, spatial_obsm_key="spatial_x_cf", library_size=library_size
         )
-        parameters.update(shifts=args.shifts, groupby=groupby, add_shift=args.add_shift, gene_shifts=shifts)
-    record = provenance_record(args.mode, parameters, model=model, model_path=str(model_dir), seed=args.seed)
-    out = attach_counterfactual(adata, focal, np.asarray(predicted), factual=np.asarray(factual), std=std, provenance=record)
+        parameters.update(shifts=args.shifts, groupby=groupby, add_shift=args.add_shift)
+        gene_shifts = shifts
+    run_name = f"{args.mode} 1"
+    record = run_record(args.mode, parameters, focal=focal, seed=args.seed, donors=donors, gene_shifts=gene_shifts)
+    out = perturbed_anndata(
+        adata,
+        runs={run_name: record},
+        current=CurrentRun(run_name, focal, np.asarray(predicted), np.asarray(factual), std),
+        model=model,
+        model_source=str(model_dir),
+    )
     write_h5ad_atomic(out, output)
     if not args.quiet:
         print(f"wrote {args.mode} counterfactuals for {focal.size} focal cells to {output}")
@@ -319,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         "counterfactual",
         help="predict expression under a rewired neighbourhood (edge) or shifted neighbours (node)",
         description="Load a trained model, choose focal cells with an obs query, and write an .h5ad "
-        "whose layers 'cellina_cf' and 'cellina_cf_factual' hold the focal cells' counterfactual and "
-        "factual expected counts, with provenance in uns['cellina']['runs'].",
+        "whose layers 'cellina_counterfactual' and 'cellina_factual' hold the focal cells' counterfactual "
+        "and factual expected counts, with provenance in uns['cellina']['provenance'].",
     )
     cf_modes = cf.add_subparsers(dest="mode", metavar="MODE")
     cf_modes.required = True

@@ -1,13 +1,25 @@
-"""Attach counterfactual results and their provenance to an AnnData for export.
+"""The perturbed AnnData that every face exports: results, selections, latents, provenance.
 
-Shared by the command line and the napari plugin, so a perturbed .h5ad looks the
-same whichever face wrote it.
+The command line and the napari plugin both write through :func:`perturbed_anndata`, so
+a perturbed .h5ad has one layout whichever face wrote it:
+
+* ``layers["cellina_counterfactual"]``, ``layers["cellina_factual"]`` and, with several
+  donor draws, ``layers["cellina_counterfactual_std"]``: the focal cells' expected counts
+  under the current run (sparse; other cells are empty rows);
+* ``obs["cellina_counterfactual_cells"]`` marks the current run's focal cells; named
+  selections (the plugin's lassos) become boolean ``obs`` columns, latents go to ``obsm``;
+* ``uns["cellina"]["provenance"]``: ``current_run``, every run's record (perturbation,
+  parameters, seed, focal and donor indices, gene shifts, time), the model's identity
+  (class, parameters, SHA-256 of its weights, where it came from), package versions,
+  the export time and the annotation keys used.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -16,7 +28,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-_VERSIONED_PACKAGES = ("napari-cellina", "scvi-tools", "torch", "anndata", "scanpy", "numpy", "scipy")
+_VERSIONED_PACKAGES = ("napari-cellina", "scvi-tools", "torch", "anndata", "scanpy", "numpy", "scipy", "napari")
+
+
+def utc_now() -> str:
+    """The current time, ISO 8601 in UTC, to the second."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def package_versions() -> dict[str, str]:
@@ -30,19 +47,40 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def model_identity(model: Any, source: str = "") -> dict[str, Any]:
+    """Class, scalar init parameters, a SHA-256 of the weights and where the model came from."""
+    if model is None:
+        return {}
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    init = getattr(model, "init_params_", None) or {}
+    scalars = {k: v for k, v in init.get("non_kwargs", init).items() if isinstance(v, (int, float, str, bool))}
+    return {
+        "class": type(model).__name__,
+        "weights_sha256": digest.hexdigest(),
+        "source": source,
+        "init_params": {k: str(v) for k, v in scalars.items()},
+    }
+
+
 def to_h5ad_value(value: Any) -> Any:
     """Convert ``value`` into something AnnData can store in ``uns`` (no None, no tuples, no objects)."""
     if isinstance(value, Mapping):
         return {str(k): to_h5ad_value(v) for k, v in value.items() if v is not None}
     if isinstance(value, pd.Series):
         return {"index": value.index.astype(str).to_numpy(), "values": value.to_numpy()}
+    if isinstance(value, pd.DataFrame):
+        return {str(c): to_h5ad_value(value[c].to_numpy()) for c in value.columns}
     if isinstance(value, np.ndarray):
-        return value.astype(str) if value.dtype == object else value
+        if value.dtype == object:
+            return np.array([",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v) for v in value])
+        return value
     if isinstance(value, (list, tuple)):
         if len(value) and all(isinstance(v, (Mapping, np.ndarray, list, tuple)) for v in value):
             return {str(i): to_h5ad_value(v) for i, v in enumerate(value)}
-        array = np.asarray(value)
-        return array.astype(str) if array.dtype == object else array
+        return to_h5ad_value(np.asarray(value))
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (str, int, float, bool)):
@@ -50,78 +88,90 @@ def to_h5ad_value(value: Any) -> Any:
     return str(value)
 
 
-def provenance_record(
-    kind: str,
-    parameters: Mapping[str, Any],
-    *,
-    model: Any = None,
-    model_path: str | None = None,
-    seed: int | None = None,
-) -> dict[str, Any]:
-    """Who made a result, how and when: kind, parameters, seed, model identity, versions, UTC time."""
-    record: dict[str, Any] = {
-        "kind": kind,
-        "parameters": dict(parameters),
-        "seed": seed,
-        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "versions": package_versions(),
-    }
-    if model is not None:
-        identity = {"class": type(model).__name__, "path": model_path}
-        init_params = getattr(model, "init_params_", None)
-        if isinstance(init_params, Mapping):
-            identity["init_params"] = {
-                k: v for k, v in init_params.get("non_kwargs", init_params).items() if isinstance(v, (int, float, str, bool))
-            }
-        history = getattr(model, "history", None)
-        if isinstance(history, Mapping) and "vae_loss_validation" in history:
-            identity["final_vae_loss_validation"] = float(np.asarray(history["vae_loss_validation"]).ravel()[-1])
-        record["model"] = identity
-    return to_h5ad_value(record)
-
-
-def _rows_as_sparse(n_obs: int, rows: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
-    """An n_obs x genes CSR matrix holding ``values`` on ``rows`` and nothing elsewhere."""
-    values = np.asarray(values, dtype=np.float32)
-    placed = sp.csr_matrix(values)
+def rows_as_sparse(n_obs: int, rows: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
+    """An ``n_obs x genes`` CSR matrix holding ``values`` on ``rows`` and nothing elsewhere."""
+    placed = sp.csr_matrix(np.asarray(values, dtype=np.float32))
     selector = sp.csr_matrix(
         (np.ones(len(rows), dtype=np.float32), (rows, np.arange(len(rows)))), shape=(n_obs, len(rows))
     )
-    return (selector @ placed).tocsr()
+    return sp.csr_matrix(selector @ placed)
 
 
-def attach_counterfactual(
-    adata: ad.AnnData,
-    focal: Sequence[int] | np.ndarray,
-    counterfactual: np.ndarray,
+def run_record(
+    kind: str,
+    parameters: Mapping[str, Any],
     *,
-    provenance: Mapping[str, Any],
-    factual: np.ndarray | None = None,
-    std: np.ndarray | None = None,
-    key: str = "cellina_cf",
-    selections: Mapping[str, np.ndarray] | None = None,
-    latents: Mapping[str, np.ndarray] | None = None,
-) -> ad.AnnData:
-    """Return a copy of ``adata`` carrying one counterfactual run.
+    focal: np.ndarray,
+    seed: int | None = None,
+    donors: np.ndarray | None = None,
+    gene_shifts: Any = None,
+    created: str | None = None,
+) -> dict[str, Any]:
+    """Provenance of one run: perturbation type, parameters, seed, cells, donors, shifts, time."""
+    record = {
+        "perturbation": kind,
+        "parameters": dict(parameters),
+        "seed": seed,
+        "focal_indices": np.asarray(focal, dtype=np.int64),
+        "donor_indices": None if donors is None else np.asarray(donors, dtype=np.int64),
+        "gene_shifts": gene_shifts,
+        "created": created or utc_now(),
+    }
+    return to_h5ad_value(record)
 
-    Layers ``key`` (counterfactual), ``f"{key}_factual"`` and ``f"{key}_std"`` hold the focal
-    cells' expected counts (sparse: other cells are empty rows); ``obs[f"{key}_focal"]`` marks
-    the focal cells; ``selections`` become boolean obs columns; ``latents`` go to ``obsm``;
-    ``uns["cellina"]["runs"][key]`` holds the provenance. The caller's AnnData is not touched.
-    """
-    focal = np.asarray(focal)
+
+@dataclass(frozen=True)
+class CurrentRun:
+    """The arrays of the run whose expression goes into the layers."""
+
+    name: str
+    focal: np.ndarray
+    counterfactual: np.ndarray
+    factual: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+
+def _check_current(adata: ad.AnnData, run: CurrentRun) -> np.ndarray:
+    focal = np.asarray(run.focal)
     if focal.dtype == bool:
         focal = np.flatnonzero(focal)
-    if focal.ndim != 1 or len(focal) == 0:
-        raise ValueError("focal must be a non-empty 1-D array of cell indices")
+    if focal.ndim != 1 or focal.size == 0:
+        raise ValueError(f"run {run.name!r}: focal must be a non-empty 1-D array of cell indices")
     if focal.min() < 0 or focal.max() >= adata.n_obs:
-        raise IndexError(f"focal indices must lie in [0, {adata.n_obs}), got {focal.min()}..{focal.max()}")
-    arrays = {key: counterfactual, f"{key}_factual": factual, f"{key}_std": std}
-    for name, values in arrays.items():
-        if values is not None and np.shape(values) != (len(focal), adata.n_vars):
+        raise IndexError(
+            f"run {run.name!r}: focal indices must lie in [0, {adata.n_obs}), got {focal.min()}..{focal.max()}"
+        )
+    for label, values in (("counterfactual", run.counterfactual), ("factual", run.factual), ("std", run.std)):
+        if values is not None and np.shape(values) != (focal.size, adata.n_vars):
             raise ValueError(
-                f"{name} has shape {np.shape(values)}, expected (n_focal, n_genes) = {(len(focal), adata.n_vars)}"
+                f"run {run.name!r}: {label} has shape {np.shape(values)}, expected (n_focal, n_genes) = "
+                f"{(focal.size, adata.n_vars)}"
             )
+    return focal
+
+
+def perturbed_anndata(
+    adata: ad.AnnData,
+    *,
+    runs: Mapping[str, Mapping[str, Any]],
+    current: CurrentRun | None = None,
+    model: Any = None,
+    model_source: str = "",
+    selections: Mapping[str, np.ndarray] | None = None,
+    latents: Mapping[str, np.ndarray] | None = None,
+    keys: Mapping[str, Any] | None = None,
+) -> ad.AnnData:
+    """Return a copy of ``adata`` carrying results and provenance in the layout described above.
+
+    ``runs`` maps run names to :func:`run_record` outputs; ``current`` holds the arrays of
+    the run shown in the layers (it must be one of ``runs``). Everything is validated
+    before anything is built, and the caller's AnnData is never modified.
+    """
+    focal = None
+    if current is not None:
+        if current.name not in runs:
+            raise ValueError(f"current run {current.name!r} has no record in runs ({sorted(runs)})")
+        focal = _check_current(adata, current)
     for name, mask in (selections or {}).items():
         if np.shape(mask) != (adata.n_obs,):
             raise ValueError(f"selection {name!r} must be a boolean mask of length n_obs={adata.n_obs}")
@@ -130,19 +180,32 @@ def attach_counterfactual(
             raise ValueError(f"latent {name!r} must have one row per cell ({adata.n_obs})")
 
     out = adata.copy()
-    for name, values in arrays.items():
-        if values is not None:
-            out.layers[name] = _rows_as_sparse(adata.n_obs, focal, values)
-    is_focal = np.zeros(adata.n_obs, dtype=bool)
-    is_focal[focal] = True
-    out.obs[f"{key}_focal"] = is_focal
+    if current is not None:
+        layers = {
+            "cellina_counterfactual": current.counterfactual,
+            "cellina_factual": current.factual,
+            "cellina_counterfactual_std": current.std,
+        }
+        for name, values in layers.items():
+            if values is not None:
+                out.layers[name] = rows_as_sparse(adata.n_obs, focal, values)
+        is_focal = np.zeros(adata.n_obs, dtype=bool)
+        is_focal[focal] = True
+        out.obs["cellina_counterfactual_cells"] = is_focal
     for name, mask in (selections or {}).items():
         out.obs[name] = np.asarray(mask, dtype=bool)
     for name, values in (latents or {}).items():
         out.obsm[name] = np.asarray(values)
     cellina_uns = dict(out.uns.get("cellina", {}))
-    runs = dict(cellina_uns.get("runs", {}))
-    runs[key] = to_h5ad_value(provenance)
-    cellina_uns["runs"] = runs
+    cellina_uns["provenance"] = to_h5ad_value(
+        {
+            "current_run": current.name if current is not None else "",
+            "runs": {name: to_h5ad_value(record) for name, record in runs.items()},
+            "model": model_identity(model, model_source),
+            "versions": package_versions(),
+            "time": utc_now(),
+            "keys": {k: ("" if v is None else v) for k, v in (keys or {}).items()},
+        }
+    )
     out.uns["cellina"] = cellina_uns
     return out
