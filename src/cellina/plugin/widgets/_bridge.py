@@ -1,0 +1,320 @@
+"""The link between one napari viewer and its Cellina session.
+
+Every dock of a viewer shares one :class:`ViewerBridge`: it owns the session and the
+layers Cellina draws (cells, latent clusters, lasso shapes, results) and updates those
+layers in place on the main thread when the session changes. Docks never find each
+other; they talk to the bridge and observe the session.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from psygnal import Signal
+
+from cellina.plugin._colours import ColourInfo, categorical_colours, colours_for, continuous_colours
+from cellina.plugin._points import DEFAULT_HOVER_COLUMNS
+from cellina.plugin._session import DONORS, FOCAL, CellinaSession, SessionError, TissueKeys
+
+CELLS = "cells"
+Z_LAYER = "intrinsic clusters (z)"
+S_LAYER = "niches (s)"
+RESULT_LAYER = "counterfactual"
+LASSO_LAYERS = {FOCAL: "focal lasso", DONORS: "donor lasso"}
+LASSO_COLOURS = {FOCAL: "#ff7f0e", DONORS: "#1f77b4"}
+
+_BRIDGES: dict[int, ViewerBridge] = {}
+
+
+def unwrap(viewer: Any) -> Any:
+    """The viewer behind napari's public-only proxy (plugin docks receive the proxy)."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
+def get_bridge(viewer: Any) -> ViewerBridge:
+    """The bridge of ``viewer``, created on first use and dropped when the viewer goes."""
+    viewer = unwrap(viewer)
+    key = id(viewer)
+    bridge = _BRIDGES.get(key)
+    if bridge is None or bridge.viewer is not viewer:
+        bridge = ViewerBridge(viewer)
+        _BRIDGES[key] = bridge
+        weakref.finalize(viewer, _BRIDGES.pop, key, None)
+    return bridge
+
+
+class ViewerBridge:
+    """Session plus the napari layers that show it.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    """
+
+    colouring = Signal(object)  # ColourInfo of the cells layer
+    result_colouring = Signal(object)  # ColourInfo of the result layer
+    message = Signal(str)
+
+    def __init__(self, viewer: Any):
+        self._viewer = weakref.ref(viewer)
+        self.session = CellinaSession()
+        self.color_by = "cell_type"
+        self.point_size_um = 10.0
+        self.colour_info: ColourInfo | None = None
+        self._cells_layer = None
+        self.session.events.adata.connect(self._on_adata)
+        self.session.events.latents.connect(self._on_latents)
+
+    @property
+    def viewer(self) -> Any:
+        """The napari viewer (None once it is gone)."""
+        return self._viewer()
+
+    # ------------------------------------------------------------------ cells layer
+    def find_layer(self, name: str):
+        """The viewer's layer called ``name``, or None."""
+        viewer = self.viewer
+        if viewer is None:
+            return None
+        return viewer.layers[name] if name in viewer.layers else None
+
+    @property
+    def cells_layer(self):
+        """The Points layer of the session's cells (None until a tissue is shown)."""
+        layer = self._cells_layer
+        if layer is not None and self.viewer is not None and layer in self.viewer.layers:
+            return layer
+        return None
+
+    def tissue_layers(self) -> list:
+        """Points layers that carry an AnnData (sample, reader, or ours)."""
+        viewer = self.viewer
+        if viewer is None:
+            return []
+        from napari.layers import Points
+
+        return [ly for ly in viewer.layers if isinstance(ly, Points) and "adata" in ly.metadata]
+
+    def adopt_layer(self, layer, keys: TissueKeys | None = None) -> None:
+        """Make a layer that carries ``metadata["adata"]`` the session's tissue."""
+        adata = layer.metadata.get("adata")
+        if adata is None:
+            raise SessionError(f"layer {layer.name!r} carries no AnnData in metadata['adata']")
+        self._cells_layer = layer
+        keys = keys or guess_keys(adata)
+        self.color_by = layer.metadata.get("color_by", self.color_by)
+        self.session.set_adata(adata, keys)
+
+    def _features(self) -> pd.DataFrame:
+        adata = self.session.adata
+        keys = self.session.keys
+        features = pd.DataFrame({"cell_id": adata.obs_names.to_numpy()})
+        wanted = [keys.cell_type_key, keys.domain_key, keys.batch_key, *DEFAULT_HOVER_COLUMNS]
+        for column in dict.fromkeys(c for c in wanted if c):
+            if column in adata.obs:
+                features[column] = adata.obs[column].to_numpy()
+        return features
+
+    def _on_adata(self, adata) -> None:
+        viewer = self.viewer
+        if viewer is None or adata is None:
+            return
+        # napari may edit layer data in place (moving points); the session's copy stays read-only
+        data = self.session.display_coordinates().copy()
+        if self.color_by not in adata.obs and self.color_by not in adata.var_names:
+            self.color_by = self.session.keys.cell_type_key or adata.obs.columns[0]
+        colours, info = colours_for(adata, self.color_by)
+        layer = self.cells_layer
+        if layer is None:
+            layer = viewer.add_points(
+                data, name=CELLS, features=self._features(), face_color=colours, border_width=0,
+                size=self.point_size_um, metadata={"adata": adata, "cellina_session": self.session},
+            )
+            self._cells_layer = layer
+        elif layer.metadata.get("adata") is adata and np.array_equal(np.asarray(layer.data), data):
+            # an adopted layer already shows this AnnData: redrawing 500k points would only cost time
+            layer.metadata["cellina_session"] = self.session
+        else:
+            with layer.events.blocker_all():
+                layer.data = data
+            layer.features = self._features()
+            layer.face_color = colours
+            layer.size = self.point_size_um
+            layer.metadata["adata"] = adata
+            layer.metadata["cellina_session"] = self.session
+            layer.refresh()
+        layer.metadata["color_by"] = self.color_by
+        self.colour_info = info
+        self.colouring.emit(info)
+        for name in (Z_LAYER, S_LAYER, RESULT_LAYER):
+            old = self.find_layer(name)
+            if old is not None:
+                viewer.layers.remove(old)
+        for name in LASSO_LAYERS.values():
+            old = self.find_layer(name)
+            if old is not None:
+                with old.events.data.blocker():
+                    old.data = []
+
+    def recolour(self, key: str) -> ColourInfo:
+        """Colour the cells by an obs column or a gene (in place)."""
+        adata = self.session.require_adata()
+        layer = self.cells_layer
+        if layer is None:
+            raise SessionError("no cells layer: open a tissue first")
+        try:
+            colours, info = colours_for(adata, key)
+        except (KeyError, ValueError) as err:
+            raise SessionError(str(err).strip('"')) from err
+        layer.face_color = colours
+        self.color_by = key
+        layer.metadata["color_by"] = key
+        if key in adata.obs and key not in layer.features.columns:
+            layer.features[key] = adata.obs[key].to_numpy()
+        self.colour_info = info
+        self.colouring.emit(info)
+        return info
+
+    def set_point_size(self, size_um: float) -> None:
+        """Point diameter in micrometres for every cell layer."""
+        if not size_um > 0:
+            raise SessionError(f"point size must be > 0 micrometres, got {size_um}")
+        self.point_size_um = float(size_um)
+        for layer in (self.cells_layer, self.find_layer(Z_LAYER), self.find_layer(S_LAYER)):
+            if layer is not None:
+                layer.size = self.point_size_um
+        result = self.find_layer(RESULT_LAYER)
+        if result is not None:
+            result.size = self.point_size_um * 1.3
+
+    # ------------------------------------------------------------------ overlays
+    def _points_overlay(self, name: str, data: np.ndarray, colours: np.ndarray, features: pd.DataFrame,
+                        size: float, visible: bool = True, border: float = 0.0):
+        viewer = self.viewer
+        layer = self.find_layer(name)
+        if layer is None:
+            layer = viewer.add_points(data, name=name, face_color=colours, border_width=border, size=size,
+                                      border_color="black", features=features, visible=visible)
+        else:
+            with layer.events.blocker_all():
+                layer.data = data
+            layer.features = features
+            layer.face_color = colours
+            layer.size = size
+            layer.refresh()
+        return layer
+
+    def _on_latents(self) -> None:
+        adata = self.session.adata
+        if self.viewer is None or adata is None:
+            return
+        data = self.session.display_coordinates().copy()
+        for name, column in ((Z_LAYER, "cellina_z_cluster"), (S_LAYER, "cellina_s_cluster")):
+            if column in adata.obs:
+                colours, _ = categorical_colours(adata.obs[column], column)
+                features = pd.DataFrame({"cell_id": adata.obs_names.to_numpy(), column: adata.obs[column].to_numpy()})
+                self._points_overlay(name, data, colours, features, self.point_size_um, visible=name == S_LAYER)
+        cells = self.cells_layer
+        if cells is not None:
+            # keep the focal-cell results and lassos on top of the new overlays
+            self._raise_to_top([self.find_layer(n) for n in (RESULT_LAYER, *LASSO_LAYERS.values())])
+
+    def _raise_to_top(self, layers: list) -> None:
+        viewer = self.viewer
+        for layer in layers:
+            if layer is not None:
+                index = viewer.layers.index(layer)
+                viewer.layers.move(index, len(viewer.layers))
+
+    def show_result(self, gene: str, mode: str = "lfc") -> ColourInfo:
+        """Overlay the current run on its focal cells: ``"expression"``, ``"lfc"`` or ``"std"``."""
+        session = self.session
+        if session.current_run is None:
+            raise SessionError("no counterfactual run yet: run an edge or node perturbation first")
+        run = session.runs[session.current_run]
+        adata = session.require_adata()
+        if gene not in adata.var_names:
+            raise SessionError(f"unknown gene {gene!r}: not in the AnnData's var_names")
+        j = int(adata.var_names.get_loc(gene))
+        if mode == "expression":
+            values, cmap, label = run.expression[:, j], "viridis", f"{gene} predicted expression"
+            colours, info = continuous_colours(values, label, cmap)
+        elif mode == "lfc":
+            values = np.log((run.expression[:, j] + 1e-6) / (run.factual[:, j] + 1e-6))
+            bound = float(np.nanmax(np.abs(values))) if values.size else 1.0
+            bound = bound if bound > 0 else 1.0
+            colours, info = continuous_colours(values, f"{gene} log-fold change vs factual", "RdBu_r", (-bound, bound))
+        elif mode == "std":
+            if run.std is None:
+                raise SessionError(f"run {run.name!r} has one draw, so no spread across draws; use several draws")
+            values = run.std[:, j]
+            colours, info = continuous_colours(values, f"{gene} std across draws", "magma")
+        else:
+            raise SessionError(f"unknown display mode {mode!r}; use 'expression', 'lfc' or 'std'")
+        data = session.display_coordinates()[run.indices]
+        features = pd.DataFrame({"cell_id": adata.obs_names[run.indices].to_numpy(), info.name: values})
+        # a thin dark ring sets the focal cells apart from the cells layer underneath
+        self._points_overlay(RESULT_LAYER, data, colours, features, self.point_size_um * 1.3, border=0.15)
+        self._raise_to_top([self.find_layer(n) for n in LASSO_LAYERS.values()])
+        self.result_colouring.emit(info)
+        return info
+
+    # ------------------------------------------------------------------ lassos
+    def lasso_layer(self, name: str, draw: bool = True):
+        """The Shapes layer of a named lasso (created on demand), in polygon-lasso mode if ``draw``."""
+        layer_name = LASSO_LAYERS[name]
+        layer = self.find_layer(layer_name)
+        if layer is None:
+            layer = self.viewer.add_shapes(
+                name=layer_name, edge_color=LASSO_COLOURS[name], face_color="transparent",
+                edge_width=3.0, opacity=1.0,
+            )
+            layer.events.data.connect(lambda event, n=name: self._on_lasso(n))
+        if draw:
+            self.viewer.layers.selection.active = layer
+            layer.mode = "add_polygon_lasso"
+        return layer
+
+    def _on_lasso(self, name: str) -> None:
+        layer = self.find_layer(LASSO_LAYERS[name])
+        if layer is None or self.session.adata is None:
+            return
+        polygons = [lasso_outline(p, kind) for p, kind in zip(layer.data, layer.shape_type)
+                    if kind in ("polygon", "rectangle", "ellipse")]
+        selection = self.session.selections.get(name)
+        cell_types = selection.cell_types if selection else ()
+        domains = selection.domains if selection else ()
+        try:
+            self.session.select_polygons(name, polygons, cell_types=cell_types, domains=domains)
+        except SessionError as err:
+            self.message.emit(str(err))
+
+
+def lasso_outline(vertices: np.ndarray, kind: str, n_ellipse: int = 64) -> np.ndarray:
+    """Outline of a Shapes-layer shape as polygon vertices (napari stores ellipses by their box)."""
+    vertices = np.asarray(vertices, dtype=np.float64)[:, -2:]
+    if kind != "ellipse":
+        return vertices
+    centre = vertices.mean(axis=0)
+    axis_a = (vertices[1] - vertices[0]) / 2
+    axis_b = (vertices[3] - vertices[0]) / 2
+    angles = np.linspace(0, 2 * np.pi, n_ellipse, endpoint=False)
+    return centre + np.cos(angles)[:, None] * axis_a + np.sin(angles)[:, None] * axis_b
+
+
+def guess_keys(adata) -> TissueKeys:
+    """Sensible keys for an AnnData: the common scverse/squidpy names when present."""
+    def first(candidates, where):
+        return next((c for c in candidates if c in where), None)
+
+    return TissueKeys(
+        spatial_key=first(("spatial", "X_spatial", "spatial_um"), adata.obsm) or "spatial",
+        cell_type_key=first(("cell_type", "coarse_type", "celltype", "cell_types", "leiden"), adata.obs),
+        domain_key=first(("domain", "domains", "region", "typ"), adata.obs),
+        batch_key=None,
+        counts_layer="counts" if "counts" in adata.layers else None,
+    )

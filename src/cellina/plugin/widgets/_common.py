@@ -1,0 +1,203 @@
+"""What every Cellina dock shares: the viewer's session, a status line and running steps in workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QProgressBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cellina.plugin._session import SessionError
+from cellina.plugin._workflow import Progress, run_sync
+from cellina.plugin.widgets._bridge import ViewerBridge, get_bridge
+
+
+def describe(err: BaseException) -> str:
+    """A notification text: our own errors speak for themselves, others get their type."""
+    if isinstance(err, SessionError):
+        return str(err)
+    text = str(err).strip("'\"")
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+class CellinaDock(QWidget):
+    """Base of the Cellina docks.
+
+    ``synchronous = True`` (class or instance) runs steps in the calling thread, which
+    tests and scripts use; otherwise each step runs in a napari thread worker whose
+    yields drive the progress bar and whose result is applied on the main thread.
+    """
+
+    synchronous = False
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.bridge: ViewerBridge = get_bridge(napari_viewer)
+        self.viewer = self.bridge.viewer
+        self.session = self.bridge.session
+        self.worker = None
+        self.last_error: str | None = None
+        self.setLayout(QVBoxLayout())
+        self.form = QFormLayout()
+        self.layout().addLayout(self.form)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self._tail: list[QWidget] = [self.progress, self.status]
+
+    def finish_layout(self) -> None:
+        """Put the progress bar and status line at the bottom."""
+        for widget in self._tail:
+            self.layout().addWidget(widget)
+        self.layout().addStretch(1)
+
+    # ------------------------------------------------------------------ messages
+    def notify_error(self, message: str) -> None:
+        """Show a problem as a napari notification and in the dock; state is left as it was."""
+        self.last_error = message
+        self.status.setText(message)
+        self.status.setStyleSheet("color: #e06c6c")
+        show_error(message)
+
+    def notify(self, message: str) -> None:
+        """Show an informational message as a napari notification and in the dock."""
+        self.status.setText(message)
+        self.status.setStyleSheet("")
+        show_info(message)
+
+    def guarded(self, action: Callable[[], Any]) -> Any:
+        """Run a quick main-thread action, turning errors into notifications."""
+        try:
+            return action()
+        except Exception as err:  # every failure reaches the user, none crashes the viewer
+            self.notify_error(describe(err))
+            return None
+
+    # ------------------------------------------------------------------ workers
+    def _on_progress(self, report: Progress) -> None:
+        self.progress.setVisible(True)
+        self.progress.setMaximum(max(report.total, 1))
+        self.progress.setValue(report.step)
+        self.progress.setFormat(f"%v/%m  {report.message}")
+        self.on_progress(report)
+
+    def on_progress(self, report: Progress) -> None:
+        """Hook for docks that show more than the bar (e.g. a loss curve)."""
+
+    def run_steps(
+        self,
+        make_steps: Callable[[], Any],
+        apply: Callable[[Any], None],
+        label: str,
+        on_error: Callable[[BaseException], None] | None = None,
+    ):
+        """Run a step generator (in a worker unless synchronous) and apply its result here.
+
+        ``make_steps`` is called on the main thread, so its validation errors surface
+        at once; the generator's own errors arrive through the worker's ``errored``.
+        """
+        if self.session.busy:
+            self.notify_error("another Cellina step is still running; wait for it or cancel it")
+            return None
+        try:
+            steps = make_steps()
+        except Exception as err:
+            self.notify_error(describe(err))
+            return None
+        self.last_error = None
+        self.status.setStyleSheet("")
+        self.status.setText(f"{label}...")
+        self.session.busy = True
+
+        def release() -> None:
+            self.session.busy = False
+            self.worker = None
+
+        def done(result: Any) -> None:
+            # the step is over before its result is applied, so apply may start the next step
+            release()
+            try:
+                apply(result)
+                self.progress.setVisible(False)
+                if self.last_error is None:
+                    self.status.setText(f"{label}: done")
+            except Exception as err:
+                self.notify_error(describe(err))
+
+        def failed(err: BaseException) -> None:
+            release()
+            self.progress.setVisible(False)
+            if on_error is not None:
+                on_error(err)
+            self.notify_error(f"{label} failed: {describe(err)}")
+
+        if self.synchronous:
+            try:
+                result = run_sync(steps, self._on_progress)
+            except Exception as err:
+                failed(err)
+                return None
+            done(result)
+            return None
+
+        from napari.qt.threading import create_worker
+
+        def job():
+            return (yield from steps)
+
+        worker = create_worker(job, _start_thread=False)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+
+        def finished() -> None:
+            if self.worker is worker:
+                release()
+
+        worker.finished.connect(finished)
+        self.worker = worker
+        worker.start()
+        return worker
+
+
+def fill_combo(combo: QComboBox, items, keep: bool = True, none_item: str | None = None) -> None:
+    """Replace a combo box's items, keeping the current choice when it is still offered."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    if none_item is not None:
+        combo.addItem(none_item)
+    combo.addItems([str(i) for i in items])
+    if keep and current and combo.findText(current) >= 0:
+        combo.setCurrentIndex(combo.findText(current))
+    combo.blockSignals(False)
+
+
+def combo_value(combo: QComboBox, none_item: str = "(none)") -> str | None:
+    """A combo box's text, or None for the empty or "(none)" choice."""
+    text = combo.currentText()
+    return None if text in ("", none_item) else text
+
+
+def obs_levels(adata, key: str | None) -> list[str]:
+    """Sorted distinct values of an obs column (as text); fast for categoricals of 500k cells."""
+    import numpy as np
+    import pandas as pd
+
+    if adata is None or not key or key not in adata.obs:
+        return []
+    series = adata.obs[key]
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes = series.cat.codes.to_numpy()
+        present = np.bincount(codes[codes >= 0], minlength=len(series.cat.categories)) > 0
+        return sorted(str(c) for c in series.cat.categories[present])
+    return sorted(str(v) for v in pd.unique(series.dropna()))

@@ -1,0 +1,163 @@
+"""Edge perturbation dock: lasso focal cells and donors, choose the donor pool, run in a worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+)
+
+from cellina.plugin._session import DONORS, FOCAL
+from cellina.plugin._workflow import edge_steps, prepare_edge
+from cellina.plugin.widgets._bridge import LASSO_LAYERS
+from cellina.plugin.widgets._common import CellinaDock, fill_combo, obs_levels
+from cellina.plugin.widgets._tissue import _spin
+
+POOLS = {"cells in the donor lasso": "lasso", "observed neighbours of type X in domain Y": "observed",
+         "a niche cluster of s": "niche"}
+
+
+def _multi_list() -> QListWidget:
+    widget = QListWidget()
+    widget.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+    widget.setMaximumHeight(90)
+    return widget
+
+
+def _chosen(widget: QListWidget) -> list[str]:
+    return [item.text() for item in widget.selectedItems()]
+
+
+class EdgeWidget(CellinaDock):
+    """Rewire the focal cells' neighbourhoods to donor cells and decode their expression."""
+
+    def __init__(self, napari_viewer: Any):
+        super().__init__(napari_viewer)
+        draw = QHBoxLayout()
+        self.draw_focal, self.draw_donors = QPushButton("Draw focal"), QPushButton("Draw donors")
+        self.clear_button = QPushButton("Clear")
+        for button in (self.draw_focal, self.draw_donors, self.clear_button):
+            draw.addWidget(button)
+        self.layout().addLayout(draw)
+        self.counts = QLabel("focal: 0 cells | donors: 0 cells")
+        self.layout().addWidget(self.counts)
+
+        refine = QGroupBox("refine selection")
+        refine_form = QFormLayout(refine)
+        self.refine_target = QComboBox()
+        self.refine_target.addItems([FOCAL, DONORS])
+        self.refine_types, self.refine_domains = _multi_list(), _multi_list()
+        self.refine_button = QPushButton("Apply filter")
+        refine_form.addRow("selection", self.refine_target)
+        refine_form.addRow("cell types", self.refine_types)
+        refine_form.addRow("domains", self.refine_domains)
+        refine_form.addRow(self.refine_button)
+        self.layout().addWidget(refine)
+
+        pool = QGroupBox("donor pool")
+        pool_form = QFormLayout(pool)
+        self.pool = QComboBox()
+        self.pool.addItems(list(POOLS))
+        self.pool_type, self.pool_domain, self.pool_niche = QComboBox(), QComboBox(), QComboBox()
+        pool_form.addRow("donors", self.pool)
+        pool_form.addRow("type X", self.pool_type)
+        pool_form.addRow("domain Y", self.pool_domain)
+        pool_form.addRow("niche cluster", self.pool_niche)
+        self.layout().addWidget(pool)
+
+        self.n_neighbours = _spin(1, 10000, 50)
+        self.n_draws = _spin(1, 1000, 1)
+        self.seed = _spin(0, 2**31 - 1, 0)
+        run_form = QFormLayout()
+        run_form.addRow("donors per cell", self.n_neighbours)
+        run_form.addRow("draws", self.n_draws)
+        run_form.addRow("seed", self.seed)
+        self.layout().addLayout(run_form)
+        self.run_button = QPushButton("Run edge perturbation")
+        self.layout().addWidget(self.run_button)
+        self.finish_layout()
+
+        self.draw_focal.clicked.connect(lambda: self.guarded(lambda: self.bridge.lasso_layer(FOCAL)))
+        self.draw_donors.clicked.connect(lambda: self.guarded(lambda: self.bridge.lasso_layer(DONORS)))
+        self.clear_button.clicked.connect(self.clear_lassos)
+        self.refine_button.clicked.connect(self.refine)
+        self.pool.currentTextChanged.connect(self._pool_mode)
+        self.run_button.clicked.connect(self.run)
+        self.session.events.selection.connect(self._on_selection)
+        self.session.events.adata.connect(self._on_adata)
+        self.session.events.latents.connect(self._on_latents)
+        self.session.events.busy.connect(lambda busy: self.run_button.setEnabled(not busy))
+        if self.session.adata is not None:
+            self._on_adata(self.session.adata)
+        self._pool_mode(self.pool.currentText())
+
+    def _on_adata(self, adata) -> None:
+        if adata is None:
+            return
+        keys = self.session.keys
+        for widgets, key in (((self.refine_types, self.pool_type), keys.cell_type_key),
+                             ((self.refine_domains, self.pool_domain), keys.domain_key)):
+            values = obs_levels(adata, key)
+            widgets[0].clear()
+            widgets[0].addItems(values)
+            fill_combo(widgets[1], values)
+        self._on_latents()
+        self._on_selection("")
+
+    def _on_latents(self) -> None:
+        adata = self.session.adata
+        clusters = []
+        if adata is not None and "cellina_s_cluster" in adata.obs:
+            clusters = list(adata.obs["cellina_s_cluster"].cat.categories)
+        fill_combo(self.pool_niche, clusters)
+
+    def _on_selection(self, _name: str) -> None:
+        counts = self.session.selection_counts()
+        self.counts.setText(f"focal: {counts.get(FOCAL, 0)} cells | donors: {counts.get(DONORS, 0)} cells")
+
+    def _pool_mode(self, text: str) -> None:
+        mode = POOLS.get(text, "lasso")
+        self.pool_type.setEnabled(mode == "observed")
+        self.pool_domain.setEnabled(mode == "observed")
+        self.pool_niche.setEnabled(mode == "niche")
+
+    def refine(self) -> None:
+        """Restrict the chosen selection to the ticked cell types and domains."""
+        name = self.refine_target.currentText()
+        self.guarded(lambda: self.session.refine_selection(name, _chosen(self.refine_types), _chosen(self.refine_domains)))
+
+    def clear_lassos(self) -> None:
+        """Remove both lassos and their selections."""
+        for name in (FOCAL, DONORS):
+            layer = self.bridge.find_layer(LASSO_LAYERS[name])
+            if layer is not None:
+                layer.data = []
+            self.session.clear_selection(name)
+
+    def job_params(self) -> dict[str, Any]:
+        return {
+            "pool": POOLS[self.pool.currentText()],
+            "observed_cell_type": self.pool_type.currentText() or None,
+            "observed_domain": self.pool_domain.currentText() or None,
+            "niche_cluster": self.pool_niche.currentText() or None,
+            "n_neighbours": int(self.n_neighbours.value()),
+            "n_draws": int(self.n_draws.value()),
+            "seed": int(self.seed.value()),
+        }
+
+    def run(self):
+        """Check focal cells and donors now, then rewire and decode in a worker."""
+        params = self.job_params()
+
+        def make():
+            return edge_steps(**prepare_edge(self.session, **params))
+
+        return self.run_steps(make, self.session.add_run, "edge perturbation")

@@ -1,0 +1,178 @@
+"""Results dock: switch runs, overlay a gene's prediction on the focal cells, plot and tabulate changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QCompleter,
+    QFormLayout,
+    QGroupBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cellina.plugin._session import SessionError
+from cellina.plugin._workflow import observed_vs_predicted, top_changed_genes
+from cellina.plugin.widgets._common import CellinaDock, fill_combo, obs_levels
+from cellina.plugin.widgets._legend import LegendWidget
+from cellina.plugin.widgets._tissue import _spin
+
+MODES = {"log-fold change vs factual": "lfc", "predicted expression": "expression", "std across draws": "std"}
+
+
+class LfcPlot(QWidget):
+    """Observed-versus-predicted log-fold-change scatter, as in the published tutorial's figure."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.4, 3.0), dpi=90, tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.axes = self.figure.add_subplot(111)
+        box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(self.canvas)
+        self.setMinimumHeight(240)
+        self.data: dict[str, Any] | None = None
+
+    def show_data(self, data: dict[str, Any], gene_names, title: str) -> None:
+        self.data = data
+        ax = self.axes
+        ax.clear()
+        t, p, deg = data["true_lfc"], data["pred_lfc"], np.asarray(data["deg"])
+        rest = np.setdiff1d(np.arange(len(t)), deg)
+        ax.scatter(t[rest], p[rest], s=6, color="lightgray", linewidths=0)
+        up, down = deg[t[deg] >= 0], deg[t[deg] < 0]
+        ax.scatter(t[up], p[up], s=16, color="#d62728", label="up in target")
+        ax.scatter(t[down], p[down], s=16, color="#1f77b4", label="down in target")
+        for i in deg[:8]:
+            ax.annotate(str(gene_names[i]), (t[i], p[i]), fontsize=6)
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel("observed log2FC", fontsize=8)
+        ax.set_ylabel("predicted log2FC", fontsize=8)
+        ax.set_title(f"{title} (Pearson r = {data['pearson']:.2f})", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, frameon=False, loc="upper left")
+        self.canvas.draw_idle()
+        self.setVisible(True)
+
+
+class ResultsWidget(CellinaDock):
+    """Choose a run and gene; overlay predictions; compare with an observed target population."""
+
+    def __init__(self, napari_viewer: Any):
+        super().__init__(napari_viewer)
+        self.run_choice = QComboBox()
+        self.gene = QComboBox()
+        self.gene.setEditable(True)
+        self.gene.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.gene.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+        self.gene.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+        self.mode = QComboBox()
+        self.mode.addItems(list(MODES))
+        self.show_button = QPushButton("Show on focal cells")
+        self.form.addRow("run", self.run_choice)
+        self.form.addRow("gene", self.gene)
+        self.form.addRow("display", self.mode)
+        self.form.addRow(self.show_button)
+        self.legend = LegendWidget()
+        self.layout().addWidget(self.legend)
+
+        compare = QGroupBox("compare with an observed target population")
+        compare_form = QFormLayout(compare)
+        self.target_type, self.target_domain = QComboBox(), QComboBox()
+        self.n_deg = _spin(2, 5000, 50)
+        self.plot_button = QPushButton("Plot observed vs predicted")
+        compare_form.addRow("target type", self.target_type)
+        compare_form.addRow("target domain", self.target_domain)
+        compare_form.addRow("top genes", self.n_deg)
+        compare_form.addRow(self.plot_button)
+        self.layout().addWidget(compare)
+        self.plot = LfcPlot()
+        self.plot.setVisible(False)
+        self.layout().addWidget(self.plot)
+        self.top_table = QTableWidget(0, 2)
+        self.top_table.setHorizontalHeaderLabels(["gene", "log2FC vs factual"])
+        self.top_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.top_table.setMinimumHeight(160)
+        self.top_table.horizontalHeader().setStretchLastSection(True)
+        self.layout().addWidget(self.top_table)
+        self.finish_layout()
+
+        self.run_choice.activated.connect(lambda _i: self.guarded(
+            lambda: self.session.set_current_run(self.run_choice.currentText())))
+        self.show_button.clicked.connect(self.show_result)
+        self.mode.activated.connect(lambda _i: self.show_result())
+        self.gene.activated.connect(lambda _i: self.show_result())
+        self.plot_button.clicked.connect(self.plot_comparison)
+        self.top_table.cellClicked.connect(self._pick_gene)
+        self.bridge.result_colouring.connect(self.legend.show_info)
+        self.session.events.runs.connect(self._on_runs)
+        self.session.events.current_run.connect(self._on_current)
+        self.session.events.adata.connect(self._on_adata)
+        if self.session.adata is not None:
+            self._on_adata(self.session.adata)
+
+    def _on_adata(self, adata) -> None:
+        if adata is None:
+            return
+        fill_combo(self.gene, list(adata.var_names))
+        keys = self.session.keys
+        for combo, key in ((self.target_type, keys.cell_type_key), (self.target_domain, keys.domain_key)):
+            fill_combo(combo, obs_levels(adata, key))
+        self._on_runs()
+
+    def _on_runs(self) -> None:
+        fill_combo(self.run_choice, list(self.session.runs))
+        if not self.session.runs:
+            self.top_table.setRowCount(0)
+            self.plot.setVisible(False)
+
+    def _on_current(self, name: str) -> None:
+        self.run_choice.setCurrentText(name)
+        run = self.session.runs[name]
+        table = top_changed_genes(self.session.adata, run, n=20)
+        self.top_table.setRowCount(len(table))
+        for i, row in enumerate(table.itertuples(index=False)):
+            self.top_table.setItem(i, 0, QTableWidgetItem(row.gene))
+            self.top_table.setItem(i, 1, QTableWidgetItem(f"{row.log2fc:+.3f}"))
+        if len(table):
+            # a new run opens on its most changed gene; the user picks others from the table
+            self.gene.setCurrentText(table["gene"].iloc[0])
+        if self.bridge.find_layer("counterfactual") is not None or len(self.session.runs) == 1:
+            self.show_result()
+
+    def _pick_gene(self, row: int, _column: int) -> None:
+        item = self.top_table.item(row, 0)
+        if item is not None:
+            self.gene.setCurrentText(item.text())
+            self.show_result()
+
+    def show_result(self) -> None:
+        """Colour the focal cells by the chosen gene's prediction (layer updated in place)."""
+        mode = MODES[self.mode.currentText()]
+        self.guarded(lambda: self.bridge.show_result(self.gene.currentText().strip(), mode))
+
+    def plot_comparison(self) -> None:
+        """Observed (target vs focal) against predicted (counterfactual vs focal) log2FC."""
+
+        def plot():
+            if self.session.current_run is None:
+                raise SessionError("no counterfactual run yet: run an edge or node perturbation first")
+            run = self.session.runs[self.session.current_run]
+            data = observed_vs_predicted(self.session, run, self.target_type.currentText(),
+                                         self.target_domain.currentText(), int(self.n_deg.value()))
+            self.plot.show_data(data, np.asarray(self.session.adata.var_names), run.name)
+            return data
+
+        return self.guarded(plot)

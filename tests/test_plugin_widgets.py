@@ -1,0 +1,192 @@
+"""Docks, legend/colorbar, bridge and writer, without training a model."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from cellina.plugin._colours import ColourInfo, categorical_colours
+from cellina.plugin._writer import write_points
+from cellina.plugin.widgets import DOCKS, CellinaDock, EdgeWidget, ModelWidget, TissueWidget, add_cellina_docks
+from cellina.plugin.widgets._bridge import get_bridge
+from cellina.plugin.widgets._legend import LegendWidget
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    shown: list[str] = []
+    import cellina.plugin.widgets._common as common
+
+    monkeypatch.setattr(common, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def pixel_tissue():
+    """A grid tissue whose coordinates are in 0.5 um pixels, stored as two obs columns."""
+    rng = np.random.default_rng(0)
+    n, g = 200, 30
+    xy_um = np.c_[np.repeat(np.arange(20), 10) * 8.0, np.tile(np.arange(10), 20) * 8.0]
+    counts = sp.csr_matrix(rng.poisson(4.0, size=(n, g)).astype(np.float32))
+    obs = pd.DataFrame(
+        {"ct": pd.Categorical(rng.choice(["A", "B"], n)),
+         "region": pd.Categorical(np.where(xy_um[:, 0] < 80, "healthy", "tumour")),
+         "px_x": xy_um[:, 0] * 2, "px_y": xy_um[:, 1] * 2},
+        index=[f"cell{i}" for i in range(n)],
+    )
+    adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=[f"G{j}" for j in range(g)]))
+    return adata, xy_um
+
+
+def test_manifest_docks_open_and_share_one_session(make_napari_viewer):
+    viewer = make_napari_viewer()
+    docks = add_cellina_docks(viewer)
+    assert list(docks) == [name for name, _ in DOCKS]
+    for (name, cls), widget in zip(DOCKS, docks.values()):
+        assert isinstance(widget, cls), name
+    sessions = {id(widget.session) for widget in docks.values()}
+    assert len(sessions) == 1
+    assert get_bridge(viewer).session is docks["1. Tissue"].session
+    # the tissue dock adopts the sample as soon as it is opened (what `cellina view` does)
+    viewer.open_sample("napari-cellina", "synthetic_tumour_section")
+    assert docks["1. Tissue"].session.adata is viewer.layers[0].metadata["adata"]
+    assert docks["3. Edge perturbation"].refine_types.count() == viewer.layers[0].metadata["adata"].obs["cell_type"].nunique()
+    # a second viewer gets its own session
+    other = make_napari_viewer()
+    assert get_bridge(other).session is not docks["1. Tissue"].session
+
+
+def test_legend_shows_categories_and_colorbar(qtbot):
+    legend = LegendWidget()
+    qtbot.addWidget(legend)
+    _, info = categorical_colours(pd.Series(["b", "a", "c", "a"]), "kind")
+    legend.show_info(info)
+    assert legend.labels() == ["a", "b", "c"] and "kind" in legend.title.text()
+    many = ColourInfo(name="cluster", kind="categorical", categories=[str(i) for i in range(30)],
+                      colours=np.ones((30, 4), dtype=np.float32))
+    legend.show_info(many)
+    assert "... 6 more" in legend.labels() and len(legend.labels()) == 25
+    legend.show_info(ColourInfo(name="G1", kind="continuous", vmin=-1.5, vmax=2.25, cmap="RdBu_r"))
+    assert legend.labels() == ["-1.5", "2.25"]
+    legend.show_info(None)
+    assert legend.labels() == [] and legend.title.text() == ""
+
+
+def test_tissue_dock_obs_columns_pixel_size_preprocess_and_recolour(make_napari_viewer, pixel_tissue, errors,
+                                                                     monkeypatch):
+    monkeypatch.setattr(CellinaDock, "synchronous", True)
+    adata, xy_um = pixel_tissue
+    viewer = make_napari_viewer()
+    tissue = TissueWidget(viewer)
+    layer = viewer.add_points(np.zeros((adata.n_obs, 2)), name="section", metadata={"adata": adata})
+    # adopting fails with a clear message: there is no obsm['spatial'] in this AnnData
+    assert "coordinates key 'spatial' not found in obsm" in errors[-1]
+    assert tissue.session.adata is None
+    tissue.source.setCurrentText("section")
+
+    # choose two obs columns, a pixel size, the annotation columns; X holds the counts
+    from cellina.plugin._session import TissueKeys
+
+    keys = TissueKeys(spatial_key=None, x_column="px_x", y_column="px_y", pixel_size=0.5,
+                      cell_type_key="ct", domain_key="region", counts_layer=None)
+    get_bridge(viewer).adopt_layer(layer, keys)
+    assert tissue.spatial.currentText() == "(two obs columns)" and tissue.x_column.isEnabled()
+    assert tissue.cell_type.currentText() == "ct" and tissue.counts.currentText() == "X"
+    np.testing.assert_allclose(layer.data, xy_um[:, ::-1])
+    tissue.use_hvg.setChecked(False)
+    tissue.bandwidth.setValue(8.0)
+    tissue.max_neighbours.setValue(6)
+    tissue.min_counts_gene.setValue(0)
+    tissue.preprocess()
+    assert tissue.last_error is None, tissue.last_error
+    session = tissue.session
+    # the graph was built on pixel coordinates with the bandwidth converted from micrometres
+    assert session.adata.uns["spatial_neighbors"]["params"]["bandwidth"] == pytest.approx(16.0)
+    assert session.keys.spatial_key == "spatial" and session.keys.pixel_size == 0.5
+    assert viewer.layers["section"] is layer and len(layer.data) == adata.n_obs
+    np.testing.assert_allclose(layer.data, xy_um[:, ::-1])
+    assert {"cell_id", "ct", "region"} <= set(layer.features.columns)
+
+    # recolour by gene and by column; an unknown key is a notification, colours unchanged
+    tissue.recolour("G3")
+    assert tissue.legend.info.kind == "continuous"
+    tissue.recolour("region")
+    before = layer.face_color.copy()
+    tissue.recolour("no_such_thing")
+    assert "'no_such_thing' is neither an obs column nor a gene" in errors[-1]
+    np.testing.assert_array_equal(layer.face_color, before)
+    healthy = (adata.obs["region"] == "healthy").to_numpy()
+    assert len(np.unique(layer.face_color[healthy], axis=0)) == 1
+    assert not np.allclose(layer.face_color[healthy][0], layer.face_color[~healthy][0])
+    tissue.point_size.setValue(4.0)
+    assert np.allclose(layer.size, 4.0)
+
+
+def test_docks_refuse_work_without_tissue_or_while_busy(make_napari_viewer, errors, monkeypatch):
+    monkeypatch.setattr(CellinaDock, "synchronous", True)
+    viewer = make_napari_viewer()
+    tissue, model, edge = TissueWidget(viewer), ModelWidget(viewer), EdgeWidget(viewer)
+    tissue.preprocess()
+    assert "no tissue loaded" in errors[-1]
+    model.train()
+    assert "no tissue loaded" in errors[-1] and not model._training
+    tissue.use_layer()
+    assert "no tissue layer" in errors[-1]
+    edge.draw_focal.click()
+    assert "focal lasso" in viewer.layers
+    tissue.session.busy = True
+    edge.run()
+    assert "still running" in errors[-1]
+    assert not edge.run_button.isEnabled()
+    tissue.session.busy = False
+    assert edge.run_button.isEnabled()
+
+
+def test_writer_saves_plain_layers_and_refuses_others(make_napari_viewer, pixel_tissue, tmp_path):
+    adata, _ = pixel_tissue
+    path = tmp_path / "cells.h5ad"
+    assert write_points(str(path), None, {"name": "cells", "metadata": {"adata": adata}}) == [str(path)]
+    assert ad.read_h5ad(path).n_obs == adata.n_obs
+    with pytest.raises(ValueError, match="carries no AnnData"):
+        write_points(str(tmp_path / "x.h5ad"), None, {"name": "shapes", "metadata": {}})
+    with pytest.raises(ValueError, match="'.*x.csv' has another extension"):
+        write_points(str(tmp_path / "x.csv"), None, {"name": "cells", "metadata": {"adata": adata}})
+
+
+def test_lasso_shapes_become_selections_live(make_napari_viewer, pixel_tissue):
+    adata, xy_um = pixel_tissue
+    adata.obsm["spatial"] = xy_um
+    viewer = make_napari_viewer()
+    edge = EdgeWidget(viewer)
+    bridge = get_bridge(viewer)
+    from cellina.plugin._session import TissueKeys
+
+    bridge.adopt_layer(viewer.add_points(xy_um[:, ::-1], metadata={"adata": adata}),
+                       TissueKeys(cell_type_key="ct", domain_key="region", counts_layer=None))
+    donors = bridge.lasso_layer("donors")
+    assert donors.mode == "add_polygon_lasso" and viewer.layers.selection.active is donors
+    # an ellipse is stored by its bounding box; the selection follows the ellipse itself
+    centre, radii = np.array([36.0, 76.0]), np.array([20.0, 30.0])  # (row, col) = (y, x)
+    box = np.array([centre - radii, [centre[0] - radii[0], centre[1] + radii[1]], centre + radii,
+                    [centre[0] + radii[0], centre[1] - radii[1]]])
+    donors.add(box, shape_type="ellipse")
+    yx = xy_um[:, ::-1]
+    inside = (((yx - centre) / radii) ** 2).sum(axis=1) < 0.97
+    outside = (((yx - centre) / radii) ** 2).sum(axis=1) > 1.03
+    mask = bridge.session.selections["donors"].mask
+    assert mask[inside].all() and not mask[outside].any()
+    n_ellipse = int(mask.sum())
+    # a second polygon adds to the selection; removing shapes updates it too
+    donors.add(np.array([[-1, -1], [-1, 9], [9, 9], [9, -1]]), shape_type="polygon")
+    n_both = bridge.session.selection_counts()["donors"]
+    corner = int((yx <= 9).all(axis=1).sum())  # the grid cells at 0 and 8 um on both axes
+    assert corner == 4 and n_both == n_ellipse + corner
+    assert f"donors: {n_both} cells" in edge.counts.text()
+    donors.selected_data = {1}
+    donors.remove_selected()
+    assert bridge.session.selection_counts()["donors"] == n_ellipse
+    edge.clear_lassos()
+    assert "donors" not in bridge.session.selections and len(donors.data) == 0
