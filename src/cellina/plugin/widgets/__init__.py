@@ -30,6 +30,7 @@ def add_cellina_docks(viewer) -> dict[str, CellinaDock]:
         _dock, widget = viewer.window.add_plugin_dock_widget("napari-cellina", name, tabify=True)
         docks[name] = widget
     # the tissue dock is where a session starts
+    from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QDockWidget
 
     tissue = viewer.window.dock_widgets.get(f"{DOCKS[0][0]} (napari-cellina)")
@@ -37,4 +38,7 @@ def add_cellina_docks(viewer) -> dict[str, CellinaDock]:
         tissue = tissue.parent()
     if tissue is not None:
         tissue.raise_()
+        # tabification settles on the next turn of the event loop, which raises the last
+        # tab added; raise the tissue tab again once it has
+        QTimer.singleShot(0, tissue.raise_)
     return docks
