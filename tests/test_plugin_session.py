@@ -351,7 +351,7 @@ def test_scripting_the_whole_workflow_with_the_session(tmp_path):
     assert back.obs["cellina_focal"].sum() == expected.sum()
 
 
-def test_cluster_labels_kmeans_and_leiden_message():
+def test_cluster_labels_kmeans_and_leiden():
     from cellina.plugin._workflow import cluster_labels
 
     rng = np.random.default_rng(0)
@@ -360,14 +360,8 @@ def test_cluster_labels_kmeans_and_leiden_message():
     assert len(set(labels[:50])) == 1 and len(set(labels[50:])) == 1 and labels[0] != labels[-1]
     with pytest.raises(SessionError, match="unknown clustering method 'dbscan'"):
         cluster_labels(x, "dbscan")
-    try:
-        import igraph  # noqa: F401
-    except ImportError:
-        with pytest.raises(SessionError, match="Leiden clustering needs igraph"):
-            cluster_labels(x, "leiden")
-    else:
-        labels = cluster_labels(x, "leiden")
-        assert len(set(labels[:50]) & set(labels[50:])) == 0
+    labels = cluster_labels(x, "leiden")
+    assert len(set(labels[:50]) & set(labels[50:])) == 0
 
 
 def test_holdout_masking_follows_each_training_request(tissue):

@@ -398,7 +398,7 @@ def load_model(adata: ad.AnnData, keys: TissueKeys, path: str) -> Any:
 
 # ---------------------------------------------------------------------- latents
 def cluster_labels(x: np.ndarray, method: str = "kmeans", n_clusters: int = 8, seed: int = 0) -> np.ndarray:
-    """Cluster a latent space: k-means (scikit-learn) or Leiden (needs igraph and leidenalg)."""
+    """Cluster a latent space: k-means (scikit-learn) or Leiden (scanpy, igraph flavour)."""
     if method == "kmeans":
         from sklearn.cluster import MiniBatchKMeans
 
@@ -406,11 +406,6 @@ def cluster_labels(x: np.ndarray, method: str = "kmeans", n_clusters: int = 8, s
         model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=4096)
         return model.fit_predict(np.asarray(x, dtype=np.float32)).astype(str)
     if method == "leiden":
-        try:
-            import igraph  # noqa: F401
-        except ImportError as err:
-            # checked first: building the neighbour graph of 500k cells would be wasted
-            raise SessionError(f"Leiden clustering needs igraph ({err}); install it or use k-means") from None
         import scanpy as sc
 
         tmp = ad.AnnData(obsm={"x": np.asarray(x, dtype=np.float32)},
