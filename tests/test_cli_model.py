@@ -65,7 +65,7 @@ def test_node_counterfactual_from_csv(trained):
     pd.DataFrame({"gene": genes, "value": [1.0, -1.0, 2.0]}).to_csv(shifts, index=False)
     out = folder / "node.h5ad"
     code = main(["counterfactual", "node", str(model_dir), str(out), "--focal", "coarse_type == 'Myeloid'",
-                 "--shifts", str(shifts), "--add-shift", "--library-size", "1e4", "-q"])
+                 "--shifts", str(shifts), "--library-size", "1e4", "-q"])
     assert code == 0
     result = ad.read_h5ad(out)
     focal = np.flatnonzero(result.obs["cellina_counterfactual_cells"].to_numpy())
@@ -74,6 +74,23 @@ def test_node_counterfactual_from_csv(trained):
     provenance = result.uns["cellina"]["provenance"]
     assert provenance["runs"][provenance["current_run"]]["perturbation"] == "node"
     assert list(provenance["runs"]["node 1"]["gene_shifts"]) == list(genes)
+
+
+def test_node_shift_on_counts_differs_from_log_shift(trained):
+    folder, model_dir = trained
+    genes = ad.read_h5ad(model_dir / "adata.h5ad").var_names[:5]
+    shifts = folder / "up.csv"
+    pd.DataFrame({"gene": genes, "value": 2.0}).to_csv(shifts, index=False)
+    results = {}
+    for name, extra in (("log", []), ("counts", ["--on-counts"])):
+        out = folder / f"node_{name}.h5ad"
+        assert main(["counterfactual", "node", str(model_dir), str(out), "--focal", "coarse_type == 'Myeloid'",
+                     "--shifts", str(shifts), "-q", *extra]) == 0
+        result = ad.read_h5ad(out)
+        results[name] = result.layers["cellina_counterfactual"].toarray()
+        run = result.uns["cellina"]["provenance"]["runs"]["node 1"]
+        assert bool(run["parameters"]["add_shift"]) is (name == "log")
+    assert not np.allclose(results["log"], results["counts"])
 
 
 def test_bad_shift_file_is_named(trained, capsys):

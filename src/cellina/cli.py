@@ -213,15 +213,16 @@ def _run_counterfactual(args: argparse.Namespace) -> int:
             work,
             shifts,
             groupby=groupby,
-            layer=args.representation_layer,
+            layer=args.counts_layer if args.on_counts else args.lognorm_layer,
             obsm_key_out="spatial_x_cf",
-            add_shift=args.add_shift,
+            add_shift=not args.on_counts,
+            renormalize=True,
             random_state=args.seed,
         )
         predicted = model.get_perturbed_expression(
             adata=work, indices=focal, spatial_obsm_key="spatial_x_cf", library_size=library_size
         )
-        parameters.update(shifts=args.shifts, groupby=groupby, add_shift=args.add_shift)
+        parameters.update(shifts=args.shifts, groupby=groupby, add_shift=not args.on_counts, renormalize=True)
         gene_shifts = shifts
     run_name = f"{args.mode} 1"
     record = run_record(args.mode, parameters, focal=focal, seed=args.seed, donors=donors, gene_shifts=gene_shifts)
@@ -364,8 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--n-draws", type=_positive_int, default=1, help="independent donor draws to average")
     node.add_argument("--shifts", required=True, help="CSV with columns gene,value and optionally group")
     node.add_argument("--groupby", default=None, help="obs column that the CSV's group column refers to")
-    node.add_argument("--add-shift", action="store_true", help="add values to log-normalised expression instead of scaling counts")
-    node.add_argument("--representation-layer", default="cellina_lognorm", help="layer the shift acts on")
+    node.add_argument(
+        "--on-counts",
+        action="store_true",
+        help="scale neighbours' counts by e**value instead of adding value to their log-normalised expression",
+    )
+    node.add_argument("--lognorm-layer", default="cellina_lognorm", help="log-normalised layer shifted by default")
+    node.add_argument("--counts-layer", default="counts", help="counts layer scaled with --on-counts")
 
     view = sub.add_parser(
         "view",
