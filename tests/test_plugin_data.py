@@ -81,3 +81,52 @@ def test_sample_renders_coloured_cells(make_napari_viewer):
     rgb = image[..., :3].reshape(-1, 3)
     distinct = np.unique(rgb[rgb.sum(axis=1) > 0], axis=0)
     assert len(distinct) > 5, "the canvas shows no coloured cells"
+
+
+def _obs_only_h5ad(path, x_name: str, y_name: str, n: int = 120):
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 500, size=(n, 2))
+    obs = pd.DataFrame({x_name: xy[:, 0], y_name: xy[:, 1],
+                        "cell_type": pd.Categorical(rng.choice(["A", "B"], n)),
+                        "domain": pd.Categorical(rng.choice(["h", "t"], n))},
+                       index=[f"c{i}" for i in range(n)])
+    counts = sp.csr_matrix(rng.poisson(2.0, (n, 20)).astype(np.float32))
+    adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(20)]))
+    adata.layers["counts"] = adata.X.copy()
+    adata.write_h5ad(path)
+    return xy
+
+
+@pytest.mark.parametrize("names", [("x_centroid", "y_centroid"), ("CenterX_global_px", "CenterY_global_px"),
+                                   ("X", "Y"), ("px_x", "px_y")])
+def test_obs_column_coordinates_open_by_the_reader_and_the_dock(make_napari_viewer, tmp_path, names):
+    from cellina.plugin.widgets import TissueWidget
+    from cellina.plugin.widgets._tissue import OBS_COLUMNS
+
+    path = tmp_path / "obs_only.h5ad"
+    xy = _obs_only_h5ad(path, *names)
+    viewer = make_napari_viewer()
+    tissue = TissueWidget(viewer)
+    (layer,) = viewer.open(str(path), plugin="napari-cellina")
+    np.testing.assert_allclose(layer.data, xy[:, ::-1])
+    assert layer.metadata["x_column"] == names[0] and layer.metadata["spatial_key"] is None
+    # the dock adopted the layer with the same coordinates: its "two obs columns" choice is set
+    session = tissue.session
+    assert session.adata is layer.metadata["adata"]
+    assert (session.keys.spatial_key, session.keys.x_column, session.keys.y_column) == (None, *names)
+    assert tissue.spatial.currentText() == OBS_COLUMNS and tissue.x_column.currentText() == names[0]
+    np.testing.assert_allclose(session.display_coordinates(), xy[:, ::-1])
+
+
+def test_reader_without_coordinates_names_the_file_and_what_it_looked_for(tmp_path):
+    from cellina.plugin._points import CoordinatesNotFoundError
+    from cellina.plugin._reader import read_h5ad_cells
+
+    path = tmp_path / "no_xy.h5ad"
+    _obs_only_h5ad(path, "depth", "width")
+    with pytest.raises(CoordinatesNotFoundError, match=r"no_xy\.h5ad.*no cell coordinates.*X_spatial.*x_centroid"):
+        read_h5ad_cells(str(path))

@@ -364,19 +364,117 @@ def test_cluster_labels_kmeans_and_leiden():
     assert len(set(labels[:50]) & set(labels[50:])) == 0
 
 
-def test_holdout_masking_follows_each_training_request(tissue):
-    from cellina.plugin._workflow import _graph_for_holdout
+def _graph_state(adata):
+    return (adata.obsp["spatial_connectivities"].copy(), adata.obsm["spatial_x"].copy(),
+            sorted(adata.obsp.keys()), sorted(adata.obs.columns))
 
-    params = PreprocessParams(n_top_genes=None, bandwidth_um=15, max_neighbours=8, min_counts_gene=0)
-    out = run_sync(preprocess_steps(tissue, TissueKeys(), params))
-    full = out.obsp["spatial_connectivities"].copy()
-    held = np.arange(0, 120, 7)
-    _graph_for_holdout(out, TissueKeys(), held)
-    W = out.obsp["spatial_connectivities"]
+
+def _same_graph_state(adata, state):
+    W, phi, obsp_keys, obs_columns = state
+    return ((adata.obsp["spatial_connectivities"] != W).nnz == 0 and np.array_equal(adata.obsm["spatial_x"], phi)
+            and sorted(adata.obsp.keys()) == obsp_keys and sorted(adata.obs.columns) == obs_columns)
+
+
+def test_cancelled_or_failed_holdout_training_leaves_session_and_model_alone(tissue, monkeypatch):
+    import threading
+
+    from cellina.model import Cellina
+    from cellina.plugin._workflow import TrainingCancelled, train_steps
+    from cellina.plugin._session import TrainParams
+
+    session = CellinaSession(tissue)
+    session.preprocess(n_top_genes=None, bandwidth_um=15, max_neighbours=8, min_counts_gene=0)
+    session.train(max_epochs=1, batch_size=32)
+    model, adata = session.model, session.adata
+    state = _graph_state(adata)
+    s_before = model.get_latent_representation(adata, latent_key="s")
+    held = dict(holdout_cell_type="A", holdout_domain="tumour")
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(TrainingCancelled):
+        run_sync(train_steps(adata, session.keys, TrainParams(max_epochs=2, batch_size=32, **held), cancel))
+    assert _same_graph_state(adata, state) and session.model is model
+
+    def broken(self, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Cellina, "train", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_sync(train_steps(adata, session.keys, TrainParams(max_epochs=2, batch_size=32, **held)))
+    assert _same_graph_state(adata, state) and session.model is model
+    np.testing.assert_array_equal(model.get_latent_representation(adata, latent_key="s"), s_before)
+
+
+def test_holdout_masking_follows_each_finished_training(tissue):
+    session = CellinaSession(tissue)
+    session.preprocess(n_top_genes=None, bandwidth_um=15, max_neighbours=8, min_counts_gene=0)
+    adata = session.adata
+    full = adata.obsp["spatial_connectivities"].copy()
+    session.train(max_epochs=1, batch_size=32, holdout_cell_type="A", holdout_domain="tumour")
+    held = np.flatnonzero(((adata.obs["cell_type"] == "A") & (adata.obs["domain"] == "tumour")).to_numpy())
+    assert held.size > 0 and session.adata is adata
+    W = adata.obsp["spatial_connectivities"]
     assert W[held].nnz == 0 and W[:, held].nnz == 0
-    assert (out.obsp["spatial_connectivities_orig"] != full).nnz == 0
-    assert np.abs(out.obsm["spatial_x"][held]).sum() == 0
+    assert (adata.obsp["spatial_connectivities_orig"] != full).nnz == 0
+    assert np.abs(adata.obsm["spatial_x"][held]).sum() == 0
+    np.testing.assert_array_equal(adata.uns["spatial_neighbors"]["params"]["test_indices"], held)
+    # training never wrote scvi-tools' setup into the session's AnnData from its worker
+    assert session.model.adata is not adata
     # a later run that holds nobody out gets everyone back
-    _graph_for_holdout(out, TissueKeys(), np.zeros(0, dtype=np.int64))
-    assert (out.obsp["spatial_connectivities"] != full).nnz == 0
-    assert np.abs(out.obsm["spatial_x"][held]).sum() > 0
+    session.train(max_epochs=1, batch_size=32)
+    assert (adata.obsp["spatial_connectivities"] != full).nnz == 0
+    assert "spatial_connectivities_orig" not in adata.obsp
+    assert np.abs(adata.obsm["spatial_x"][held]).sum() > 0
+
+
+def test_sender_groups_match_row_by_row_resolution():
+    rng = np.random.default_rng(3)
+    n = 20_000
+    types = np.array([f"type_{i}" for i in range(10)])
+    obs = pd.DataFrame({"cell_type": pd.Categorical(rng.choice(types, n))}, index=np.arange(n).astype(str))
+    adata = ad.AnnData(X=sp.csr_matrix((n, 30), dtype=np.float32), obs=obs,
+                       var=pd.DataFrame(index=[f"g{j}" for j in range(30)]))
+    adata.obsm["spatial"] = rng.uniform(0, 1000, (n, 2))
+    adata.layers["counts"] = adata.X
+    session = CellinaSession(adata, TissueKeys(domain_key=None))
+    region = rng.random(n) < 0.3
+    session.set_selection(FOCAL, region)
+    rows = [{"gene": f"g{j % 30}", "value": 0.1 * (j + 1), "senders": (str(types[j % 10]),) if j % 3 else (),
+             "region": j % 4 == 0} for j in range(200)]
+    table = pd.DataFrame(rows)
+    groups, perturbations = sender_groups(session, table)
+    # every cell's shifts equal the sum over the rows whose restrictions it meets
+    labels = np.asarray(groups)
+    for i in rng.choice(n, 300, replace=False):
+        expected: dict[str, float] = {}
+        for row in rows:
+            if (not row["senders"] or obs["cell_type"].iloc[i] in row["senders"]) and (not row["region"] or region[i]):
+                expected[row["gene"]] = expected.get(row["gene"], 0.0) + row["value"]
+        got = perturbations.get(labels[i], {})
+        assert got.keys() == expected.keys()
+        assert all(np.isclose(got[g], expected[g]) for g in expected)
+    assert len(perturbations) == 20  # 10 types x inside/outside the region
+
+
+def test_node_run_groups_senders_in_the_worker_not_in_prepare(tissue, monkeypatch):
+    import threading
+
+    import cellina.plugin._workflow as wf
+
+    session = CellinaSession(tissue)
+    session.preprocess(n_top_genes=None, bandwidth_um=15, max_neighbours=8, min_counts_gene=0)
+    session.train(max_epochs=1, batch_size=32)
+    session.set_selection(FOCAL, np.arange(20))
+    session.add_gene_shift("g1", -10.0, senders=["B"])
+    threads = []
+    original = wf.group_senders
+    monkeypatch.setattr(wf, "group_senders", lambda *a: (threads.append(threading.current_thread().name),
+                                                          original(*a))[1])
+    job = wf.prepare_node(session)
+    assert threads == []  # the main thread only checks and gathers references
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(run=run_sync(wf.node_steps(**job))), name="node-worker")
+    worker.start()
+    worker.join()
+    assert threads == ["node-worker"] and result["run"].expression.shape == (20, tissue.n_vars)

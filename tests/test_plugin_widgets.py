@@ -81,11 +81,17 @@ def test_tissue_dock_obs_columns_pixel_size_preprocess_and_recolour(make_napari_
     adata, xy_um = pixel_tissue
     viewer = make_napari_viewer()
     tissue = TissueWidget(viewer)
-    layer = viewer.add_points(np.zeros((adata.n_obs, 2)), name="section", metadata={"adata": adata})
-    # adopting fails with a clear message: there is no obsm['spatial'] in this AnnData
-    assert "coordinates key 'spatial' not found in obsm" in errors[-1]
+    # an AnnData without any coordinates cannot be adopted: the message says what was looked for
+    bare = ad.AnnData(X=adata.X, obs=adata.obs[["ct", "region"]].copy(), var=adata.var.copy())
+    viewer.add_points(np.zeros((adata.n_obs, 2)), name="bare", metadata={"adata": bare})
+    assert "no cell coordinates" in errors[-1] and "x_centroid/y_centroid" in errors[-1]
     assert tissue.session.adata is None
+    # the pixel columns are found by the shared rule; their unit is the user's to set
+    layer = viewer.add_points(np.zeros((adata.n_obs, 2)), name="section", metadata={"adata": adata})
     tissue.source.setCurrentText("section")
+    tissue.use_layer()
+    assert tissue.session.adata is adata and tissue.session.keys.x_column == "px_x"
+    assert tissue.spatial.currentText() == "(two obs columns)"
 
     # choose two obs columns, a pixel size, the annotation columns; X holds the counts
     from cellina.plugin._session import TissueKeys
@@ -190,3 +196,24 @@ def test_lasso_shapes_become_selections_live(make_napari_viewer, pixel_tissue):
     assert bridge.session.selection_counts()["donors"] == n_ellipse
     edge.clear_lassos()
     assert "donors" not in bridge.session.selections and len(donors.data) == 0
+
+
+def test_gene_colouring_shows_its_values_on_hover(make_napari_viewer, pixel_tissue):
+    adata, xy_um = pixel_tissue
+    adata.obsm["spatial"] = xy_um
+    viewer = make_napari_viewer()
+    bridge = get_bridge(viewer)
+    from cellina.plugin._session import TissueKeys
+
+    layer = viewer.add_points(xy_um[:, ::-1], metadata={"adata": adata})
+    bridge.adopt_layer(layer, TissueKeys(cell_type_key="ct", domain_key="region", counts_layer=None))
+    bridge.recolour("G3")
+    expected = adata.X[:, 3].toarray().ravel()
+    np.testing.assert_allclose(layer.features["G3"].to_numpy(), expected)
+    i = int(np.argmax(expected))
+    status = layer.get_status(layer.data[i], world=True)
+    text = status["coordinates"] if isinstance(status, dict) else str(status)
+    assert f"G3: {expected[i]:.3g}" in text or f"G3: {expected[i]}" in text
+    # only the gene coloured last stays a hover column
+    bridge.recolour("G5")
+    assert "G5" in layer.features.columns and "G3" not in layer.features.columns

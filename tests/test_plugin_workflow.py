@@ -305,3 +305,79 @@ def test_cancel_before_first_epoch_is_a_clear_message(make_napari_viewer, small_
     model.train()
     assert "cancelled before the first epoch" in errors[-1]
     assert tissue.session.model is None and not tissue.session.busy
+
+
+def _await(qtbot, dock, worker, timeout=120_000):
+    assert worker is not None, dock.last_error
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+    # training hands over to a follow-up worker for the latents
+    while dock.worker is not None:
+        with qtbot.waitSignal(dock.worker.finished, timeout=timeout):
+            pass
+    assert dock.last_error is None, dock.last_error
+
+
+def test_edge_node_and_export_run_in_thread_workers(make_napari_viewer, small_sample, qtbot, errors, tmp_path):
+    viewer = make_napari_viewer()
+    w = {"tissue": TissueWidget(viewer), "model": ModelWidget(viewer), "edge": EdgeWidget(viewer),
+         "node": NodeWidget(viewer), "results": ResultsWidget(viewer), "export": ExportWidget(viewer)}
+    assert not any(dock.synchronous for dock in w.values())
+    viewer.open_sample("napari-cellina", "synthetic_tumour_section")
+    session = w["tissue"].session
+    w["tissue"].n_top_genes.setValue(80)
+    w["tissue"].max_neighbours.setValue(15)
+    _await(qtbot, w["tissue"], w["tissue"].preprocess())
+    w["model"].max_epochs.setValue(2)
+    w["model"].batch_size.setValue(128)
+    w["model"].n_clusters.setValue(4)
+    _await(qtbot, w["model"], w["model"].train())
+    assert session.model is not None and "cellina_s_cluster" in session.adata.obs
+
+    # each finished polygon is turned into a selection once, not once per napari data event
+    calls = []
+    original = session.select_polygons
+    session.select_polygons = lambda *a, **k: (calls.append(a[0]), original(*a, **k))[1]
+    points = session.display_coordinates()
+    w["edge"].draw_focal.click()
+    viewer.layers["focal lasso"].add(_quadrant(points, "low"), shape_type="polygon")
+    assert calls == [FOCAL]
+    w["edge"].draw_donors.click()
+    viewer.layers["donor lasso"].add(_quadrant(points, "high"), shape_type="polygon")
+    assert calls == [FOCAL, DONORS]
+    session.select_polygons = original
+
+    # colouring by a gene puts its values into the hover features
+    cells = w["tissue"].bridge.cells_layer
+    gene = str(session.adata.var_names[3])
+    w["tissue"].recolour(gene)
+    from cellina.plugin._colours import values_for
+
+    np.testing.assert_allclose(cells.features[gene].to_numpy(), values_for(session.adata, gene))
+    i = int(np.argmax(cells.features[gene].to_numpy()))
+    status = cells.get_status(cells.data[i], world=True)
+    text = status["coordinates"] if isinstance(status, dict) else str(status)
+    assert f"{gene}: " in text
+    w["tissue"].recolour("domain")
+    assert gene not in cells.features.columns
+
+    w["edge"].n_neighbours.setValue(8)
+    w["edge"].n_draws.setValue(2)
+    worker = w["edge"].run()
+    assert session.busy and w["node"].run() is None  # one step at a time
+    _await(qtbot, w["edge"], worker)
+    run = session.runs["edge 1"]
+    assert run.expression.shape == (session.selection_counts()[FOCAL], session.adata.n_vars)
+    assert run.std is not None and viewer.layers[RESULT_LAYER].data.shape[0] == run.indices.size
+
+    session.add_gene_shift(gene, -10.0, senders=[str(session.adata.obs["cell_type"].iloc[0])])
+    _await(qtbot, w["node"], w["node"].run())
+    node = session.runs["node 1"]
+    assert node.kind == "node" and node.expression.shape == run.expression.shape
+    assert not np.allclose(node.expression, node.factual)
+
+    path = tmp_path / "perturbed.h5ad"
+    _await(qtbot, w["export"], w["export"].export(str(path)))
+    back = ad.read_h5ad(path)
+    assert back.uns["cellina"]["provenance"]["current_run"] == "node 1"
+    assert w["export"].last_written is not None and not session.busy

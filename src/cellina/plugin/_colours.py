@@ -85,9 +85,12 @@ def continuous_colours(
 
 
 def colours_for(adata: ad.AnnData, key: str, layer: str | None = "cellina_lognorm",
-                cmap: str = "viridis") -> tuple[np.ndarray, ColourInfo]:
-    """Colour every cell by an obs column or a gene; categories get a legend, numbers a colorbar."""
-    values = values_for(adata, key, layer)
+                cmap: str = "viridis", values: pd.Series | np.ndarray | None = None) -> tuple[np.ndarray, ColourInfo]:
+    """Colour every cell by an obs column or a gene; categories get a legend, numbers a colorbar.
+
+    ``values`` are :func:`values_for`'s result when the caller already has them.
+    """
+    values = values_for(adata, key, layer) if values is None else values
     if isinstance(values, pd.Series):
         if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == bool or values.dtype == object:
             if not isinstance(values.dtype, pd.CategoricalDtype) and values.nunique() > MAX_CATEGORIES:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal, SignalGroup
 
+from cellina.plugin._points import CoordinatesNotFoundError, find_coordinates
 from cellina.plugin._selection import Engine, points_in_polygons
 
 FOCAL = "focal"
@@ -118,9 +119,13 @@ class RunResult:
     gene_shifts: pd.DataFrame | None = None
     created: str = ""
 
-    def log_fold_change(self, eps: float = 1e-6) -> np.ndarray:
-        """Per-cell natural-log fold change of the counterfactual over the factual prediction."""
-        return np.log((self.expression + eps) / (self.factual + eps)).astype(np.float32)
+    def log_fold_change(self, genes: int | np.ndarray | slice | None = None, eps: float = 1e-6) -> np.ndarray:
+        """Per-cell natural-log fold change of the counterfactual over the factual prediction.
+
+        ``genes`` picks columns (an index, indices or a slice) so one gene costs one column.
+        """
+        cols = slice(None) if genes is None else genes
+        return np.log((self.expression[:, cols] + eps) / (self.factual[:, cols] + eps)).astype(np.float32)
 
 
 def _empty_shift_table() -> pd.DataFrame:
@@ -211,7 +216,13 @@ class CellinaSession:
             raise SessionError(f"expected an AnnData, got {type(adata).__name__}")
         if adata.n_obs == 0:
             raise SessionError("the AnnData has no cells")
-        keys = keys or self.keys
+        if keys is None:
+            # the previous tissue's keys carry over only when they fit the new one
+            try:
+                validate_keys(adata, self.keys)
+                keys = self.keys
+            except SessionError:
+                keys = guess_keys(adata)
         validate_keys(adata, keys)
         self.adata = adata
         self.keys = keys
@@ -384,18 +395,17 @@ class CellinaSession:
 
             if self.keys.cell_type_key is None or self.keys.domain_key is None:
                 raise SessionError("the observed-neighbour pool needs the cell-type and domain keys")
-            types = self.obs_values(self.keys.cell_type_key).astype(str).to_numpy()
-            doms = self.obs_values(self.keys.domain_key).astype(str).to_numpy()
-            if observed_cell_type not in set(types):
+            is_type = matches(self.obs_values(self.keys.cell_type_key), observed_cell_type)
+            in_domain = matches(self.obs_values(self.keys.domain_key), observed_domain)
+            if not is_type.any():
                 raise SessionError(f"cell type {observed_cell_type!r} not found in obs[{self.keys.cell_type_key!r}]")
-            if observed_domain not in set(doms):
+            if not in_domain.any():
                 raise SessionError(f"domain {observed_domain!r} not found in obs[{self.keys.domain_key!r}]")
             key = connectivity_key or graph_key(adata)
             if key not in adata.obsp:
                 raise SessionError(f"no spatial graph obsp[{key!r}]: run preprocessing first")
-            is_type = types == observed_cell_type
             try:
-                idx = observed_neighbour_pool(adata, is_type & (doms == observed_domain),
+                idx = observed_neighbour_pool(adata, is_type & in_domain,
                                               connectivity_key=key, exclude=is_type)
             except ValueError as err:
                 raise SessionError(f"the donor pool (observed) is empty: {err}") from err
@@ -583,6 +593,33 @@ def validate_keys(adata: ad.AnnData, keys: TissueKeys) -> None:
         raise SessionError(f"counts layer {keys.counts_layer!r} not found (layers: {list(adata.layers.keys())})")
 
 
+def guess_keys(adata: ad.AnnData, pixel_size: float = 1.0) -> TissueKeys:
+    """Sensible keys for an AnnData: common scverse/squidpy names, coordinates by :func:`find_coordinates`.
+
+    Raises
+    ------
+    SessionError
+        No coordinates were found; the message says what was looked for.
+    """
+    def first(candidates, where):
+        return next((c for c in candidates if c in where), None)
+
+    try:
+        spatial_key, x_column, y_column = find_coordinates(adata)
+    except CoordinatesNotFoundError as err:
+        raise SessionError(str(err)) from None
+    return TissueKeys(
+        spatial_key=spatial_key,
+        x_column=x_column,
+        y_column=y_column,
+        pixel_size=pixel_size,
+        cell_type_key=first(("cell_type", "coarse_type", "celltype", "cell_types", "leiden"), adata.obs),
+        domain_key=first(("domain", "domains", "region", "typ"), adata.obs),
+        batch_key=None,
+        counts_layer="counts" if "counts" in adata.layers else None,
+    )
+
+
 def coordinates(adata: ad.AnnData, keys: TissueKeys) -> np.ndarray:
     """(x, y) coordinates in the data's own unit, from obsm or two obs columns."""
     if keys.spatial_key is not None:
@@ -601,6 +638,18 @@ def coordinates(adata: ad.AnnData, keys: TissueKeys) -> np.ndarray:
     if not np.all(np.isfinite(xy)):
         raise SessionError("coordinates hold NaN or infinite values")
     return xy
+
+
+def matches(series: pd.Series, value: Any) -> np.ndarray:
+    """Cells whose value, read as text, equals ``value``: compared on category codes when possible.
+
+    Turning 500k categorical values into strings costs a noticeable pause on the main
+    thread; comparing the few category names and then the integer codes does not.
+    """
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        names = np.asarray(series.cat.categories.astype(str))
+        return np.isin(series.cat.codes.to_numpy(), np.flatnonzero(names == str(value)))
+    return series.astype(str).to_numpy() == str(value)
 
 
 def graph_key(adata: ad.AnnData) -> str:

@@ -218,35 +218,64 @@ def _holdout_indices(adata: ad.AnnData, keys: TissueKeys, params: TrainParams) -
     return idx
 
 
-def _graph_for_holdout(adata: ad.AnnData, keys: TissueKeys, test_idx: np.ndarray) -> None:
-    """Make the training graph and niche features leave out exactly ``test_idx``.
-
-    Held-out cells must not leak into anyone's niche, so the graph is rebuilt without
-    them (and rebuilt with everyone when a later run holds nobody out); the unmasked graph
-    is kept in ``obsp["spatial_connectivities_orig"]`` for the observed-neighbour donor pool.
-    """
-    from cellina.preprocessing import UNMASKED_CONNECTIVITIES
-    from cellina.spatial import compute_spatial_features, spatial_neighbors
-
+def _current_holdout(adata: ad.AnnData) -> np.ndarray:
     params = adata.uns.get("spatial_neighbors", {}).get("params", {})
-    previous = np.sort(np.asarray(params.get("test_indices", []), dtype=np.int64).ravel())
-    if np.array_equal(previous, np.sort(test_idx)):
-        return
+    return np.sort(np.asarray(params.get("test_indices", []), dtype=np.int64).ravel())
+
+
+def training_data(adata: ad.AnnData, keys: TissueKeys, test_idx: np.ndarray) -> tuple[ad.AnnData, bool]:
+    """An AnnData of its own for training, whose graph and niche features leave out ``test_idx``.
+
+    The session's AnnData is never written to: when its graph already masks exactly
+    ``test_idx``, training gets a light AnnData sharing its matrices (scvi-tools' setup
+    writes into that one); otherwise :func:`cellina.preprocessing.prepare_tissue` rebuilds
+    the graph (keeping the unmasked one as ``obsp["spatial_connectivities_orig"]``) and the
+    niche features from the counts with the session's graph settings. Returns the AnnData
+    and whether its graph differs from the session's (see :func:`apply_trained`).
+    """
+    from cellina.preprocessing import prepare_tissue
+
+    counts_name = "counts" if "counts" in adata.layers else keys.counts_layer
+    counts = adata.layers[counts_name] if counts_name else adata.X
+    test_idx = np.sort(np.asarray(test_idx, dtype=np.int64))
+    if np.array_equal(_current_holdout(adata), test_idx):
+        light = ad.AnnData(
+            X=counts, obs=adata.obs.copy(), var=adata.var.copy(),
+            obsm={k: adata.obsm[k] for k in adata.obsm}, obsp={k: adata.obsp[k] for k in adata.obsp},
+            layers={k: adata.layers[k] for k in adata.layers},
+            uns={k: v for k, v in adata.uns.items() if not str(k).startswith("_scvi")},
+        )
+        return light, False
+    graph = adata.uns.get("spatial_neighbors", {}).get("params", {})
     pre = adata.uns.get("cellina", {}).get("preprocess", {})
-    if UNMASKED_CONNECTIVITIES not in adata.obsp and previous.size == 0:
-        adata.obsp[UNMASKED_CONNECTIVITIES] = adata.obsp["spatial_connectivities"].copy()
-    spatial_neighbors(
-        adata,
-        bandwidth=float(params.get("bandwidth") or pre.get("bandwidth_um", 20.0) / keys.pixel_size),
-        cutoff=float(params.get("cutoff", pre.get("cutoff", 0.1))),
-        max_neighbours=int(params.get("n_neighbors", pre.get("max_neighbours", 50))),
-        kernel=str(params.get("kernel", "gaussian")),
-        standardize=bool(params.get("standardize", False)),
-        spatial_key=str(params.get("spatial_key", "spatial")),
-        library_key=params.get("library_key") or None,
-        test_indices=test_idx if test_idx.size else None,
+    record = adata.uns.get("cellina", {}).get("spatial_features", {}).get(NICHE_KEY, {})
+    spatial_key = str(graph.get("spatial_key") or "spatial")
+    base = ad.AnnData(
+        X=counts, obs=adata.obs.copy(), var=adata.var.copy(),
+        obsm={spatial_key: adata.obsm[spatial_key]}, layers={"counts": counts},
+        uns={k: v for k, v in adata.uns.items() if k == "cellina"},
     )
-    compute_spatial_features(adata, layer=LOGNORM_LAYER, obsm_key=NICHE_KEY)
+    try:
+        out = prepare_tissue(
+            base,
+            bandwidth=float(graph.get("bandwidth") or pre.get("bandwidth_um", 20.0) / keys.pixel_size),
+            counts_layer="counts",
+            max_neighbours=int(graph.get("n_neighbors", pre.get("max_neighbours", 50))),
+            kernel=str(graph.get("kernel", "gaussian")),
+            cutoff=float(graph.get("cutoff", pre.get("cutoff", 0.1))),
+            spatial_key=spatial_key,
+            library_key=graph.get("library_key") or None,
+            test_indices=test_idx if test_idx.size else None,
+            target_sum=float(record.get("target_sum") or pre.get("target_sum", 1e4)),
+        )
+    except ValueError as err:
+        raise SessionError(f"could not build the training graph: {err}") from err
+    # the counts and log-normalised values are the session's own: share them instead of keeping copies
+    for name in out.layers:
+        if name in adata.layers:
+            out.layers[name] = adata.layers[name]
+    out.X = out.layers["counts"]
+    return out, True
 
 
 def _make_callback(reports: queue.Queue, cancel: threading.Event, max_epochs: int):
@@ -284,9 +313,11 @@ def train_steps(
     """Register the data, build a Cellina model and train it, yielding one report per epoch.
 
     Training runs in an inner thread with one torch thread so the viewer keeps a core;
-    ``cancel`` stops it at the next minibatch. Returns ``{"model", "history", "cancelled",
-    "epochs", "holdout"}``. Cancelling before the first epoch ends raises
-    :class:`TrainingCancelled` (no usable model).
+    ``cancel`` stops it at the next minibatch. It works on its own AnnData
+    (:func:`training_data`), so a cancelled or failed run leaves ``adata`` and any earlier
+    model untouched. Returns ``{"model", "history", "cancelled", "epochs", "holdout",
+    "data", "rebuilt"}``; :func:`apply_trained` swaps the training graph into the session.
+    Cancelling before the first epoch ends raises :class:`TrainingCancelled` (no usable model).
     """
     import torch
 
@@ -301,10 +332,10 @@ def train_steps(
     cancel = cancel or threading.Event()
     yield Progress(0, params.max_epochs, "preparing data")
     test_idx = _holdout_indices(adata, keys, params)
-    _graph_for_holdout(adata, keys, test_idx)
-    _model_setup(adata, keys, params)
+    data, rebuilt = training_data(adata, keys, test_idx)
+    _model_setup(data, keys, params)
     model = Cellina(
-        adata,
+        data,
         n_hidden=params.n_hidden,
         n_latent=params.n_latent,
         n_layers=params.n_layers,
@@ -371,14 +402,38 @@ def train_steps(
         raise TrainingCancelled("training cancelled before the first epoch finished; no model was kept")
     history = {k: [float(x) for x in np.ravel(v.to_numpy())] for k, v in (model.history or {}).items()}
     return {"model": model, "history": history, "cancelled": cancel.is_set(), "epochs": epochs,
-            "holdout": test_idx}
+            "holdout": test_idx, "data": data, "rebuilt": rebuilt}
 
 
 def apply_trained(session: CellinaSession, result: dict[str, Any], params: TrainParams) -> None:
-    """Main-thread half of training: attach the model to the session."""
+    """Main-thread half of training: swap the training graph into the session, attach the model.
+
+    Only a finished training gets here, so the session's graph and niche features change
+    together with its model, never under an earlier one.
+    """
+    from cellina.preprocessing import UNMASKED_CONNECTIVITIES
+
+    adata = session.require_adata()
+    data = result["data"]
+    if data.n_obs != adata.n_obs or not np.array_equal(data.obs_names, adata.obs_names):
+        raise SessionError("the tissue changed while the model was training; train again on the new tissue")
+    if result["rebuilt"]:
+        for key in ("spatial_connectivities", "spatial_distances"):
+            adata.obsp[key] = data.obsp[key]
+        if UNMASKED_CONNECTIVITIES in data.obsp:
+            adata.obsp[UNMASKED_CONNECTIVITIES] = data.obsp[UNMASKED_CONNECTIVITIES]
+        else:
+            adata.obsp.pop(UNMASKED_CONNECTIVITIES, None)
+        adata.obsm[NICHE_KEY] = data.obsm[NICHE_KEY]
+        adata.uns["spatial_neighbors"] = data.uns["spatial_neighbors"]
+        features = data.uns["cellina"]["spatial_features"]
+        adata.uns.setdefault("cellina", {}).setdefault("spatial_features", {})[NICHE_KEY] = features[NICHE_KEY]
+    model = result["model"]
+    # register the session's AnnData here, on the main thread, rather than lazily in a worker
+    model._validate_anndata(adata)
     session.train_params = params
     source = f"trained {result['epochs']} epochs" + (" (cancelled)" if result["cancelled"] else "")
-    session.set_model(result["model"], source=source, history=result["history"])
+    session.set_model(model, source=source, history=result["history"])
 
 
 def load_model(adata: ad.AnnData, keys: TissueKeys, path: str) -> Any:
@@ -483,42 +538,81 @@ def edge_steps(model: Any, adata: ad.AnnData, focal: np.ndarray, donors: np.ndar
 
 
 # ---------------------------------------------------------------------- node perturbation
-def sender_groups(session: CellinaSession, table: pd.DataFrame) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+def group_senders(
+    types: pd.Series | None, region: np.ndarray | None, table: pd.DataFrame
+) -> tuple[pd.Categorical, dict[str, dict[str, float]]]:
     """Per-cell group labels and ``{group: {gene: shift}}`` realising the table's restrictions.
 
-    A row restricted to sender types and/or the focal region applies to the cells that meet
-    its restriction; cells are grouped by which rows apply to them, so the library's
-    ``groupby`` perturbation expresses any mix of restrictions.
+    Which rows apply to a cell depends only on its cell type and on whether it lies in
+    the lasso ``region``, so the rows are resolved once per (type, in-region) pair and
+    cells take their pair's group by one integer lookup: no per-cell string work.
+    ``types`` is the cell-type column (needed when a row restricts senders).
     """
-    adata = session.require_adata()
-    n = adata.n_obs
-    applies = np.ones((n, len(table)), dtype=bool)
-    types = None
-    if session.keys.cell_type_key is not None:
-        types = adata.obs[session.keys.cell_type_key].astype(str).to_numpy()
-    region = session.selections[FOCAL].base if FOCAL in session.selections else None
-    for j, row in enumerate(table.itertuples(index=False)):
+    rows = list(table.itertuples(index=False))
+    if types is not None:
+        series = types if isinstance(types.dtype, pd.CategoricalDtype) else types.astype("category")
+        categories = [str(c) for c in series.cat.categories]
+        type_code = series.cat.codes.to_numpy().astype(np.int64) + 1  # 0 = no cell type
+        n = len(series)
+    else:
+        if any(len(row.senders) for row in rows):
+            raise SessionError("restricting senders needs the cell-type key")
+        categories, n = [], None
+    if region is not None:
+        n = len(region)
+    if n is None:
+        raise SessionError("sender grouping needs the cell types or the lasso region")
+    if types is None:
+        type_code = np.zeros(n, dtype=np.int64)
+    in_region = np.zeros(n, dtype=np.int64) if region is None else np.asarray(region, dtype=np.int64)
+    n_keys = 2 * (len(categories) + 1)
+    key = type_code * 2 + in_region
+    present = np.flatnonzero(np.bincount(key, minlength=n_keys))
+    names = np.array([None, *categories], dtype=object)
+    applies = np.ones((present.size, len(rows)), dtype=bool)
+    for j, row in enumerate(rows):
         if len(row.senders):
-            applies[:, j] &= np.isin(types, list(row.senders))
+            applies[:, j] &= np.isin(names[present // 2].astype(str), list(row.senders)) & (present // 2 > 0)
         if row.region:
             if region is None:
                 raise SessionError(f"the shift of {row.gene!r} is restricted to the lasso region, but no focal lasso is drawn")
-            applies[:, j] &= region
-    patterns, codes = np.unique(applies, axis=0, return_inverse=True)
-    codes = np.asarray(codes).ravel()
+            applies[:, j] &= (present % 2).astype(bool)
+    patterns, pattern_of_key = np.unique(applies, axis=0, return_inverse=True)
+    lookup = np.zeros(n_keys, dtype=np.int64)
+    lookup[present] = np.asarray(pattern_of_key).ravel()
     perturbations: dict[str, dict[str, float]] = {}
     for g, pattern in enumerate(patterns):
         if pattern.any():
             shifts: dict[str, float] = {}
-            for gene, value, on in zip(table["gene"], table["value"], pattern):
+            for row, on in zip(rows, pattern):
                 if on:
-                    shifts[str(gene)] = shifts.get(str(gene), 0.0) + float(value)
+                    shifts[str(row.gene)] = shifts.get(str(row.gene), 0.0) + float(row.value)
             perturbations[f"g{g}"] = shifts
-    return np.array([f"g{c}" for c in codes], dtype=object), perturbations
+    groups = pd.Categorical.from_codes(lookup[key], categories=[f"g{g}" for g in range(len(patterns))])
+    return groups, perturbations
+
+
+def _sender_inputs(session: CellinaSession, table: pd.DataFrame) -> tuple[pd.Series | None, np.ndarray | None]:
+    """The cell-type column and lasso region the table needs (cheap: references and one copy)."""
+    adata = session.require_adata()
+    key = session.keys.cell_type_key
+    types = adata.obs[key] if key is not None and key in adata.obs else None
+    region = session.selections[FOCAL].base.copy() if FOCAL in session.selections else None
+    if region is None and bool(table["region"].astype(bool).any()):
+        gene = table.loc[table["region"].astype(bool), "gene"].iloc[0]
+        raise SessionError(f"the shift of {gene!r} is restricted to the lasso region, but no focal lasso is drawn")
+    if types is None and any(len(s) for s in table["senders"]):
+        raise SessionError("restricting senders needs the cell-type key")
+    return types, region
+
+
+def sender_groups(session: CellinaSession, table: pd.DataFrame) -> tuple[pd.Categorical, dict[str, dict[str, float]]]:
+    """:func:`group_senders` for the session's cell types and focal lasso region."""
+    return group_senders(*_sender_inputs(session, table), table)
 
 
 def prepare_node(session: CellinaSession, name: str | None = None, library_size: Any = "latent") -> dict[str, Any]:
-    """Check the session's state for a node run (main thread) and gather its inputs."""
+    """Check the session's state for a node run (main thread, cheap checks only) and gather its inputs."""
     model = session.require_model()
     adata = session.require_adata()
     focal = session.selection_indices(FOCAL) if FOCAL in session.selections else None
@@ -530,23 +624,24 @@ def prepare_node(session: CellinaSession, name: str | None = None, library_size:
     unknown = sorted(set(table["gene"]) - set(adata.var_names))
     if unknown:
         raise SessionError(f"unknown gene(s) in the shift table: {unknown}")
-    groups, perturbations = sender_groups(session, table)
-    if not perturbations:
-        raise SessionError("no cell matches the shift table's sender restrictions")
-    return {"model": model, "adata": adata, "focal": focal, "groups": groups, "perturbations": perturbations,
+    types, region = _sender_inputs(session, table)
+    return {"model": model, "adata": adata, "focal": focal, "types": types, "region": region,
             "table": table, "params": {"library_size": library_size, "add_shift": True},
             "name": name or session.next_run_name("node")}
 
 
-def node_steps(model: Any, adata: ad.AnnData, focal: np.ndarray, groups: np.ndarray,
-               perturbations: dict[str, dict[str, float]], table: pd.DataFrame,
-               params: dict[str, Any], name: str) -> Steps:
-    """Shift the neighbours' expression of the table's genes, rebuild phi and decode the focal cells."""
+def node_steps(model: Any, adata: ad.AnnData, focal: np.ndarray, types: pd.Series | None,
+               region: np.ndarray | None, table: pd.DataFrame, params: dict[str, Any], name: str) -> Steps:
+    """Group the senders, shift the neighbours' expression of the table's genes, rebuild phi and decode."""
     from cellina.spatial import make_neighbor_perturbation
 
-    yield Progress(0, 3, "factual prediction")
+    yield Progress(0, 4, "grouping sender cells")
+    groups, perturbations = group_senders(types, region, table)
+    if not perturbations:
+        raise SessionError("no cell matches the shift table's sender restrictions")
+    yield Progress(1, 4, "factual prediction")
     factual = model.get_expression(adata, indices=focal, library_size=params["library_size"])
-    yield Progress(1, 3, "perturbing neighbours")
+    yield Progress(2, 4, "perturbing neighbours")
     # A light AnnData shares the matrices and carries the sender groups, so the session's
     # AnnData only gains the output obsm key written below.
     work = ad.AnnData(X=adata.layers[LOGNORM_LAYER], obs=pd.DataFrame({"cellina_sender_group": groups},
@@ -564,11 +659,11 @@ def node_steps(model: Any, adata: ad.AnnData, focal: np.ndarray, groups: np.ndar
         add_shift=True,
     )
     adata.obsm[NODE_OBSM_KEY] = work.obsm[NODE_OBSM_KEY]
-    yield Progress(2, 3, f"decoding {focal.size} cells")
+    yield Progress(3, 4, f"decoding {focal.size} cells")
     expression = model.get_perturbed_expression(
         adata, indices=focal, spatial_obsm_key=NODE_OBSM_KEY, library_size=params["library_size"]
     )
-    yield Progress(3, 3, "done")
+    yield Progress(4, 4, "done")
     return RunResult(name=name, kind="node", indices=focal, expression=expression, factual=factual,
                      params=params, gene_shifts=table, created=utc_now())
 
@@ -600,9 +695,9 @@ def contrast_shift_table(adata: ad.AnnData, keys: TissueKeys, control_domain: st
 
 
 # ---------------------------------------------------------------------- export
-def build_export(session: CellinaSession) -> ad.AnnData:
-    """The perturbed AnnData: the current run's layers, selections, latents and provenance."""
-    from cellina.export import CurrentRun, perturbed_anndata, run_record
+def export_inputs(session: CellinaSession) -> dict[str, Any]:
+    """What an export needs, gathered on the main thread so a worker never reads live session state."""
+    from cellina.export import CurrentRun, run_record
 
     adata = session.require_adata()
     runs = {
@@ -618,29 +713,49 @@ def build_export(session: CellinaSession) -> ad.AnnData:
         for run in session.runs.values()
     }
     current = session.runs.get(session.current_run) if session.current_run else None
-    return perturbed_anndata(
-        adata,
-        runs=runs,
-        current=None
-        if current is None
+    return {
+        "adata": adata,
+        "runs": runs,
+        "current": None if current is None
         else CurrentRun(current.name, current.indices, current.expression, current.factual, current.std),
-        model=session.model,
-        model_source=session.model_source or "",
-        selections={f"cellina_{name}": selection.mask for name, selection in session.selections.items()},
-        keys=params_dict(session.keys),
-    )
+        "model": session.model,
+        "model_source": session.model_source or "",
+        "selections": {f"cellina_{name}": selection.mask.copy() for name, selection in session.selections.items()},
+        "keys": params_dict(session.keys),
+    }
 
 
-def export(session: CellinaSession, path: str) -> ad.AnnData:
-    """Write :func:`build_export` to ``path`` atomically and return it."""
+def build_export(session: CellinaSession) -> ad.AnnData:
+    """The perturbed AnnData: the current run's layers, selections, latents and provenance."""
+    from cellina.export import perturbed_anndata
+
+    return perturbed_anndata(**export_inputs(session))
+
+
+def _write(out: ad.AnnData, path: str) -> None:
     from cellina._io import write_h5ad_atomic
 
-    out = build_export(session)
     try:
         write_h5ad_atomic(out, path)
     except (OSError, ValueError) as err:
         raise SessionError(f"could not write {str(path)!r}: {err}") from err
+
+
+def export_steps(inputs: dict[str, Any], path: str) -> Steps:
+    """Build the perturbed AnnData from :func:`export_inputs` and write it atomically; returns it."""
+    from cellina.export import perturbed_anndata
+
+    yield Progress(0, 2, "building the perturbed AnnData")
+    out = perturbed_anndata(**inputs)
+    yield Progress(1, 2, f"writing {path}")
+    _write(out, path)
+    yield Progress(2, 2, "done")
     return out
+
+
+def export(session: CellinaSession, path: str) -> ad.AnnData:
+    """Write :func:`build_export` to ``path`` atomically and return it."""
+    return run_sync(export_steps(export_inputs(session), path))
 
 
 # ---------------------------------------------------------------------- results
@@ -665,9 +780,7 @@ def observed_vs_predicted(session: CellinaSession, run: RunResult, target_cell_t
     Returns ``true_lfc``, ``pred_lfc``, ``deg`` (top genes by |observed|), ``pearson`` on
     them and ``n_target``.
     """
-    from scipy.stats import pearsonr
-
-    from cellina.evaluation import get_lfc
+    from cellina.evaluation import get_lfc, pearson_top_k
 
     adata = session.require_adata()
     keys = session.keys
@@ -680,5 +793,5 @@ def observed_vs_predicted(session: CellinaSession, run: RunResult, target_cell_t
         raise SessionError(f"no cells of type {target_cell_type!r} in domain {target_domain!r} to compare with")
     counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
     true_lfc, pred_lfc, deg = get_lfc(counts[run.indices], counts[target], run.expression, n_deg=n_deg)
-    pearson = float(pearsonr(true_lfc[deg], pred_lfc[deg])[0]) if len(deg) > 2 else float("nan")
+    pearson = pearson_top_k(true_lfc, pred_lfc, features=deg) if len(deg) > 2 else float("nan")
     return {"true_lfc": true_lfc, "pred_lfc": pred_lfc, "deg": deg, "pearson": pearson, "n_target": int(target.size)}

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal
 
-from cellina.plugin._colours import ColourInfo, categorical_colours, colours_for, continuous_colours
+from cellina.plugin._colours import ColourInfo, categorical_colours, colours_for, continuous_colours, values_for
 from cellina.plugin._points import DEFAULT_HOVER_COLUMNS
-from cellina.plugin._session import DONORS, FOCAL, CellinaSession, SessionError, TissueKeys
+from cellina.plugin._session import DONORS, FOCAL, CellinaSession, SessionError, TissueKeys, guess_keys
 
 CELLS = "cells"
 Z_LAYER = "intrinsic clusters (z)"
@@ -104,10 +104,16 @@ class ViewerBridge:
         adata = layer.metadata.get("adata")
         if adata is None:
             raise SessionError(f"layer {layer.name!r} carries no AnnData in metadata['adata']")
-        self._cells_layer = layer
+        # the reader found the layer's coordinates by the same rule, so layer and session agree
         keys = keys or guess_keys(adata)
+        previous = (self._cells_layer, self.color_by)
+        self._cells_layer = layer
         self.color_by = layer.metadata.get("color_by", self.color_by)
-        self.session.set_adata(adata, keys)
+        try:
+            self.session.set_adata(adata, keys)
+        except SessionError:
+            self._cells_layer, self.color_by = previous
+            raise
 
     def _features(self) -> pd.DataFrame:
         adata = self.session.adata
@@ -167,14 +173,22 @@ class ViewerBridge:
         if layer is None:
             raise SessionError("no cells layer: open a tissue first")
         try:
-            colours, info = colours_for(adata, key)
+            values = values_for(adata, key)
+            colours, info = colours_for(adata, key, values=values)
         except (KeyError, ValueError) as err:
             raise SessionError(str(err).strip('"')) from err
         layer.face_color = colours
         self.color_by = key
         layer.metadata["color_by"] = key
-        if key in adata.obs and key not in layer.features.columns:
-            layer.features[key] = adata.obs[key].to_numpy()
+        # hover shows what the colours mean; only the gene coloured last is kept as a column
+        previous = layer.metadata.get("hover_gene")
+        if previous is not None and previous != key and previous in layer.features.columns:
+            layer.features = layer.features.drop(columns=[previous])
+            layer.metadata["hover_gene"] = None
+        if key not in layer.features.columns:
+            layer.features[key] = np.asarray(values)
+            if key not in adata.obs:
+                layer.metadata["hover_gene"] = key
         self.colour_info = info
         self.colouring.emit(info)
         return info
@@ -244,7 +258,7 @@ class ViewerBridge:
             values, cmap, label = run.expression[:, j], "viridis", f"{gene} predicted expression"
             colours, info = continuous_colours(values, label, cmap)
         elif mode == "lfc":
-            values = np.log((run.expression[:, j] + 1e-6) / (run.factual[:, j] + 1e-6))
+            values = run.log_fold_change(j)
             bound = float(np.nanmax(np.abs(values))) if values.size else 1.0
             bound = bound if bound > 0 else 1.0
             colours, info = continuous_colours(values, f"{gene} log-fold change vs factual", "RdBu_r", (-bound, bound))
@@ -273,11 +287,17 @@ class ViewerBridge:
                 name=layer_name, edge_color=LASSO_COLOURS[name], face_color="transparent",
                 edge_width=3.0, opacity=1.0,
             )
-            layer.events.data.connect(lambda event, n=name: self._on_lasso(n))
+            layer.events.data.connect(lambda event, n=name: self._on_lasso_event(n, event))
         if draw:
             self.viewer.layers.selection.active = layer
             layer.mode = "add_polygon_lasso"
         return layer
+
+    def _on_lasso_event(self, name: str, event: Any) -> None:
+        # napari announces each edit twice (adding/added, ...): select once, when the shape is finished
+        action = str(getattr(event, "action", "added"))
+        if action in ("added", "removed", "changed"):
+            self._on_lasso(name)
 
     def _on_lasso(self, name: str) -> None:
         layer = self.find_layer(LASSO_LAYERS[name])
@@ -304,17 +324,3 @@ def lasso_outline(vertices: np.ndarray, kind: str, n_ellipse: int = 64) -> np.nd
     axis_b = (vertices[3] - vertices[0]) / 2
     angles = np.linspace(0, 2 * np.pi, n_ellipse, endpoint=False)
     return centre + np.cos(angles)[:, None] * axis_a + np.sin(angles)[:, None] * axis_b
-
-
-def guess_keys(adata) -> TissueKeys:
-    """Sensible keys for an AnnData: the common scverse/squidpy names when present."""
-    def first(candidates, where):
-        return next((c for c in candidates if c in where), None)
-
-    return TissueKeys(
-        spatial_key=first(("spatial", "X_spatial", "spatial_um"), adata.obsm) or "spatial",
-        cell_type_key=first(("cell_type", "coarse_type", "celltype", "cell_types", "leiden"), adata.obs),
-        domain_key=first(("domain", "domains", "region", "typ"), adata.obs),
-        batch_key=None,
-        counts_layer="counts" if "counts" in adata.layers else None,
-    )
