@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,13 +46,13 @@ ALL_METHODS = ("cellina", "cellina_no_aux", "scvi", "mean_shift", "oracle")
 def _config(quick: bool) -> dict:
     if quick:
         # Every method on the lead type; the other types only Cellina and the references, so the
-        # run stays within minutes on 2 shared cores.
+        # run stays within minutes on 2 shared cores (well under one when the cores are free).
         return {
-            "n_cells": 2000,
+            "n_cells": 3000,
             "n_genes": 150,
-            "max_epochs": 20,
+            "max_epochs": 60,
             "batch_size": 256,
-            "holdouts": ["Myeloid", "T_cell", "Endothelial"],
+            "holdouts": None,
             "lead_methods": ALL_METHODS,
             "other_methods": ("cellina", "mean_shift", "oracle"),
             "model_kwargs": {"n_latent": 10, "n_hidden": 64, "n_layers": 1},
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     total_s = time.perf_counter() - t_start
 
     scores = pd.concat([r.to_frame() for r in results], ignore_index=True)
-    img_dir = ROOT / "docs" / "img"
+    # A trial run (--no-write) must not overwrite the figures the written section points to.
+    img_dir = Path(tempfile.mkdtemp(prefix="accuracy_img_")) if args.no_write else ROOT / "docs" / "img"
     suffix = "_quick" if args.quick else ""
     first = results[0]
     plots = []
@@ -277,12 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         for metric, threshold in targets.items():
             if metric == "pearson":
                 check(f"{pert}: {metric} on top-50 DEGs", threshold, get(mean, (pert, "cellina"), metric),
-                      "mean over types")
+                      "mean over trained types")
             else:
                 check(f"{pert}: {metric} on responsive genes", threshold, get(lead, (pert, "cellina"), metric),
                       first.holdout)
     gap = get(mean, ("edge", "cellina"), "pearson") - get(mean, ("edge", "mean_shift"), "pearson")
-    check("edge: pearson, Cellina minus mean shift", 0.15, gap, "mean over types")
+    check("edge: pearson, Cellina minus mean shift", 0.15, gap, "mean over trained types")
     for label, frame, on in (("edge: pearson, exact truth (ceiling)", ref_mean, "all coarse types"),):
         checks.append(f"| (reference) {label} | - | {on} | {_fmt(get(frame, ('edge', 'oracle'), 'pearson'))} | - |")
     ceiling = get(ref_mean, ("edge", "oracle"), "pearson") - get(ref_mean, ("edge", "mean_shift"), "pearson")
@@ -301,6 +303,37 @@ def main(argv: list[str] | None = None) -> int:
               "mean over runs")
         check("latents: cell type from z", 0.9, p["celltype_from_z"], "mean over runs")
 
+    # A reading of the numbers, generated from them so it cannot drift from the tables.
+    reading = []
+    if ("edge", "cellina") in lead.index:
+        tp, sl, sk = (get(lead, ("edge", "cellina"), m) for m in ("truth_pearson", "truth_slope", "truth_skill"))
+        reading.append(
+            f"* Cellina's edge change for held-out {first.holdout} correlates {_fmt(tp)} with the exact change on "
+            f"the niche-responsive genes, but its size is {_fmt(sl)} of the true size (least-squares slope), "
+            f"hence skill {_fmt(sk)}"
+            + (": the direction is learnt, the magnitude is not." if tp >= 0.5 and sl < 0.5 else ".")
+        )
+    oracle_all = get(ref_mean, ("edge", "oracle"), "pearson")
+    verdict = "no predictor can reach" if oracle_all < TARGETS["edge"]["pearson"] else "a perfect predictor reaches"
+    reading.append(
+        f"* The exact counterfactual itself scores a top-50 Pearson of {_fmt(oracle_all)} averaged over all "
+        f"coarse types ({_fmt(get(lead, ('edge', 'oracle'), 'pearson'))} for {first.holdout}), so "
+        f"{verdict} 0.85 on average here; it beats the mean shift by {_fmt(lead_gap)} on {first.holdout} and "
+        f"{_fmt(ceiling)} over all types, the ceiling for the 0.15-margin target. The niche-response "
+        "programmes are shared by every responsive type (which favours the mean shift), and Epithelial / "
+        "Fibroblast changes are subtype switches rather than niche effects: the exact-truth scores are the "
+        "ones that separate methods."
+    )
+    if ("edge", "scvi") in lead.index:
+        reading.append(
+            f"* Space-blind SCVI (domain as batch) on {first.holdout}: tutorial Pearson "
+            f"{_fmt(get(lead, ('edge', 'scvi'), 'pearson'))}, exact-truth Pearson "
+            f"{_fmt(get(lead, ('edge', 'scvi'), 'truth_pearson'))}, "
+            f"slope {_fmt(get(lead, ('edge', 'scvi'), 'truth_slope'))}; "
+            f"ablation without the auxiliary losses: {_fmt(get(lead, ('edge', 'cellina_no_aux'), 'truth_pearson'))}, "
+            f"slope {_fmt(get(lead, ('edge', 'cellina_no_aux'), 'truth_slope'))}."
+        )
+
     mode = "quick mode" if args.quick else "full mode"
     cmd = "python benchmarks/accuracy.py" + (" --quick" if args.quick else "")
     text = [
@@ -310,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}, shared), "
         f"{total_s / 60:.1f} min in total.",
         f"Synthetic tissue: {cfg['n_cells']} cells, {cfg['n_genes']} genes, seed {args.seed}; held-out types "
-        f"with trained models: {', '.join(trained)} (every other coarse type: references only); "
+        f"with trained models: {', '.join(trained)}"
+        f"{' (every other coarse type: references only)' if len(trained) < len(holdouts) else ''}; "
         f"{cfg['max_epochs']} epochs, batch {cfg['batch_size']}, "
         f"model {cfg['model_kwargs']}; graph: gaussian, bandwidth 20 um, 30 neighbours (the tissue's own "
         "niche scale).",
@@ -333,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         "leaves to the observed-lfc scores). "
         f"Held-out {holdouts[0]}: methods {', '.join(cfg['lead_methods'])}; other trained types: "
         f"{', '.join(cfg['other_methods'])}.",
+        "",
+        "### Reading",
+        "",
+        *reading,
         "",
         "### Targets (issue 3)",
         "",
@@ -371,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     section = "\n".join(text)
     if args.no_write:
         print(section)
+        print(f"(figures of this trial run: {img_dir})")
     else:
         write_section(section, Path(args.out))
         print(f"wrote {args.out}")
