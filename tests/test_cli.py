@@ -75,3 +75,17 @@ def test_simulate_rejects_missing_folder(tmp_path, capsys):
     code = main(["simulate", str(tmp_path / "nowhere" / "t.h5ad"), "--n-cells", "300", "--n-genes", "120", "-q"])
     assert code == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_view_without_a_display_says_how_to_run_it(monkeypatch):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    with pytest.raises(SystemExit, match="xvfb-run"):
+        main(["view"])
+
+
+def test_view_names_a_missing_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("DISPLAY", ":99")
+    with pytest.raises(SystemExit, match="nowhere.h5ad"):
+        main(["view", str(tmp_path / "nowhere.h5ad")])

@@ -7,6 +7,7 @@ same functions a notebook would, shows a progress bar and writes files atomicall
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -239,7 +240,21 @@ def _run_counterfactual(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_display() -> bool:
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+
+
 def _run_view(args: argparse.Namespace) -> int:
+    if not _has_display():
+        # Qt would abort the whole process with a cryptic message.
+        raise SystemExit(
+            "cellina view: no display found (DISPLAY is not set); on a headless machine run "
+            "'xvfb-run -a cellina view'"
+        )
+    if args.path and not Path(args.path).exists():
+        raise SystemExit(f"cellina view: no such file: {args.path!r}")
     import napari
 
     from cellina.plugin.widgets import add_cellina_docks
