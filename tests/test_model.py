@@ -453,3 +453,24 @@ def test_nb_log_likelihood_matches_scvi(per_cell_theta):
     g_ref = torch.autograd.grad(ref.sum(), [mu, theta])
     for a, b in zip(g_ours, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_holdout_split_is_the_published_construction():
+    from sklearn.model_selection import train_test_split
+
+    from cellina.model import holdout_split
+
+    test = np.array([7, 3, 11])
+    train, val, held = holdout_split(40, test, validation_size=0.25, seed=3)
+    np.testing.assert_array_equal(held, [3, 7, 11])
+    rest = np.setdiff1d(np.arange(40), test)
+    ref_train, ref_val = train_test_split(rest, test_size=0.25, random_state=3, shuffle=True)
+    np.testing.assert_array_equal(train, np.sort(ref_train))
+    np.testing.assert_array_equal(val, np.sort(ref_val))
+    assert np.intersect1d(np.r_[train, val], test).size == 0
+    train_all, no_val, _ = holdout_split(40, test, validation_size=0.0)
+    assert no_val.size == 0 and train_all.size == 37
+    with pytest.raises(ValueError, match="validation_size"):
+        holdout_split(40, test, validation_size=1.0)
+    with pytest.raises(IndexError, match=r"\[0, 40\)"):
+        holdout_split(40, [40])

@@ -71,10 +71,8 @@ def _check_output(path: Path, overwrite: bool, command: str) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from cellina.counterfactual import select_cells
-    from cellina.model import Cellina
+    from cellina.model import Cellina, holdout_split
     from cellina.preprocessing import prepare_tissue
 
     output = Path(args.output)
@@ -117,10 +115,9 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     datasplitter_kwargs = None
     if held_out is not None:
-        rng = np.random.default_rng(args.seed)
-        rest = rng.permutation(np.setdiff1d(np.arange(adata.n_obs), held_out))
-        n_val = max(1, int(round(args.validation_size * rest.size)))
-        datasplitter_kwargs = {"external_indexing": [np.sort(rest[n_val:]), np.sort(rest[:n_val]), held_out]}
+        datasplitter_kwargs = {
+            "external_indexing": holdout_split(adata.n_obs, held_out, args.validation_size, args.seed)
+        }
     model.train(
         max_epochs=args.max_epochs,
         batch_size=args.batch_size,

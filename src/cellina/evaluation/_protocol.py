@@ -345,11 +345,9 @@ def leave_one_out(
     is_holdout = labels == holdout
     idx_target = np.flatnonzero(is_holdout & (domains == target_domain))
     idx_control = np.flatnonzero(is_holdout & (domains == control_domain))
-    trainval = np.setdiff1d(np.arange(work.n_obs), idx_target)
-    from sklearn.model_selection import train_test_split
+    from cellina.model._splits import holdout_split
 
-    idx_train, idx_val = train_test_split(trainval, test_size=validation_size, random_state=seed, shuffle=True)
-    idx_train, idx_val = np.sort(idx_train), np.sort(idx_val)
+    idx_train, idx_val, _ = holdout_split(work.n_obs, idx_target, validation_size, seed)
 
     # --- graph: unmasked for the donor pool, masked for training features (no leakage)
     _set_log_normalized_x(work, counts_layer)

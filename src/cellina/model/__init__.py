@@ -2,6 +2,7 @@
 
 from ._model import Cellina
 from ._module import CellinaModule
+from ._splits import holdout_split
 from ._training_plan import CellinaTrainingPlan, auto_kl_warmup_epochs
 
-__all__ = ["Cellina", "CellinaModule", "CellinaTrainingPlan", "auto_kl_warmup_epochs"]
+__all__ = ["Cellina", "CellinaModule", "CellinaTrainingPlan", "auto_kl_warmup_epochs", "holdout_split"]

@@ -321,7 +321,7 @@ def train_steps(
     """
     import torch
 
-    from cellina.model import Cellina, auto_kl_warmup_epochs
+    from cellina.model import Cellina, auto_kl_warmup_epochs, holdout_split
 
     _require_preprocessed(adata)
     for what, column in (("cell-type", keys.cell_type_key), ("domain", keys.domain_key)):
@@ -342,10 +342,7 @@ def train_steps(
         classifier_lambda=params.classifier_lambda,
         discriminator_lambda=params.discriminator_lambda,
     )
-    rng = np.random.default_rng(params.seed)
-    trainval = rng.permutation(np.setdiff1d(np.arange(adata.n_obs), test_idx))
-    n_val = int(round(params.validation_size * len(trainval)))
-    val_idx, train_idx = np.sort(trainval[:n_val]), np.sort(trainval[n_val:])
+    train_idx, val_idx, _ = holdout_split(adata.n_obs, test_idx, params.validation_size, params.seed)
     reports: queue.Queue = queue.Queue()
     outcome: dict[str, Any] = {}
 
@@ -363,10 +360,10 @@ def train_steps(
                 batch_size=params.batch_size,
                 accelerator="cpu",
                 devices=1,
-                early_stopping=params.early_stopping and n_val > 0,
+                early_stopping=params.early_stopping and val_idx.size > 0,
                 early_stopping_patience=params.early_stopping_patience,
                 early_stopping_monitor="vae_loss_validation",
-                check_val_every_n_epoch=1 if n_val > 0 else None,
+                check_val_every_n_epoch=1 if val_idx.size > 0 else None,
                 datasplitter_kwargs={"external_indexing": [train_idx, val_idx, test_idx]},
                 plan_kwargs={"lr": params.lr, "normalize_losses": params.normalize_losses},
                 callbacks=[_make_callback(reports, cancel, params.max_epochs)],
