@@ -25,11 +25,10 @@ class TissueModel:
     baseline: np.ndarray  # (G,)
     type_effects: np.ndarray  # (G, T)
     state_effect: np.ndarray  # (G,)
-    composition_effect: np.ndarray  # (G,)
+    composition_effects: np.ndarray  # (G, T) log effect per unit composition, per fine type
     ligand_effect: np.ndarray  # (G,)
     ligand_idx: np.ndarray  # (L,) int
     fine_types: tuple[str, ...]
-    rho_composition: np.ndarray  # (T,) responsiveness of each fine type (via its coarse type)
     rho_ligand: np.ndarray  # (T,)
     tumour_associated: np.ndarray  # (T,) float 0/1
     l_ref: float
@@ -52,18 +51,29 @@ class TissueModel:
         l_ref: float,
         target_sum: float,
         fine_to_coarse: Mapping[str, str] = FINE_TO_COARSE,
+        type_response_effect: np.ndarray | None = None,
+        coarse_types: Sequence[str] | None = None,
     ) -> TissueModel:
+        """Assemble the model; ``type_response_effect`` (G, coarse types) adds each coarse type's own response."""
         fine_types = tuple(str(f) for f in fine_types)
         assoc = set(str(t) for t in tumour_associated)
+        shared = np.asarray(composition_effect, dtype=np.float64)
+        rho = np.array([float(rho_composition[fine_to_coarse[f]]) for f in fine_types])
+        effects = shared[:, None] * rho[None, :]
+        if type_response_effect is not None:
+            if coarse_types is None:
+                raise ValueError("type_response_effect needs coarse_types to name its columns")
+            column = {str(c): k for k, c in enumerate(coarse_types)}
+            own = np.asarray(type_response_effect, dtype=np.float64)
+            effects = effects + own[:, [column[fine_to_coarse[f]] for f in fine_types]]
         return cls(
             baseline=np.asarray(baseline, dtype=np.float64),
             type_effects=np.asarray(type_effects, dtype=np.float64),
             state_effect=np.asarray(state_effect, dtype=np.float64),
-            composition_effect=np.asarray(composition_effect, dtype=np.float64),
+            composition_effects=effects,
             ligand_effect=np.asarray(ligand_effect, dtype=np.float64),
             ligand_idx=np.asarray(ligand_idx, dtype=np.int64),
             fine_types=fine_types,
-            rho_composition=np.array([float(rho_composition[fine_to_coarse[f]]) for f in fine_types]),
             rho_ligand=np.array([float(rho_ligand[fine_to_coarse[f]]) for f in fine_types]),
             tumour_associated=np.array([1.0 if f in assoc else 0.0 for f in fine_types]),
             l_ref=float(l_ref),
@@ -111,18 +121,23 @@ class TissueModel:
         self,
         codes: np.ndarray,
         state: np.ndarray,
+        composition: np.ndarray | None = None,
         shift_cols: np.ndarray | None = None,
         shift: np.ndarray | None = None,
         renormalize: bool = False,
     ) -> np.ndarray:
-        """q_u = mean over ligand genes of log1p(CP10K intrinsic expected expression).
+        """q_u = mean over ligand genes of log1p(CP10K expected ligand expression).
 
-        ``shift`` (cells x len(shift_cols), natural log) multiplies the normalised intrinsic
+        The ligand expression includes the cell's own composition response (``composition``,
+        its c; senders make more ligand in a tumour niche) and is normalised by the cell's
+        intrinsic total. ``shift`` (cells x len(shift_cols), natural log) multiplies the normalised intrinsic
         expression of genes ``shift_cols``; with ``renormalize`` the shifted profile is rescaled
         to the original total, as normalise-to-total would do.
         """
         total = self.intrinsic_total(codes, state)
         lig = self.intrinsic_log_mean(codes, state, self.ligand_idx)
+        if composition is not None:
+            lig += composition[:, None] * self.composition_effects[self.ligand_idx].T[codes]
         if shift is not None and shift_cols is not None and len(shift_cols):
             pos = {int(g): j for j, g in enumerate(self.ligand_idx)}
             for j, g in enumerate(shift_cols):
@@ -135,6 +150,11 @@ class TissueModel:
         return np.log1p(cp10k).mean(axis=1)
 
     # ----------------------------------------------------------------------- niche signals
+    def composition_signal(self, rows: sp.csr_matrix, codes_cols: np.ndarray) -> np.ndarray:
+        """Composition c of the cells whose neighbourhoods are the rows of ``rows`` (0 without neighbours)."""
+        c, _ = self.niche_signals(rows, codes_cols, np.zeros(codes_cols.shape[0]))
+        return c
+
     def niche_signals(
         self, rows: sp.csr_matrix, codes_cols: np.ndarray, q_cols: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -154,9 +174,9 @@ class TissueModel:
 
     def add_niche_log_effect(self, eta: np.ndarray, codes: np.ndarray, c: np.ndarray, l: np.ndarray) -> None:
         """Add the niche effects to log-means ``eta`` (cells x all genes) in place."""
-        # the programmes are disjoint, so each response column receives exactly one term
-        comp = np.flatnonzero(self.composition_effect)
-        eta[:, comp] += (self.rho_composition[codes] * c)[:, None] * self.composition_effect[comp][None, :]
+        # composition and ligand programmes are disjoint, so each column receives one term
+        comp = np.flatnonzero(np.any(self.composition_effects != 0, axis=1))
+        eta[:, comp] += c[:, None] * self.composition_effects[comp].T[codes]
         lig = np.flatnonzero(self.ligand_effect)
         eta[:, lig] += (self.rho_ligand[codes] * (l - self.l_ref))[:, None] * self.ligand_effect[lig][None, :]
 

@@ -26,7 +26,8 @@ FINE_TYPES: tuple[str, ...] = (
     "myeloid_2",
 )
 
-COARSE_TYPES: tuple[str, ...] = (
+# Lineages share marker genes (malignant cells keep epithelial markers, CAFs fibroblast ones).
+LINEAGES: tuple[str, ...] = (
     "Epithelial",
     "Fibroblast",
     "Endothelial",
@@ -36,7 +37,7 @@ COARSE_TYPES: tuple[str, ...] = (
     "Myeloid",
 )
 
-FINE_TO_COARSE: dict[str, str] = {
+FINE_TO_LINEAGE: dict[str, str] = {
     "epi_normal": "Epithelial",
     "epi_tumour": "Epithelial",
     "fib_normal": "Fibroblast",
@@ -49,9 +50,30 @@ FINE_TO_COARSE: dict[str, str] = {
     "myeloid_2": "Myeloid",
 }
 
-# Within Myeloid (and the single-subtype coarse types) the subtype mix is the same in every
-# domain, so a healthy -> tumour change of Myeloid cells is a pure niche effect. Epithelial and
-# Fibroblast cells switch subtype with the domain, as tumour cells and CAFs do in real tissue.
+# The annotation a user would give: malignant cells and CAFs are labelled apart from their
+# normal lineage, as in most tumour atlases.
+COARSE_TYPES: tuple[str, ...] = (
+    "Epithelial",
+    "Malignant",
+    "Fibroblast",
+    "CAF",
+    "Endothelial",
+    "T_cell",
+    "B_cell",
+    "Plasma_cell",
+    "Myeloid",
+)
+
+FINE_TO_COARSE: dict[str, str] = {
+    **FINE_TO_LINEAGE,
+    "epi_tumour": "Malignant",
+    "fib_caf": "CAF",
+}
+
+# The subtype mix within every coarse type is the same in every domain (Myeloid is the only
+# coarse type with two subtypes), so the healthy -> tumour change of any coarse type that
+# occurs in both domains is a pure niche effect. Malignant cells and CAFs are what make a
+# domain "tumour"; Malignant cells do not occur in healthy tissue.
 DEFAULT_COMPOSITION: dict[str, dict[str, float]] = {
     "healthy": {
         "epi_normal": 0.42,
@@ -95,28 +117,39 @@ TUMOUR_ASSOCIATED: tuple[str, ...] = ("epi_tumour", "fib_caf")
 
 # log-mean elevation of the ligand genes in sender types (times a per-gene factor in 0.8-1.2)
 LIGAND_SENDERS: dict[str, float] = {"fib_caf": 3.0, "myeloid_2": 2.5, "endothelial": 1.5}
+# log increase of the ligand genes per unit tumour composition in these coarse types: the
+# senders make more ligand in a tumour niche (part of their own "type_response"), so a
+# neighbour's niche reaches a cell through the ligand signal too
+LIGAND_INDUCTION: dict[str, float] = {"CAF": 1.5, "Myeloid": 1.5, "Endothelial": 1.0}
 
+# Responsiveness of each coarse type to the shared response programmes. Every coarse type
+# also has its own composition-response genes (the "type_response" programme), so niche
+# responses differ between cell types in which genes move, not only in how much.
 RHO_COMPOSITION: dict[str, float] = {
-    "Epithelial": 0.0,
+    "Epithelial": 0.5,
+    "Malignant": 0.2,
     "Fibroblast": 0.5,
+    "CAF": 0.6,
     "Endothelial": 0.4,
     "T_cell": 0.8,
     "B_cell": 0.3,
-    "Plasma_cell": 0.0,
+    "Plasma_cell": 0.4,
     "Myeloid": 1.0,
 }
 RHO_LIGAND: dict[str, float] = {
     "Epithelial": 0.2,
-    "Fibroblast": 0.0,
+    "Malignant": 0.0,
+    "Fibroblast": 0.3,
+    "CAF": 0.0,
     "Endothelial": 0.5,
     "T_cell": 0.7,
     "B_cell": 0.6,
-    "Plasma_cell": 0.0,
+    "Plasma_cell": 0.4,
     "Myeloid": 1.0,
 }
 
 # Gene name prefixes, chosen not to collide with human gene symbols (e.g. LIG1, BCL2, MYC).
-COARSE_CODES: dict[str, str] = {
+LINEAGE_CODES: dict[str, str] = {
     "Epithelial": "EPI",
     "Fibroblast": "FIB",
     "Endothelial": "EDT",
@@ -124,6 +157,18 @@ COARSE_CODES: dict[str, str] = {
     "B_cell": "BCE",
     "Plasma_cell": "PCE",
     "Myeloid": "MYE",
+}
+# prefixes of each coarse type's own composition-response genes
+TYPE_RESPONSE_CODES: dict[str, str] = {
+    "Epithelial": "REPI",
+    "Malignant": "RMAL",
+    "Fibroblast": "RFIB",
+    "CAF": "RCAF",
+    "Endothelial": "REDT",
+    "T_cell": "RTCE",
+    "B_cell": "RBCE",
+    "Plasma_cell": "RPCE",
+    "Myeloid": "RMYE",
 }
 FINE_CODES: dict[str, str] = {
     "epi_normal": "EPIN",
@@ -140,26 +185,39 @@ PROGRAMME_CODES: dict[str, str] = {
     "ligand_response": "LRS",
     "null": "NUL",
 }
-PROGRAMMES: tuple[str, ...] = ("marker", "state", "ligand", "composition_response", "ligand_response", "null")
+PROGRAMMES: tuple[str, ...] = (
+    "marker",
+    "state",
+    "ligand",
+    "composition_response",
+    "ligand_response",
+    "type_response",
+    "null",
+)
+# programmes whose genes move with the niche (in some cell types)
+SHARED_RESPONSE_PROGRAMMES: tuple[str, ...] = ("composition_response", "ligand_response")
+RESPONSIVE_PROGRAMMES: tuple[str, ...] = (*SHARED_RESPONSE_PROGRAMMES, "type_response")
 
 # programme sizes at 300 genes; below that they shrink (never under the minimum), above it the
 # extra genes are all null
 _BASE_GENES = 300
 _BASE_SIZES = {
-    "coarse_markers": 4,
+    "lineage_markers": 4,
     "fine_markers": 2,
     "state": 8,
     "ligand": 6,
     "composition_response": 15,
     "ligand_response": 15,
+    "type_response": 4,  # per coarse type
 }
 _MIN_SIZES = {
-    "coarse_markers": 2,
+    "lineage_markers": 2,
     "fine_markers": 1,
     "state": 3,
     "ligand": 3,
     "composition_response": 5,
     "ligand_response": 5,
+    "type_response": 1,
 }
 MIN_N_GENES = 100
 TARGET_SUM = 1e4
@@ -170,6 +228,7 @@ FINE_MARKER_RANGE = (1.5, 2.5)
 STATE_EFFECT_RANGE = (1.0, 2.0)
 COMPOSITION_EFFECT_RANGE = (1.0, 2.5)
 LIGAND_EFFECT_RANGE = (1.5, 3.5)
+TYPE_RESPONSE_EFFECT_RANGE = (1.0, 2.5)
 NEGATIVE_EFFECT_PROBABILITY = 0.25
 THETA_RANGE = (2.0, 20.0)
 
@@ -190,7 +249,8 @@ class GeneParameters:
     theta: np.ndarray  # (G,) NB inverse dispersion
     type_effects: np.ndarray  # (G, T) log-mean elevation per fine type
     state_effect: np.ndarray  # (G,)
-    composition_effect: np.ndarray  # (G,) beta
+    composition_effect: np.ndarray  # (G,) beta, shared by every coarse type (times its rho)
+    type_response_effect: np.ndarray  # (G, C) each coarse type's own composition response
     ligand_effect: np.ndarray  # (G,) gamma
     programmes: dict  # programme -> gene names (markers: fine type -> names)
 
@@ -225,7 +285,7 @@ def gene_parameters(n_genes: int, rng: np.random.Generator) -> GeneParameters:
         programme.extend([label] * count)
         return new
 
-    coarse_markers = {c: add(COARSE_CODES[c], sizes["coarse_markers"], "marker") for c in COARSE_TYPES}
+    lineage_markers = {c: add(LINEAGE_CODES[c], sizes["lineage_markers"], "marker") for c in LINEAGES}
     fine_markers = {f: add(code, sizes["fine_markers"], "marker") for f, code in FINE_CODES.items()}
     state = add(PROGRAMME_CODES["state"], sizes["state"], "state")
     ligand = add(PROGRAMME_CODES["ligand"], sizes["ligand"], "ligand")
@@ -233,6 +293,9 @@ def gene_parameters(n_genes: int, rng: np.random.Generator) -> GeneParameters:
         PROGRAMME_CODES["composition_response"], sizes["composition_response"], "composition_response"
     )
     ligand_response = add(PROGRAMME_CODES["ligand_response"], sizes["ligand_response"], "ligand_response")
+    type_response = {
+        c: add(TYPE_RESPONSE_CODES[c], sizes["type_response"], "type_response") for c in COARSE_TYPES
+    }
     n_null = n_genes - len(names)
     if n_null < 1:  # guarded by the caller; kept so a change of sizes cannot go unnoticed
         raise ValueError(f"n_genes={n_genes} leaves no null genes")
@@ -247,17 +310,17 @@ def gene_parameters(n_genes: int, rng: np.random.Generator) -> GeneParameters:
     raw = np.clip(rng.normal(0.0, 1.0, n_genes), -2.5, 2.5)
     raw[prog == "marker"] -= 1.0
     raw[prog == "ligand"] -= 0.5
-    raw[(prog == "composition_response") | (prog == "ligand_response")] += 0.5
+    raw[np.isin(prog, RESPONSIVE_PROGRAMMES)] += 0.5
     baseline = raw - (np.log(np.exp(raw - raw.max()).sum()) + raw.max())
 
     theta = np.exp(rng.uniform(math.log(THETA_RANGE[0]), math.log(THETA_RANGE[1]), n_genes))
 
     type_effects = np.zeros((n_genes, n_types))
-    for coarse, genes in coarse_markers.items():
+    for lineage, genes in lineage_markers.items():
         rows = [index[g] for g in genes]
         value = rng.uniform(*COARSE_MARKER_RANGE, len(rows))
         for t, fine in enumerate(FINE_TYPES):
-            if FINE_TO_COARSE[fine] == coarse:
+            if FINE_TO_LINEAGE[fine] == lineage:
                 type_effects[rows, t] = value
     for fine, genes in fine_markers.items():
         rows = [index[g] for g in genes]
@@ -276,15 +339,22 @@ def gene_parameters(n_genes: int, rng: np.random.Generator) -> GeneParameters:
     ligand_effect[[index[g] for g in ligand_response]] = _signed_uniform(
         rng, len(ligand_response), *LIGAND_EFFECT_RANGE
     )
+    type_response_effect = np.zeros((n_genes, len(COARSE_TYPES)))
+    for k, coarse in enumerate(COARSE_TYPES):
+        rows = [index[g] for g in type_response[coarse]]
+        type_response_effect[rows, k] = _signed_uniform(rng, len(rows), *TYPE_RESPONSE_EFFECT_RANGE)
+    for coarse, induction in LIGAND_INDUCTION.items():
+        type_response_effect[lig_rows, COARSE_TYPES.index(coarse)] = induction
 
-    markers = {f: list(coarse_markers[FINE_TO_COARSE[f]]) + list(fine_markers.get(f, [])) for f in FINE_TYPES}
+    markers = {f: list(lineage_markers[FINE_TO_LINEAGE[f]]) + list(fine_markers.get(f, [])) for f in FINE_TYPES}
     programmes = {
         "markers": markers,
-        "coarse_markers": coarse_markers,
+        "lineage_markers": lineage_markers,
         "state": state,
         "ligand": ligand,
         "composition_response": composition,
         "ligand_response": ligand_response,
+        "type_response": type_response,
         "null": null,
     }
     return GeneParameters(
@@ -295,6 +365,7 @@ def gene_parameters(n_genes: int, rng: np.random.Generator) -> GeneParameters:
         type_effects=type_effects,
         state_effect=state_effect,
         composition_effect=composition_effect,
+        type_response_effect=type_response_effect,
         ligand_effect=ligand_effect,
         programmes=programmes,
     )

@@ -13,25 +13,31 @@ Domains
     has exactly ``tumour_fraction`` "tumour", ``margin_fraction`` "margin" (the band around the
     tumour) and the rest "healthy" (the reference domain).
 Cell types
-    Ten fine types in seven coarse types, drawn independently per cell from a domain-specific
-    composition (``DEFAULT_COMPOSITION``). Every coarse type occurs in all three domains. The
-    Myeloid subtype mix is the same everywhere, so a healthy -> tumour change of Myeloid cells
-    is a pure niche effect; Epithelial and Fibroblast cells switch subtype with the domain.
+    Ten fine types in nine coarse types (the annotation: Malignant cells and CAFs apart from
+    normal Epithelial and Fibroblast cells), drawn independently per cell from a
+    domain-specific composition (``DEFAULT_COMPOSITION``). Every coarse type but Malignant
+    occurs in all three domains, and the subtype mix within a coarse type (only Myeloid has
+    two) is the same everywhere, so the healthy -> tumour change of a coarse type is a pure
+    niche effect.
 Intrinsic expression (independent of the neighbourhood)
     log m_vg = b_g + A[t(v), g] + s_v * alpha_g, with baseline log-means b_g (exp(b) sums to 1
-    over genes), marker elevations A (coarse markers shared by the subtypes of a coarse type,
-    plus subtype markers; the ligand genes are elevated in the sender types fib_caf, myeloid_2
+    over genes), marker elevations A (lineage markers shared by malignant and normal
+    epithelium and by CAFs and fibroblasts, plus subtype markers; the ligand genes are elevated in the sender types fib_caf, myeloid_2
     and endothelial) and a continuous state s_v ~ Beta(2, 2) scaling the "state" programme.
 Niche effects (exact functions of the true graph ``obsp["cellina_true_connectivities"]``,
 Gaussian kernel on the k nearest cells, weights <= cutoff dropped, no self loops)
     * composition: c_v = weighted fraction of v's neighbours whose fine type is tumour-associated
-      (epi_tumour, fib_caf); adds beta_g * rho_comp[coarse(v)] * c_v on the
-      "composition_response" genes;
+      (epi_tumour, fib_caf); adds (beta_g * rho_comp[k] + B[g, k]) * c_v with k = coarse(v):
+      the shared "composition_response" genes move in every coarse type in proportion to its
+      responsiveness, and each coarse type's own "type_response" genes (B, one block per type)
+      move in that type only;
     * ligand: l_v = weighted mean over neighbours u of q_u = mean over ligand genes of
-      log1p(CP10K intrinsic expected expression of u); adds
+      log1p(CP10K of u's expected ligand expression: intrinsic, times u's own composition
+      response, which raises the ligand genes of CAFs, Myeloid and Endothelial cells in a
+      tumour niche, over u's intrinsic total); adds
       gamma_g * rho_lig[coarse(v)] * (l_v - l_ref) on the "ligand_response" genes. l_ref is the
       mean of l over healthy cells with neighbours, so the healthy domain is the reference.
-    Cells without neighbours have c = 0 and l = l_ref. The two response programmes are
+    Cells without neighbours have c = 0 and l = l_ref. The response programmes are
     disjoint from each other and from markers, state and ligand genes; every other gene is a
     null gene whose mean is the same in every cell up to its size.
 Counts
@@ -79,7 +85,8 @@ from cellina.datasets._params import (
 TRUTH_KEY = "cellina_truth"
 GRAPH_KEY = "cellina_true_connectivities"
 TYPE_EFFECTS_KEY = "cellina_true_type_effects"
-TRUTH_VERSION = 1
+TRUTH_VERSION = 2
+TYPE_RESPONSE_KEY = "cellina_true_type_response_effects"
 MIN_CELLS_PER_SLIDE = 20
 
 # Fixed, so counts depend only on the seed and the data size.
@@ -378,6 +385,8 @@ def synthetic_tissue(
         type_effects=genes.type_effects,
         state_effect=genes.state_effect,
         composition_effect=genes.composition_effect,
+        type_response_effect=genes.type_response_effect,
+        coarse_types=COARSE_TYPES,
         ligand_effect=genes.ligand_effect,
         ligand_idx=np.array([name_index[g] for g in genes.programmes["ligand"]]),
         fine_types=FINE_TYPES,
@@ -387,7 +396,7 @@ def synthetic_tissue(
         l_ref=0.0,
         target_sum=TARGET_SUM,
     )
-    q = model.ligand_scores(codes, state)
+    q = model.ligand_scores(codes, state, model.composition_signal(graph, codes))
     degree = np.asarray(graph.sum(axis=1)).ravel()
     _, l_raw = model.niche_signals(graph, codes, q)
     reference = (domain == 0) & (degree > 0)
@@ -466,6 +475,7 @@ def synthetic_tissue(
         "l_ref": l_ref,
         "target_sum": TARGET_SUM,
         "type_effects_key": TYPE_EFFECTS_KEY,
+        "type_response_key": TYPE_RESPONSE_KEY,
         "programmes": genes.programmes,
     }
     adata = ad.AnnData(
@@ -473,7 +483,7 @@ def synthetic_tissue(
         obs=obs,
         var=var,
         obsm={"spatial": coords},
-        varm={TYPE_EFFECTS_KEY: genes.type_effects},
+        varm={TYPE_EFFECTS_KEY: genes.type_effects, TYPE_RESPONSE_KEY: genes.type_response_effect},
         obsp={GRAPH_KEY: graph},
         uns={TRUTH_KEY: truth},
     )

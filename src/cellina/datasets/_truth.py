@@ -31,6 +31,7 @@ class _Tissue:
     state: np.ndarray
     size: np.ndarray
     graph: sp.csr_matrix
+    composition: np.ndarray  # every cell's c on the true graph (it depends on types, never on expression)
 
 
 def _as_str_list(value: Any) -> list[str]:
@@ -66,6 +67,10 @@ def _load(adata: Any) -> _Tissue:
     effects_key = str(truth.get("type_effects_key", TYPE_EFFECTS_KEY))
     if effects_key not in adata.varm:
         raise TruthKeyError(f"adata.varm has no {effects_key!r} needed for the exact truth")
+    # tissues of truth version 1 have no type-specific responses
+    response_key = truth.get("type_response_key")
+    if response_key is not None and str(response_key) not in adata.varm:
+        raise TruthKeyError(f"adata.varm has no {str(response_key)!r} needed for the exact truth")
     graph_key = str(truth["graph"]["connectivities_key"]) if "graph" in truth else GRAPH_KEY
     if graph_key not in adata.obsp:
         raise TruthKeyError(f"adata.obsp has no {graph_key!r} (the true graph) needed for the exact truth")
@@ -97,13 +102,17 @@ def _load(adata: Any) -> _Tissue:
         l_ref=float(truth["l_ref"]),
         target_sum=float(truth["target_sum"]),
         fine_to_coarse={str(k): str(v) for k, v in truth["fine_to_coarse"].items()},
+        type_response_effect=None if response_key is None else np.asarray(adata.varm[str(response_key)], np.float64),
+        coarse_types=_as_str_list(truth["coarse_types"]),
     )
+    graph = sp.csr_matrix(adata.obsp[graph_key])
     return _Tissue(
         model=model,
         codes=codes,
         state=adata.obs["cellina_true_state"].to_numpy(np.float64),
         size=adata.obs["cellina_true_size"].to_numpy(np.float64),
-        graph=sp.csr_matrix(adata.obsp[graph_key]),
+        graph=graph,
+        composition=model.composition_signal(graph, codes),
     )
 
 
@@ -150,7 +159,7 @@ def _neighbour_rows(tissue: _Tissue, rows: sp.csr_matrix, shift=None) -> tuple[n
         (rows.data, np.searchsorted(used, rows.indices), rows.indptr), shape=(rows.shape[0], used.size)
     )
     if shift is None:
-        q = tissue.model.ligand_scores(tissue.codes[used], tissue.state[used])
+        q = tissue.model.ligand_scores(tissue.codes[used], tissue.state[used], tissue.composition[used])
     else:
         q = shift(used)
     return tissue.model.niche_signals(local, tissue.codes[used], q)
@@ -399,7 +408,9 @@ def true_counterfactual_node(
             members = np.ones(used.size, dtype=bool) if group is None else group_of[used] == group
             for gene, value in shifts.items():
                 shift[members, position[gene]] = value
-        return tissue.model.ligand_scores(tissue.codes[used], tissue.state[used], cols, shift, renormalize)
+        return tissue.model.ligand_scores(
+            tissue.codes[used], tissue.state[used], tissue.composition[used], cols, shift, renormalize
+        )
 
     c, l = _neighbour_rows(tissue, tissue.graph[idx], shift=shifted_scores)
     return tissue.model.expected_counts(tissue.codes[idx], tissue.state[idx], tissue.size[idx], c, l)
