@@ -16,6 +16,7 @@ from cellina.counterfactual import (
     spatial_features_record,
 )
 from cellina.datasets import synthetic_tissue
+from cellina.evaluation import responsive_genes, within_group_probe_scores
 from cellina.model import Cellina
 from cellina.spatial import compute_spatial_features, spatial_neighbors
 
@@ -316,8 +317,7 @@ def test_rewiring_recovers_the_exact_change_and_disentangles(restore_threads):
 
     pred = lfc(cf) - lfc(factual)
     true = lfc(true_counterfactual_edge(adata, focal, donors[0])) - lfc(true_mean(adata, focal))
-    prog = adata.var["cellina_programme"].astype(str).to_numpy()
-    resp = np.isin(prog, ("composition_response", "ligand_response"))
+    resp = responsive_genes(adata, "Myeloid")
     assert np.corrcoef(pred[resp], true[resp])[0, 1] > 0.9
     slope = np.polyfit(true[resp], pred[resp], 1)[0]
     assert slope > 0.2  # about 0.4 here; the plain ELBO (spatial_kl_weight=1) gives ~0.02
@@ -331,6 +331,9 @@ def test_rewiring_recovers_the_exact_change_and_disentangles(restore_threads):
         clf = LogisticRegression(max_iter=2000).fit(X[tr], y[tr])
         return balanced_accuracy_score(y[te], clf.predict(X[te]))
 
-    assert probe(z, dom) < 1 / 3 + 0.1  # domain from z near chance
-    assert probe(s, dom) > 0.6
+    # domain from z near chance within each cell type (malignant cells live in the tumour, so
+    # identity alone predicts the domain across types)
+    within_z = within_group_probe_scores(z, dom, ct)
+    assert within_z["balanced_accuracy"] < within_z["chance"] + 0.1
+    assert within_group_probe_scores(s, dom, ct)["balanced_accuracy"] > within_z["chance"] + 0.2
     assert probe(z, ct) > 0.9

@@ -393,12 +393,32 @@ def test_leave_one_out_tiny_cellina_run(tissue):
     cols = ["pearson", "signed_precision", "energy_distance", "truth_pearson", "truth_skill", "null_change"]
     assert np.isfinite(scores[cols].to_numpy()).all()
     assert set(res.disentanglement["cellina"]) == {"domain_from_z", "domain_from_s", "celltype_from_z",
-                                                   "domain_chance"}
+                                                   "domain_chance", "domain_from_z_pooled"}
     for v in res.disentanglement["cellina"].values():
         assert 0.0 <= v <= 1.0
     # The baselines are scored against the exact edge truth of the donors the model drew.
     edge_truth = res.lfc[("edge", "cellina")]["true_change"]
     pd.testing.assert_series_equal(edge_truth, res.lfc[("edge", "mean_shift")]["true_change"])
+
+
+def test_within_group_probe_ignores_what_the_groups_explain():
+    """A latent that only knows the group predicts the label across groups but not within them."""
+    from cellina.evaluation import latent_probe_scores, within_group_probe_scores
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(["malignant", "myeloid"], 300)
+    # malignant cells live in the tumour only; myeloid cells in both domains at random
+    labels = np.where(groups == "malignant", "tumour", rng.choice(["healthy", "tumour"], 600))
+    latent = np.c_[(groups == "malignant") * 5.0, rng.normal(size=600)] + rng.normal(scale=0.1, size=(600, 2))
+    assert latent_probe_scores(latent, labels)["balanced_accuracy"] > 0.57  # chance is 0.5
+    within = within_group_probe_scores(latent, labels, groups)
+    assert within["n_groups"] == 1  # the malignant group has one label only
+    assert abs(within["balanced_accuracy"] - 0.5) < 0.1 and within["chance"] == 0.5
+    leaky = latent.copy()
+    leaky[:, 1] += (labels == "tumour") * 4.0
+    assert within_group_probe_scores(leaky, labels, groups)["balanced_accuracy"] > 0.9
+    with pytest.raises(ValueError, match="no group has two label classes"):
+        within_group_probe_scores(latent, np.array(["x"] * 600), groups)
 
 
 def test_latent_probe_scores_separable_and_random():

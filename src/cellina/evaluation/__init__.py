@@ -30,7 +30,13 @@ from ._metrics import (
     top_k_degs,
     truth_scores,
 )
-from ._protocol import LeaveOneOutResult, latent_probe_scores, leave_one_out
+from ._protocol import (
+    LeaveOneOutResult,
+    latent_probe_scores,
+    leave_one_out,
+    responsive_genes,
+    within_group_probe_scores,
+)
 
 __all__ = [
     "LeaveOneOutResult",
@@ -39,6 +45,8 @@ __all__ = [
     "global_pseudobulk_lfc",
     "latent_probe_scores",
     "leave_one_out",
+    "responsive_genes",
+    "within_group_probe_scores",
     "lfc_scores",
     "mean_normalized_expression",
     "mean_shift_baseline",
