@@ -151,6 +151,13 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
         Weight of the KL term of ``s`` relative to the ELBO's. The default 0.1 (not the
         plain ELBO's 1.0) lets counterfactual changes reach their true size; see
         :class:`~cellina.model.CellinaModule`. ``1.0`` gives the published objective.
+    niche_decoder
+        ``"concat"`` (default, the published decoder on ``[z; s]``) or ``"factorised"``: an
+        intrinsic decoder on ``z`` plus a low-rank niche response to ``s`` whose genes depend
+        on ``z`` (:class:`~cellina.model.FactorisedNicheDecoder`), more accurate on held-out
+        cell types whose niche response is their own (``docs/benchmarks.md``).
+    niche_rank
+        Rank of the factorised niche response.
     **module_kwargs
         Further :class:`~cellina.model.CellinaModule` arguments.
 
@@ -181,6 +188,8 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
         n_latent_spatial: int | None = None,
         dispersion: Literal["gene", "gene-batch", "gene-cell"] = "gene",
         spatial_kl_weight: float = 0.1,
+        niche_decoder: Literal["concat", "factorised"] = "concat",
+        niche_rank: int = 8,
         **module_kwargs,
     ):
         super().__init__(adata)
@@ -244,6 +253,8 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
             use_adversary=use_adversary,
             condition_on_intrinsic=condition_on_intrinsic,
             spatial_kl_weight=spatial_kl_weight,
+            niche_decoder=niche_decoder,
+            niche_rank=niche_rank,
             **module_kwargs,
         )
         mode = (
@@ -257,7 +268,8 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
             f"gene_likelihood {gene_likelihood}, classifier_lambda {classifier_lambda}, "
             f"discriminator_lambda {discriminator_lambda}, "
             f"condition_on_intrinsic {condition_on_intrinsic}, "
-            f"spatial_kl_weight {spatial_kl_weight}."
+            f"spatial_kl_weight {spatial_kl_weight}, niche_decoder {niche_decoder}"
+            + (f" (rank {niche_rank})." if niche_decoder == "factorised" else ".")
         )
         logger.info("The Cellina model has been initialized %s", mode)
         self.init_params_ = self._get_init_params(locals())
