@@ -286,6 +286,11 @@ def test_training_in_a_worker_with_progress_and_cancel(make_napari_viewer, small
     epochs = [r.step for r in reports if r.losses]
     assert 1 <= len(epochs) < 200
     assert tissue.session.model is not None
+    # the dock's default niche decoder reaches the model
+    from cellina.model import FactorisedNicheDecoder
+
+    assert model.params().niche_decoder == "factorised"
+    assert isinstance(tissue.session.model.module.decoder, FactorisedNicheDecoder)
     assert "cancelled" in tissue.session.model_source
     assert any(k.endswith("loss") for k in reports[-1].losses)
     assert not tissue.session.busy and errors == []
@@ -297,6 +302,8 @@ def test_cancel_before_first_epoch_is_a_clear_message(make_napari_viewer, small_
     tissue, model = TissueWidget(viewer), ModelWidget(viewer)
     viewer.open_sample("napari-cellina", "synthetic_tumour_section")
     tissue.preprocess()
+    model.niche_decoder.setCurrentIndex(model.niche_decoder.findData("concat"))
+    assert model.params().niche_decoder == "concat"
     model.max_epochs.setValue(3)
     model._cancel.set()
     # the dock makes a fresh event per run; cancel it from the first progress report

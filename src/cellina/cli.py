@@ -112,6 +112,8 @@ def _run_train(args: argparse.Namespace) -> int:
         n_layers=args.n_layers,
         classifier_lambda=args.classifier_lambda,
         discriminator_lambda=args.discriminator_lambda,
+        niche_decoder=args.niche_decoder,
+        niche_rank=args.niche_rank,
     )
     datasplitter_kwargs = None
     if held_out is not None:
@@ -324,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--n-latent", type=_positive_int, default=10)
     train.add_argument("--n-hidden", type=_positive_int, default=128)
     train.add_argument("--n-layers", type=_positive_int, default=2)
+    train.add_argument("--niche-decoder", choices=("concat", "factorised"), default="concat",
+                       help="concat: the published decoder on [z; s]; factorised: a decoder on z plus a low-rank, "
+                            "cell-state-dependent response to s (more accurate on held-out types, see docs/benchmarks.md)")
+    train.add_argument("--niche-rank", type=_positive_int, default=8, help="rank of the factorised niche response")
     train.add_argument("--classifier-lambda", type=float, default=1.0)
     train.add_argument("--discriminator-lambda", type=float, default=1.0)
     train.add_argument("--max-epochs", type=_positive_int, default=100)

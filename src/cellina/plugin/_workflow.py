@@ -341,6 +341,7 @@ def train_steps(
         n_layers=params.n_layers,
         classifier_lambda=params.classifier_lambda,
         discriminator_lambda=params.discriminator_lambda,
+        niche_decoder=params.niche_decoder,
     )
     train_idx, val_idx, _ = holdout_split(adata.n_obs, test_idx, params.validation_size, params.seed)
     reports: queue.Queue = queue.Queue()

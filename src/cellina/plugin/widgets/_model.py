@@ -83,9 +83,15 @@ class ModelWidget(CellinaDock):
         self.early_stopping.setChecked(d.early_stopping)
         self.patience = _spin(1, 1000, d.early_stopping_patience)
         self.holdout_type, self.holdout_domain = QComboBox(), QComboBox()
-        self.variant = QComboBox()
-        self.variant.addItem("Cellina")
-        self.form.addRow("variant", self.variant)
+        self.niche_decoder = QComboBox()
+        self.niche_decoder.addItem("factorised (recommended)", "factorised")
+        self.niche_decoder.addItem("concat (published)", "concat")
+        self.niche_decoder.setCurrentIndex(self.niche_decoder.findData(d.niche_decoder))
+        self.niche_decoder.setToolTip(
+            "concat: one decoder on [z; s], as published. factorised: a decoder on z plus a low-rank niche "
+            "response whose genes depend on the cell's state; more accurate for held-out cell types."
+        )
+        self.form.addRow("niche decoder", self.niche_decoder)
         self.form.addRow("n_latent", self.n_latent)
         self.form.addRow("n_hidden", self.n_hidden)
         self.form.addRow("epochs", self.max_epochs)
@@ -150,6 +156,7 @@ class ModelWidget(CellinaDock):
         return TrainParams(
             n_latent=int(self.n_latent.value()),
             n_hidden=int(self.n_hidden.value()),
+            niche_decoder=str(self.niche_decoder.currentData()),
             max_epochs=int(self.max_epochs.value()),
             batch_size=int(self.batch_size.value()),
             classifier_lambda=float(self.classifier_lambda.value()),
