@@ -510,3 +510,22 @@ def test_bad_niche_decoder_is_named(adata):
         Cellina(adata, niche_decoder="mlp", **SMALL)
     with pytest.raises(ValueError, match="niche_rank=0"):
         Cellina(adata, niche_decoder="factorised", niche_rank=0, **SMALL)
+
+
+def test_early_stopping_waits_for_the_kl_warm_up(adata):
+    """The validation loss rises while the KL weight grows; early stopping must not fire then."""
+    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    torch.manual_seed(0)
+    model = Cellina(adata, **SMALL)
+    model.train(
+        max_epochs=8,
+        batch_size=128,
+        early_stopping=True,
+        early_stopping_patience=1,
+        early_stopping_min_delta=1e6,  # no epoch ever counts as an improvement
+        check_val_every_n_epoch=1,
+        datasplitter_kwargs={"external_indexing": _split(adata.n_obs, 512)},
+        plan_kwargs={"n_epochs_kl_warmup": 6},
+        **QUIET,
+    )
+    assert len(model.history["vae_loss_validation"]) >= 6

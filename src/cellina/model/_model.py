@@ -23,7 +23,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._module import CellinaModule
-from ._training_plan import CellinaTrainingPlan
+from ._training_plan import CellinaTrainingPlan, auto_kl_warmup_epochs
 
 logger = logging.getLogger(__name__)
 
@@ -384,6 +384,8 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
             Minibatch size.
         early_stopping
             Stop when ``early_stopping_monitor`` (e.g. ``"vae_loss_validation"``) plateaus.
+            The loss rises by construction while the KL weight warms up, so unless
+            ``min_epochs`` is given, training runs at least until the warm-up is over.
         datasplitter_kwargs
             Passed to :class:`scvi.dataloaders.DataSplitter`.
         plan_kwargs
@@ -399,6 +401,10 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
         plan_kwargs = dict(plan_kwargs or {})
         plan_kwargs.setdefault("classifier_lambda", self.classifier_lambda)
         plan_kwargs.setdefault("discriminator_lambda", self.discriminator_lambda)
+        if early_stopping and max_epochs is not None and "min_epochs" not in kwargs:
+            warmup = plan_kwargs.get("n_epochs_kl_warmup")
+            warmup = auto_kl_warmup_epochs(max_epochs) if warmup is None else int(warmup)
+            kwargs["min_epochs"] = min(warmup, int(max_epochs))
         return super().train(
             accelerator=accelerator,
             devices=devices,
