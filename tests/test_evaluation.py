@@ -419,6 +419,8 @@ def test_within_group_probe_ignores_what_the_groups_explain():
     assert within_group_probe_scores(leaky, labels, groups)["balanced_accuracy"] > 0.9
     with pytest.raises(ValueError, match="no group has two label classes"):
         within_group_probe_scores(latent, np.array(["x"] * 600), groups)
+    with pytest.raises(ValueError, match="got 600, 600 and 599"):
+        within_group_probe_scores(latent, labels, groups[:-1])
 
 
 def test_latent_probe_scores_separable_and_random():

@@ -130,9 +130,9 @@ class TissueModel:
 
         The ligand expression includes the cell's own composition response (``composition``,
         its c; senders make more ligand in a tumour niche) and is normalised by the cell's
-        intrinsic total. ``shift`` (cells x len(shift_cols), natural log) multiplies the normalised intrinsic
-        expression of genes ``shift_cols``; with ``renormalize`` the shifted profile is rescaled
-        to the original total, as normalise-to-total would do.
+        intrinsic total. ``shift`` (cells x len(shift_cols), natural log) multiplies the
+        normalised expression of genes ``shift_cols``; with ``renormalize`` the shifted
+        profile is rescaled to the original total, as normalise-to-total would do.
         """
         total = self.intrinsic_total(codes, state)
         lig = self.intrinsic_log_mean(codes, state, self.ligand_idx)

@@ -570,6 +570,11 @@ def within_group_probe_scores(
     x = np.asarray(latent, dtype=np.float64)
     y = np.asarray(labels).astype(str)
     g = np.asarray(groups).astype(str)
+    if not (x.shape[0] == y.shape[0] == g.shape[0]):
+        raise ValueError(
+            f"`latent`, `labels` and `groups` must have one row per cell; got {x.shape[0]}, {y.shape[0]} "
+            f"and {g.shape[0]}."
+        )
     scores, chances, weights = [], [], []
     for group in np.unique(g):
         members = g == group
