@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the tissue and of the first training run")
     parser.add_argument("--lead-seeds", type=int, default=None,
-                        help="training seeds for Cellina on the headline type (default: 3 quick, 5 full); the "
+                        help="training seeds for Cellina on the headline type (default 3), with each decoder; the "
                              "exact-truth targets are read on their mean")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
