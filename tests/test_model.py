@@ -504,6 +504,82 @@ def test_factorised_decoder_trains_saves_and_answers_the_niche(adata, tmp_path):
                                rtol=1e-5)
 
 
+def test_type_gated_term_is_the_probability_weighted_sum_of_type_maps():
+    """sum_t p_t W_t s: a type whose map is zero ignores the niche; a mixture mixes the maps."""
+    torch.manual_seed(0)
+    dec = FactorisedNicheDecoder(3, 2, 6, 1, rank=2, n_layers=1, n_hidden=8, n_types=2)
+    assert dec.type_niche_loadings.shape == (2 * 2, 6)
+    assert dec.type_niche_loadings.abs().sum() == 0  # zero at the start
+    w0 = torch.randn(2, 6)
+    with torch.no_grad():
+        dec.type_niche_loadings[:2] = w0  # type 0 answers the niche, type 1 does not
+    dec.eval()
+    z, lib, batch = torch.randn(4, 3), torch.zeros(4, 1), torch.zeros(4, 1)
+    z_s0 = torch.cat([z, torch.zeros(4, 2)], dim=-1)
+    s = torch.randn(4, 2)
+    z_s = torch.cat([z, s], dim=-1)
+
+    def logits(zs, probs):
+        return torch.log(dec("gene", zs, lib, batch, type_probs=probs)[0])
+
+    with torch.no_grad():
+        type1 = torch.tensor([[0.0, 1.0]]).expand(4, 2)
+        mix = torch.tensor([[0.25, 0.75]]).expand(4, 2)
+        # the shared low-rank term is zero-initialised, so only the gated term moves logits
+        delta1 = logits(z_s, type1) - logits(z_s0, type1)
+        delta_mix = logits(z_s, mix) - logits(z_s0, mix)
+    shift = 0.25 * s @ w0
+    torch.testing.assert_close(delta1 - delta1.mean(-1, keepdim=True), torch.zeros(4, 6), atol=1e-5, rtol=0)
+    # softmax removes a per-cell constant; compare centred logits
+    torch.testing.assert_close(delta_mix - delta_mix.mean(-1, keepdim=True), shift - shift.mean(-1, keepdim=True),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"type_probs must have shape \(4, 2\), got None"):
+        dec("gene", z_s, lib, batch)
+    with pytest.raises(ValueError, match=r"got \(4, 3\)"):
+        dec("gene", z_s, lib, batch, type_probs=torch.ones(4, 3) / 3)
+
+
+def test_type_gated_decoder_trains_saves_and_reads_the_classifier(adata, tmp_path):
+    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    torch.manual_seed(0)
+    model = Cellina(adata, niche_decoder="type_gated", niche_rank=2, **SMALL)
+    n_types = adata.obs["coarse_type"].nunique()
+    dec = model.module.decoder
+    assert dec.type_niche_loadings.shape == (n_types * SMALL["n_latent"], adata.n_vars)
+    assert "niche_decoder type_gated (rank 2)" in model._model_summary_string
+    # the gate reads the classifier without training it: the likelihood gives it no gradient
+    tensors = {
+        "X": torch.as_tensor(adata.layers["counts"][:16].toarray(), dtype=torch.float32),
+    }
+    inf = model.module.inference(tensors["X"], torch.as_tensor(adata.obsm["spatial_x"][:16], dtype=torch.float32),
+                                 torch.zeros(16, 1))
+    with torch.no_grad():
+        dec.type_niche_loadings.normal_()
+    gen = model.module.generative(inf["z"], inf["s"], inf["library"], torch.zeros(16, 1))
+    gen["px"].log_prob(tensors["X"]).sum().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.module.classifier.parameters())
+    assert dec.type_niche_loadings.grad.abs().sum() > 0
+    model.module.zero_grad()
+    with torch.no_grad():
+        dec.type_niche_loadings.zero_()
+    model.train(max_epochs=3, batch_size=128, **QUIET)
+    assert dec.type_niche_loadings.abs().sum() > 0
+    model.save(tmp_path / "g", overwrite=True)
+    loaded = Cellina.load(str(tmp_path / "g"), adata=adata.copy())
+    torch.testing.assert_close(loaded.module.decoder.type_niche_loadings, dec.type_niche_loadings)
+    np.testing.assert_allclose(loaded.get_expression(indices=np.arange(10)), model.get_expression(indices=np.arange(10)),
+                               rtol=1e-5)
+
+
+def test_type_gated_decoder_needs_the_classifier(adata):
+    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    with pytest.raises(ValueError, match=r"niche_decoder='type_gated'.*classifier_lambda > 0 \(got 0.0\)"):
+        Cellina(adata, niche_decoder="type_gated", classifier_lambda=0.0, **SMALL)
+    with pytest.raises(ValueError, match="needs use_classifier=True"):
+        CellinaModule(n_input=5, n_spatial=5, n_labels=3, use_classifier=False, use_adversary=False,
+                      niche_decoder="type_gated")
+
+
 def test_bad_niche_decoder_is_named(adata):
     Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
     with pytest.raises(ValueError, match="niche_decoder='mlp'"):

@@ -326,9 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--n-latent", type=_positive_int, default=10)
     train.add_argument("--n-hidden", type=_positive_int, default=128)
     train.add_argument("--n-layers", type=_positive_int, default=2)
-    train.add_argument("--niche-decoder", choices=("concat", "factorised"), default="concat",
+    train.add_argument("--niche-decoder", choices=("concat", "factorised", "type_gated"), default="concat",
                        help="concat: the published decoder on [z; s]; factorised: a decoder on z plus a low-rank, "
-                            "cell-state-dependent response to s (more accurate on held-out types, see docs/benchmarks.md)")
+                            "cell-state-dependent response to s; type_gated: factorised plus a full niche map per "
+                            "cell type, weighted by the classifier on z (needs --labels-key and a classifier "
+                            "weight > 0). See docs/benchmarks.md for their accuracy on held-out types")
     train.add_argument("--niche-rank", type=_positive_int, default=8, help="rank of the factorised niche response")
     train.add_argument("--classifier-lambda", type=float, default=1.0)
     train.add_argument("--discriminator-lambda", type=float, default=1.0)

@@ -270,7 +270,8 @@ def leave_one_out(
         Any of ``"edge"`` and ``"node"``.
     methods
         Any of ``"cellina"`` (``model_kwargs``), ``"cellina_no_aux"`` (the same with
-        ``classifier_lambda = discriminator_lambda = 0``), ``"scvi"`` (space-blind scvi-tools
+        ``classifier_lambda = discriminator_lambda = 0``; a ``"type_gated"`` niche decoder, which
+        reads the classifier, becomes ``"factorised"``), ``"scvi"`` (space-blind scvi-tools
         SCVI with the domain as batch covariate; its counterfactual decodes the control cells
         with ``transform_batch=target_domain``) and ``"mean_shift"``
         (:func:`cellina.evaluation.mean_shift_baseline`, shift averaged over the other types);
@@ -426,6 +427,9 @@ def leave_one_out(
             kwargs = dict(model_kwargs or {})
             if method == "cellina_no_aux":
                 kwargs.update(classifier_lambda=0.0, discriminator_lambda=0.0)
+                if kwargs.get("niche_decoder") == "type_gated":
+                    # the type gate reads the classifier, which the ablation removes
+                    kwargs["niche_decoder"] = "factorised"
             model = _train_cellina(work, counts_layer, labels_key, domains_key, batch_key, kwargs, train_kwargs,
                                    plan_kwargs, idx_train, idx_val, idx_target)
             factual = _decode_factual(model, work, idx_control, batch_size)

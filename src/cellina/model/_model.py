@@ -155,7 +155,10 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
         ``"concat"`` (default, the published decoder on ``[z; s]``) or ``"factorised"``: an
         intrinsic decoder on ``z`` plus a low-rank niche response to ``s`` whose genes depend
         on ``z`` (:class:`~cellina.model.FactorisedNicheDecoder`), more accurate on held-out
-        cell types whose niche response is their own (``docs/benchmarks.md``).
+        cell types whose niche response is their own (``docs/benchmarks.md``), or
+        ``"type_gated"``: the factorised decoder plus a full-rank niche map per cell type,
+        weighted by the classifier's type probabilities from ``z``; it needs the classifier
+        (``labels_key`` and ``classifier_lambda > 0``).
     niche_rank
         Rank of the factorised niche response.
     **module_kwargs
@@ -188,7 +191,7 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
         n_latent_spatial: int | None = None,
         dispersion: Literal["gene", "gene-batch", "gene-cell"] = "gene",
         spatial_kl_weight: float = 0.1,
-        niche_decoder: Literal["concat", "factorised"] = "concat",
+        niche_decoder: Literal["concat", "factorised", "type_gated"] = "concat",
         niche_rank: int = 8,
         **module_kwargs,
     ):
@@ -214,6 +217,12 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(
                 "discriminator_lambda > 0 needs spatial domains: pass domains_key to "
                 "Cellina.setup_anndata, or set discriminator_lambda=0."
+            )
+        if niche_decoder == "type_gated" and not use_classifier:
+            raise ValueError(
+                "niche_decoder='type_gated' weights the niche response by the cell-type "
+                "classifier on z: pass labels_key to Cellina.setup_anndata and keep "
+                f"classifier_lambda > 0 (got {classifier_lambda}), or use niche_decoder='factorised'."
             )
         n_labels = self.summary_stats.n_labels
         n_domains = self.summary_stats[f"n_{RK.DOMAINS_KEY}"]
@@ -269,7 +278,7 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
             f"discriminator_lambda {discriminator_lambda}, "
             f"condition_on_intrinsic {condition_on_intrinsic}, "
             f"spatial_kl_weight {spatial_kl_weight}, niche_decoder {niche_decoder}"
-            + (f" (rank {niche_rank})." if niche_decoder == "factorised" else ".")
+            + (f" (rank {niche_rank})." if niche_decoder != "concat" else ".")
         )
         logger.info("The Cellina model has been initialized %s", mode)
         self.init_params_ = self._get_init_params(locals())

@@ -28,9 +28,9 @@ from ._constants import (
 )
 
 GeneLikelihood = Literal["nb", "zinb", "poisson"]
-NicheDecoder = Literal["concat", "factorised"]
+NicheDecoder = Literal["concat", "factorised", "type_gated"]
 _LIKELIHOODS = ("nb", "zinb", "poisson")
-_NICHE_DECODERS = ("concat", "factorised")
+_NICHE_DECODERS = ("concat", "factorised", "type_gated")
 _DISPERSIONS = ("gene", "gene-batch", "gene-cell")
 
 
@@ -117,6 +117,12 @@ class FactorisedNicheDecoder(torch.nn.Module):
         Number of niche response directions.
     n_layers, n_hidden
         Layers and width of ``f``.
+    n_types
+        With ``n_types > 0`` a type-gated niche term ``sum_t p_t W_t s`` is added, where ``p``
+        are the cell-type probabilities passed to :meth:`forward` and each ``W_t`` is a full
+        ``n_latent_spatial x n_output`` map, zero at the start. It lets every cell type answer
+        the niche with its own genes at full rank, which the shared low-rank term cannot do
+        for a type whose response genes nobody else uses.
     """
 
     def __init__(
@@ -128,6 +134,7 @@ class FactorisedNicheDecoder(torch.nn.Module):
         rank: int = 8,
         n_layers: int = 2,
         n_hidden: int = 128,
+        n_types: int = 0,
     ):
         super().__init__()
         if rank < 1:
@@ -139,11 +146,29 @@ class FactorisedNicheDecoder(torch.nn.Module):
         self.gene_loadings = torch.nn.Linear(rank, n_output, bias=False)
         # start from the intrinsic decoder alone; the niche response grows from zero
         torch.nn.init.zeros_(self.gene_loadings.weight)
+        self.n_types = n_types
+        # (type, niche dimension) -> gene; row t * n_latent_spatial + j belongs to type t
+        self.type_niche_loadings = (
+            torch.nn.Parameter(torch.zeros(n_types * n_latent_spatial, n_output)) if n_types > 0 else None
+        )
 
-    def forward(self, dispersion: str, z_s: torch.Tensor, library: torch.Tensor, *cat_list: torch.Tensor):
+    def forward(
+        self,
+        dispersion: str,
+        z_s: torch.Tensor,
+        library: torch.Tensor,
+        *cat_list: torch.Tensor,
+        type_probs: torch.Tensor | None = None,
+    ):
         z, s = z_s[:, : self.n_latent], z_s[:, self.n_latent :]
         px_scale, px_r, _, px_dropout = self.intrinsic(dispersion, z, library, *cat_list)
         niche = self.gene_loadings(self.state_directions(z) * self.niche_directions(s))
+        if self.type_niche_loadings is not None:
+            if type_probs is None or type_probs.shape != (z.shape[0], self.n_types):
+                got = None if type_probs is None else tuple(type_probs.shape)
+                raise ValueError(f"type_probs must have shape {(z.shape[0], self.n_types)}, got {got}.")
+            gated = (type_probs.unsqueeze(-1) * s.unsqueeze(1)).flatten(1)
+            niche = niche + gated @ self.type_niche_loadings
         px_scale = torch.softmax(torch.log(px_scale + 1e-12) + niche, dim=-1)
         return px_scale, px_r, torch.exp(library) * px_scale, px_dropout
 
@@ -203,7 +228,9 @@ class CellinaModule(BaseModuleClass):
         (:class:`FactorisedNicheDecoder`: an MLP on ``z`` plus a rank-``niche_rank`` response
         to ``s`` modulated by ``z``). On the synthetic tissue's leave-one-type-out protocol the
         factorised decoder predicts held-out type-specific niche responses better; see
-        ``docs/benchmarks.md``.
+        ``docs/benchmarks.md``. ``"type_gated"`` adds to the factorised decoder a full-rank
+        niche map per cell type, weighted by the classifier's type probabilities from ``z``
+        (detached), so it needs ``use_classifier``.
     niche_rank
         Rank of the factorised niche response.
     spatial_kl_weight
@@ -256,6 +283,11 @@ class CellinaModule(BaseModuleClass):
         if dispersion not in _DISPERSIONS:
             raise ValueError(
                 f"dispersion={dispersion!r} is not supported; use one of {_DISPERSIONS}."
+            )
+        if niche_decoder == "type_gated" and not use_classifier:
+            raise ValueError(
+                "niche_decoder='type_gated' gates the niche response by the cell-type classifier "
+                "on z; it needs use_classifier=True (labels and a classifier weight > 0)."
             )
         if use_classifier and n_labels < 2:
             raise ValueError(
@@ -329,9 +361,16 @@ class CellinaModule(BaseModuleClass):
                 dropout_rate=dropout_rate,
                 return_dist=True,
             )
-        if niche_decoder == "factorised":
+        if niche_decoder in ("factorised", "type_gated"):
             self.decoder = FactorisedNicheDecoder(
-                n_latent, self.n_latent_spatial, n_input, n_cat, rank=niche_rank, n_layers=n_layers, n_hidden=n_hidden
+                n_latent,
+                self.n_latent_spatial,
+                n_input,
+                n_cat,
+                rank=niche_rank,
+                n_layers=n_layers,
+                n_hidden=n_hidden,
+                n_types=n_labels if niche_decoder == "type_gated" else 0,
             )
         else:
             self.decoder = DecoderSCVI(
@@ -468,8 +507,12 @@ class CellinaModule(BaseModuleClass):
             ``scale`` sums to one per cell), priors ``pz``, ``ps`` and ``pl``.
         """
         decoder_input = torch.cat([z, s], dim=-1)
+        extra = {}
+        if self.niche_decoder == "type_gated":
+            # Detached: the gate reads the classifier, it does not train it or z.
+            extra["type_probs"] = torch.softmax(self.classifier(z.detach()), dim=-1).detach()
         px_scale, px_r, px_rate, px_dropout = self.decoder(
-            self.dispersion, decoder_input, library, batch_index
+            self.dispersion, decoder_input, library, batch_index, **extra
         )
         if self.dispersion == "gene":
             px_r = self.px_r
