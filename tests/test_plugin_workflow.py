@@ -289,8 +289,9 @@ def test_training_in_a_worker_with_progress_and_cancel(make_napari_viewer, small
     # the dock's default niche decoder reaches the model
     from cellina.model import FactorisedNicheDecoder
 
-    assert model.params().niche_decoder == "factorised"
+    assert model.params().niche_decoder == "type_gated"
     assert isinstance(tissue.session.model.module.decoder, FactorisedNicheDecoder)
+    assert tissue.session.model.module.decoder.type_niche_loadings is not None
     assert "cancelled" in tissue.session.model_source
     assert any(k.endswith("loss") for k in reports[-1].losses)
     assert not tissue.session.busy and errors == []

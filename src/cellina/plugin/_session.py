@@ -71,9 +71,9 @@ class TrainParams:
     n_latent: int = 10
     n_hidden: int = 128
     n_layers: int = 2
-    # the factorised decoder predicts held-out type-specific niche responses better
+    # the type-gated decoder predicts held-out type-specific niche responses best
     # (docs/benchmarks.md); "concat" is the published decoder on [z; s]
-    niche_decoder: str = "factorised"
+    niche_decoder: str = "type_gated"
     max_epochs: int = 50
     batch_size: int = 512
     lr: float = 1e-3

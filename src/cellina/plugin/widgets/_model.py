@@ -84,12 +84,15 @@ class ModelWidget(CellinaDock):
         self.patience = _spin(1, 1000, d.early_stopping_patience)
         self.holdout_type, self.holdout_domain = QComboBox(), QComboBox()
         self.niche_decoder = QComboBox()
-        self.niche_decoder.addItem("factorised (recommended)", "factorised")
+        self.niche_decoder.addItem("type-gated (recommended)", "type_gated")
+        self.niche_decoder.addItem("factorised", "factorised")
         self.niche_decoder.addItem("concat (published)", "concat")
         self.niche_decoder.setCurrentIndex(self.niche_decoder.findData(d.niche_decoder))
         self.niche_decoder.setToolTip(
             "concat: one decoder on [z; s], as published. factorised: a decoder on z plus a low-rank niche "
-            "response whose genes depend on the cell's state; more accurate for held-out cell types."
+            "response whose genes depend on the cell's state. type-gated: factorised plus a niche map of each "
+            "cell type's own, chosen by the classifier on z (needs classifier lambda > 0); the most accurate "
+            "for held-out cell types."
         )
         self.form.addRow("niche decoder", self.niche_decoder)
         self.form.addRow("n_latent", self.n_latent)
