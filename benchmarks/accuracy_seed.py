@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import NICHE_DECODERS, _config  # noqa: E402
+from accuracy import NICHE_DECODERS, _config, run_holdout  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,29 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", required=True, help="CSV file the scores are appended to")
     args = parser.parse_args(argv)
 
-    import pandas as pd
     import torch
 
     from cellina.datasets import synthetic_tissue
-    from cellina.evaluation import leave_one_out
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = _config(quick=False)
-    model_kwargs = dict(cfg["model_kwargs"])
-    if args.decoder is not None:
-        model_kwargs["niche_decoder"] = args.decoder
+    decoder = args.decoder or cfg["model_kwargs"]["niche_decoder"]
     adata = synthetic_tissue(n_cells=cfg["n_cells"], n_genes=cfg["n_genes"], seed=0)
     if args.holdout not in set(adata.obs["coarse_type"].astype(str)):
         parser.error(f"holdout {args.holdout!r} is not a coarse type of the tissue")
     t0 = time.perf_counter()
-    res = leave_one_out(
-        adata, args.holdout, labels_key="coarse_type", domains_key="domain", control_domain="healthy",
-        target_domain="tumour", methods=("cellina",), perturbations=("edge", "node"), bandwidth=20.0,
-        max_neighbours=30, model_kwargs=model_kwargs,
-        train_kwargs={"max_epochs": cfg["max_epochs"], "batch_size": cfg["batch_size"]},
-        n_deg=50, n_deg_node=20, n_pert_genes=max(20, cfg["n_genes"] // 10), seed=args.seed,
-    )
+    res = run_holdout(adata, args.holdout, cfg, ("cellina",), seed=args.seed, niche_decoder=decoder)
     change = {}
     for pert in ("edge", "node"):
         frame = res.lfc[(pert, "cellina")]
@@ -68,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         change[pert] = float(np.corrcoef(frame["true_lfc"].to_numpy()[deg], frame["pred_change"].to_numpy()[deg])[0, 1])
     scores = res.scores.assign(
         pearson_change=res.scores["perturbation"].map(change), holdout=args.holdout, seed=args.seed,
-        decoder=model_kwargs["niche_decoder"], seconds=time.perf_counter() - t0,
+        decoder=decoder, seconds=time.perf_counter() - t0,
     )
     print(scores.to_string(), flush=True)
     out = Path(args.csv)

@@ -548,15 +548,13 @@ def test_type_gated_decoder_trains_saves_and_reads_the_classifier(adata, tmp_pat
     assert dec.type_niche_loadings.shape == (n_types * SMALL["n_latent"], adata.n_vars)
     assert "niche_decoder type_gated (rank 2)" in model._model_summary_string
     # the gate reads the classifier without training it: the likelihood gives it no gradient
-    tensors = {
-        "X": torch.as_tensor(adata.layers["counts"][:16].toarray(), dtype=torch.float32),
-    }
-    inf = model.module.inference(tensors["X"], torch.as_tensor(adata.obsm["spatial_x"][:16], dtype=torch.float32),
-                                 torch.zeros(16, 1))
+    x = torch.as_tensor(adata.layers["counts"][:16].toarray(), dtype=torch.float32)
+    phi = torch.as_tensor(adata.obsm["spatial_x"][:16], dtype=torch.float32)
+    inf = model.module.inference(x, phi, torch.zeros(16, 1))
     with torch.no_grad():
         dec.type_niche_loadings.normal_()
     gen = model.module.generative(inf["z"], inf["s"], inf["library"], torch.zeros(16, 1))
-    gen["px"].log_prob(tensors["X"]).sum().backward()
+    gen["px"].log_prob(x).sum().backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.module.classifier.parameters())
     assert dec.type_niche_loadings.grad.abs().sum() > 0
     model.module.zero_grad()

@@ -510,7 +510,7 @@ class CellinaModule(BaseModuleClass):
         extra = {}
         if self.niche_decoder == "type_gated":
             # Detached: the gate reads the classifier, it does not train it or z.
-            extra["type_probs"] = torch.softmax(self.classifier(z.detach()), dim=-1).detach()
+            extra["type_probs"] = torch.softmax(self.classifier(z), dim=-1).detach()
         px_scale, px_r, px_rate, px_dropout = self.decoder(
             self.dispersion, decoder_input, library, batch_index, **extra
         )
