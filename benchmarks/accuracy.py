@@ -41,7 +41,14 @@ TARGETS = {
 
 
 ALL_METHODS = ("cellina", "cellina_no_aux", "scvi", "mean_shift", "oracle")
-NICHE_DECODERS = ("concat", "factorised", "type_gated")
+# Model variants compared on the headline type over several seeds: the niche decoder, and what
+# the decoder learns from during training (samples of s, or its posterior mean).
+VARIANTS = {
+    "concat": {"niche_decoder": "concat", "spatial_decoding": "sample"},
+    "factorised": {"niche_decoder": "factorised", "spatial_decoding": "sample"},
+    "type_gated": {"niche_decoder": "type_gated", "spatial_decoding": "sample"},
+    "type_gated_mean": {"niche_decoder": "type_gated", "spatial_decoding": "mean"},
+}
 
 
 def _config(quick: bool) -> dict:
@@ -56,7 +63,8 @@ def _config(quick: bool) -> dict:
             "holdouts": None,
             "lead_methods": ALL_METHODS,
             "other_methods": ("cellina", "mean_shift", "oracle"),
-            "model_kwargs": {"n_latent": 10, "n_hidden": 64, "n_layers": 1, "niche_decoder": "type_gated"},
+            "model_kwargs": {"n_latent": 10, "n_hidden": 64, "n_layers": 1},
+            "variant": "type_gated_mean",
             "lead_seeds": 3,
         }
     return {
@@ -67,18 +75,21 @@ def _config(quick: bool) -> dict:
         "holdouts": None,  # every coarse type
         "lead_methods": ALL_METHODS,
         "other_methods": ("cellina", "mean_shift", "oracle"),
-        "model_kwargs": {"n_latent": 16, "n_hidden": 128, "n_layers": 2, "niche_decoder": "type_gated"},
+        "model_kwargs": {"n_latent": 16, "n_hidden": 128, "n_layers": 2},
+        "variant": "type_gated_mean",
         "lead_seeds": 3,
     }
 
 
-def run_holdout(adata, holdout: str, cfg: dict, methods, seed: int, niche_decoder: str | None = None):
+def model_kwargs(cfg: dict, variant: str | None = None) -> dict:
+    """The mode's model settings with a variant's (default: the mode's own) decoder settings."""
+    return {**cfg["model_kwargs"], **VARIANTS[variant or cfg["variant"]]}
+
+
+def run_holdout(adata, holdout: str, cfg: dict, methods, seed: int, variant: str | None = None):
     """The leave-one-type-out protocol with this benchmark's graph, DEG and training settings."""
     from cellina.evaluation import leave_one_out
 
-    model_kwargs = dict(cfg["model_kwargs"])
-    if niche_decoder is not None:
-        model_kwargs["niche_decoder"] = niche_decoder
     return leave_one_out(
         adata,
         holdout,
@@ -90,7 +101,7 @@ def run_holdout(adata, holdout: str, cfg: dict, methods, seed: int, niche_decode
         perturbations=("edge", "node"),
         bandwidth=20.0,
         max_neighbours=30,
-        model_kwargs=model_kwargs,
+        model_kwargs=model_kwargs(cfg, variant),
         train_kwargs={"max_epochs": cfg["max_epochs"], "batch_size": cfg["batch_size"]},
         n_deg=50,
         n_deg_node=20,
@@ -221,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the tissue and of the first training run")
     parser.add_argument("--lead-seeds", type=int, default=None,
-                        help="training seeds for Cellina on the headline type (default 3), with each decoder; the "
+                        help="training seeds for Cellina on the headline type (default 3), with each variant; the "
                              "exact-truth targets are read on their mean")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
@@ -254,20 +265,20 @@ def main(argv: list[str] | None = None) -> int:
     # The headline type again with other training seeds: seed-to-seed spread is large at this size.
     lead_type = holdouts[0]
     n_seeds = args.lead_seeds if args.lead_seeds is not None else cfg["lead_seeds"]
-    # The other niche decoders (the published one on [z; s] among them) over the same seeds.
-    decoder = cfg["model_kwargs"].get("niche_decoder", "concat")
+    # The other model variants (the published decoder on [z; s] among them) over the same seeds.
+    variant = cfg["variant"]
     first_scores = results[0].scores[results[0].scores["method"] == "cellina"]
-    seed_frames = [first_scores.assign(seed=args.seed, decoder=decoder)]
-    variants = [(decoder, k) for k in range(1, n_seeds)]
-    variants += [(other, k) for other in NICHE_DECODERS if other != decoder for k in range(n_seeds)]
-    for name, k in variants:
+    seed_frames = [first_scores.assign(seed=args.seed, variant=variant)]
+    runs = [(variant, k) for k in range(1, n_seeds)]
+    runs += [(other, k) for other in VARIANTS if other != variant for k in range(n_seeds)]
+    for name, k in runs:
         t0 = time.perf_counter()
-        res = run_holdout(adata, lead_type, cfg, ("cellina",), seed=args.seed + k, niche_decoder=name)
-        seed_frames.append(res.scores.assign(seed=args.seed + k, decoder=name))
-        print(f"[seed {args.seed + k}, {name} decoder] {lead_type}: {time.perf_counter() - t0:.0f} s", flush=True)
+        res = run_holdout(adata, lead_type, cfg, ("cellina",), seed=args.seed + k, variant=name)
+        seed_frames.append(res.scores.assign(seed=args.seed + k, variant=name))
+        print(f"[seed {args.seed + k}, {name}] {lead_type}: {time.perf_counter() - t0:.0f} s", flush=True)
         print(res.scores.to_string(), flush=True)
     every_seed = pd.concat(seed_frames, ignore_index=True)
-    by_seed = every_seed[every_seed["decoder"] == decoder]
+    by_seed = every_seed[every_seed["variant"] == variant]
     total_s = time.perf_counter() - t_start
 
     scores = pd.concat([r.to_frame() for r in results], ignore_index=True)
@@ -315,13 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     seed_cols = [c for c in ("pearson", "truth_pearson", "truth_skill", "truth_slope", "null_change") if c in by_seed]
     seed_mean = by_seed.groupby(["perturbation"])[seed_cols].mean()
     seed_sd = by_seed.groupby(["perturbation"])[seed_cols].std(ddof=1)
-    all_mean = every_seed.groupby(["decoder", "perturbation"])[seed_cols].mean()
-    all_sd = every_seed.groupby(["decoder", "perturbation"])[seed_cols].std(ddof=1)
-    seed_table = ["| decoder | perturbation | " + " | ".join(seed_cols) + " |", "|---|---|" + "---|" * len(seed_cols)]
+    all_mean = every_seed.groupby(["variant", "perturbation"])[seed_cols].mean()
+    all_sd = every_seed.groupby(["variant", "perturbation"])[seed_cols].std(ddof=1)
+    seed_table = ["| variant | perturbation | " + " | ".join(seed_cols) + " |", "|---|---|" + "---|" * len(seed_cols)]
     for key in all_mean.index:
         cells = [f"{_fmt(all_mean.loc[key, c])} ± {_fmt(all_sd.loc[key, c])}" for c in seed_cols]
         seed_table.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
-    seed_rows = every_seed.set_index(["decoder", "perturbation", "seed"])[seed_cols].sort_index()
+    seed_rows = every_seed.set_index(["variant", "perturbation", "seed"])[seed_cols].sort_index()
 
     checks = []
 
@@ -404,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         f"with trained models: {', '.join(trained)}"
         f"{' (every other coarse type: references only)' if len(trained) < len(holdouts) else ''}; "
         f"{cfg['max_epochs']} epochs, batch {cfg['batch_size']}, "
-        f"model {cfg['model_kwargs']}; graph: gaussian, bandwidth 20 um, 30 neighbours (the tissue's own "
+        f"model {model_kwargs(cfg)}; graph: gaussian, bandwidth 20 um, 30 neighbours (the tissue's own "
         "niche scale).",
         "",
         "Protocol (`cellina.evaluation.leave_one_out`): the held-out type's tumour cells are masked "
@@ -442,11 +453,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         _table(lead, cols),
         "",
-        f"Cellina on held-out {first.holdout} over {n_seeds} training seeds (mean ± sd) with each niche decoder: "
-        f"`{decoder}` is the benchmark's setting (the exact-truth targets are read on it), `concat` the published "
+        f"Cellina on held-out {first.holdout} over {n_seeds} training seeds (mean ± sd) with each model variant: "
+        f"`{variant}` is the benchmark's setting (the exact-truth targets are read on it), `concat` the published "
         "decoder on [z; s], `factorised` a decoder on z plus a low-rank niche response modulated by z, "
         "`type_gated` the factorised one plus a full niche map per cell type weighted by the classifier's type "
-        "probabilities from z:",
+        "probabilities from z; these three learn from samples of s, `type_gated_mean` is `type_gated` learning "
+        "from the posterior mean of s (`spatial_decoding='mean'`), the value counterfactuals decode:",
         "",
         *seed_table,
         "",

@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import NICHE_DECODERS, _config, run_holdout  # noqa: E402
+from accuracy import VARIANTS, _config, run_holdout  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("holdout", help="coarse type held out in the tumour domain")
     parser.add_argument("seed", type=int, help="training (and donor-draw) seed; the tissue is always seed 0")
-    parser.add_argument("--decoder", choices=NICHE_DECODERS, default=None,
-                        help="niche decoder (default: accuracy.py's setting)")
+    parser.add_argument("--variant", choices=tuple(VARIANTS), default=None,
+                        help="model variant: niche decoder and spatial decoding (default: accuracy.py's setting)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--csv", required=True, help="CSV file the scores are appended to")
     args = parser.parse_args(argv)
@@ -45,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = _config(quick=False)
-    decoder = args.decoder or cfg["model_kwargs"]["niche_decoder"]
+    variant = args.variant or cfg["variant"]
     adata = synthetic_tissue(n_cells=cfg["n_cells"], n_genes=cfg["n_genes"], seed=0)
     if args.holdout not in set(adata.obs["coarse_type"].astype(str)):
         parser.error(f"holdout {args.holdout!r} is not a coarse type of the tissue")
     t0 = time.perf_counter()
-    res = run_holdout(adata, args.holdout, cfg, ("cellina",), seed=args.seed, niche_decoder=decoder)
+    res = run_holdout(adata, args.holdout, cfg, ("cellina",), seed=args.seed, variant=variant)
     change = {}
     for pert in ("edge", "node"):
         frame = res.lfc[(pert, "cellina")]
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         change[pert] = float(np.corrcoef(frame["true_lfc"].to_numpy()[deg], frame["pred_change"].to_numpy()[deg])[0, 1])
     scores = res.scores.assign(
         pearson_change=res.scores["perturbation"].map(change), holdout=args.holdout, seed=args.seed,
-        decoder=decoder, seconds=time.perf_counter() - t0,
+        variant=variant, seconds=time.perf_counter() - t0,
     )
     print(scores.to_string(), flush=True)
     out = Path(args.csv)

@@ -20,7 +20,7 @@ def trained(tmp_path_factory):
     model_dir = folder / "model"
     args = ["train", str(tissue), str(model_dir), "--bandwidth", "25", "--max-neighbours", "20",
             "--hold-out", HOLD_OUT, "--max-epochs", "2", "--batch-size", "256", "--n-hidden", "32",
-            "--n-latent", "4", "--niche-decoder", "type_gated", "--niche-rank", "3", "--accelerator", "cpu", "-q"]
+            "--n-latent", "4", "--niche-decoder", "type_gated", "--niche-rank", "3", "--spatial-decoding", "mean", "--accelerator", "cpu", "-q"]
     assert main(args) == 0
     return folder, model_dir
 
@@ -34,7 +34,9 @@ def test_train_writes_model_and_prepared_data(trained):
     assert prepared.obsp["spatial_connectivities"][held].nnz == 0
     from cellina.model import Cellina, FactorisedNicheDecoder
 
-    decoder = Cellina.load(str(model_dir), adata=prepared).module.decoder
+    module = Cellina.load(str(model_dir), adata=prepared).module
+    assert module.spatial_decoding == "mean"
+    decoder = module.decoder
     assert isinstance(decoder, FactorisedNicheDecoder) and decoder.gene_loadings.in_features == 3
     # type-gated: one niche map per coarse type (4 latent dimensions each)
     assert decoder.type_niche_loadings.shape == (4 * prepared.obs["coarse_type"].nunique(), prepared.n_vars)

@@ -578,6 +578,33 @@ def test_type_gated_decoder_needs_the_classifier(adata):
                       niche_decoder="type_gated")
 
 
+def test_mean_spatial_decoding_decodes_the_posterior_mean_of_s(adata, tmp_path):
+    """Training with spatial_decoding='mean' feeds the decoder qs.loc, not a sample; z is still sampled."""
+    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    x = torch.as_tensor(adata.layers["counts"][:16].toarray(), dtype=torch.float32)
+    phi = torch.as_tensor(adata.obsm["spatial_x"][:16], dtype=torch.float32)
+    batch = torch.zeros(16, 1)
+    torch.manual_seed(0)
+    sampled = Cellina(adata, **SMALL)
+    inf = sampled.module.inference(x, phi, batch)
+    assert not torch.allclose(inf["s"], inf["qs"].loc)
+    model = Cellina(adata, spatial_decoding="mean", **SMALL)
+    assert model.module.spatial_decoding == "mean"
+    assert "spatial_decoding mean" in model._model_summary_string
+    with pytest.raises(ValueError, match="spatial_decoding='mode'"):
+        Cellina(adata, spatial_decoding="mode", **SMALL)
+    inf = model.module.inference(x, phi, batch)
+    torch.testing.assert_close(inf["s"], inf["qs"].loc)
+    assert not torch.allclose(inf["z"], inf["qz"].loc)
+    model.train(max_epochs=2, batch_size=128, **QUIET)
+    # s is a deterministic code: give_mean no longer matters for it
+    np.testing.assert_array_equal(model.get_latent_representation(latent_key="s", give_mean=False),
+                                  model.get_latent_representation(latent_key="s"))
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = Cellina.load(str(tmp_path / "m"), adata=adata.copy())
+    assert loaded.module.spatial_decoding == "mean"
+
+
 def test_bad_niche_decoder_is_named(adata):
     Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
     with pytest.raises(ValueError, match="niche_decoder='mlp'"):

@@ -290,6 +290,8 @@ def test_training_in_a_worker_with_progress_and_cancel(make_napari_viewer, small
     from cellina.model import FactorisedNicheDecoder
 
     assert model.params().niche_decoder == "type_gated"
+    assert model.params().spatial_decoding == "mean"
+    assert tissue.session.model.module.spatial_decoding == "mean"
     assert isinstance(tissue.session.model.module.decoder, FactorisedNicheDecoder)
     assert tissue.session.model.module.decoder.type_niche_loadings is not None
     assert "cancelled" in tissue.session.model_source
@@ -305,6 +307,8 @@ def test_cancel_before_first_epoch_is_a_clear_message(make_napari_viewer, small_
     tissue.preprocess()
     model.niche_decoder.setCurrentIndex(model.niche_decoder.findData("concat"))
     assert model.params().niche_decoder == "concat"
+    model.spatial_decoding.setCurrentIndex(model.spatial_decoding.findData("sample"))
+    assert model.params().spatial_decoding == "sample"
     model.max_epochs.setValue(3)
     model._cancel.set()
     # the dock makes a fresh event per run; cancel it from the first progress report

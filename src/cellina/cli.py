@@ -114,6 +114,7 @@ def _run_train(args: argparse.Namespace) -> int:
         discriminator_lambda=args.discriminator_lambda,
         niche_decoder=args.niche_decoder,
         niche_rank=args.niche_rank,
+        spatial_decoding=args.spatial_decoding,
     )
     datasplitter_kwargs = None
     if held_out is not None:
@@ -332,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "cell type, weighted by the classifier on z (needs --labels-key and a classifier "
                             "weight > 0). See docs/benchmarks.md for their accuracy on held-out types")
     train.add_argument("--niche-rank", type=_positive_int, default=8, help="rank of the factorised niche response")
+    train.add_argument("--spatial-decoding", choices=("sample", "mean"), default="sample",
+                       help="sample: the decoder learns from samples of s (published); mean: from the posterior "
+                            "mean of s, the value counterfactuals decode, so predicted niche responses are not "
+                            "shrunk by posterior noise")
     train.add_argument("--classifier-lambda", type=float, default=1.0)
     train.add_argument("--discriminator-lambda", type=float, default=1.0)
     train.add_argument("--max-epochs", type=_positive_int, default=100)

@@ -161,6 +161,11 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
         (``labels_key`` and ``classifier_lambda > 0``).
     niche_rank
         Rank of the factorised niche response.
+    spatial_decoding
+        ``"sample"`` (default, the published model) trains the decoder on samples of ``s``;
+        ``"mean"`` on its posterior mean, the value counterfactuals decode, so that the
+        learnt niche response is not shrunk by posterior noise (``s`` is then a
+        deterministic niche code; see :class:`~cellina.model.CellinaModule`).
     **module_kwargs
         Further :class:`~cellina.model.CellinaModule` arguments.
 
@@ -193,6 +198,7 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
         spatial_kl_weight: float = 0.1,
         niche_decoder: Literal["concat", "factorised", "type_gated"] = "concat",
         niche_rank: int = 8,
+        spatial_decoding: Literal["sample", "mean"] = "sample",
         **module_kwargs,
     ):
         super().__init__(adata)
@@ -264,6 +270,7 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
             spatial_kl_weight=spatial_kl_weight,
             niche_decoder=niche_decoder,
             niche_rank=niche_rank,
+            spatial_decoding=spatial_decoding,
             **module_kwargs,
         )
         mode = (
@@ -278,7 +285,8 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
             f"discriminator_lambda {discriminator_lambda}, "
             f"condition_on_intrinsic {condition_on_intrinsic}, "
             f"spatial_kl_weight {spatial_kl_weight}, niche_decoder {niche_decoder}"
-            + (f" (rank {niche_rank})." if niche_decoder != "concat" else ".")
+            + (f" (rank {niche_rank})" if niche_decoder != "concat" else "")
+            + f", spatial_decoding {spatial_decoding}."
         )
         logger.info("The Cellina model has been initialized %s", mode)
         self.init_params_ = self._get_init_params(locals())

@@ -74,6 +74,9 @@ class TrainParams:
     # the type-gated decoder predicts held-out type-specific niche responses best
     # (docs/benchmarks.md); "concat" is the published decoder on [z; s]
     niche_decoder: str = "type_gated"
+    # "mean": the decoder learns from the posterior mean of s, the value counterfactuals
+    # decode, so predicted niche responses keep their size (docs/benchmarks.md)
+    spatial_decoding: str = "mean"
     max_epochs: int = 50
     batch_size: int = 512
     lr: float = 1e-3

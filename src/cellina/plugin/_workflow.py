@@ -342,6 +342,7 @@ def train_steps(
         classifier_lambda=params.classifier_lambda,
         discriminator_lambda=params.discriminator_lambda,
         niche_decoder=params.niche_decoder,
+        spatial_decoding=params.spatial_decoding,
     )
     train_idx, val_idx, _ = holdout_split(adata.n_obs, test_idx, params.validation_size, params.seed)
     reports: queue.Queue = queue.Queue()

@@ -95,6 +95,16 @@ class ModelWidget(CellinaDock):
             "for held-out cell types."
         )
         self.form.addRow("niche decoder", self.niche_decoder)
+        self.spatial_decoding = QComboBox()
+        self.spatial_decoding.addItem("posterior mean (recommended)", "mean")
+        self.spatial_decoding.addItem("sample (published)", "sample")
+        self.spatial_decoding.setCurrentIndex(self.spatial_decoding.findData(d.spatial_decoding))
+        self.spatial_decoding.setToolTip(
+            "What the decoder learns from during training. sample: a draw of the niche latent s, as "
+            "published. posterior mean: the mean of s, which is also what predictions decode, so predicted "
+            "niche responses are not shrunk by the posterior noise of s."
+        )
+        self.form.addRow("niche code", self.spatial_decoding)
         self.form.addRow("n_latent", self.n_latent)
         self.form.addRow("n_hidden", self.n_hidden)
         self.form.addRow("epochs", self.max_epochs)
@@ -160,6 +170,7 @@ class ModelWidget(CellinaDock):
             n_latent=int(self.n_latent.value()),
             n_hidden=int(self.n_hidden.value()),
             niche_decoder=str(self.niche_decoder.currentData()),
+            spatial_decoding=str(self.spatial_decoding.currentData()),
             max_epochs=int(self.max_epochs.value()),
             batch_size=int(self.batch_size.value()),
             classifier_lambda=float(self.classifier_lambda.value()),
