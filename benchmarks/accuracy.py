@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- accuracy:start -->", "<!-- accuracy:end -->"
 
 TARGETS = {
     "edge": {"pearson": 0.85, "truth_pearson": 0.9, "truth_skill": 0.5},
@@ -208,13 +207,14 @@ def _table(df: pd.DataFrame, cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace (or append) the accuracy section of docs/benchmarks.md, leaving other sections alone."""
-    block = f"{START}\n{text.rstrip()}\n{END}"
+def write_section(text: str, path: Path, name: str = "accuracy") -> None:
+    """Replace (or append) the ``name`` section of docs/benchmarks.md, leaving other sections alone."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{text.rstrip()}\n{end}"
     if path.exists():
         old = path.read_text()
-        if START in old and END in old:
-            new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, old, flags=re.S)
+        if start in old and end in old:
+            new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, old, flags=re.S)
         else:
             new = old.rstrip() + "\n\n" + block + "\n"
     else:
@@ -402,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
             f"ablation without the auxiliary losses: {_fmt(get(lead, ('edge', 'cellina_no_aux'), 'truth_pearson'))}, "
             f"slope {_fmt(get(lead, ('edge', 'cellina_no_aux'), 'truth_slope'))}."
         )
+    reading.append(
+        "* Each type here is one training run, and one run's top-50 Pearson is noisy: the next section "
+        "(`benchmarks/accuracy_seed_table.py`) averages every type over several training seeds."
+    )
 
     mode = "quick mode" if args.quick else "full mode"
     cmd = "python benchmarks/accuracy.py" + (" --quick" if args.quick else "")

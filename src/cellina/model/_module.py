@@ -250,8 +250,11 @@ class CellinaModule(BaseModuleClass):
         deterministic code of the niche (its KL term then acts as an L2 penalty on the
         mean, and the posterior scale carries nothing). Why: counterfactuals decode the
         posterior mean, and a decoder that learnt its niche response from noisy samples
-        of ``s`` under-sizes that response (regression dilution). On the synthetic tissue
-        with the type-gated decoder see ``docs/benchmarks.md`` for the measured effect.
+        of ``s`` under-sizes that response (regression dilution). With the type-gated
+        decoder on the synthetic tissue's leave-one-type-out protocol (8 held-out types x 2-3
+        training seeds, same initial weights) ``"mean"`` raised the size of the predicted
+        edge change (slope on the exact change) from 0.61 to 0.69, its skill from 0.80 to
+        0.86 and the tutorial's top-50 Pearson from 0.863 to 0.895 (``docs/benchmarks.md``).
     """
 
     def __init__(
