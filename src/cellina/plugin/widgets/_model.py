@@ -67,6 +67,16 @@ class LossCurve(QWidget):
         self.canvas.draw_idle()
 
 
+def _choice(options: dict[str, str], current: str, tooltip: str) -> QComboBox:
+    """A combo box of labelled values (label -> value) set to ``current``."""
+    combo = QComboBox()
+    for label, value in options.items():
+        combo.addItem(label, value)
+    combo.setCurrentIndex(combo.findData(current))
+    combo.setToolTip(tooltip)
+    return combo
+
+
 class ModelWidget(CellinaDock):
     """Train or load a Cellina model; show ``z`` and ``s`` clusters as layers."""
 
@@ -83,26 +93,21 @@ class ModelWidget(CellinaDock):
         self.early_stopping.setChecked(d.early_stopping)
         self.patience = _spin(1, 1000, d.early_stopping_patience)
         self.holdout_type, self.holdout_domain = QComboBox(), QComboBox()
-        self.niche_decoder = QComboBox()
-        self.niche_decoder.addItem("type-gated (recommended)", "type_gated")
-        self.niche_decoder.addItem("factorised", "factorised")
-        self.niche_decoder.addItem("concat (published)", "concat")
-        self.niche_decoder.setCurrentIndex(self.niche_decoder.findData(d.niche_decoder))
-        self.niche_decoder.setToolTip(
+        self.niche_decoder = _choice(
+            {"type-gated (recommended)": "type_gated", "factorised": "factorised", "concat (published)": "concat"},
+            d.niche_decoder,
             "concat: one decoder on [z; s], as published. factorised: a decoder on z plus a low-rank niche "
             "response whose genes depend on the cell's state. type-gated: factorised plus a niche map of each "
             "cell type's own, chosen by the classifier on z (needs classifier lambda > 0); the most accurate "
-            "for held-out cell types."
+            "for held-out cell types.",
         )
         self.form.addRow("niche decoder", self.niche_decoder)
-        self.spatial_decoding = QComboBox()
-        self.spatial_decoding.addItem("posterior mean (recommended)", "mean")
-        self.spatial_decoding.addItem("sample (published)", "sample")
-        self.spatial_decoding.setCurrentIndex(self.spatial_decoding.findData(d.spatial_decoding))
-        self.spatial_decoding.setToolTip(
+        self.spatial_decoding = _choice(
+            {"posterior mean (recommended)": "mean", "sample (published)": "sample"},
+            d.spatial_decoding,
             "What the decoder learns from during training. sample: a draw of the niche latent s, as "
             "published. posterior mean: the mean of s, which is also what predictions decode, so predicted "
-            "niche responses are not shrunk by the posterior noise of s."
+            "niche responses are not shrunk by the posterior noise of s.",
         )
         self.form.addRow("niche code", self.spatial_decoding)
         self.form.addRow("n_latent", self.n_latent)
