@@ -20,7 +20,7 @@ def trained(tmp_path_factory):
     model_dir = folder / "model"
     args = ["train", str(tissue), str(model_dir), "--bandwidth", "25", "--max-neighbours", "20",
             "--hold-out", HOLD_OUT, "--max-epochs", "2", "--batch-size", "256", "--n-hidden", "32",
-            "--n-latent", "4", "--niche-decoder", "type_gated", "--niche-rank", "3", "--spatial-decoding", "mean", "--accelerator", "cpu", "-q"]
+            "--n-latent", "4", "--niche-decoder", "type_gated", "--niche-rank", "3", "--spatial-decoding", "mean", "--type-aware-discriminator", "--accelerator", "cpu", "-q"]
     assert main(args) == 0
     return folder, model_dir
 
@@ -36,6 +36,7 @@ def test_train_writes_model_and_prepared_data(trained):
 
     module = Cellina.load(str(model_dir), adata=prepared).module
     assert module.spatial_decoding == "mean"
+    assert module.type_aware_discriminator and module.domain_counts_by_type.sum() > 0
     decoder = module.decoder
     assert isinstance(decoder, FactorisedNicheDecoder) and decoder.gene_loadings.in_features == 3
     # type-gated: one niche map per coarse type (4 latent dimensions each)

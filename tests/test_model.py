@@ -605,6 +605,65 @@ def test_mean_spatial_decoding_decodes_the_posterior_mean_of_s(adata, tmp_path):
     assert loaded.module.spatial_decoding == "mean"
 
 
+def test_type_aware_discriminator_is_told_the_type_and_targets_its_domain_mix():
+    """The discriminator reads [z; one-hot type]; the encoder's target is the type's domain mix."""
+    torch.manual_seed(0)
+    module = CellinaModule(n_input=6, n_spatial=4, n_hidden=8, n_latent=3, n_labels=2, n_domains=3,
+                           type_aware_discriminator=True)
+    assert module.discriminator.classifier[0].fc_layers[0][0].in_features == 3 + 2
+    labels = torch.tensor([[0], [0], [0], [1]])
+    domains = torch.tensor([[0], [0], [1], [2]])
+    module.count_domains(labels, domains)
+    torch.testing.assert_close(module.domain_counts_by_type, torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    # add-one smoothed frequencies: type 0 lives mostly in domain 0, type 1 in domain 2
+    torch.testing.assert_close(module.domain_mix_by_type(),
+                               torch.tensor([[3 / 6, 2 / 6, 1 / 6], [1 / 4, 1 / 4, 2 / 4]]))
+    module.eval()  # no dropout: the same inputs give the same logits
+    z = torch.randn(4, 3)
+    # the type changes the discriminator's answer for the same z
+    logits = module._discriminator_logits(z, labels)
+    other = module._discriminator_logits(z, 1 - labels)
+    assert not torch.allclose(logits, other)
+    # the adversarial loss is the cross-entropy against each cell's type mix, not against uniform
+    target = module.domain_mix_by_type()[labels.view(-1)]
+    expected = -(target * torch.log_softmax(logits, -1)).sum(-1).mean()
+    torch.testing.assert_close(module._adversarial_loss(z, labels), expected)
+    with pytest.raises(ValueError, match="cell-type labels of the minibatch"):
+        module._discriminator_logits(z, None)
+    # type-blind (published): z alone, uniform target, and no counts kept or saved
+    blind = CellinaModule(n_input=6, n_spatial=4, n_hidden=8, n_latent=3, n_labels=2, n_domains=3)
+    assert blind.discriminator.classifier[0].fc_layers[0][0].in_features == 3
+    blind.count_domains(labels, domains)
+    assert blind.domain_counts_by_type.numel() == 0 and "domain_counts_by_type" not in blind.state_dict()
+
+
+def test_type_aware_discriminator_trains_saves_and_needs_labels(adata, tmp_path):
+    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    # without the adversary the option does nothing
+    assert not Cellina(adata, type_aware_discriminator=True, discriminator_lambda=0.0,
+                       **SMALL).module.type_aware_discriminator
+    model = Cellina(adata, type_aware_discriminator=True, **SMALL)
+    assert "type-aware discriminator" in model._model_summary_string
+    model.train(max_epochs=2, batch_size=128, plan_kwargs={"normalize_losses": True}, **QUIET)
+    counts = model.module.domain_counts_by_type.cpu().numpy()
+    # two epochs over the training cells: each type's domain counts, twice
+    n_train = len(model.train_indices)
+    assert counts.sum() == 2 * n_train
+    train_obs = adata.obs.iloc[model.train_indices]
+    observed = train_obs.groupby(["coarse_type", "domain"], observed=False).size().unstack().to_numpy()
+    np.testing.assert_array_equal(counts, 2 * observed)
+    assert np.isfinite(model.history["discriminator_accuracy_train"].to_numpy(dtype=float)).all()
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = Cellina.load(str(tmp_path / "m"), adata=adata.copy())
+    assert loaded.module.type_aware_discriminator
+    np.testing.assert_array_equal(loaded.module.domain_counts_by_type.cpu().numpy(), counts)
+    # without labels it is a clear error naming the missing key
+    unlabelled = adata.copy()
+    Cellina.setup_anndata(unlabelled, domains_key="domain", layer="counts")
+    with pytest.raises(ValueError, match="labels_key"):
+        Cellina(unlabelled, classifier_lambda=0.0, type_aware_discriminator=True, **SMALL)
+
+
 def test_bad_niche_decoder_is_named(adata):
     Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
     with pytest.raises(ValueError, match="niche_decoder='mlp'"):

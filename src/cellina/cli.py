@@ -100,7 +100,7 @@ def _run_train(args: argparse.Namespace) -> int:
     Cellina.setup_anndata(
         adata,
         batch_key=args.batch_key,
-        labels_key=args.labels_key if args.classifier_lambda > 0 else None,
+        labels_key=args.labels_key if args.classifier_lambda > 0 or args.type_aware_discriminator else None,
         domains_key=args.domains_key if args.discriminator_lambda > 0 else None,
         spatial_obsm_key=args.spatial_obsm_key,
         layer=args.layer,
@@ -115,6 +115,7 @@ def _run_train(args: argparse.Namespace) -> int:
         niche_decoder=args.niche_decoder,
         niche_rank=args.niche_rank,
         spatial_decoding=args.spatial_decoding,
+        type_aware_discriminator=args.type_aware_discriminator,
     )
     datasplitter_kwargs = None
     if held_out is not None:
@@ -337,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sample: the decoder learns from samples of s (published); mean: from the posterior "
                             "mean of s, the value counterfactuals decode, so predicted niche responses are not "
                             "shrunk by posterior noise")
+    train.add_argument("--type-aware-discriminator", action="store_true",
+                       help="tell the domain discriminator each cell's type (needs --labels-key), so the adversary "
+                            "removes only what z knows about the domain beyond the cell type")
     train.add_argument("--classifier-lambda", type=float, default=1.0)
     train.add_argument("--discriminator-lambda", type=float, default=1.0)
     train.add_argument("--max-epochs", type=_positive_int, default=100)

@@ -166,6 +166,13 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
         ``"mean"`` on its posterior mean, the value counterfactuals decode, so that the
         learnt niche response is not shrunk by posterior noise (``s`` is then a
         deterministic niche code; see :class:`~cellina.model.CellinaModule`).
+    type_aware_discriminator
+        ``False`` (default, the published model): the domain discriminator sees ``z`` alone.
+        ``True``: it is also told each cell's type, and ``z`` is pushed to carry nothing
+        about the domain beyond its type, so the adversary removes the niche signal leaking
+        into ``z`` instead of fighting the classifier over types that live in one domain
+        (:class:`~cellina.model.CellinaModule`). Needs ``labels_key``; has no effect with
+        ``discriminator_lambda=0``.
     **module_kwargs
         Further :class:`~cellina.model.CellinaModule` arguments.
 
@@ -199,6 +206,7 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
         niche_decoder: Literal["concat", "factorised", "type_gated"] = "concat",
         niche_rank: int = 8,
         spatial_decoding: Literal["sample", "mean"] = "sample",
+        type_aware_discriminator: bool = False,
         **module_kwargs,
     ):
         super().__init__(adata)
@@ -229,6 +237,11 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
                 "niche_decoder='type_gated' weights the niche response by the cell-type "
                 "classifier on z: pass labels_key to Cellina.setup_anndata and keep "
                 f"classifier_lambda > 0 (got {classifier_lambda}), or use niche_decoder='factorised'."
+            )
+        if type_aware_discriminator and use_adversary and labels_key is None:
+            raise ValueError(
+                "type_aware_discriminator=True tells the discriminator each cell's type: pass "
+                "labels_key to Cellina.setup_anndata, or set type_aware_discriminator=False."
             )
         n_labels = self.summary_stats.n_labels
         n_domains = self.summary_stats[f"n_{RK.DOMAINS_KEY}"]
@@ -271,6 +284,7 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
             niche_decoder=niche_decoder,
             niche_rank=niche_rank,
             spatial_decoding=spatial_decoding,
+            type_aware_discriminator=type_aware_discriminator,
             **module_kwargs,
         )
         mode = (
@@ -286,7 +300,8 @@ class Cellina(UnsupervisedTrainingMixin, BaseModelClass):
             f"condition_on_intrinsic {condition_on_intrinsic}, "
             f"spatial_kl_weight {spatial_kl_weight}, niche_decoder {niche_decoder}"
             + (f" (rank {niche_rank})" if niche_decoder != "concat" else "")
-            + f", spatial_decoding {spatial_decoding}."
+            + f", spatial_decoding {spatial_decoding}"
+            + (", type-aware discriminator." if self.module.type_aware_discriminator else ".")
         )
         logger.info("The Cellina model has been initialized %s", mode)
         self.init_params_ = self._get_init_params(locals())

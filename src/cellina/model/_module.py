@@ -255,6 +255,17 @@ class CellinaModule(BaseModuleClass):
         training seeds, same initial weights) ``"mean"`` raised the size of the predicted
         edge change (slope on the exact change) from 0.61 to 0.69, its skill from 0.80 to
         0.86 and the tutorial's top-50 Pearson from 0.863 to 0.895 (``docs/benchmarks.md``).
+    type_aware_discriminator
+        ``False`` (the published model): the discriminator predicts the domain from ``z``
+        alone and the encoder is pushed towards a uniform prediction. ``True``: the
+        discriminator also receives the cell's type label (one-hot), and the encoder is
+        pushed towards that type's domain mix in the training data, the best the
+        discriminator can do without ``z``. Why: cell types differ in where they live (malignant
+        cells only in the tumour), so a type-blind discriminator reads the domain off the cell
+        type that ``z`` must keep, and the adversary then fights the classifier instead of the
+        niche signal hidden in ``z``. Told the type, the discriminator can only win from what
+        ``z`` knows about the domain beyond the type, which is the leak that makes counterfactual
+        niche responses too small. Needs cell-type labels; ignored without the adversary.
     """
 
     def __init__(
@@ -282,6 +293,7 @@ class CellinaModule(BaseModuleClass):
         niche_decoder: NicheDecoder = "concat",
         niche_rank: int = 8,
         spatial_decoding: SpatialDecoding = "sample",
+        type_aware_discriminator: bool = False,
     ):
         super().__init__()
         if spatial_decoding not in _SPATIAL_DECODINGS:
@@ -329,6 +341,19 @@ class CellinaModule(BaseModuleClass):
         self.condition_on_intrinsic = condition_on_intrinsic
         self.use_classifier = use_classifier
         self.use_adversary = use_adversary
+        self.type_aware_discriminator = bool(type_aware_discriminator and use_adversary)
+        if self.type_aware_discriminator and n_labels < 1:
+            raise ValueError(
+                "type_aware_discriminator=True tells the discriminator each cell's type; it needs "
+                f"cell-type labels, got n_labels={n_labels}."
+            )
+        # Label x domain counts of the training cells: the domain mix a type alone predicts.
+        # Saved only when used, so models saved before the option existed still load.
+        self.register_buffer(
+            "domain_counts_by_type",
+            torch.zeros(n_labels, n_domains) if self.type_aware_discriminator else torch.zeros(0),
+            persistent=self.type_aware_discriminator,
+        )
 
         if not use_observed_lib_size:
             if library_log_means is None or library_log_vars is None:
@@ -408,7 +433,7 @@ class CellinaModule(BaseModuleClass):
         )
         self.discriminator = (
             Classifier(
-                n_latent,
+                n_latent + (n_labels if self.type_aware_discriminator else 0),
                 n_hidden=n_hidden_classifier,
                 n_labels=n_domains,
                 n_layers=2,
@@ -568,8 +593,50 @@ class CellinaModule(BaseModuleClass):
         }
 
     # ------------------------------------------------------------------ auxiliary heads
+    def _discriminator_logits(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if not self.type_aware_discriminator:
+            return self.discriminator(z)
+        if labels is None:
+            raise ValueError("the type-aware discriminator needs the cell-type labels of the minibatch.")
+        onehot = F.one_hot(labels.view(-1).long(), self.n_labels).to(z.dtype)
+        return self.discriminator(torch.cat([z, onehot], dim=-1))
+
+    def domain_mix_by_type(self) -> torch.Tensor:
+        """Each type's domain frequencies among the training cells seen so far (add-one smoothed).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n_labels, n_domains)``, rows summing to one.
+        """
+        prior = self.domain_counts_by_type + 1.0
+        return prior / prior.sum(-1, keepdim=True)
+
+    @torch.no_grad()
+    def count_domains(self, labels: torch.Tensor, domains: torch.Tensor) -> None:
+        """Add a training minibatch to the label x domain counts (type-aware discriminator only).
+
+        Parameters
+        ----------
+        labels, domains
+            Cell-type and domain codes, ``(n_cells, 1)``.
+        """
+        if not self.type_aware_discriminator:
+            return
+        idx = labels.view(-1).long() * self.n_domains + domains.view(-1).long()
+        counts = torch.bincount(idx, minlength=self.n_labels * self.n_domains)
+        self.domain_counts_by_type += counts.view(self.n_labels, self.n_domains).to(self.domain_counts_by_type)
+
+    def _adversarial_loss(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        logits = self._discriminator_logits(z, labels)
+        if not self.type_aware_discriminator:
+            return uniform_target_cross_entropy(logits)
+        # Target: the domain mix of the cell's type, what the discriminator knows without z.
+        target = self.domain_mix_by_type()[labels.view(-1).long()]
+        return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
     def discriminator_loss(
-        self, z: torch.Tensor, domains: torch.Tensor
+        self, z: torch.Tensor, domains: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the discriminator predicting the domain from ``z``.
 
@@ -579,13 +646,15 @@ class CellinaModule(BaseModuleClass):
             Intrinsic latent (the plan passes a detached tensor).
         domains
             Domain codes, ``(n_cells, 1)``.
+        labels
+            Cell-type codes, ``(n_cells, 1)``; needed by the type-aware discriminator.
 
         Returns
         -------
         tuple of torch.Tensor
             Scalar loss and scalar accuracy.
         """
-        logits = self.discriminator(z)
+        logits = self._discriminator_logits(z, labels)
         target = domains.view(-1).long()
         loss = F.cross_entropy(logits, target)
         acc = (logits.argmax(dim=-1) == target).float().mean()
@@ -606,7 +675,8 @@ class CellinaModule(BaseModuleClass):
         ``kl_weight * (KL(z) + spatial_kl_weight * KL(s))``. ``L_clf`` is the cross-entropy
         of the cell-type classifier on ``z``; ``L_adv`` is the cross-entropy of the
         discriminator's prediction on ``z`` against the uniform distribution over domains
-        (see :func:`uniform_target_cross_entropy`). The plan passes
+        (see :func:`uniform_target_cross_entropy`), or, with the type-aware discriminator,
+        against the domain mix of the cell's type (:meth:`domain_mix_by_type`). The plan passes
         ``weight = lambda * alpha``.
 
         Parameters
@@ -662,7 +732,8 @@ class CellinaModule(BaseModuleClass):
                 "true_labels": labels,
             }
         if self.discriminator is not None:
-            adv_loss = uniform_target_cross_entropy(self.discriminator(z))
+            labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
+            adv_loss = self._adversarial_loss(z, labels)
             total = total + adversarial_weight * adv_loss
             extra[METRIC_ADV_LOSS] = adv_loss.detach()
         return LossOutput(

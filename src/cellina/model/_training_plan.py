@@ -57,11 +57,12 @@ class CellinaTrainingPlan(TrainingPlan):
     Per minibatch the module runs one forward pass, then
 
     1. **discriminator step** (VAE parameters frozen with ``toggle_optimizer``): the
-       discriminator learns to predict the domain from a *detached* ``z``;
+       discriminator learns to predict the domain from a *detached* ``z`` (and the cell type,
+       with the module's type-aware discriminator, which also counts each type's domains here);
     2. **VAE step** (discriminator frozen): encoders, decoder and classifier minimise
        ``L_VAE + a_clf * l_clf * L_clf + a_adv * l_adv * L_adv``, where ``L_adv`` is the
        cross-entropy of the updated discriminator's prediction against the uniform
-       distribution over domains.
+       distribution over domains (type-aware: against the domain mix of the cell's type).
 
     With ``normalize_losses=True`` the alphas are ``mean|L_VAE| / (mean|L_term| + eps)``
     measured over epoch 0 (during which the alphas are 1) and then frozen. They live as
@@ -198,8 +199,10 @@ class CellinaTrainingPlan(TrainingPlan):
 
         if opt_disc is not None:
             self.toggle_optimizer(opt_disc)
+            labels = batch.get(REGISTRY_KEYS.LABELS_KEY)
+            self.module.count_domains(labels, batch[RK.DOMAINS_KEY])
             disc_loss, disc_acc = self.module.discriminator_loss(
-                z.detach(), batch[RK.DOMAINS_KEY]
+                z.detach(), batch[RK.DOMAINS_KEY], labels
             )
             opt_disc.zero_grad()
             self.manual_backward(disc_loss)
@@ -247,7 +250,7 @@ class CellinaTrainingPlan(TrainingPlan):
         step_metrics = self._loss_metrics(loss_output)
         if self.module.discriminator is not None:
             disc_loss, disc_acc = self.module.discriminator_loss(
-                inference_outputs[MK.Z_KEY], batch[RK.DOMAINS_KEY]
+                inference_outputs[MK.Z_KEY], batch[RK.DOMAINS_KEY], batch.get(REGISTRY_KEYS.LABELS_KEY)
             )
             step_metrics.update({METRIC_DISC_LOSS: disc_loss, METRIC_DISC_ACC: disc_acc})
         self._accumulate("validation", step_metrics, n_obs)
