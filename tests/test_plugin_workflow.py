@@ -292,6 +292,8 @@ def test_training_in_a_worker_with_progress_and_cancel(make_napari_viewer, small
     assert model.params().niche_decoder == "type_gated"
     assert model.params().spatial_decoding == "mean"
     assert tissue.session.model.module.spatial_decoding == "mean"
+    assert model.params().type_aware_discriminator
+    assert tissue.session.model.module.type_aware_discriminator
     assert isinstance(tissue.session.model.module.decoder, FactorisedNicheDecoder)
     assert tissue.session.model.module.decoder.type_niche_loadings is not None
     assert "cancelled" in tissue.session.model_source
@@ -309,6 +311,8 @@ def test_cancel_before_first_epoch_is_a_clear_message(make_napari_viewer, small_
     assert model.params().niche_decoder == "concat"
     model.spatial_decoding.setCurrentIndex(model.spatial_decoding.findData("sample"))
     assert model.params().spatial_decoding == "sample"
+    model.discriminator_input.setCurrentIndex(model.discriminator_input.findData(False))
+    assert model.params().type_aware_discriminator is False
     model.max_epochs.setValue(3)
     model._cancel.set()
     # the dock makes a fresh event per run; cancel it from the first progress report

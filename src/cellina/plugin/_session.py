@@ -77,6 +77,9 @@ class TrainParams:
     # "mean": the decoder learns from the posterior mean of s, the value counterfactuals
     # decode, so predicted niche responses keep their size (docs/benchmarks.md)
     spatial_decoding: str = "mean"
+    # the domain discriminator is told each cell's type, so the adversary removes the niche
+    # signal leaking into z rather than the cell type (docs/benchmarks.md)
+    type_aware_discriminator: bool = True
     max_epochs: int = 50
     batch_size: int = 512
     lr: float = 1e-3

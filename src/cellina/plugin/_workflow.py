@@ -191,7 +191,7 @@ def _require_preprocessed(adata: ad.AnnData) -> None:
 def _model_setup(adata: ad.AnnData, keys: TissueKeys, params: TrainParams | None = None) -> None:
     from cellina.model import Cellina
 
-    use_labels = params is None or params.classifier_lambda > 0
+    use_labels = params is None or params.classifier_lambda > 0 or params.type_aware_discriminator
     use_domains = params is None or params.discriminator_lambda > 0
     Cellina.setup_anndata(
         adata,
@@ -343,6 +343,7 @@ def train_steps(
         discriminator_lambda=params.discriminator_lambda,
         niche_decoder=params.niche_decoder,
         spatial_decoding=params.spatial_decoding,
+        type_aware_discriminator=params.type_aware_discriminator,
     )
     train_idx, val_idx, _ = holdout_split(adata.n_obs, test_idx, params.validation_size, params.seed)
     reports: queue.Queue = queue.Queue()

@@ -110,6 +110,15 @@ class ModelWidget(CellinaDock):
             "niche responses are not shrunk by the posterior noise of s.",
         )
         self.form.addRow("niche code", self.spatial_decoding)
+        self.discriminator_input = _choice(
+            {"z and cell type (recommended)": True, "z only (published)": False},
+            d.type_aware_discriminator,
+            "What the domain discriminator sees. z only: as published; the adversary then also fights "
+            "the cell type wherever a type lives in one domain. z and cell type: the discriminator is told "
+            "the type, so the adversary removes only what z knows about the domain beyond it - the niche "
+            "signal that would otherwise make predicted niche responses too small.",
+        )
+        self.form.addRow("discriminator sees", self.discriminator_input)
         self.form.addRow("n_latent", self.n_latent)
         self.form.addRow("n_hidden", self.n_hidden)
         self.form.addRow("epochs", self.max_epochs)
@@ -176,6 +185,7 @@ class ModelWidget(CellinaDock):
             n_hidden=int(self.n_hidden.value()),
             niche_decoder=str(self.niche_decoder.currentData()),
             spatial_decoding=str(self.spatial_decoding.currentData()),
+            type_aware_discriminator=bool(self.discriminator_input.currentData()),
             max_epochs=int(self.max_epochs.value()),
             batch_size=int(self.batch_size.value()),
             classifier_lambda=float(self.classifier_lambda.value()),
