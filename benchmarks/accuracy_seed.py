@@ -7,7 +7,7 @@ the run for any type and seed with the same tissue, graph, model and training se
 
     for s in 1 2 3 4; do for t in Myeloid Epithelial Fibroblast CAF Endothelial T_cell B_cell Plasma_cell; do
         python benchmarks/accuracy_seed.py $t $s --csv seeds.csv                        # the benchmark's variant
-        python benchmarks/accuracy_seed.py $t $s --variant type_gated --csv seeds.csv   # to compare with
+        python benchmarks/accuracy_seed.py $t $s --variant type_gated_mean --csv seeds.csv   # to compare with
     done; done
 
 Besides the scores of ``cellina.evaluation.leave_one_out`` each row has ``pearson_change``:

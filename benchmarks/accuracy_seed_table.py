@@ -7,7 +7,7 @@ read on the per-type means over seeds::
     python benchmarks/accuracy.py --csv full.csv
     for s in 1 2 3 4; do for t in Myeloid Epithelial Fibroblast CAF Endothelial T_cell B_cell Plasma_cell; do
         python benchmarks/accuracy_seed.py $t $s --csv seeds.csv                        # the benchmark's variant
-        python benchmarks/accuracy_seed.py $t $s --variant type_gated --csv seeds.csv   # to compare with
+        python benchmarks/accuracy_seed.py $t $s --variant type_gated_mean --csv seeds.csv   # to compare with
     done; done
     python benchmarks/accuracy_seed_table.py full.csv seeds.csv
 
@@ -85,7 +85,7 @@ def _paired_table(rows: pd.DataFrame) -> list[str]:
     head = " | ".join(f"{m} `{v}`" for m in ("pearson", "truth skill", "truth slope") for v in variants)
     lines = [
         "Model variants on the same `accuracy_seed.py` runs (each type with the seeds >= 1 that every variant "
-        "has; a seed fixes the initial weights and the donor draws):",
+        "has; a seed fixes the donor draws and the initial weights of every layer the variants share):",
         "",
         f"| held-out type | seeds | {head} |",
         "|---|---|" + "---|" * (3 * len(variants)),

@@ -265,7 +265,12 @@ class CellinaModule(BaseModuleClass):
         type that ``z`` must keep, and the adversary then fights the classifier instead of the
         niche signal hidden in ``z``. Told the type, the discriminator can only win from what
         ``z`` knows about the domain beyond the type, which is the leak that makes counterfactual
-        niche responses too small. Needs cell-type labels; ignored without the adversary.
+        niche responses too small. Needs cell-type labels; ignored without the adversary. With
+        the type-gated decoder and ``spatial_decoding="mean"`` on the synthetic tissue's
+        leave-one-type-out protocol (8 held-out types x 4 training seeds, the same donor draws
+        and initial weights but the discriminator's) it raised the tutorial's top-50 Pearson
+        from 0.885 to 0.908 (every seed higher), the skill of the exact edge change from 0.852
+        to 0.887 and its size (slope) from 0.685 to 0.761 (``docs/benchmarks.md``).
     """
 
     def __init__(
