@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_section import write_section  # noqa: E402
 
 TARGETS = {
     "edge": {"pearson": 0.85, "truth_pearson": 0.9, "truth_skill": 0.5},
@@ -210,22 +211,6 @@ def _table(df: pd.DataFrame, cols: list[str]) -> str:
         vals = [str(int(row[c])) if c == "n_types" else _fmt(row[c]) for c in cols]
         lines.append("| " + " | ".join([str(i) for i in idx] + vals) + " |")
     return "\n".join(lines)
-
-
-def write_section(text: str, path: Path, name: str = "accuracy") -> None:
-    """Replace (or append) the ``name`` section of docs/benchmarks.md, leaving other sections alone."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{text.rstrip()}\n{end}"
-    if path.exists():
-        old = path.read_text()
-        if start in old and end in old:
-            new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, old, flags=re.S)
-        else:
-            new = old.rstrip() + "\n\n" + block + "\n"
-    else:
-        new = "# Benchmarks\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         print(section)
         print(f"(figures of this trial run: {img_dir})")
     else:
-        write_section(section, Path(args.out))
+        write_section("accuracy", section, Path(args.out))
         print(f"wrote {args.out}")
     if args.csv:
         scores.to_csv(args.csv, index=False)

@@ -27,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import MARGIN_OVER_MEAN_SHIFT, ROOT, TARGETS, _config, _fmt, write_section  # noqa: E402
+from accuracy import MARGIN_OVER_MEAN_SHIFT, ROOT, TARGETS, _config, _fmt  # noqa: E402
+from docs_section import write_section  # noqa: E402
 
 METRICS = ("pearson", "truth_pearson", "truth_skill", "truth_slope")
 
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         print(text)
     else:
-        write_section(text, Path(args.out), name="accuracy_seeds")
+        write_section("accuracy_seeds", text, Path(args.out))
         print(f"wrote {args.out}")
     return 0
 

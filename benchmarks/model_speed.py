@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- model_speed:start -->", "<!-- model_speed:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_section import write_section  # noqa: E402
 # timed Cellina variants: name -> (model settings, label); "cellina" is the published model and
 # "cellina_recommended" the Model dock's default (type-gated decoder learning from the mean of s,
 # type-aware discriminator)
@@ -211,7 +211,6 @@ def _plot(res: dict, path: Path) -> None:
 
 def _write_docs(res: dict, command: str) -> None:
     lines = [
-        START,
         "## Model speed (CPU)",
         "",
         f"Command: `{command}`",
@@ -277,16 +276,8 @@ def _write_docs(res: dict, command: str) -> None:
         + f" over {len(cf)} seeds (first call included); target < 5 s {ok}.",
         "",
         "![Cellina vs SCVI seconds per epoch](img/model_speed.png)",
-        END,
     ]
-    block = "\n".join(lines)
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section("model_speed", "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:

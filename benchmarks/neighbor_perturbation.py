@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spatial_graph import machine, peak_rss_mb, rss_now_mb, run_isolated, write_section  # noqa: E402
+from docs_section import write_section  # noqa: E402
+from spatial_graph import machine, peak_rss_mb, rss_now_mb, run_isolated  # noqa: E402
 
 TYPES = ["Myeloid", "T_cell", "B_cell", "Fibroblast", "Epithelial"]
 MODES = {

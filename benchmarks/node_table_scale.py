@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,8 +25,8 @@ import scipy.sparse as sp
 from cellina.plugin._session import FOCAL, CellinaSession, TissueKeys
 from cellina.plugin._workflow import sender_groups
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-START, END = "<!-- node_table_scale:start -->", "<!-- node_table_scale:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_section import write_section  # noqa: E402
 
 
 def build_session(n_cells: int, n_types: int, n_genes: int, seed: int) -> CellinaSession:
@@ -63,7 +64,6 @@ def main() -> None:
     if args.no_write:
         return
     section = "\n".join([
-        START,
         "## Node gene-shift table at scale",
         "",
         f"Command: `python benchmarks/node_table_scale.py`  ",
@@ -76,14 +76,8 @@ def main() -> None:
         f"{args.repeats} runs **{median:.4f} s** ({len(groups)} groups; runs: "
         + ", ".join(f"{t:.4f}" for t in times) + " s). It works per (cell-type code, inside-lasso) pair; the "
         "first version matched strings per row and cell and took 28 s for the same table.",
-        END,
     ])
-    text = DOCS.read_text()
-    if START in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.write_text(text)
+    write_section("node_table_scale", section)
 
 
 if __name__ == "__main__":

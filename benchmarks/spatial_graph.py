@@ -36,12 +36,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-INTRO = (
-    "# Benchmarks\n\n"
-    "Figures measured by the scripts in `benchmarks/`; each section names the command that\n"
-    "produced it. Benchmarks are run on purpose, not by the test suite.\n"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_section import write_section  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -79,21 +75,6 @@ def run_isolated(script: Path, args: list[str]) -> dict:
         env=env,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the part of docs/benchmarks.md between ``name`` markers."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = DOC.read_text() if DOC.exists() else INTRO
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
 
 
 def machine() -> str:

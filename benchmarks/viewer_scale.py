@@ -26,7 +26,6 @@ import datetime as dt
 import gc
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -36,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_section import DOC, write_section  # noqa: E402
 IMG = ROOT / "docs" / "img" / "viewer_scale.png"
-START, END = "<!-- viewer_scale:start -->", "<!-- viewer_scale:end -->"
 NOTE = (
     "Absolute times here are several times those of an idle machine (napari adds 500k points in about 2 s "
     "there): the two cores were shared with other jobs during the run, so only the ratios, taken in the "
@@ -187,7 +186,6 @@ def main(argv: list[str] | None = None) -> int:
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = "\n".join([
-        START,
         "## Viewer at scale: the plugin against napari's own floor",
         "",
         f"Command: `xvfb-run -a python benchmarks/viewer_scale.py --n-cells {args.n_cells} --repeats {args.repeats}`  ",
@@ -220,14 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         "alone, with no box filter, mask bookkeeping or events.",
         "",
         "![viewer scale benchmark](img/viewer_scale.png)",
-        END,
     ])
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _m: section, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    write_section("viewer_scale", section)
     print(f"wrote {DOC} and {IMG}")
     return 0
 
