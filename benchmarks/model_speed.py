@@ -35,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import write_section  # noqa: E402
+
 # timed Cellina variants: name -> (model settings, label); "cellina" is the published model and
 # "cellina_recommended" the Model dock's default (type-gated decoder learning from the mean of s,
 # type-aware discriminator)

@@ -67,8 +67,8 @@ class LossCurve(QWidget):
         self.canvas.draw_idle()
 
 
-def _choice(options: dict[str, str], current: str, tooltip: str) -> QComboBox:
-    """A combo box of labelled values (label -> value) set to ``current``."""
+def _choice(options: dict[str, object], current: object, tooltip: str) -> QComboBox:
+    """A combo box of labelled values (label -> value, e.g. a string or a bool) set to ``current``."""
     combo = QComboBox()
     for label, value in options.items():
         combo.addItem(label, value)
