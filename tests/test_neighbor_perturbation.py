@@ -303,7 +303,7 @@ def test_bad_input_is_refused_before_writing(kwargs, error, match):
 
 def test_mode_mismatch_is_said_loudly():
     adata = _tissue(seed=11, n=60)
-    with pytest.warns(UserWarning, match=r"add_shift=True.*adata\.layers\['counts'\] looks like RAW COUNTS"):
+    with pytest.warns(UserWarning, match=r"add_shift=True.*adata\.layers\['counts'\] looks like raw counts"):
         make_neighbor_perturbation(adata, {"g1": 1.0}, layer="counts", add_shift=True)
     with pytest.warns(UserWarning, match=r"add_shift=False multiplies counts.*adata\.X"):
         make_neighbor_perturbation(adata, {"g1": 1.0}, add_shift=False)

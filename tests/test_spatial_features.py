@@ -126,7 +126,7 @@ def test_genes_subset_and_record_round_trip(tmp_path):
 def test_raw_counts_warn_loudly_and_record_identity():
     adata = _counts_adata()
     spatial_neighbors(adata, bandwidth=30.0, max_neighbours=15)
-    with pytest.warns(UserWarning, match=r"adata\.layers\['counts'\] looks like RAW COUNTS.*log1p"):
+    with pytest.warns(UserWarning, match=r"adata\.layers\['counts'\] looks like raw counts.*log1p"):
         compute_spatial_features(adata, layer="counts")
     rec = adata.uns["cellina"]["spatial_features"]["spatial_x"]
     assert rec["transform"] == "identity" and rec["layer"] == "counts"

@@ -25,6 +25,8 @@ __all__ = [
     "compute_spatial_features",
     "detect_representation",
     "expression_representation",
+    "looks_like_raw_counts",
+    "warn_raw_counts",
 ]
 
 TRANSFORMS = ("log1p_normalize_total", "log1p", "identity")
@@ -72,6 +74,28 @@ def _expm1_row_sums(matrix: Any) -> np.ndarray:
     return out
 
 
+def looks_like_raw_counts(matrix: Any) -> bool:
+    """True when every stored value is a non-negative integer (the mark of raw counts)."""
+    values = _values(matrix)
+    return bool(values.size == 0 or values.min() >= 0) and _is_integral(values)
+
+
+def warn_raw_counts(name: str, consequence: str = "", stacklevel: int = 3) -> None:
+    """Warn that niche features are about to average raw counts.
+
+    The message is lower case on purpose: ported code matches it with the published
+    package's ``pytest.warns(match="raw counts")``.
+    """
+    warnings.warn(
+        f"{name} looks like raw counts (non-negative integers). Niche features should "
+        "average log-normalised expression: run sc.pp.normalize_total(adata, "
+        "target_sum=1e4) and sc.pp.log1p(adata) first (or pass layer= naming a "
+        f"log-normalised layer). {consequence}".rstrip(),
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+
+
 def detect_representation(matrix: Any, name: str = "adata.X") -> tuple[str, float | None]:
     """Guess how an expression matrix was produced from counts.
 
@@ -104,14 +128,7 @@ def detect_representation(matrix: Any, name: str = "adata.X") -> tuple[str, floa
         )
         return "identity", None
     if _is_integral(values):
-        warnings.warn(
-            f"{name} looks like RAW COUNTS (non-negative integers). Niche features should "
-            "average log-normalised expression: run sc.pp.normalize_total(adata, "
-            "target_sum=1e4) and sc.pp.log1p(adata) first (or pass layer= naming a "
-            "log-normalised layer). Recording transform 'identity'.",
-            UserWarning,
-            stacklevel=3,
-        )
+        warn_raw_counts(name, "Recording transform 'identity'.", stacklevel=4)
         return "identity", None
     totals = _expm1_row_sums(matrix)
     totals = totals[totals > 0]
@@ -335,6 +352,7 @@ def compute_spatial_features(
     obsm_key: str = "spatial_x",
     layer: str | None = None,
     genes: Sequence[str] | None = None,
+    neighbor_genes: Sequence[str] | None = None,
 ) -> None:
     """Compute niche features: the weighted mean of each cell's neighbours' expression.
 
@@ -355,6 +373,8 @@ def compute_spatial_features(
         Layer with the log-normalised expression (None: ``adata.X``).
     genes
         Restrict phi to these var names (in this order); None uses all genes.
+    neighbor_genes
+        The published Cellina's name for ``genes``; give one or the other.
 
     Notes
     -----
@@ -372,6 +392,13 @@ def compute_spatial_features(
         AnnData is not modified.
     """
     check_nonempty(adata)
+    if neighbor_genes is not None:
+        if genes is not None:
+            raise ValueError(
+                "Pass the gene subset as `genes` or as `neighbor_genes` (the published "
+                "name), not both."
+            )
+        genes = neighbor_genes
     if not isinstance(obsm_key, str) or not obsm_key:
         raise CellinaTypeError(f"`obsm_key` must be a non-empty string, got {obsm_key!r}.")
     W = check_connectivities(adata, connectivity_key)

@@ -36,7 +36,7 @@ from ._validation import (
     get_matrix,
 )
 
-__all__ = ["make_neighbor_perturbation", "make_perturbed_expression"]
+__all__ = ["_node_perturbation", "make_neighbor_perturbation", "make_perturbed_expression"]
 
 # Entries per dense block of perturbed columns (cells x a few genes): 8 MiB in float64,
 # and a handful of such temporaries are alive at once.
@@ -290,20 +290,25 @@ def _stack_columns(
     )
 
 
-def _row_totals(plan: _Plan, add_shift: bool, base: float) -> tuple[np.ndarray, np.ndarray]:
+def _row_totals(
+    plan: _Plan, add_shift: bool, base: float, log_space: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Each cell's total before and after the shift, in the space the shift acted on.
 
     Counts: the library size. Log-normalised values: the sum of ``expm1`` over all genes,
     i.e. the normalised library size (``target_sum`` after normalize_total + log1p).
+    ``log_space=False`` forces plain row sums whatever the shift mode (the published
+    ``_node_perturbation``'s notion of a total).
     """
+    log_space = add_shift if log_space is None else log_space
     src = plan.source
-    if add_shift:
+    if log_space:
         old_total = _expm1_row_sums(src)
     else:
         old_total = np.asarray(src.sum(axis=1), dtype=np.float64).ravel()
     new_total = old_total.copy()
     for a, b, old, new in _u_blocks(plan, add_shift, base):
-        if add_shift:
+        if log_space:
             new_total[a:b] += (np.expm1(new) - np.expm1(old)).sum(axis=1)
         else:
             new_total[a:b] += (new - old).sum(axis=1)
@@ -335,6 +340,22 @@ def _mapped_csr(src: sp.csr_matrix, scale: np.ndarray, kind: str, drop_cols: np.
     return sp.csr_matrix((data, src.indices, src.indptr), shape=src.shape, copy=False)
 
 
+def _perturbed_matrix(
+    plan: _Plan, add_shift: bool, base: float, scale: np.ndarray, kind: str
+) -> sp.csr_matrix:
+    """The whole perturbed source matrix, every row mapped by its ``scale`` (float32 CSR)."""
+    src = plan.source
+    A = _mapped_csr(src, scale, kind, plan.columns)
+    B = _stack_columns(
+        plan, add_shift, base, scale, kind, np.ones(plan.columns.size, dtype=bool), plan.columns,
+        src.shape[1],
+    )
+    out = (A + B).tocsr().astype(np.float32)
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
 def _features_record(adata: Any, features_key: str) -> dict[str, Any] | None:
     if not isinstance(features_key, str) or not features_key:
         raise CellinaTypeError(f"`features_key` must be a non-empty string, got {features_key!r}.")
@@ -350,7 +371,7 @@ def _check_representation(plan: _Plan, add_shift: bool, record: dict[str, Any] |
     if add_shift and transform == "identity":
         warnings.warn(
             f"add_shift=True adds log-fold changes to log-normalised values, but "
-            f"{plan.source_name} looks like RAW COUNTS. Run sc.pp.normalize_total and "
+            f"{plan.source_name} looks like raw counts. Run sc.pp.normalize_total and "
             "sc.pp.log1p first, or use add_shift=False with counts.",
             UserWarning,
             stacklevel=3,
@@ -386,6 +407,91 @@ def _common_checks(adata: Any, renormalize: Any, add_shift: Any, key: Any, keyna
     return renormalize, add_shift
 
 
+def _output_positions(adata: Any, record: dict[str, Any] | None, features_key: str) -> np.ndarray:
+    """Gene positions of the perturbed niche features: the record's genes, else all."""
+    if record is None:
+        return np.arange(adata.n_vars)
+    positions = adata.var_names.get_indexer([str(g) for g in record["genes"]])
+    if (positions < 0).any():
+        raise CellinaKeyError(
+            f"The niche-feature record {features_key!r} names genes missing from "
+            f"adata.var_names: {_show(np.asarray(record['genes'])[positions < 0])}."
+        )
+    if int(record.get("n_vars", adata.n_vars)) != adata.n_vars:
+        raise ValueError(
+            f"The niche features {features_key!r} were computed on {record['n_vars']} genes "
+            f"but the AnnData now has {adata.n_vars}; recompute them first."
+        )
+    return positions
+
+
+def _niche_transform(
+    add_shift: bool, record: dict[str, Any] | None, features_key: str
+) -> tuple[str, float | None]:
+    """How perturbed values become niche features: shifted log values are used as they are."""
+    if add_shift:
+        return "identity", None
+    if record is not None:
+        return record["transform"], record["target_sum"]
+    warnings.warn(
+        f"No niche-feature record {features_key!r} in adata.uns['cellina']; the perturbed "
+        "counts are transformed with log1p(normalize_total(target_sum=1e4)).",
+        UserWarning,
+        stacklevel=3,
+    )
+    return "log1p_normalize_total", _DEFAULT_TARGET_SUM
+
+
+def _niche_map(
+    transform: str, target_sum: float | None, add_shift: bool, r: np.ndarray, new_total: np.ndarray
+) -> tuple[str, np.ndarray]:
+    """The per-row value map (kind, scale) from perturbed source values to niche values."""
+    if add_shift:
+        return "log_rescale", r
+    if transform == "log1p_normalize_total":
+        # log1p(t * r c / (r * new_total)) = log1p(t c / new_total): renormalising counts
+        # does not change normalised features.
+        scale = np.divide(float(target_sum), new_total, out=np.zeros_like(new_total), where=new_total > 0)
+        return "log1p_scale", scale
+    if transform == "log1p":
+        return "log1p_scale", r
+    return "scale", r
+
+
+def _perturbed_niche(
+    plan: _Plan, W: sp.csr_matrix, positions: np.ndarray, add_shift: bool, base: float,
+    scale: np.ndarray, kind: str,
+) -> np.ndarray:
+    """``D^-1 W (A + B)`` over the output genes, never holding B for all cells at once."""
+    src = plan.source
+    all_genes = positions.size == src.shape[1] and np.array_equal(positions, np.arange(src.shape[1]))
+    sel = src if all_genes else src[:, positions].tocsr()
+    if not sel.has_canonical_format:
+        sel.sum_duplicates()
+    # positions of perturbed genes among the output genes
+    out_of = pd.Index(positions).get_indexer(plan.columns)
+    in_out = out_of >= 0
+    A = _mapped_csr(sel, scale, kind, out_of[in_out])
+
+    W32 = W.astype(np.float32, copy=False)
+    degree = np.asarray(W32.sum(axis=1), dtype=np.float64).ravel()
+    inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
+    phi = np.zeros((W.shape[0], sel.shape[1]), dtype=np.float32)
+    _sparse_product_into(W32, A, phi)
+    del A
+    # The perturbed columns are added one slab of sender cells at a time, through the
+    # matching columns of W, so they never exist for all cells at once.
+    n = W.shape[0]
+    for a in range(0, n, _SENDER_SLAB):
+        b = min(a + _SENDER_SLAB, n)
+        B = _stack_columns(
+            plan, add_shift, base, scale, kind, in_out, out_of[in_out], sel.shape[1], a, b
+        )
+        _sparse_product_into(W32[:, a:b].tocsr(), B, phi)
+    phi *= inv.astype(np.float32)[:, None]
+    return phi
+
+
 def make_neighbor_perturbation(
     adata: Any,
     perturbations: Any,
@@ -400,6 +506,7 @@ def make_neighbor_perturbation(
     random_state: Any = 0,
     *,
     features_key: str = "spatial_x",
+    layer_key: str | None = None,
 ) -> None:
     """Shift the expression of sender cells and rebuild the niche features.
 
@@ -446,6 +553,10 @@ def make_neighbor_perturbation(
         written by :func:`compute_spatial_features`) fixes the genes of the output and,
         for counts, the transform into the niche representation. Without a record all
         genes are used and counts are transformed with log1p(normalize_total(1e4)).
+    layer_key
+        If given, the perturbed sender matrix itself (in the space of ``layer``, after
+        ``renormalize``, as :func:`make_perturbed_expression` writes it) is also stored in
+        ``adata.layers[layer_key]``, as the published Cellina does. None writes no layer.
 
     Notes
     -----
@@ -460,86 +571,32 @@ def make_neighbor_perturbation(
         Unknown groups, no known gene, non-finite shifts, missing keys, bad parameters.
     """
     renormalize, add_shift = _common_checks(adata, renormalize, add_shift, obsm_key_out, "obsm_key_out")
+    if layer_key is not None and (not isinstance(layer_key, str) or not layer_key):
+        raise CellinaTypeError(f"`layer_key` must be a non-empty string or None, got {layer_key!r}.")
     W = check_connectivities(adata, connectivity_key)
     record = _features_record(adata, features_key)
     plan = _plan(adata, perturbations, groupby, layer, base, add_shift, perturb_fraction, random_state)
     _check_representation(plan, add_shift, record)
-
-    if record is not None:
-        positions = adata.var_names.get_indexer([str(g) for g in record["genes"]])
-        if (positions < 0).any():
-            raise CellinaKeyError(
-                f"The niche-feature record {features_key!r} names genes missing from "
-                f"adata.var_names: {_show(np.asarray(record['genes'])[positions < 0])}."
-            )
-        if int(record.get("n_vars", adata.n_vars)) != adata.n_vars:
-            raise ValueError(
-                f"The niche features {features_key!r} were computed on {record['n_vars']} genes "
-                f"but the AnnData now has {adata.n_vars}; recompute them first."
-            )
-    else:
-        positions = np.arange(adata.n_vars)
-    if add_shift:
-        transform, target_sum = "identity", None  # the shifted values are the representation
-    elif record is not None:
-        transform, target_sum = record["transform"], record["target_sum"]
-    else:
-        transform, target_sum = "log1p_normalize_total", _DEFAULT_TARGET_SUM
-        warnings.warn(
-            f"No niche-feature record {features_key!r} in adata.uns['cellina']; the perturbed "
-            "counts are transformed with log1p(normalize_total(target_sum=1e4)).",
-            UserWarning,
-            stacklevel=2,
-        )
+    positions = _output_positions(adata, record, features_key)
+    transform, target_sum = _niche_transform(add_shift, record, features_key)
 
     old_total, new_total = _row_totals(plan, add_shift, base)
     r = _ratio(old_total, new_total) if renormalize else np.ones_like(old_total)
-    if add_shift:
-        kind, scale = "log_rescale", r
-    elif transform == "log1p_normalize_total":
-        # log1p(t * r c / (r * new_total)) = log1p(t c / new_total): renormalising counts
-        # does not change normalised features.
-        kind = "log1p_scale"
-        scale = np.divide(float(target_sum), new_total, out=np.zeros_like(new_total), where=new_total > 0)
-    elif transform == "log1p":
-        kind, scale = "log1p_scale", r
-    else:
-        kind, scale = "scale", r
-
-    src = plan.source
-    all_genes = positions.size == src.shape[1] and np.array_equal(positions, np.arange(src.shape[1]))
-    sel = src if all_genes else src[:, positions].tocsr()
-    if not sel.has_canonical_format:
-        sel.sum_duplicates()
-    # positions of perturbed genes among the output genes
-    out_of = pd.Index(positions).get_indexer(plan.columns)
-    in_out = out_of >= 0
-    A = _mapped_csr(sel, scale, kind, out_of[in_out])
-
-    W32 = W.astype(np.float32, copy=False)
-    degree = np.asarray(W32.sum(axis=1), dtype=np.float64).ravel()
-    inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
-    phi = np.zeros((adata.n_obs, sel.shape[1]), dtype=np.float32)
-    _sparse_product_into(W32, A, phi)
-    del A
-    # The perturbed columns are added one slab of sender cells at a time, through the
-    # matching columns of W, so they never exist for all cells at once.
-    n = adata.n_obs
-    for a in range(0, n, _SENDER_SLAB):
-        b = min(a + _SENDER_SLAB, n)
-        B = _stack_columns(
-            plan, add_shift, base, scale, kind, in_out, out_of[in_out], sel.shape[1], a, b
-        )
-        _sparse_product_into(W32[:, a:b].tocsr(), B, phi)
-    phi *= inv.astype(np.float32)[:, None]
+    kind, scale = _niche_map(transform, target_sum, add_shift, r, new_total)
+    phi = _perturbed_niche(plan, W, positions, add_shift, base, scale, kind)
 
     adata.obsm[obsm_key_out] = phi
+    if layer_key is not None:
+        adata.layers[layer_key] = _perturbed_matrix(
+            plan, add_shift, base, r, "log_rescale" if add_shift else "scale"
+        )
     cellina_uns = adata.uns.setdefault("cellina", {})
     cellina_uns.setdefault("neighbor_perturbation", {})[obsm_key_out] = {
         "perturbations": plan.record,
         "groupby": groupby,
         "connectivity_key": connectivity_key,
         "layer": layer,
+        "layer_key": layer_key,
         "features_key": features_key,
         "transform": transform,
         "target_sum": target_sum,
@@ -587,16 +644,7 @@ def make_perturbed_expression(
     old_total, new_total = _row_totals(plan, add_shift, base)
     r = _ratio(old_total, new_total) if renormalize else np.ones_like(old_total)
     kind = "log_rescale" if add_shift else "scale"
-    src = plan.source
-    A = _mapped_csr(src, r, kind, plan.columns)
-    B = _stack_columns(
-        plan, add_shift, base, r, kind, np.ones(plan.columns.size, dtype=bool), plan.columns,
-        src.shape[1],
-    )
-    out = (A + B).tocsr().astype(np.float32)
-    out.eliminate_zeros()
-    out.sort_indices()
-    adata.layers[layer_key] = out
+    adata.layers[layer_key] = _perturbed_matrix(plan, add_shift, base, r, kind)
     cellina_uns = adata.uns.setdefault("cellina", {})
     cellina_uns.setdefault("perturbed_expression", {})[layer_key] = {
         "perturbations": plan.record,
@@ -609,3 +657,81 @@ def make_perturbed_expression(
         "random_state": random_state if isinstance(random_state, numbers.Integral) else None,
         "perturbed_cells": plan.perturbed_cells,
     }
+
+
+def _matrix_as_anndata(X: Any, var_idx: Mapping[str, int], groupby: str | None, labels: Any) -> Any:
+    """Wrap a bare matrix so the AnnData-level perturbation plan can run on it.
+
+    Columns that ``var_idx`` does not name get placeholder names no perturbation can hit.
+    """
+    from anndata import AnnData
+
+    n_obs, n_vars = X.shape
+    names = np.array([f"<unnamed column {j}>" for j in range(n_vars)], dtype=object)
+    for gene, column in var_idx.items():
+        if isinstance(column, (bool, np.bool_)) or not isinstance(column, numbers.Integral):
+            raise CellinaTypeError(f"var_idx[{gene!r}] must be a column position, got {column!r}.")
+        if not 0 <= int(column) < n_vars:
+            raise ValueError(f"var_idx[{gene!r}] = {column} is outside [0, {n_vars}).")
+        names[int(column)] = str(gene)
+    obs = pd.DataFrame(index=[str(i) for i in range(n_obs)])
+    if groupby is not None:
+        if labels is None or len(labels) != n_obs:
+            raise ValueError(f"With groupby={groupby!r}, `labels` must hold one group per row of X.")
+        obs[groupby] = np.asarray(labels)
+    return AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(names.astype(str))))
+
+
+def _node_perturbation(
+    X: Any,
+    var_idx: Mapping[str, int],
+    perturbations: Any,
+    groupby: str | None = None,
+    labels: Any = None,
+    base: float = np.e,
+    add_shift: bool = False,
+    renormalize: bool = False,
+    perturb_fraction: float = 1.0,
+    random_state: Any = 0,
+) -> sp.csr_matrix:
+    """Shift the expression of a bare cells x genes matrix (the published Cellina's helper).
+
+    The same shift as :func:`make_perturbed_expression`, on a matrix instead of an
+    AnnData: ``add_shift=True`` adds the value (in log-``base`` units) to the entry,
+    ``add_shift=False`` maps ``x -> (x + 1) * base**value - 1``; both clip at 0.
+
+    Parameters
+    ----------
+    X
+        Cells x genes matrix (dense or sparse); never modified.
+    var_idx
+        ``{gene name: column position}`` naming the columns of ``X``.
+    perturbations, groupby, base, add_shift, perturb_fraction, random_state
+        As in :func:`make_neighbor_perturbation`; ``perturb_fraction`` may also be 0
+        (nothing is perturbed).
+    labels
+        With ``groupby``, the group of every row of ``X``.
+    renormalize
+        Rescale every perturbed row back to its plain row sum, in both shift modes (as
+        published; :func:`make_neighbor_perturbation` restores log-normalised rows in
+        ``expm1`` space instead).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        float32 perturbed matrix.
+    """
+    if isinstance(perturb_fraction, (bool, np.bool_)) or not isinstance(perturb_fraction, numbers.Real):
+        raise CellinaTypeError(f"`perturb_fraction` must be a number in [0, 1], got {perturb_fraction!r}.")
+    if not 0.0 <= float(perturb_fraction) <= 1.0:
+        raise ValueError(f"`perturb_fraction` must be in [0, 1], got {perturb_fraction!r}.")
+    renormalize = check_bool("renormalize", renormalize)
+    add_shift = check_bool("add_shift", add_shift)
+    source = _canonical_csr(X, "X")
+    if float(perturb_fraction) == 0.0:
+        return source.astype(np.float32, copy=True)
+    proxy = _matrix_as_anndata(source, var_idx, groupby, labels)
+    plan = _plan(proxy, perturbations, groupby, None, base, add_shift, perturb_fraction, random_state)
+    old_total, new_total = _row_totals(plan, add_shift, base, log_space=False)
+    r = _ratio(old_total, new_total) if renormalize else np.ones_like(old_total)
+    return _perturbed_matrix(plan, add_shift, base, r, "scale")

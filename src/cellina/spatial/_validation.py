@@ -21,6 +21,7 @@ __all__ = [
     "check_int",
     "check_nonempty",
     "check_obs_key",
+    "check_positions",
     "check_positive_finite",
     "check_test_indices",
     "get_coordinates",
@@ -179,20 +180,37 @@ def check_test_indices(test_indices: Any, n_obs: int) -> np.ndarray:
                 f"`test_indices` is a boolean mask of length {arr.size}, expected n_obs={n_obs}."
             )
         return np.flatnonzero(arr).astype(np.int64)
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.dtype.kind not in "iu":
+    if arr.size and arr.dtype.kind not in "iu":
         raise CellinaTypeError(
             f"`test_indices` must hold integer positions or be a boolean mask, got dtype "
             f"{arr.dtype} (e.g. {_show(arr[:3])})."
         )
+    return np.unique(check_positions(arr, n_obs, "test_indices"))
+
+
+def check_positions(values: Any, n_obs: int, name: str) -> np.ndarray:
+    """Return cell positions as a 1-D int64 array, order and repeats kept.
+
+    Boolean masks are refused: a mask silently read as the positions 0 and 1 would pick
+    the wrong cells. Negative positions are refused rather than wrapped, for the same
+    reason.
+    """
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise CellinaTypeError(
+            f"`{name}` must be a 1-D integer array of cell positions, got "
+            f"{'a boolean mask' if arr.dtype.kind == 'b' else f'dtype {arr.dtype}'} "
+            f"of shape {arr.shape}."
+        )
     out_of_range = (arr < 0) | (arr >= n_obs)
     if out_of_range.any():
         raise ValueError(
-            f"`test_indices` has {int(out_of_range.sum())} position(s) outside [0, {n_obs}): "
+            f"`{name}` has {int(out_of_range.sum())} position(s) outside [0, {n_obs}): "
             f"{_show(arr[out_of_range])}."
         )
-    return np.unique(arr.astype(np.int64))
+    return arr.astype(np.int64)
 
 
 def get_matrix(adata: Any, layer: str | None) -> Any:
