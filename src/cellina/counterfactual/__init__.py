@@ -4,19 +4,25 @@ from ._donors import sample_anchors, sample_donors
 from ._pools import cluster_pool, observed_neighbour_pool, select_cells
 from ._edge import (
     anchor_niche_features,
+    masked_rows,
     pooled_niche_features,
     rewired_niche_features,
     spatial_features_record,
+    usable_anchors,
 )
+from ._adata import make_counterfactual_adata
 
 __all__ = [
     "cluster_pool",
     "observed_neighbour_pool",
     "select_cells",
     "anchor_niche_features",
+    "make_counterfactual_adata",
+    "masked_rows",
     "pooled_niche_features",
     "rewired_niche_features",
     "sample_anchors",
     "sample_donors",
     "spatial_features_record",
+    "usable_anchors",
 ]

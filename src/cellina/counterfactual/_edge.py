@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from cellina.spatial import aggregate_neighbours, expression_representation
+from cellina.spatial import aggregate_neighbours, check_positions, expression_representation
 
 from ._donors import sample_anchors, sample_donors
 
@@ -82,17 +83,116 @@ def pooled_niche_features(
     return aggregate_neighbours(W, Xrep)
 
 
+def masked_rows(
+    graph: Any,
+    rows: np.ndarray,
+    exclude: np.ndarray | None = None,
+    drop: np.ndarray | None = None,
+) -> sp.csr_matrix:
+    """``graph[rows]`` without the columns in ``exclude`` and, row by row, without ``drop[i]``.
+
+    Edges keep their order within a row, so aggregating the result adds the same numbers
+    in the same order as aggregating a graph whose excluded columns were zeroed: the
+    features come out bit for bit the same.
+
+    Parameters
+    ----------
+    graph
+        ``n_obs x n_obs`` connectivities.
+    rows
+        Positions of the cells whose neighbourhoods are wanted (repeats allowed).
+    exclude
+        Positions of cells that must be nobody's neighbour here.
+    drop
+        One position per row, removed from that row only (the focal cell itself).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(len(rows), n_obs)``.
+    """
+    sub = sp.csr_matrix(graph)[np.asarray(rows, dtype=np.int64)]
+    row_of = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
+    keep = np.ones(sub.nnz, dtype=bool)
+    if exclude is not None and len(exclude):
+        excluded = np.zeros(sub.shape[1], dtype=bool)
+        excluded[np.asarray(exclude, dtype=np.int64)] = True
+        keep &= ~excluded[sub.indices]
+    if drop is not None:
+        keep &= sub.indices != np.asarray(drop, dtype=np.int64)[row_of]
+    if keep.all():
+        return sub
+    lengths = np.bincount(row_of[keep], minlength=sub.shape[0])
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(sub.indptr.dtype)
+    return sp.csr_matrix((sub.data[keep], sub.indices[keep], indptr), shape=sub.shape)
+
+
+def usable_anchors(
+    graph: Any, anchors: np.ndarray, exclude: np.ndarray | None, where: str, stacklevel: int = 3
+) -> np.ndarray:
+    """Which anchors still have a neighbour once ``exclude`` is removed from the graph.
+
+    An anchor whose every neighbour is excluded (in the held-out protocol: all of the
+    held-out type, hence "homotypic") would hand its focal cells an empty niche, i.e.
+    zeros the model never saw in training. Such anchors are reported and left out.
+
+    Parameters
+    ----------
+    graph
+        ``n_obs x n_obs`` connectivities the anchors' niches are rebuilt from.
+    anchors
+        Anchor positions.
+    exclude
+        Positions that are nobody's neighbour (None: none).
+    where
+        How to name the graph in messages, e.g. ``"adata.obsp['spatial_connectivities']"``.
+    stacklevel
+        Passed to ``warnings.warn``: which caller the warning points at.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask over ``anchors``.
+
+    Raises
+    ------
+    ValueError
+        If no anchor is given, or none has a neighbour left.
+    """
+    anchors = np.asarray(anchors, dtype=np.int64)
+    if anchors.size == 0:
+        raise ValueError("Anchor mode needs at least one anchor; neighbour_indices is empty.")
+    degree = np.asarray(masked_rows(graph, anchors, exclude).sum(axis=1), dtype=np.float64).ravel()
+    kept = degree > 0
+    if not kept.any():
+        raise ValueError(
+            f"All anchors are homotypic: none of the {anchors.size} anchors has a neighbour "
+            f"left in {where} once the excluded cells are removed, so no niche can be rebuilt. "
+            "Choose anchors elsewhere in the tissue or exclude fewer cells."
+        )
+    if not kept.all():
+        warnings.warn(
+            f"{int((~kept).sum())} of {anchors.size} anchors are homotypic: they have no "
+            f"neighbour left in {where} once the excluded cells are removed, and are never drawn.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+    return kept
+
+
 def anchor_niche_features(
     counts: Any,
     graph: Any,
     anchors: np.ndarray,
     focal: np.ndarray,
     record: Mapping[str, Any],
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
     """Niche features of focal cells that inherit the neighbourhood of an anchor cell.
 
     Row ``i`` is ``D^-1 W X`` over the anchor's neighbours in ``graph`` (its kernel
-    weights), leaving out focal cell ``i`` should it be one of them.
+    weights), leaving out focal cell ``i`` should it be one of them and every cell in
+    ``exclude``, so that held-out cells never enter a prediction made for them.
 
     Parameters
     ----------
@@ -104,21 +204,49 @@ def anchor_niche_features(
         ``(n_focal,)`` positions.
     record
         Spatial-features provenance record.
+    exclude
+        Positions of cells removed from every anchor's neighbourhood (None: none).
 
     Returns
     -------
     numpy.ndarray
-        Dense float32 ``(n_focal, len(record["genes"]))``.
+        Dense float32 ``(n_focal, len(record["genes"]))``. A row whose neighbourhood is
+        left empty is zeros, with a :class:`UserWarning` saying how many.
     """
-    Wa = sp.csr_matrix(graph)[np.asarray(anchors, dtype=np.int64)].tocoo()
-    keep = Wa.col != np.asarray(focal, dtype=np.int64)[Wa.row]
-    row, col, val = Wa.row[keep], Wa.col[keep], Wa.data[keep]
-    uniq, inv = np.unique(col, return_inverse=True)
-    W = sp.csr_matrix((val.astype(np.float32), (row, inv)), shape=(len(anchors), uniq.size))
+    W = masked_rows(graph, anchors, exclude, drop=focal)
+    empty = int((np.diff(W.indptr) == 0).sum())
+    if empty:
+        warnings.warn(
+            f"{empty} focal cell(s) got an empty niche: their anchor's only neighbours left "
+            "were the focal cell itself or excluded cells. Their niche features are zeros.",
+            UserWarning,
+            stacklevel=2,
+        )
+    uniq, inv = np.unique(W.indices, return_inverse=True)
     if uniq.size == 0:
         return np.zeros((len(anchors), len(record["genes"])), dtype=np.float32)
+    Wc = sp.csr_matrix((W.data.astype(np.float32), inv, W.indptr), shape=(len(anchors), uniq.size))
     Xrep = expression_representation(_rows(counts, uniq), record)
-    return aggregate_neighbours(W, Xrep)
+    return aggregate_neighbours(Wc, Xrep)
+
+
+def _anchor_draw(
+    adata: Any, counts: Any, focal: np.ndarray, pool: np.ndarray, record: Mapping[str, Any],
+    rng: np.random.Generator, connectivity_key: str, exclude: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    if connectivity_key not in adata.obsp:
+        raise ValueError(
+            f"Anchor mode (precomputed=True) needs the unmasked graph in "
+            f"adata.obsp[{connectivity_key!r}], which is missing; build it with "
+            "spatial_neighbors(..., inplace=False) or pass connectivity_key=..."
+        )
+    graph = adata.obsp[connectivity_key]
+    kept = usable_anchors(graph, pool, exclude, f"adata.obsp[{connectivity_key!r}]", stacklevel=4)
+    # Homotypic anchors leave the pool before the draw, so no focal cell draws an empty
+    # niche; with every anchor usable the pool (and so the draw) is exactly as given.
+    anchors = sample_anchors(focal, pool if kept.all() else np.asarray(pool)[kept], rng)
+    phi = anchor_niche_features(counts, graph, anchors, focal, record, exclude)
+    return phi, anchors
 
 
 def rewired_niche_features(
@@ -131,6 +259,7 @@ def rewired_niche_features(
     precomputed: bool = False,
     n_neighbours: int = 50,
     connectivity_key: str = "spatial_connectivities_orig",
+    exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One draw of rewired niche features for ``focal`` cells.
 
@@ -154,23 +283,35 @@ def rewired_niche_features(
         Donors per focal cell (pooled mode).
     connectivity_key
         ``obsp`` key of the unmasked graph (anchor mode).
+    exclude
+        Positions of cells that must not shape any rebuilt niche (e.g. the held-out
+        cells): in anchor mode they are removed from every anchor's neighbourhood, and
+        anchors left without neighbours are dropped from the pool before the draw with a
+        :class:`UserWarning`; in pooled mode they are removed from the donor pool. None
+        changes nothing.
 
     Returns
     -------
     tuple of numpy.ndarray
         ``phi`` ``(n_focal, n_features)`` and the draw: donors ``(n_focal, k)`` or anchors
         ``(n_focal,)``.
+
+    Raises
+    ------
+    ValueError
+        Missing graph or record, positions outside the AnnData, no usable anchor, or a
+        donor pool emptied by ``exclude``.
     """
     record = spatial_features_record(adata, obsm_key)
+    if exclude is not None:
+        exclude = check_positions(exclude, adata.n_obs, "exclude")
     if precomputed:
-        if connectivity_key not in adata.obsp:
+        return _anchor_draw(adata, counts, focal, pool, record, rng, connectivity_key, exclude)
+    if exclude is not None and exclude.size:
+        pool = np.setdiff1d(np.asarray(pool, dtype=np.int64), exclude)
+        if pool.size == 0:
             raise ValueError(
-                f"Anchor mode (precomputed=True) needs the unmasked graph in "
-                f"adata.obsp[{connectivity_key!r}], which is missing; build it with "
-                "spatial_neighbors(..., inplace=False) or pass connectivity_key=..."
+                "Every cell of the donor pool (neighbour_indices) is excluded; no donors are left."
             )
-        anchors = sample_anchors(focal, pool, rng)
-        phi = anchor_niche_features(counts, adata.obsp[connectivity_key], anchors, focal, record)
-        return phi, anchors
     donors = sample_donors(focal, pool, n_neighbours, rng)
     return pooled_niche_features(counts, donors, record), donors

@@ -6,10 +6,11 @@ from ._features import (
     compute_spatial_features,
     detect_representation,
     expression_representation,
+    representation_matrix,
 )
 from ._graph import KERNELS, spatial_neighbors
-from ._perturb import make_neighbor_perturbation, make_perturbed_expression
-from ._validation import CellinaKeyError, CellinaTypeError
+from ._perturb import _node_perturbation, make_neighbor_perturbation, make_perturbed_expression
+from ._validation import CellinaKeyError, CellinaTypeError, check_positions
 
 __all__ = [
     "KERNELS",
@@ -17,10 +18,12 @@ __all__ = [
     "CellinaKeyError",
     "CellinaTypeError",
     "aggregate_neighbours",
+    "check_positions",
     "compute_spatial_features",
     "detect_representation",
     "expression_representation",
     "make_neighbor_perturbation",
     "make_perturbed_expression",
+    "representation_matrix",
     "spatial_neighbors",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "detect_representation",
     "expression_representation",
     "looks_like_raw_counts",
+    "representation_matrix",
     "warn_raw_counts",
 ]
 
@@ -68,7 +69,9 @@ def _expm1_row_sums(matrix: Any) -> np.ndarray:
     for a, b in _row_blocks(n_rows, n_cols):
         if is_sparse:
             block = csr[a:b]
-            out[a:b] = np.asarray(block.expm1().sum(axis=1), dtype=np.float64).ravel()
+            # float64 first: expm1 of a float32 value above ~88 (raw counts) overflows
+            block = block.astype(np.float64).expm1()
+            out[a:b] = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
         else:
             out[a:b] = np.expm1(np.asarray(matrix[a:b], dtype=np.float64)).sum(axis=1)
     return out
@@ -260,6 +263,21 @@ def _select_columns(X: sp.csr_matrix, positions: np.ndarray) -> sp.csr_matrix:
         out = out.copy() if out is X else out
         out.sort_indices()
     return out
+
+
+def representation_matrix(adata: Any, layer: str | None = None, stacklevel: int = 2) -> sp.csr_matrix:
+    """``adata.X`` or ``adata.layers[layer]`` as the float32 CSR matrix niche features average.
+
+    The conversion is the one :func:`compute_spatial_features` makes, so features
+    aggregated from it match stored ones bit for bit. Warns when the matrix looks like raw
+    counts: averaging them instead of log-normalised values is a silent mismatch
+    (``stacklevel`` counts from the caller of this function, as in ``warnings.warn``).
+    """
+    source = get_matrix(adata, layer)
+    name = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
+    if looks_like_raw_counts(source):
+        warn_raw_counts(name, stacklevel=stacklevel + 1)
+    return _select_columns(_as_csr(source, name), np.arange(source.shape[1], dtype=np.int64))
 
 
 _SPMM_KERNEL: Any = None
