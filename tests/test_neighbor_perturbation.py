@@ -13,7 +13,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from cellina import make_neighbor_perturbation
-from cellina._spatial_utils import compute_spatial_features, spatial_neighbors
+from cellina._spatial_utils import _node_perturbation, compute_spatial_features, spatial_neighbors
 from cellina.spatial import (
     CellinaKeyError,
     aggregate_neighbours,
@@ -353,3 +353,79 @@ def test_unlabelled_cells_are_not_senders():
     expected = np.flatnonzero(adata.obs["coarse_type"].to_numpy() == "T_cell")
     np.testing.assert_array_equal(cells, expected)
     assert np.all(cells >= 20)
+
+
+# ------------------------------------------------------------------ published extras
+@pytest.mark.parametrize(("add_shift", "layer"), [(True, None), (False, "counts")])
+def test_layer_key_stores_the_perturbed_sender_matrix(add_shift, layer):
+    adata = _tissue()
+    shifts = _logfc_series_dict(adata)
+    kwargs = dict(
+        groupby="coarse_type", layer=layer, add_shift=add_shift, renormalize=True,
+        perturb_fraction=0.5, random_state=3,
+    )
+    layers_before = sorted(adata.layers.keys())
+    make_neighbor_perturbation(adata, shifts, obsm_key_out="plain", **kwargs)
+    assert sorted(adata.layers.keys()) == layers_before  # no layer_key, no layer
+    make_neighbor_perturbation(adata, shifts, layer_key="senders", **kwargs)
+
+    record = adata.uns["cellina"]["neighbor_perturbation"]["spatial_x_cf"]
+    assert record["layer_key"] == "senders"
+    table = _shift_table(adata, shifts, "coarse_type", np.e, add_shift)
+    table[~np.isin(np.arange(adata.n_obs), record["perturbed_cells"])] = 0
+    source = (adata.X if layer is None else adata.layers[layer]).toarray()
+    expected = _reference_source(source, table, add_shift, np.e, True)
+    senders = adata.layers["senders"]
+    assert sp.issparse(senders) and senders.dtype == np.float32
+    np.testing.assert_allclose(senders.toarray(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(adata.obsm["spatial_x_cf"], adata.obsm["plain"])
+    if add_shift:  # shifted log values are the niche representation itself
+        ref = _dense_phi(adata.obsp["spatial_connectivities"], expected)
+        np.testing.assert_allclose(adata.obsm["spatial_x_cf"], ref, rtol=1e-4, atol=1e-5)
+    make_perturbed_expression(adata, shifts, layer_key="direct", **kwargs)
+    assert (adata.layers["direct"] != senders).nnz == 0
+
+
+def test_node_perturbation_of_a_bare_matrix_matches_the_formula():
+    rng = np.random.default_rng(5)
+    X = rng.random((40, 6)).astype(np.float32)
+    X[X < 0.3] = 0
+    before = X.copy()
+    names = {f"g{j}": j for j in range(6)}
+    shifts = {"g0": 2.0, "g4": -1.0}
+    v = np.array([2.0, 0, 0, 0, -1.0, 0])
+    add = _node_perturbation(sp.csr_matrix(X), names, shifts, add_shift=True)
+    mult = _node_perturbation(X, names, shifts, add_shift=False)
+    assert sp.issparse(add) and add.dtype == np.float32
+    np.testing.assert_allclose(add.toarray(), np.where(v != 0, np.maximum(X + v, 0), X), rtol=1e-6)
+    expected = np.where(v != 0, np.maximum((X + 1) * np.exp(v) - 1, 0), X)
+    np.testing.assert_allclose(mult.toarray(), expected, rtol=1e-5, atol=1e-6)
+    for add_shift in (True, False):
+        out = _node_perturbation(X, names, shifts, add_shift=add_shift, renormalize=True)
+        # renormalised to the plain row sums in both modes, as published
+        np.testing.assert_allclose(np.asarray(out.sum(1)).ravel(), X.sum(1), rtol=1e-5)
+    np.testing.assert_array_equal(X, before)
+
+
+def test_node_perturbation_fraction_and_groups():
+    rng = np.random.default_rng(6)
+    X = rng.random((60, 4)).astype(np.float32) + 0.1
+    names = {"a": 0, "b": 1, "c": 2, "d": 3}
+
+    def changed(**kw):
+        out = _node_perturbation(X, names, {"b": 1.0}, add_shift=True, **kw).toarray()
+        return np.flatnonzero((out != X).any(axis=1))
+
+    assert changed(perturb_fraction=0.0).size == 0
+    half = changed(perturb_fraction=0.5, random_state=2)
+    assert half.size == 30
+    np.testing.assert_array_equal(half, changed(perturb_fraction=0.5, random_state=2))
+    assert not np.array_equal(half, changed(perturb_fraction=0.5, random_state=3))
+    for bad in (-0.1, 1.1):
+        with pytest.raises(ValueError, match="perturb_fraction"):
+            _node_perturbation(X, names, {"b": 1.0}, perturb_fraction=bad)
+    labels = np.where(np.arange(60) < 20, "T", "B")
+    grouped = _node_perturbation(X, names, {"T": {"a": 1.0}}, groupby="type", labels=labels, add_shift=True)
+    np.testing.assert_array_equal(np.flatnonzero((grouped.toarray() != X).any(axis=1)), np.arange(20))
+    with pytest.raises(ValueError, match="outside"):
+        _node_perturbation(X, {"a": 9}, {"a": 1.0})

@@ -259,3 +259,27 @@ def test_compiled_and_scipy_products_agree():
     _sparse_product_into(W, adata.X, slow, use_numba=False)
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fast, 0.5 + W.toarray() @ adata.X.toarray(), rtol=1e-5, atol=1e-5)
+
+
+def test_neighbor_genes_is_the_published_name_of_genes():
+    adata = _lognorm_adata()
+    spatial_neighbors(adata, bandwidth=30.0, max_neighbours=15)
+    compute_spatial_features(adata, genes=["g3", "g1"], obsm_key="ours")
+    compute_spatial_features(adata, neighbor_genes=["g3", "g1"], obsm_key="published")
+    assert adata.obsm["published"].shape == (adata.n_obs, 2)
+    np.testing.assert_array_equal(adata.obsm["published"], adata.obsm["ours"])
+    assert list(adata.uns["cellina"]["spatial_features"]["published"]["genes"]) == ["g3", "g1"]
+    with pytest.raises(ValueError, match="not both"):
+        compute_spatial_features(adata, genes=["g1"], neighbor_genes=["g1"], obsm_key="both")
+    assert "both" not in adata.obsm
+
+
+def test_raw_counts_warning_uses_the_published_wording_and_only_for_counts():
+    adata = _counts_adata()
+    adata.layers["lognorm"] = _lognorm_adata().X
+    spatial_neighbors(adata, bandwidth=30.0, max_neighbours=15)
+    with pytest.warns(UserWarning, match="raw counts"):
+        compute_spatial_features(adata, obsm_key="from_counts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compute_spatial_features(adata, obsm_key="from_lognorm", layer="lognorm")

@@ -318,3 +318,15 @@ def _assert_unchanged(adata: ad.AnnData, before: ad.AnnData) -> None:
         else:
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     pd.testing.assert_frame_equal(adata.obs, before.obs)
+
+
+def test_published_keyword_calls():
+    """Every keyword the published package's calls use, with test_indices as a list."""
+    adata = _adata(n=150)
+    kw = dict(bandwidth=50.0, cutoff=0.1, max_neighbours=10, kernel="gaussian", spatial_key="spatial")
+    assert spatial_neighbors(adata, key_added="spatial", inplace=True, **kw) is None
+    W = adata.obsp["spatial_connectivities"]
+    assert sp.issparse(W) and W.shape == (150, 150) and W.nnz > 0
+    held = spatial_neighbors(adata, test_indices=[0, 1, 2], inplace=False, **kw)
+    assert held.shape == (150, 150)
+    assert held[[0, 1, 2]].nnz == 0 and held[:, [0, 1, 2]].nnz == 0 and held[3:].nnz > 0
