@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from cellina.spatial import aggregate_neighbours, check_positions, representation_matrix
+from cellina.spatial import CellinaKeyError, aggregate_neighbours, check_positions, representation_matrix
 from cellina.spatial._validation import check_connectivities, check_nonempty
 
 from ._donors import _unique_pool, sample_donors
@@ -79,7 +79,7 @@ def _anchor_features(
 def _check_anchor_width(adata: Any, spatial_column: str) -> None:
     """Anchor mode rebuilds features over every gene; a narrower stored matrix cannot match."""
     if spatial_column not in adata.obsm:
-        raise KeyError(
+        raise CellinaKeyError(
             f"spatial_column={spatial_column!r} is not in adata.obsm "
             f"(available: {sorted(adata.obsm.keys())})."
         )
@@ -91,6 +91,23 @@ def _check_anchor_width(adata: Any, spatial_column: str) -> None:
             "subset (neighbor_genes=...) or a reduced representation cannot be reproduced; "
             "recompute them over all genes, or use anchor_donors=False."
         )
+
+
+def _checked_cells(
+    adata: Any, indices: Any, neighbour_indices: Any, exclude_indices: Any, anchor_donors: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Focal, anchor-or-donor and excluded positions, checked against the AnnData."""
+    focal = check_positions(indices, adata.n_obs, "indices")
+    others = check_positions(neighbour_indices, adata.n_obs, "neighbour_indices")
+    if exclude_indices is None:
+        return focal, others, None
+    if not anchor_donors:
+        # silently ignoring it would leave the user believing the cells were excluded
+        raise ValueError(
+            "exclude_indices is only used when anchor_donors=True; in pooled mode leave "
+            "the excluded cells out of neighbour_indices instead."
+        )
+    return focal, others, check_positions(exclude_indices, adata.n_obs, "exclude_indices")
 
 
 def make_counterfactual_adata(
@@ -116,74 +133,60 @@ def make_counterfactual_adata(
     indices
         Positions of the focal cells (the rows of the result, in this order).
     neighbour_indices
-        Anchor mode: anchor cells. Pooled mode: the donor pool.
+        Anchor mode: the anchor cells. Pooled mode: the donor pool.
     spatial_column
         ``obsm`` key of the niche features; replaced in the result.
     anchor_donors
-        True: each focal cell draws one anchor (uniformly, with replacement, as
+        True: each focal cell draws one anchor, as
         ``np.random.default_rng(random_state).integers(0, n_anchors, n_focal)`` over the
-        usable anchors) and takes that anchor's niche, recomputed from
-        ``obsp[connectivity_key]`` without the cells in ``exclude_indices``; anchors left
-        with no neighbour are dropped with a :class:`UserWarning`. The focal cell itself
-        is not removed from its anchor's niche (as published): put it in
-        ``exclude_indices`` if it may neighbour an anchor. The source is not modified.
-        False: each focal cell's neighbours are replaced by donors from the pool (weight 1
-        each); the rewired graph is written to ``adata.obsp[cf_conn_key]`` of the source
-        (its other rows are the source graph's).
+        anchors that keep a neighbour (the others are dropped with a
+        :class:`UserWarning`), and takes its niche, recomputed from
+        ``obsp[connectivity_key]`` without ``exclude_indices``. As published, the focal
+        cell is not removed from its anchor's niche: exclude it if it may neighbour one.
+        The source is not modified. False: each focal cell's neighbours become donors
+        from the pool (weight 1 each); the rewired graph (other rows unchanged) is
+        written to the source's ``obsp[cf_conn_key]``.
     n_neighbors
-        Pooled mode: donors drawn per focal cell without replacement (never the cell
-        itself); None takes the whole pool.
+        Pooled mode: donors drawn per focal cell without replacement, never the cell
+        itself; None takes the whole pool.
     random_state
         Seed (or numpy Generator) of the draw.
     layer
-        Expression aggregated into niche features, as it is (None: ``adata.X``; a warning
-        is given when it looks like raw counts). It must be the representation
-        ``obsm[spatial_column]`` was built from.
+        Expression averaged as it is (None: ``adata.X``, with a warning when it looks like
+        raw counts); the representation ``obsm[spatial_column]`` was built from.
     connectivity_key
         ``obsp`` key of the graph (in the held-out protocol: the unmasked one).
     exclude_indices
         Anchor mode only: 1-D integer positions of cells that are nobody's neighbour
         (e.g. the held-out cells), so their expression never reaches the result.
     cf_conn_key, cf_obsm_key
-        Key of the rewired graph (pooled mode) and second ``obsm`` key of the result that
-        also holds the counterfactual features.
+        Key of the rewired graph (pooled mode); second ``obsm`` key of the result.
 
     Returns
     -------
     anndata.AnnData
-        Copy of ``adata[indices]`` with ``obsm[spatial_column]`` and ``obsm[cf_obsm_key]``
-        holding the counterfactual features (float32 CSR, cells x genes).
+        Copy of ``adata[indices]`` whose ``obsm[spatial_column]`` and
+        ``obsm[cf_obsm_key]`` hold the counterfactual features (float32 CSR).
 
     Raises
     ------
     ValueError
-        Positions that are not 1-D integers or lie outside the AnnData, no anchor, no
-        usable anchor, ``exclude_indices`` in pooled mode, stored features narrower than
-        the genes in anchor mode. A missing graph raises a :class:`KeyError` naming
-        ``connectivity_key``.
+        Bad positions, no usable anchor, ``exclude_indices`` in pooled mode, stored
+        features narrower than the genes (anchor mode); KeyError for a missing graph.
     """
     check_nonempty(adata)
-    focal = check_positions(indices, adata.n_obs, "indices")
-    others = check_positions(neighbour_indices, adata.n_obs, "neighbour_indices")
-    if exclude_indices is not None:
-        if not anchor_donors:
-            raise ValueError(
-                "exclude_indices is only used when anchor_donors=True; in pooled mode leave "
-                "the excluded cells out of neighbour_indices instead."
-            )
-        exclude_indices = check_positions(exclude_indices, adata.n_obs, "exclude_indices")
+    focal, others, exclude = _checked_cells(adata, indices, neighbour_indices, exclude_indices, anchor_donors)
     graph = check_connectivities(adata, connectivity_key)
     if anchor_donors:
         _check_anchor_width(adata, spatial_column)
-        Xrep = representation_matrix(adata, layer, stacklevel=3)
+    Xrep = representation_matrix(adata, layer, stacklevel=3)
+    if anchor_donors:
         where = f"adata.obsp[{connectivity_key!r}]"
-        phi = _anchor_features(Xrep, graph, others, focal.size, exclude_indices, random_state, where)
+        phi = _anchor_features(Xrep, graph, others, focal.size, exclude, random_state, where)
     else:
-        Xrep = representation_matrix(adata, layer, stacklevel=3)
         rows = _donor_rows(focal, others, n_neighbors, np.random.default_rng(random_state), adata.n_obs)
         phi = sp.csr_matrix(aggregate_neighbours(rows, Xrep), dtype=np.float32)
         adata.obsp[cf_conn_key] = _rewired_graph(graph, focal, rows)
     out = adata[focal].copy()
-    out.obsm[spatial_column] = phi
-    out.obsm[cf_obsm_key] = phi.copy()
+    out.obsm[spatial_column], out.obsm[cf_obsm_key] = phi, phi.copy()
     return out

@@ -364,6 +364,24 @@ def aggregate_neighbours(W: Any, Xrep: Any) -> np.ndarray:
     return out
 
 
+def _gene_positions(adata: Any, genes: Sequence[str] | str | None) -> np.ndarray:
+    """Positions of ``genes`` in ``adata.var_names`` (all genes for None), checked."""
+    if genes is None:
+        return np.arange(adata.n_vars, dtype=np.int64)
+    if isinstance(genes, str):
+        genes = [genes]
+    genes = [str(g) for g in genes]
+    if not genes:
+        raise ValueError("`genes` is empty; pass None to use all genes.")
+    positions = adata.var_names.get_indexer(genes)
+    if (positions < 0).any():
+        unknown = [g for g, p in zip(genes, positions) if p < 0]
+        raise CellinaKeyError(f"Unknown gene(s) in `genes` (not in adata.var_names): {_show(unknown)}.")
+    if len(set(genes)) != len(genes):
+        raise ValueError("`genes` has duplicated names.")
+    return positions.astype(np.int64)
+
+
 def compute_spatial_features(
     adata: Any,
     connectivity_key: str = "spatial_connectivities",
@@ -423,21 +441,7 @@ def compute_spatial_features(
     source = get_matrix(adata, layer)
     if source.shape[0] != adata.n_obs:
         raise ValueError(f"The expression matrix has {source.shape[0]} rows, not n_obs.")
-    if genes is None:
-        positions = np.arange(adata.n_vars, dtype=np.int64)
-    else:
-        if isinstance(genes, str):
-            genes = [genes]
-        genes = [str(g) for g in genes]
-        if not genes:
-            raise ValueError("`genes` is empty; pass None to use all genes.")
-        positions = adata.var_names.get_indexer(genes)
-        if (positions < 0).any():
-            unknown = [g for g, p in zip(genes, positions) if p < 0]
-            raise CellinaKeyError(f"Unknown gene(s) in `genes` (not in adata.var_names): {_show(unknown)}.")
-        if len(set(genes)) != len(genes):
-            raise ValueError("`genes` has duplicated names.")
-        positions = positions.astype(np.int64)
+    positions = _gene_positions(adata, genes)
     name = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
     transform, target_sum = detect_representation(source, name=name)
     record = {
