@@ -1,4 +1,4 @@
-"""Registry and output keys shared by the Cellina module, model and training plan."""
+"""Registry, module-output and metric keys shared by the Cellina module, model and plan."""
 
 from __future__ import annotations
 
@@ -13,15 +13,26 @@ class _CellinaRegistryKeys(NamedTuple):
 class _CellinaModuleKeys(NamedTuple):
     Z_KEY: str = "z"
     QZ_KEY: str = "qz"
+    QZM_KEY: str = "qzm"
+    QZV_KEY: str = "qzv"
     S_KEY: str = "s"
     QS_KEY: str = "qs"
+    QSM_KEY: str = "qsm"
+    QSV_KEY: str = "qsv"
+    SHIFTED_KEY: str = "shifted"
     QL_KEY: str = "ql"
     LIBRARY_KEY: str = "library"
+    CLASSIFIER_LOGITS_KEY: str = "classifier_logits"
+    DISCRIMINATOR_LOGITS_KEY: str = "discriminator_logits"
     PX_KEY: str = "px"
     PX_R_KEY: str = "px_r"
     PZ_KEY: str = "pz"
     PS_KEY: str = "ps"
     PL_KEY: str = "pl"
+    # per-cell KL terms in ``LossOutput.kl_local`` (the published names)
+    KL_Z: str = "kl_divergence_z"
+    KL_S: str = "kl_divergence_s"
+    KL_L: str = "kl_divergence_l"
 
 
 CELLINA_REGISTRY_KEYS = _CellinaRegistryKeys()
@@ -31,9 +42,14 @@ CELLINA_MODULE_KEYS = _CellinaModuleKeys()
 METRIC_VAE_LOSS = "vae_loss"
 METRIC_CLF_LOSS = "classifier_loss"
 METRIC_CLF_ACC = "classifier_accuracy"
-METRIC_ADV_LOSS = "adversarial_loss"
+METRIC_FOOL_LOSS = "fool_loss"
+METRIC_DOMCLF_LOSS = "domain_classifier_loss"
+METRIC_DOMCLF_ACC = "domain_classifier_accuracy"
 METRIC_DISC_LOSS = "discriminator_loss"
 METRIC_DISC_ACC = "discriminator_accuracy"
 METRIC_ALPHA_CLF = "alpha_classifier"
 METRIC_ALPHA_ADV = "alpha_adversarial"
+METRIC_ALPHA_DOMCLF = "alpha_domain_classifier"
 METRIC_KL_WEIGHT = "kl_weight"
+#: suffix of a head's unweighted loss (the weighted one has no suffix)
+RAW = "_raw"
