@@ -17,7 +17,10 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "compute_spatial_features": "cellina.spatial",
     "make_neighbor_perturbation": "cellina.spatial",
     "make_perturbed_expression": "cellina.spatial",
+    "make_counterfactual_adata": "cellina.counterfactual",
     "Cellina": "cellina.model",
+    "CellinaModule": "cellina.model",
+    "CellinaAdversarialTrainingPlan": "cellina.model",
 }
 _LAZY_SUBMODULES = ("datasets", "evaluation", "spatial", "model", "counterfactual")
 
@@ -25,7 +28,8 @@ __all__ = sorted([*_LAZY_ATTRIBUTES, *_LAZY_SUBMODULES, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover - for static analysers only
     from cellina import counterfactual, datasets, evaluation, model, spatial
-    from cellina.model import Cellina
+    from cellina.counterfactual import make_counterfactual_adata
+    from cellina.model import Cellina, CellinaAdversarialTrainingPlan, CellinaModule
     from cellina.spatial import (
         compute_spatial_features,
         make_neighbor_perturbation,

@@ -2,6 +2,7 @@
 
 from ._donors import sample_anchors, sample_donors
 from ._pools import cluster_pool, observed_neighbour_pool, select_cells
+from ._rewire import edge_counterfactual
 from ._edge import (
     anchor_niche_features,
     masked_rows,
@@ -14,6 +15,7 @@ from ._adata import make_counterfactual_adata
 
 __all__ = [
     "cluster_pool",
+    "edge_counterfactual",
     "observed_neighbour_pool",
     "select_cells",
     "anchor_niche_features",

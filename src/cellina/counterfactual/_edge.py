@@ -230,6 +230,14 @@ def anchor_niche_features(
     return aggregate_neighbours(Wc, Xrep)
 
 
+def default_anchor_graph(adata: Any, record: Mapping[str, Any]) -> str:
+    """The graph anchors' neighbourhoods come from when none is named: the unmasked graph kept
+    beside a held-out training graph, else the graph the niche features were computed on."""
+    if "spatial_connectivities_orig" in adata.obsp:
+        return "spatial_connectivities_orig"
+    return str(record.get("connectivity_key") or "spatial_connectivities")
+
+
 def _anchor_draw(
     adata: Any, counts: Any, focal: np.ndarray, pool: np.ndarray, record: Mapping[str, Any],
     rng: np.random.Generator, connectivity_key: str, exclude: np.ndarray | None,
@@ -258,8 +266,9 @@ def rewired_niche_features(
     rng: np.random.Generator,
     precomputed: bool = False,
     n_neighbours: int = 50,
-    connectivity_key: str = "spatial_connectivities_orig",
+    connectivity_key: str | None = "spatial_connectivities_orig",
     exclude: np.ndarray | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One draw of rewired niche features for ``focal`` cells.
 
@@ -282,13 +291,18 @@ def rewired_niche_features(
     n_neighbours
         Donors per focal cell (pooled mode).
     connectivity_key
-        ``obsp`` key of the unmasked graph (anchor mode).
+        ``obsp`` key of the unmasked graph (anchor mode); ``None``:
+        ``spatial_connectivities_orig`` when present, else the graph the niche features were
+        computed on.
     exclude
         Positions of cells that must not shape any rebuilt niche (e.g. the held-out
         cells): in anchor mode they are removed from every anchor's neighbourhood, and
         anchors left without neighbours are dropped from the pool before the draw with a
         :class:`UserWarning`; in pooled mode they are removed from the donor pool. None
         changes nothing.
+    record
+        How ``counts`` become the niche representation (default: the provenance record of
+        ``obsm[obsm_key]``).
 
     Returns
     -------
@@ -302,7 +316,10 @@ def rewired_niche_features(
         Missing graph or record, positions outside the AnnData, no usable anchor, or a
         donor pool emptied by ``exclude``.
     """
-    record = spatial_features_record(adata, obsm_key)
+    if record is None:
+        record = spatial_features_record(adata, obsm_key)
+    if connectivity_key is None:
+        connectivity_key = default_anchor_graph(adata, record)
     if exclude is not None:
         exclude = check_positions(exclude, adata.n_obs, "exclude")
     if precomputed:
