@@ -163,7 +163,7 @@ def run(args) -> dict:
     for seed in range(args.cf_repeats):
         t = time.perf_counter()
         out = cellina_model.get_counterfactual_expression(
-            focal, pool, n_neighbours=args.n_donors, seed=seed, batch_size=2048
+            focal, pool, precomputed=False, n_neighbours=args.n_donors, seed=seed, batch_size=2048
         )
         cf_times.append(time.perf_counter() - t)
     assert out.shape == (len(focal), adata.n_vars)

@@ -160,9 +160,9 @@ def test_counterfactual_is_seeded_and_leaves_adata_alone(model):
     adata = model.adata
     focal, pool = _cells(adata, "healthy")[:80], _cells(adata, "tumour")
     before = _state(adata)
-    a = model.get_counterfactual_expression(focal, pool, seed=0, n_neighbours=10)
-    b = model.get_counterfactual_expression(focal, pool, seed=0, n_neighbours=10, batch_size=7)
-    c = model.get_counterfactual_expression(focal, pool, seed=1, n_neighbours=10)
+    a = model.get_counterfactual_expression(focal, pool, seed=0, n_neighbours=10, precomputed=False)
+    b = model.get_counterfactual_expression(focal, pool, seed=0, n_neighbours=10, batch_size=7, precomputed=False)
+    c = model.get_counterfactual_expression(focal, pool, seed=1, n_neighbours=10, precomputed=False)
     _assert_same_state(before, _state(adata))
     assert a.shape == (80, adata.n_vars) and a.dtype == np.float32
     np.testing.assert_allclose(a, b, rtol=1e-5)
@@ -170,7 +170,7 @@ def test_counterfactual_is_seeded_and_leaves_adata_alone(model):
     # expected counts at the cell's own library size
     own = np.asarray(adata.layers["counts"][focal].sum(1)).ravel()
     np.testing.assert_allclose(a.sum(1), own, rtol=1e-3)
-    scaled = model.get_counterfactual_expression(focal, pool, n_neighbours=10, library_size=1e4)
+    scaled = model.get_counterfactual_expression(focal, pool, n_neighbours=10, library_size=1e4, precomputed=False)
     np.testing.assert_allclose(scaled.sum(1), 1e4, rtol=1e-3)
 
 
@@ -178,7 +178,7 @@ def test_counterfactual_matches_decoding_its_own_donors(model):
     adata = model.adata
     focal, pool = _cells(adata, "healthy")[:50], _cells(adata, "tumour")
     expr, donors = model.get_counterfactual_expression(
-        focal, pool, n_neighbours=8, return_donors=True, seed=5
+        focal, pool, n_neighbours=8, return_donors=True, seed=5, precomputed=False,
     )
     assert donors.shape == (1, 50, 8)
     assert np.isin(donors, pool).all() and not (donors[0] == focal[:, None]).any()
@@ -199,7 +199,7 @@ def test_draws_average_and_report_their_spread(model):
     adata = model.adata
     focal, pool = _cells(adata, "healthy")[:30], _cells(adata, "tumour")
     mean, std, donors = model.get_counterfactual_expression(
-        focal, pool, n_neighbours=5, n_draws=4, return_std=True, return_donors=True
+        focal, pool, n_neighbours=5, n_draws=4, return_std=True, return_donors=True, precomputed=False,
     )
     assert mean.shape == std.shape == (30, adata.n_vars)
     assert donors.shape == (4, 30, 5)
@@ -215,20 +215,20 @@ def test_draws_average_and_report_their_spread(model):
     singles = np.stack(singles)
     np.testing.assert_allclose(mean, singles.mean(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(std, singles.std(0), rtol=1e-3, atol=1e-4)
-    _, std1 = model.get_counterfactual_expression(focal, pool, n_neighbours=5, return_std=True)
+    _, std1 = model.get_counterfactual_expression(focal, pool, n_neighbours=5, return_std=True, precomputed=False)
     assert np.all(std1 == 0)
     with pytest.raises(ValueError, match="n_draws=0"):
-        model.get_counterfactual_expression(focal, pool, n_draws=0)
+        model.get_counterfactual_expression(focal, pool, n_draws=0, precomputed=False)
 
 
 def test_counterfactual_latents_follow_the_same_draws(model):
     adata = model.adata
     focal, pool = _cells(adata, "healthy")[:40], _cells(adata, "tumour")
     s_cf, donors = model.get_counterfactual_latents(
-        focal, pool, n_neighbours=6, seed=2, return_donors=True
+        focal, pool, n_neighbours=6, seed=2, return_donors=True, precomputed=False,
     )
     _, donors_expr = model.get_counterfactual_expression(
-        focal, pool, n_neighbours=6, seed=2, return_donors=True
+        focal, pool, n_neighbours=6, seed=2, return_donors=True, precomputed=False,
     )
     np.testing.assert_array_equal(donors, donors_expr)
     assert s_cf.shape == (40, model.module.n_latent_spatial)
@@ -263,14 +263,14 @@ def test_anchor_mode(model):
 def test_bad_inputs_are_named(model):
     adata = model.adata
     with pytest.raises(ValueError, match="neighbour_indices is empty"):
-        model.get_counterfactual_expression([0, 1], [])
+        model.get_counterfactual_expression([0, 1], [], precomputed=False)
     with pytest.raises(ValueError, match="indices holds positions outside"):
-        model.get_counterfactual_expression([adata.n_obs + 3], [0, 1])
+        model.get_counterfactual_expression([adata.n_obs + 3], [0, 1], precomputed=False)
     with pytest.raises(ValueError, match="library_size='total'"):
-        model.get_counterfactual_expression([0], [1, 2], library_size="total")
+        model.get_counterfactual_expression([0], [1, 2], library_size="total", precomputed=False)
     mask = np.zeros(adata.n_obs, bool)
     mask[:5] = True
-    out = model.get_counterfactual_expression(mask, ~mask, n_neighbours=3)
+    out = model.get_counterfactual_expression(mask, ~mask, n_neighbours=3, precomputed=False)
     assert out.shape == (5, adata.n_vars)
 
 
@@ -308,7 +308,7 @@ def test_rewiring_recovers_the_exact_change_and_disentangles(restore_threads):
     ct = adata.obs["coarse_type"].to_numpy()
     focal = np.flatnonzero((dom == "healthy") & (ct == "Myeloid"))
     pool = np.flatnonzero(dom == "tumour")
-    cf, donors = model.get_counterfactual_expression(focal, pool, return_donors=True)
+    cf, donors = model.get_counterfactual_expression(focal, pool, return_donors=True, precomputed=False)
     factual = model.get_expression(indices=focal)
 
     def lfc(x):

@@ -122,8 +122,13 @@ def test_setup_rejects_nonfinite_niche_features(adata):
 
 def test_heads_need_their_keys(adata):
     Cellina.setup_anndata(adata, layer="counts", domains_key="domain")
+    # as published: without labels the classifier is simply off (its weight reads 0)
+    unlabelled = Cellina(adata, **SMALL)
+    assert unlabelled.module.classifier is None and unlabelled.module.classifier_lambda == 0.0
     with pytest.raises(ValueError, match="labels_key"):
-        Cellina(adata, **SMALL)
+        Cellina(adata, niche_decoder="type_gated", **SMALL)
+    with pytest.raises(ValueError, match="labels_key"):
+        Cellina(adata, type_aware_discriminator=True, **SMALL)
     Cellina.setup_anndata(adata, layer="counts", labels_key="coarse_type")
     with pytest.raises(ValueError, match="domains_key"):
         Cellina(adata, **SMALL)
@@ -164,8 +169,9 @@ def test_alphas_are_measured_over_epoch_zero_then_frozen(trained):
     # 512 training cells in batches of 128: epoch means equal the per-batch means the plan
     # accumulates, so the ratio can be recomputed from the logged epoch-0 values.
     vae0 = float(hist["vae_loss_train"].iloc[0, 0])
-    clf0 = float(hist["classifier_loss_train"].iloc[0, 0])
-    adv0 = float(hist["adversarial_loss_train"].iloc[0, 0])
+    # the factors are measured on each head's unweighted loss (``*_raw``)
+    clf0 = float(hist["classifier_loss_raw_train"].iloc[0, 0])
+    adv0 = float(hist["fool_loss_raw_train"].iloc[0, 0])
     assert a_clf[0] == pytest.approx(vae0 / clf0, rel=1e-4)
     assert a_adv[0] == pytest.approx(vae0 / adv0, rel=1e-4)
     assert a_clf[0] > 10  # the reconstruction term is orders of magnitude larger
@@ -309,15 +315,15 @@ def test_module_likelihoods_give_finite_losses(likelihood):
 
 def test_module_rejects_unknown_likelihood():
     with pytest.raises(ValueError, match="gene_likelihood='normal'"):
-        CellinaModule(n_input=5, n_spatial=5, use_classifier=False, use_adversary=False,
+        CellinaModule(n_input=5, n_spatial=5, classifier_lambda=0, discriminator_lambda=0,
                       gene_likelihood="normal")
 
 
 def test_condition_on_intrinsic_feeds_a_detached_z():
     torch.manual_seed(0)
     module = CellinaModule(
-        n_input=20, n_spatial=12, n_hidden=8, n_latent=3, use_classifier=False,
-        use_adversary=False, condition_on_intrinsic=True,
+        n_input=20, n_spatial=12, n_hidden=8, n_latent=3, classifier_lambda=0,
+        discriminator_lambda=0, condition_on_intrinsic=True,
     )
     assert module.s_encoder.encoder.fc_layers[0][0].in_features == 12 + 3
     x = torch.poisson(torch.full((8, 20), 2.0))
@@ -348,24 +354,29 @@ def test_latents_shapes_and_determinism(trained):
     assert z.shape == (adata.n_obs, 4) and s.shape == (adata.n_obs, 4)
     np.testing.assert_array_equal(z, model.get_latent_representation(latent_key="z"))
     idx = np.array([5, 0, 17])
-    np.testing.assert_allclose(model.get_latent_representation(indices=idx), z[idx], rtol=1e-5)
+    np.testing.assert_allclose(model.get_latent_representation(indices=idx, latent_key="z"), z[idx], rtol=1e-5)
     assert not np.allclose(z, s[:, : z.shape[1]])
-    with pytest.raises(ValueError, match="latent_key='x'"):
+    # the default, as published, is "shifted": [z; s], what the decoder reads
+    np.testing.assert_allclose(model.get_latent_representation(), np.hstack([z, s]), rtol=1e-5)
+    means, variances = model.get_latent_representation(latent_key="shifted", return_dist=True)
+    np.testing.assert_allclose(means, np.hstack([z, s]), rtol=1e-5)
+    assert variances.shape == means.shape and (variances > 0).all()
+    with pytest.raises(ValueError, match="latent_key must be one of .* got 'x'"):
         model.get_latent_representation(latent_key="x")
     with pytest.raises(ValueError, match="indices holds positions outside"):
         model.get_latent_representation(indices=[adata.n_obs])
 
 
-def test_shifted_latent_reads_the_perturbed_niche(trained):
+def test_perturbed_s_reads_the_perturbed_niche(trained):
     model, adata = trained
     ad2 = adata.copy()
     with pytest.raises(ValueError, match=r"obsm\['spatial_x_cf'\] does not exist"):
-        model.get_latent_representation(ad2, latent_key="shifted")
+        model.get_latent_representation(ad2, latent_key="s_perturbed")
     ad2.obsm["spatial_x_cf"] = ad2.obsm["spatial_x"].copy()
     s = model.get_latent_representation(ad2, latent_key="s")
-    np.testing.assert_allclose(model.get_latent_representation(ad2, latent_key="shifted"), s)
+    np.testing.assert_allclose(model.get_latent_representation(ad2, latent_key="s_perturbed"), s)
     ad2.obsm["spatial_x_cf"] = ad2.obsm["spatial_x"] + 1.0
-    shifted = model.get_latent_representation(ad2, latent_key="shifted")
+    shifted = model.get_latent_representation(ad2, latent_key="s_perturbed")
     assert not np.allclose(shifted, s)
     np.testing.assert_allclose(model.get_perturbed_latents(ad2), shifted, rtol=1e-5)
 
@@ -573,8 +584,8 @@ def test_type_gated_decoder_needs_the_classifier(adata):
     Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
     with pytest.raises(ValueError, match=r"niche_decoder='type_gated'.*classifier_lambda > 0 \(got 0.0\)"):
         Cellina(adata, niche_decoder="type_gated", classifier_lambda=0.0, **SMALL)
-    with pytest.raises(ValueError, match="needs use_classifier=True"):
-        CellinaModule(n_input=5, n_spatial=5, n_labels=3, use_classifier=False, use_adversary=False,
+    with pytest.raises(ValueError, match="needs classifier_lambda > 0"):
+        CellinaModule(n_input=5, n_spatial=5, n_labels=3, classifier_lambda=0, discriminator_lambda=0,
                       niche_decoder="type_gated")
 
 

@@ -191,6 +191,7 @@ def _run_counterfactual(args: argparse.Namespace) -> int:
         result = model.get_counterfactual_expression(
             indices=focal,
             neighbour_indices=pool,
+            precomputed=False,
             seed=args.seed,
             n_neighbours=args.n_neighbours,
             n_draws=args.n_draws,

@@ -524,6 +524,7 @@ def edge_steps(model: Any, adata: ad.AnnData, focal: np.ndarray, donors: np.ndar
         indices=focal,
         neighbour_indices=donors,
         adata=adata,
+        precomputed=False,
         seed=params["seed"],
         n_neighbours=params["n_neighbours"],
         n_draws=params["n_draws"],
