@@ -33,8 +33,34 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{report.when}", report)
 
 
-@pytest.fixture
+def prepared_tissue(n_cells: int = 640, n_genes: int = 100, n_slides: int = 2, seed: int = 0):
+    """A small synthetic tissue ready for Cellina: graph, niche features, counts in X and a layer.
+
+    Real data has several slides, so the default has two; ``obs["slide"]`` names them.
+    """
+    import scanpy as sc
+
+    from cellina.datasets import synthetic_tissue
+    from cellina.spatial import compute_spatial_features, spatial_neighbors
+
+    adata = synthetic_tissue(n_cells=n_cells, n_genes=n_genes, n_slides=n_slides, seed=seed, store_means=False)
+    adata.X = adata.layers["counts"].copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    spatial_neighbors(adata, bandwidth=20.0, max_neighbours=20, library_key="slide")
+    compute_spatial_features(adata)
+    adata.X = adata.layers["counts"].copy()
+    return adata
+
+
+@pytest.fixture(scope="session")
 def two_slide_tissue():
+    """Session-wide two-slide tissue; copy it before registering or changing it."""
+    return prepared_tissue()
+
+
+@pytest.fixture
+def two_slide_counts():
     """A small tissue on two slides, laid out as the held-out protocol expects.
 
     Raw counts in ``X`` and ``layers["counts"]``, log1p(CP10K) in ``layers["lognorm"]``,

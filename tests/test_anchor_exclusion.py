@@ -48,8 +48,8 @@ def _far_cell(adata, anchor):
 
 
 # ------------------------------------------------------------------ masked neighbourhoods
-def test_masked_rows_drops_excluded_columns_and_the_focal_cell_only(two_slide_tissue):
-    adata = two_slide_tissue
+def test_masked_rows_drops_excluded_columns_and_the_focal_cell_only(two_slide_counts):
+    adata = two_slide_counts
     a = _anchor_with_neighbours(adata)
     nb = _neighbours(adata, a)
     W = masked_rows(_graph(adata), np.array([a, a]), exclude=nb[:1], drop=np.array([nb[1], -1]))
@@ -59,8 +59,8 @@ def test_masked_rows_drops_excluded_columns_and_the_focal_cell_only(two_slide_ti
 
 
 # ------------------------------------------------------------------ anchor niche features
-def test_an_extreme_excluded_neighbour_does_not_move_the_anchor_niche(two_slide_tissue):
-    adata = two_slide_tissue
+def test_an_extreme_excluded_neighbour_does_not_move_the_anchor_niche(two_slide_counts):
+    adata = two_slide_counts
     record = spatial_features_record(adata, "spatial_x")
     a = _anchor_with_neighbours(adata)
     held_out = int(_neighbours(adata, a)[0])
@@ -81,8 +81,8 @@ def test_an_extreme_excluded_neighbour_does_not_move_the_anchor_niche(two_slide_
     assert leaky_after[0, 3] > leaky_before[0, 3] + 0.1
 
 
-def test_anchor_niche_without_excluded_cells_is_the_masked_graph_niche(two_slide_tissue):
-    adata = two_slide_tissue
+def test_anchor_niche_without_excluded_cells_is_the_masked_graph_niche(two_slide_counts):
+    adata = two_slide_counts
     record = spatial_features_record(adata, "spatial_x")
     anchors = np.array([3, 40, 120, 150])
     focal = np.array([_far_cell(adata, x) for x in anchors])
@@ -97,8 +97,8 @@ def test_anchor_niche_without_excluded_cells_is_the_masked_graph_niche(two_slide
     assert not np.allclose(phi, adata.obsm["spatial_x"][anchors], atol=1e-4)
 
 
-def test_an_anchor_whose_only_neighbour_is_the_focal_cell_is_reported(two_slide_tissue):
-    adata = two_slide_tissue
+def test_an_anchor_whose_only_neighbour_is_the_focal_cell_is_reported(two_slide_counts):
+    adata = two_slide_counts
     record = spatial_features_record(adata, "spatial_x")
     a = _anchor_with_neighbours(adata)
     nb = _neighbours(adata, a)
@@ -110,8 +110,8 @@ def test_an_anchor_whose_only_neighbour_is_the_focal_cell_is_reported(two_slide_
 
 
 # ------------------------------------------------------------------ anchor pools
-def test_homotypic_anchors_leave_the_pool_before_the_draw(two_slide_tissue):
-    adata = two_slide_tissue
+def test_homotypic_anchors_leave_the_pool_before_the_draw(two_slide_counts):
+    adata = two_slide_counts
     pool = np.array([3, 40, 120])
     homotypic = int(pool[1])
     exclude = _neighbours(adata, homotypic)
@@ -132,8 +132,8 @@ def test_homotypic_anchors_leave_the_pool_before_the_draw(two_slide_tissue):
         )
 
 
-def test_without_exclusion_the_anchor_draw_is_unchanged(two_slide_tissue):
-    adata = two_slide_tissue
+def test_without_exclusion_the_anchor_draw_is_unchanged(two_slide_counts):
+    adata = two_slide_counts
     pool, focal = np.arange(90, 130), np.arange(0, 30)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -146,14 +146,14 @@ def test_without_exclusion_the_anchor_draw_is_unchanged(two_slide_tissue):
     np.testing.assert_allclose(phi, adata.obsm["spatial_x"][anchors], rtol=1e-5, atol=1e-6)
 
 
-def test_usable_anchors_needs_an_anchor(two_slide_tissue):
+def test_usable_anchors_needs_an_anchor(two_slide_counts):
     with pytest.raises(ValueError, match="at least one anchor"):
-        usable_anchors(_graph(two_slide_tissue), np.array([], dtype=int), None, "the graph")
+        usable_anchors(_graph(two_slide_counts), np.array([], dtype=int), None, "the graph")
 
 
 # ------------------------------------------------------------------ donor pools
-def test_excluded_cells_are_never_donors(two_slide_tissue):
-    adata = two_slide_tissue
+def test_excluded_cells_are_never_donors(two_slide_counts):
+    adata = two_slide_counts
     pool, focal = np.arange(90, 180), np.arange(0, 40)
     exclude = np.arange(90, 170)
     _, donors = rewired_niche_features(
@@ -174,8 +174,8 @@ def test_excluded_cells_are_never_donors(two_slide_tissue):
     np.testing.assert_array_equal(plain, sample_donors(focal, pool, 5, np.random.default_rng(1)))
 
 
-def test_exclude_must_be_positions_inside_the_anndata(two_slide_tissue):
-    adata = two_slide_tissue
+def test_exclude_must_be_positions_inside_the_anndata(two_slide_counts):
+    adata = two_slide_counts
     with pytest.raises(ValueError, match="outside"):
         rewired_niche_features(
             adata, adata.layers["counts"], np.arange(3), np.arange(90, 100), "spatial_x",

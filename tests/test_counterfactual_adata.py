@@ -53,8 +53,8 @@ def _anchor(adata, focal, anchors, **kw):
 
 
 # ------------------------------------------------------------------------ pooled mode
-def test_pooled_mode_averages_the_named_layer_over_drawn_donors(two_slide_tissue):
-    adata = two_slide_tissue
+def test_pooled_mode_averages_the_named_layer_over_drawn_donors(two_slide_counts):
+    adata = two_slide_counts
     focal, pool = np.arange(0, 12), np.arange(100, 160)
     out = make_counterfactual_adata(
         adata, focal, pool, "spatial_x", anchor_donors=False, n_neighbors=6, random_state=2,
@@ -74,8 +74,8 @@ def test_pooled_mode_averages_the_named_layer_over_drawn_donors(two_slide_tissue
     assert list(out.obs_names) == list(adata.obs_names[focal])
 
 
-def test_pooled_draws_are_seeded_and_none_takes_the_whole_pool(two_slide_tissue):
-    adata = two_slide_tissue
+def test_pooled_draws_are_seeded_and_none_takes_the_whole_pool(two_slide_counts):
+    adata = two_slide_counts
     focal, pool = np.arange(0, 12), np.arange(6, 60)  # the pool holds some focal cells
 
     def draw(**kw):
@@ -92,8 +92,8 @@ def test_pooled_draws_are_seeded_and_none_takes_the_whole_pool(two_slide_tissue)
         np.testing.assert_allclose(everyone[i], rep[pool[pool != cell]].mean(0), rtol=1e-5, atol=1e-6)
 
 
-def test_pooled_mode_warns_when_it_would_average_raw_counts(two_slide_tissue):
-    adata = two_slide_tissue
+def test_pooled_mode_warns_when_it_would_average_raw_counts(two_slide_counts):
+    adata = two_slide_counts
     focal, pool = np.arange(0, 5), np.arange(100, 140)
     with pytest.warns(UserWarning, match="raw counts"):
         out = make_counterfactual_adata(adata, focal, pool, "spatial_x", anchor_donors=False, n_neighbors=3)
@@ -108,18 +108,18 @@ def test_pooled_mode_warns_when_it_would_average_raw_counts(two_slide_tissue):
         )
 
 
-def test_pooled_mode_refuses_exclude_indices(two_slide_tissue):
+def test_pooled_mode_refuses_exclude_indices(two_slide_counts):
     with pytest.raises(ValueError, match="only used when anchor_donors=True"):
         make_counterfactual_adata(
-            two_slide_tissue, np.arange(5), np.arange(90, 120), "spatial_x", anchor_donors=False,
+            two_slide_counts, np.arange(5), np.arange(90, 120), "spatial_x", anchor_donors=False,
             n_neighbors=3, layer="lognorm", exclude_indices=np.arange(90, 95),
         )
-    assert "spatial_connectivities_cf" not in two_slide_tissue.obsp
+    assert "spatial_connectivities_cf" not in two_slide_counts.obsp
 
 
 # ------------------------------------------------------------------------ anchor mode
-def test_anchor_rows_are_exactly_compute_spatial_features_on_the_masked_graph(two_slide_tissue):
-    adata = two_slide_tissue
+def test_anchor_rows_are_exactly_compute_spatial_features_on_the_masked_graph(two_slide_counts):
+    adata = two_slide_counts
     focal, anchors = np.arange(0, 20), np.arange(100, 112)
     exclude = _held_out(adata, anchors)
     before = _snapshot(adata)
@@ -140,8 +140,8 @@ def test_anchor_rows_are_exactly_compute_spatial_features_on_the_masked_graph(tw
     assert not np.array_equal(got.toarray(), adata.obsm["spatial_x"][anchors][draw])
 
 
-def test_an_extreme_held_out_cell_beside_an_anchor_changes_nothing(two_slide_tissue):
-    adata = two_slide_tissue
+def test_an_extreme_held_out_cell_beside_an_anchor_changes_nothing(two_slide_counts):
+    adata = two_slide_counts
     focal, anchors = np.arange(0, 10), np.arange(100, 106)
     exclude = _held_out(adata, anchors)
     base = _anchor(adata, focal, anchors, exclude_indices=exclude).obsm["spatial_x"].toarray()
@@ -157,8 +157,8 @@ def test_an_extreme_held_out_cell_beside_an_anchor_changes_nothing(two_slide_tis
     assert _anchor(adata, focal, anchors).obsm["spatial_x"].toarray()[:, 4].max() > leaky[:, 4].max() + 1
 
 
-def test_without_exclusion_anchor_mode_reproduces_the_stored_rows(two_slide_tissue):
-    adata = two_slide_tissue
+def test_without_exclusion_anchor_mode_reproduces_the_stored_rows(two_slide_counts):
+    adata = two_slide_counts
     focal, anchors = np.arange(0, 30), np.arange(95, 110)
     out = make_counterfactual_adata(adata, focal, anchors, "spatial_x", layer="lognorm", random_state=11)
     draw = np.random.default_rng(11).integers(0, anchors.size, size=focal.size)
@@ -170,8 +170,8 @@ def test_without_exclusion_anchor_mode_reproduces_the_stored_rows(two_slide_tiss
     np.testing.assert_array_equal(again.obsm["spatial_x"].toarray(), out.obsm["spatial_x"].toarray())
 
 
-def test_anchor_mode_on_raw_counts_warns_and_differs(two_slide_tissue):
-    adata = two_slide_tissue
+def test_anchor_mode_on_raw_counts_warns_and_differs(two_slide_counts):
+    adata = two_slide_counts
     focal, anchors = np.arange(0, 8), np.arange(100, 108)
     with pytest.warns(UserWarning, match="raw counts"):
         out = make_counterfactual_adata(adata, focal, anchors, "spatial_x", random_state=0)
@@ -179,8 +179,8 @@ def test_anchor_mode_on_raw_counts_warns_and_differs(two_slide_tissue):
     assert not np.allclose(out.obsm["spatial_x"].toarray(), adata.obsm["spatial_x"][anchors][draw])
 
 
-def test_homotypic_anchors_are_dropped_with_a_count(two_slide_tissue):
-    adata = two_slide_tissue
+def test_homotypic_anchors_are_dropped_with_a_count(two_slide_counts):
+    adata = two_slide_counts
     focal, anchors = np.arange(0, 25), np.arange(100, 110)
     lonely = int(anchors[4])
     exclude = np.union1d(_held_out(adata, anchors), _rows(adata.obsp["spatial_connectivities_orig"], lonely))
@@ -204,15 +204,15 @@ def test_homotypic_anchors_are_dropped_with_a_count(two_slide_tissue):
         ({"spatial_column": "no_features"}, KeyError, "no_features"),
     ],
 )
-def test_anchor_mode_names_the_bad_argument(two_slide_tissue, kwargs, error, match):
+def test_anchor_mode_names_the_bad_argument(two_slide_counts, kwargs, error, match):
     args = {"indices": np.arange(5), "neighbour_indices": np.arange(100, 110), "spatial_column": "spatial_x"}
     args.update({k: kwargs.pop(k) for k in list(kwargs) if k in args})
     with pytest.raises(error, match=match):
-        make_counterfactual_adata(two_slide_tissue, **args, anchor_donors=True, layer="lognorm", **kwargs)
+        make_counterfactual_adata(two_slide_counts, **args, anchor_donors=True, layer="lognorm", **kwargs)
 
 
-def test_anchor_mode_refuses_features_it_cannot_rebuild(two_slide_tissue):
-    adata = two_slide_tissue
+def test_anchor_mode_refuses_features_it_cannot_rebuild(two_slide_counts):
+    adata = two_slide_counts
     adata.obsm["reduced"] = np.zeros((adata.n_obs, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="neighbor_genes"):
         make_counterfactual_adata(adata, np.arange(5), np.arange(100, 110), "reduced", layer="lognorm")
