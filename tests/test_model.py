@@ -450,7 +450,7 @@ def test_unknown_plan_kwargs_are_rejected(adata):
 def test_nb_log_likelihood_matches_scvi(per_cell_theta):
     from scvi.distributions import NegativeBinomial
 
-    from cellina.model._module import nb_log_likelihood
+    from cellina.model._losses import nb_log_likelihood
 
     torch.manual_seed(1)
     x = torch.poisson(torch.full((6, 40), 2.5))

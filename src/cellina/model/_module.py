@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import numpy as np
@@ -11,29 +10,19 @@ import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial, Poisson, ZeroInflatedNegativeBinomial
 from scvi.module import Classifier
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.module.base import BaseModuleClass, auto_move_data
 from scvi.nn import DecoderSCVI, Encoder
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal
 
 from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
-from ._constants import (
-    METRIC_CLF_ACC,
-    METRIC_CLF_LOSS,
-    METRIC_DOMCLF_ACC,
-    METRIC_DOMCLF_LOSS,
-    METRIC_FOOL_LOSS,
-    METRIC_VAE_LOSS,
-    RAW,
-)
 from ._decoders import FactorisedNicheDecoder
+from ._heads import AuxiliaryHeadsMixin
+from ._objective import ObjectiveMixin
+from ._module_evaluation import ModuleEvaluationMixin
 from ._losses import (
     ADVERSARIAL_LOSSES,
     AdversarialLoss,
-    negative_cross_entropy,
-    nb_log_likelihood,
-    soft_target_cross_entropy,
-    uniform_target_cross_entropy,
 )
 
 GeneLikelihood = Literal["nb", "zinb", "poisson"]
@@ -55,11 +44,6 @@ def _choice(name: str, value: Any, allowed: tuple) -> Any:
     return value
 
 
-def _standard_normal(q: Normal) -> Normal:
-    """N(0, I) on the device and shape of the posterior ``q``."""
-    return Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
-
-
 def _head(n_input: int, n_labels: int, defaults: dict, kwargs: dict | None) -> Classifier:
     options = {**defaults, **(kwargs or {})}
     for reserved in ("n_input", "n_labels", "logits"):
@@ -68,7 +52,7 @@ def _head(n_input: int, n_labels: int, defaults: dict, kwargs: dict | None) -> C
     return Classifier(n_input, n_labels=n_labels, logits=True, **options)
 
 
-class CellinaModule(BaseModuleClass):
+class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, BaseModuleClass):
     """Dual-encoder variational autoencoder with an intrinsic and a spatial latent.
 
     ``z`` is encoded from ``log1p`` of the cell's own counts, ``s`` from the niche features
@@ -474,251 +458,3 @@ class CellinaModule(BaseModuleClass):
             return None
         onehot = F.one_hot(batch_index.squeeze(-1), self.library_log_means.shape[1]).float()
         return Normal(F.linear(onehot, self.library_log_means), F.linear(onehot, self.library_log_vars).sqrt())
-
-    # ------------------------------------------------------------------ auxiliary heads
-    def _discriminator_logits(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        if not self.type_aware_discriminator:
-            return self.discriminator(z)
-        if labels is None:
-            raise ValueError("the type-aware discriminator needs the cell-type labels of the minibatch.")
-        onehot = F.one_hot(labels.view(-1).long(), self.n_labels).to(z.dtype)
-        return self.discriminator(torch.cat([z, onehot], dim=-1))
-
-    def domain_mix_by_type(self) -> torch.Tensor:
-        """Each type's domain frequencies among the training cells seen so far (add-one smoothed).
-
-        Returns
-        -------
-        torch.Tensor
-            ``(n_labels, n_domains)``, rows summing to one.
-        """
-        prior = self.domain_counts_by_type + 1.0
-        return prior / prior.sum(-1, keepdim=True)
-
-    @torch.no_grad()
-    def count_domains(self, labels: torch.Tensor, domains: torch.Tensor) -> None:
-        """Add a training minibatch to the label x domain counts (type-aware discriminator only)."""
-        if not self.type_aware_discriminator:
-            return
-        idx = labels.view(-1).long() * self.n_domains + domains.view(-1).long()
-        counts = torch.bincount(idx, minlength=self.n_labels * self.n_domains)
-        self.domain_counts_by_type += counts.view(self.n_labels, self.n_domains).to(self.domain_counts_by_type)
-
-    def _adversarial_loss(
-        self, z: torch.Tensor, labels: torch.Tensor | None, domains: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The encoder's unweighted objective against the discriminator (lower = better fooled)."""
-        logits = self._discriminator_logits(z, labels)
-        if self.adversarial_loss == "negative_ce":
-            if domains is None:
-                raise ValueError("adversarial_loss='negative_ce' needs the domains of the minibatch.")
-            return negative_cross_entropy(logits, domains.view(-1).long())
-        if not self.type_aware_discriminator:
-            return uniform_target_cross_entropy(logits)
-        # Target: the domain mix of the cell's type, what the discriminator knows without z.
-        return soft_target_cross_entropy(logits, self.domain_mix_by_type()[labels.view(-1).long()])
-
-    def discriminator_loss(
-        self, z: torch.Tensor, domains: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy and accuracy of the discriminator predicting the domain from ``z``.
-
-        Parameters
-        ----------
-        z
-            Intrinsic latent (the plan passes a detached tensor).
-        domains
-            Domain codes, ``(n_cells, 1)``.
-        labels
-            Cell-type codes, ``(n_cells, 1)``; needed by the type-aware discriminator.
-
-        Returns
-        -------
-        tuple of torch.Tensor
-            Scalar loss and scalar accuracy.
-        """
-        logits = self._discriminator_logits(z, labels)
-        target = domains.view(-1).long()
-        return F.cross_entropy(logits, target), (logits.argmax(dim=-1) == target).float().mean()
-
-    # ------------------------------------------------------------------ objective
-    def _reconstruction_loss(self, x: torch.Tensor, generative_outputs: dict) -> torch.Tensor:
-        px = generative_outputs[MK.PX_KEY]
-        if self.gene_likelihood == "nb":
-            return -nb_log_likelihood(x, px.mu, generative_outputs[MK.PX_R_KEY])
-        return -px.log_prob(x).sum(-1)
-
-    def _kl_terms(self, inference_outputs: dict, generative_outputs: dict) -> dict[str, torch.Tensor]:
-        # Against N(0, I) on the posteriors' own shape: one value per cell whatever was decoded.
-        kl_z = kl_divergence(inference_outputs[MK.QZ_KEY], _standard_normal(inference_outputs[MK.QZ_KEY])).sum(-1)
-        kl_s = kl_divergence(inference_outputs[MK.QS_KEY], _standard_normal(inference_outputs[MK.QS_KEY])).sum(-1)
-        if self.use_observed_lib_size:
-            kl_l = torch.zeros_like(kl_z)
-        else:
-            kl_l = kl_divergence(inference_outputs[MK.QL_KEY], generative_outputs[MK.PL_KEY]).sum(-1)
-        return {MK.KL_Z: kl_z, MK.KL_S: kl_s, MK.KL_L: kl_l}
-
-    def _head_terms(self, tensors: dict, inference_outputs: dict, scales: dict[str, float]) -> dict:
-        """Each auxiliary head's unweighted loss (``*_raw``), weighted loss and accuracy."""
-        z = inference_outputs[MK.Z_KEY]
-        out: dict[str, torch.Tensor] = {}
-
-        def add(name: str, raw: torch.Tensor, weight: float, accuracy: tuple[str, torch.Tensor] | None = None) -> None:
-            out[name + RAW] = raw
-            out[name] = raw * weight
-            if accuracy is not None:
-                out[accuracy[0]] = accuracy[1].detach()
-
-        domains = tensors.get(RK.DOMAINS_KEY)
-        if self.classifier is not None:
-            labels = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
-            logits = inference_outputs.get(MK.CLASSIFIER_LOGITS_KEY)
-            logits = self.classifier(z) if logits is None else logits
-            add(METRIC_CLF_LOSS, F.cross_entropy(logits, labels), self.classifier_lambda * scales["classifier"],
-                (METRIC_CLF_ACC, (logits.argmax(-1) == labels).float().mean()))
-        if self.discriminator is not None:
-            raw = self._adversarial_loss(z, tensors.get(REGISTRY_KEYS.LABELS_KEY), domains)
-            add(METRIC_FOOL_LOSS, raw, self.discriminator_lambda * scales["discriminator"])
-        if self.domain_classifier is not None:
-            target = domains.view(-1).long()
-            logits = self.domain_classifier(inference_outputs[MK.S_KEY])
-            add(METRIC_DOMCLF_LOSS, F.cross_entropy(logits, target),
-                self.domain_classifier_lambda * scales["domain_classifier"],
-                (METRIC_DOMCLF_ACC, (logits.argmax(-1) == target).float().mean()))
-        return out
-
-    def loss(
-        self,
-        tensors: dict[str, torch.Tensor],
-        inference_outputs: dict,
-        generative_outputs: dict,
-        kl_weight: float | torch.Tensor = 1.0,
-        classifier_scale: float | torch.Tensor = 1.0,
-        discriminator_scale: float | torch.Tensor = 1.0,
-        domain_classifier_scale: float | torch.Tensor = 1.0,
-    ) -> LossOutput:
-        """``L_VAE + lambda_clf a_clf L_clf + lambda_adv a_adv L_adv + lambda_dc a_dc L_dc``.
-
-        ``L_VAE`` is the mean over cells of the negative log-likelihood plus
-        ``kl_weight * (KL(z) + spatial_kl_weight * KL(s)) + KL(l)``. ``L_clf`` is the
-        cross-entropy of the cell-type classifier on ``z``; ``L_adv`` the encoder's adversarial
-        objective (``adversarial_loss``); ``L_dc`` the cross-entropy of the domain classifier
-        on ``s``. The ``lambda`` are the module's weights, the ``a`` (``*_scale``) the plan's
-        loss-normalisation factors.
-
-        Returns
-        -------
-        LossOutput
-            ``loss`` is the whole objective; ``extra_metrics`` hold ``vae_loss``, each head's
-            weighted term (``classifier_loss``, ``fool_loss``, ``domain_classifier_loss``), its
-            unweighted value (``*_raw``) and accuracy, and the mean ``kl_z`` / ``kl_s``.
-        """
-        rec = self._reconstruction_loss(tensors[REGISTRY_KEYS.X_KEY], generative_outputs)
-        kl = self._kl_terms(inference_outputs, generative_outputs)
-        vae_loss = torch.mean(
-            rec + kl_weight * (kl[MK.KL_Z] + self.spatial_kl_weight * kl[MK.KL_S]) + kl[MK.KL_L]
-        )
-        scales = {
-            "classifier": classifier_scale,
-            "discriminator": discriminator_scale,
-            "domain_classifier": domain_classifier_scale,
-        }
-        heads = self._head_terms(tensors, inference_outputs, scales)
-        total = vae_loss
-        for name in (METRIC_CLF_LOSS, METRIC_FOOL_LOSS, METRIC_DOMCLF_LOSS):
-            if name in heads:
-                total = total + heads[name]
-        extra = {
-            METRIC_VAE_LOSS: vae_loss.detach(),
-            "kl_z": kl[MK.KL_Z].detach().mean(),
-            "kl_s": kl[MK.KL_S].detach().mean(),
-        }
-        extra.update({k: v.detach() for k, v in heads.items()})
-        classification = {}
-        if METRIC_CLF_LOSS in heads:
-            labels = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
-            classification = {
-                "classification_loss": heads[METRIC_CLF_LOSS + RAW],
-                "logits": inference_outputs[MK.CLASSIFIER_LOGITS_KEY].detach(),
-                "true_labels": labels,
-            }
-        return LossOutput(loss=total, reconstruction_loss=rec, kl_local=kl, extra_metrics=extra, **classification)
-
-    # ------------------------------------------------------------------ evaluation
-    @torch.inference_mode()
-    def sample(
-        self,
-        tensors: dict[str, torch.Tensor],
-        n_samples: int = 1,
-        max_poisson_rate: float = 1e8,
-        generative_kwargs: dict | None = None,
-    ) -> torch.Tensor:
-        """Counts drawn from the posterior predictive distribution (scvi-tools' contract).
-
-        Returns
-        -------
-        torch.Tensor
-            On the CPU, ``(n_cells, n_input)`` for one sample, else ``(n_cells, n_input, n_samples)``.
-        """
-        _, gen = self.forward(
-            tensors, inference_kwargs={"n_samples": n_samples}, generative_kwargs=generative_kwargs,
-            compute_loss=False,
-        )
-        dist = gen[MK.PX_KEY]
-        if self.gene_likelihood == "poisson":
-            dist = Poisson(torch.clamp(dist.rate, max=max_poisson_rate))
-        samples = dist.sample()
-        return (samples.permute(1, 2, 0) if n_samples > 1 else samples).cpu()
-
-    @torch.inference_mode()
-    def marginal_ll(
-        self,
-        tensors: dict[str, torch.Tensor],
-        n_mc_samples: int,
-        return_mean: bool = False,
-        n_mc_samples_per_pass: int = 1,
-    ) -> torch.Tensor | float:
-        """Importance-sampling estimate of ``log p(x)`` per cell.
-
-        ``z``, ``s`` (and a learnt library) are drawn from their posteriors; each draw weighs
-        ``p(x | z, s, l) p(z) p(s) p(l) / (q(z) q(s) q(l))``. With ``spatial_decoding="mean"``
-        the decoder reads the posterior mean of ``s``, which is then not integrated over.
-
-        Parameters
-        ----------
-        tensors
-            Minibatch (registry keys).
-        n_mc_samples
-            Importance samples per cell.
-        return_mean
-            Return the mean over cells as a float.
-        n_mc_samples_per_pass
-            Samples drawn per forward pass (memory).
-
-        Returns
-        -------
-        torch.Tensor or float
-            ``(n_cells,)`` log-likelihoods on the CPU, or their mean.
-        """
-        if n_mc_samples < 1:
-            raise ValueError(f"n_mc_samples={n_mc_samples} must be >= 1.")
-        per_pass = max(1, min(int(n_mc_samples_per_pass), int(n_mc_samples)))
-        x = tensors[REGISTRY_KEYS.X_KEY]
-        terms = []
-        for start in range(0, n_mc_samples, per_pass):
-            k = min(per_pass, n_mc_samples - start)
-            inf, gen = self.forward(tensors, inference_kwargs={"n_samples": k}, compute_loss=False)
-            z, s = inf[MK.Z_KEY], inf[MK.S_KEY]
-            if k == 1:
-                z, s = z.unsqueeze(0), s.unsqueeze(0)
-            log_px = self._reconstruction_loss(x, gen).neg().reshape(k, -1)
-            qz, qs = inf[MK.QZ_KEY], inf[MK.QS_KEY]
-            log_w = log_px + _standard_normal(qz).log_prob(z).sum(-1) - qz.log_prob(z).sum(-1)
-            if self.spatial_decoding == "sample":
-                log_w = log_w + _standard_normal(qs).log_prob(s).sum(-1) - qs.log_prob(s).sum(-1)
-            if not self.use_observed_lib_size:
-                lib = inf[MK.LIBRARY_KEY].reshape(k, -1, 1)
-                log_w = log_w + gen[MK.PL_KEY].log_prob(lib).sum(-1) - inf[MK.QL_KEY].log_prob(lib).sum(-1)
-            terms.append(log_w)
-        log_lkl = torch.logsumexp(torch.cat(terms, dim=0), dim=0) - math.log(n_mc_samples)
-        return float(log_lkl.mean()) if return_mean else log_lkl.cpu()

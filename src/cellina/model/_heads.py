@@ -1,0 +1,120 @@
+"""The auxiliary heads of the Cellina module: cell-type classifier, domain adversary, domain classifier.
+
+Kept apart from the VAE itself; :class:`~cellina.model.CellinaModule` mixes them in.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scvi import REGISTRY_KEYS
+
+from ._constants import CELLINA_MODULE_KEYS as MK
+from ._constants import CELLINA_REGISTRY_KEYS as RK
+from ._constants import (
+    METRIC_CLF_ACC,
+    METRIC_CLF_LOSS,
+    METRIC_DOMCLF_ACC,
+    METRIC_DOMCLF_LOSS,
+    METRIC_FOOL_LOSS,
+    RAW,
+)
+from ._losses import negative_cross_entropy, soft_target_cross_entropy, uniform_target_cross_entropy
+
+
+class AuxiliaryHeadsMixin:
+    """Losses of the heads on ``z`` and ``s`` and the type-aware discriminator's bookkeeping."""
+
+    def _discriminator_logits(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if not self.type_aware_discriminator:
+            return self.discriminator(z)
+        if labels is None:
+            raise ValueError("the type-aware discriminator needs the cell-type labels of the minibatch.")
+        onehot = F.one_hot(labels.view(-1).long(), self.n_labels).to(z.dtype)
+        return self.discriminator(torch.cat([z, onehot], dim=-1))
+
+    def domain_mix_by_type(self) -> torch.Tensor:
+        """Each type's domain frequencies among the training cells seen so far (add-one smoothed).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n_labels, n_domains)``, rows summing to one.
+        """
+        prior = self.domain_counts_by_type + 1.0
+        return prior / prior.sum(-1, keepdim=True)
+
+    @torch.no_grad()
+    def count_domains(self, labels: torch.Tensor, domains: torch.Tensor) -> None:
+        """Add a training minibatch to the label x domain counts (type-aware discriminator only)."""
+        if not self.type_aware_discriminator:
+            return
+        idx = labels.view(-1).long() * self.n_domains + domains.view(-1).long()
+        counts = torch.bincount(idx, minlength=self.n_labels * self.n_domains)
+        self.domain_counts_by_type += counts.view(self.n_labels, self.n_domains).to(self.domain_counts_by_type)
+
+    def _adversarial_loss(
+        self, z: torch.Tensor, labels: torch.Tensor | None, domains: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The encoder's unweighted objective against the discriminator (lower = better fooled)."""
+        logits = self._discriminator_logits(z, labels)
+        if self.adversarial_loss == "negative_ce":
+            if domains is None:
+                raise ValueError("adversarial_loss='negative_ce' needs the domains of the minibatch.")
+            return negative_cross_entropy(logits, domains.view(-1).long())
+        if not self.type_aware_discriminator:
+            return uniform_target_cross_entropy(logits)
+        # Target: the domain mix of the cell's type, what the discriminator knows without z.
+        return soft_target_cross_entropy(logits, self.domain_mix_by_type()[labels.view(-1).long()])
+
+    def discriminator_loss(
+        self, z: torch.Tensor, domains: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy and accuracy of the discriminator predicting the domain from ``z``.
+
+        Parameters
+        ----------
+        z
+            Intrinsic latent (the plan passes a detached tensor).
+        domains
+            Domain codes, ``(n_cells, 1)``.
+        labels
+            Cell-type codes, ``(n_cells, 1)``; needed by the type-aware discriminator.
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            Scalar loss and scalar accuracy.
+        """
+        logits = self._discriminator_logits(z, labels)
+        target = domains.view(-1).long()
+        return F.cross_entropy(logits, target), (logits.argmax(dim=-1) == target).float().mean()
+
+    def _head_terms(self, tensors: dict, inference_outputs: dict, scales: dict[str, float]) -> dict:
+        """Each auxiliary head's unweighted loss (``*_raw``), weighted loss and accuracy."""
+        z = inference_outputs[MK.Z_KEY]
+        out: dict[str, torch.Tensor] = {}
+
+        def add(name: str, raw: torch.Tensor, weight: float, accuracy: tuple[str, torch.Tensor] | None = None) -> None:
+            out[name + RAW] = raw
+            out[name] = raw * weight
+            if accuracy is not None:
+                out[accuracy[0]] = accuracy[1].detach()
+
+        domains = tensors.get(RK.DOMAINS_KEY)
+        if self.classifier is not None:
+            labels = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
+            logits = inference_outputs.get(MK.CLASSIFIER_LOGITS_KEY)
+            logits = self.classifier(z) if logits is None else logits
+            add(METRIC_CLF_LOSS, F.cross_entropy(logits, labels), self.classifier_lambda * scales["classifier"],
+                (METRIC_CLF_ACC, (logits.argmax(-1) == labels).float().mean()))
+        if self.discriminator is not None:
+            raw = self._adversarial_loss(z, tensors.get(REGISTRY_KEYS.LABELS_KEY), domains)
+            add(METRIC_FOOL_LOSS, raw, self.discriminator_lambda * scales["discriminator"])
+        if self.domain_classifier is not None:
+            target = domains.view(-1).long()
+            logits = self.domain_classifier(inference_outputs[MK.S_KEY])
+            add(METRIC_DOMCLF_LOSS, F.cross_entropy(logits, target),
+                self.domain_classifier_lambda * scales["domain_classifier"],
+                (METRIC_DOMCLF_ACC, (logits.argmax(-1) == target).float().mean()))
+        return out
