@@ -5,6 +5,7 @@ Each parser names the argument it rejects, so a caller learns which input was wr
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,6 +15,35 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellina.datasets._errors import DatasetTypeError, PositionError, TruthKeyError
+
+
+def check_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise DatasetTypeError(f"{name} must be an integer, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise DatasetTypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def check_real(value: object, name: str, low: float, high: float, *, open_low: bool = False) -> float:
+    """A finite number in [low, high] (or (low, high] with ``open_low``), else an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise DatasetTypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    below = value <= low if open_low else value < low
+    if not math.isfinite(value) or below or value > high:
+        bracket = "(" if open_low else "["
+        raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {value!r}")
+    return value
 
 
 def as_str_list(value: Any) -> list[str]:
@@ -182,15 +212,23 @@ def shift_table(
     return per_group, group_of
 
 
-def shift_matrix(
+def shift_rows(
     per_group: Mapping[str | None, Mapping[int, float]], group_of: np.ndarray | None, senders: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The shifted gene positions and the (len(senders), n shifted genes) natural-log shift of each sender."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A parsed shift table as ``(cols, table, row)``: sender i's natural-log shift of genes ``cols`` is ``table[row[i]]``.
+
+    One table row per group, and a last row of zeros for senders in no listed group, so the shift
+    of many senders costs one small table and an index rather than a senders x genes array.
+    """
     cols = np.array(sorted({g for shifts in per_group.values() for g in shifts}), dtype=np.int64)
     column = {int(g): j for j, g in enumerate(cols)}
-    shift = np.zeros((senders.size, cols.size))
-    for group, shifts in per_group.items():
-        members = np.ones(senders.size, dtype=bool) if group is None else group_of[senders] == group
-        for gene, value in shifts.items():
-            shift[members, column[gene]] = value
-    return cols, shift
+    groups = list(per_group)
+    table = np.zeros((len(groups) + 1, cols.size))
+    for r, group in enumerate(groups):
+        for gene, value in per_group[group].items():
+            table[r, column[gene]] = value
+    if group_of is None:
+        return cols, table, np.zeros(senders.size, dtype=np.int64)
+    row = pd.Index(groups).get_indexer(group_of[senders]).astype(np.int64)
+    row[row < 0] = len(groups)
+    return cols, table, row

@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellina.datasets._errors import DatasetTypeError, TruthKeyError
-from cellina.datasets._inputs import as_str_list, donor_rows, positions, shift_matrix, shift_table
+from cellina.datasets._inputs import as_str_list, donor_rows, positions, shift_rows, shift_table
 from cellina.datasets._model import TissueModel
 from cellina.datasets._synthetic import GRAPH_KEY, TRUTH_KEY, TYPE_EFFECTS_KEY
 
@@ -244,7 +244,8 @@ def true_counterfactual_node(
     idx = positions(focal, n, "focal")
 
     def shifted_scores(used: np.ndarray) -> np.ndarray:
-        cols, shift = shift_matrix(per_group, group_of, used)
+        cols, table, row = shift_rows(per_group, group_of, used)
+        shift = table[row]
         return tissue.model.ligand_scores(
             tissue.codes[used], tissue.state[used], tissue.composition[used], cols, shift, renormalize
         )
