@@ -278,10 +278,9 @@ class WorldSpec:
         )
         if needs_vessels and self.layout.vessels <= 0:
             raise ValueError("a structure channel or a hypoxia gradient needs vessels: set Layout(vessels=...) > 0")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"WorldSpec.seed must be a non-negative integer, got {self.seed!r}")
         _set(
             self,
+            seed=check_int(self.seed, "seed", 0),
             description=str(self.description),
             channels=channels,
             n_cells=check_int(self.n_cells, "n_cells", 200),
