@@ -1,4 +1,4 @@
-"""Synthetic spatial transcriptomics tissue with exact counterfactual truth.
+"""Synthetic spatial transcriptomics tissues and worlds with exact counterfactual truth.
 
 :func:`synthetic_tissue` simulates slides with healthy, margin and tumour domains, ten fine cell
 types in nine annotated coarse types, intrinsic gene programmes and two niche effects (a composition
@@ -8,9 +8,17 @@ expression of any cell under any rewiring of its neighbourhood
 (:func:`true_counterfactual_edge`) or any shift of its neighbours' expression
 (:func:`true_counterfactual_node`) is available exactly, as are the factual means
 (:func:`true_mean`). The design is described in :mod:`cellina.datasets._synthetic`.
+
+:func:`make_world` draws a world of the evaluation family (:mod:`cellina.datasets.worlds`):
+niche mechanisms, reaches, layouts and confounds that differ from the tissue above and from the
+model's own construction, named and split into development and evaluation worlds
+(:func:`list_worlds`). :func:`truth_for` gives one truth interface over tissues and worlds.
+Nothing here imports ``cellina.spatial``, ``cellina.model``, ``cellina.counterfactual`` or the
+plugin: a truth must not share what it judges.
 """
 
 from cellina.datasets._errors import DatasetTypeError, PositionError, TruthKeyError
+from cellina.datasets._interface import TissueTruth, Truth, has_truth, truth_for
 from cellina.datasets._params import (
     COARSE_TYPES,
     DOMAINS,
@@ -21,10 +29,42 @@ from cellina.datasets._params import (
 )
 from cellina.datasets._synthetic import GRAPH_KEY, TRUTH_KEY, synthetic_tissue
 from cellina.datasets._truth import true_counterfactual_edge, true_counterfactual_node, true_mean
+from cellina.datasets.worlds import (
+    DEVELOPMENT_WORLDS,
+    EVALUATION_WORLDS,
+    HOLDOUT_TYPES,
+    WORLD_KEY,
+    Channel,
+    Confounds,
+    Layout,
+    WorldSpec,
+    WorldTruth,
+    list_worlds,
+    make_world,
+    world_spec,
+    world_split,
+)
 
 __all__ = [
     "COARSE_TYPES",
+    "DEVELOPMENT_WORLDS",
     "DOMAINS",
+    "EVALUATION_WORLDS",
+    "HOLDOUT_TYPES",
+    "WORLD_KEY",
+    "Channel",
+    "Confounds",
+    "Layout",
+    "TissueTruth",
+    "Truth",
+    "WorldSpec",
+    "WorldTruth",
+    "has_truth",
+    "list_worlds",
+    "make_world",
+    "truth_for",
+    "world_spec",
+    "world_split",
     "FINE_TO_COARSE",
     "FINE_TYPES",
     "GRAPH_KEY",

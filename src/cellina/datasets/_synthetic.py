@@ -63,8 +63,10 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from cellina.datasets._counts import sample_counts
 from cellina.datasets._errors import DatasetTypeError
 from cellina.datasets._graph import true_graph
+from cellina.datasets._inputs import check_int, check_positive
 from cellina.datasets._model import TissueModel
 from cellina.datasets._params import (
     COARSE_TYPES,
@@ -89,27 +91,7 @@ TRUTH_VERSION = 2
 TYPE_RESPONSE_KEY = "cellina_true_type_response_effects"
 MIN_CELLS_PER_SLIDE = 20
 
-# Fixed, so counts depend only on the seed and the data size.
-_COUNT_CHUNK_ENTRIES = 1_000_000
-
 ProgressCallback = Callable[[float, str], None]
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise DatasetTypeError(f"{name} must be an integer, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise DatasetTypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return value
 
 
 def _check_composition(composition: Mapping | None) -> np.ndarray:
@@ -213,37 +195,18 @@ def _sample_counts(
     progress: ProgressCallback | None,
 ) -> tuple[sp.csr_matrix, np.ndarray | None, np.ndarray | None]:
     n, n_genes = codes.shape[0], model.n_genes
-    chunk = max(1, _COUNT_CHUNK_ENTRIES // n_genes)
-    starts = list(range(0, n, chunk))
-    seeds = seed.spawn(len(starts))
     mean = np.empty((n, n_genes), dtype=np.float32) if store_means else None
     mean_intrinsic = np.empty((n, n_genes), dtype=np.float32) if store_means else None
 
-    data_parts, index_parts, row_nnz = [], [], []
-    for i, start in enumerate(starts):
-        sl = slice(start, min(n, start + chunk))
+    def block(sl: slice) -> np.ndarray:
         mu = model.mean_block(codes[sl], state[sl], c[sl], l[sl], size[sl])
         if store_means:
             mean[sl] = mu
             mean_intrinsic[sl] = model.mean_block(codes[sl], state[sl], None, None, size[sl])
-        rng = np.random.default_rng(seeds[i])
-        # NB(mu, theta) as a Gamma-Poisson mixture: the fastest exact sampler numpy offers here
-        block = rng.poisson(rng.gamma(theta, mu / theta))
-        rows, cols = np.nonzero(block)
-        data_parts.append(block[rows, cols].astype(np.float32))
-        index_parts.append(cols.astype(np.int32))
-        row_nnz.append(np.bincount(rows, minlength=mu.shape[0]))
-        if progress is not None:
-            progress(0.35 + 0.55 * (i + 1) / len(starts), "sampling counts")
-    data = np.concatenate(data_parts)
-    indices = np.concatenate(index_parts)
-    indptr = np.concatenate([[0], np.cumsum(np.concatenate(row_nnz))])
-    if indptr[-1] < np.iinfo(np.int32).max:
-        indptr = indptr.astype(np.int32)
-    else:
-        indices = indices.astype(np.int64)
-    counts = sp.csr_matrix((data, indices, indptr), shape=(n, n_genes))
-    return counts, mean, mean_intrinsic
+        return mu
+
+    report = None if progress is None else (lambda f: progress(0.35 + 0.55 * f, "sampling counts"))
+    return sample_counts(n, theta, block, seed, report), mean, mean_intrinsic
 
 
 def synthetic_tissue(
@@ -311,9 +274,9 @@ def synthetic_tissue(
         ``coarse_type`` and ``cellina_true_*``, the true graph in
         ``obsp["cellina_true_connectivities"]`` and the truth in ``uns["cellina_truth"]``.
     """
-    n_cells = _check_int(n_cells, "n_cells", 1)
-    n_genes = _check_int(n_genes, "n_genes", 1)
-    n_slides = _check_int(n_slides, "n_slides", 1)
+    n_cells = check_int(n_cells, "n_cells", 1)
+    n_genes = check_int(n_genes, "n_genes", 1)
+    n_slides = check_int(n_slides, "n_slides", 1)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
@@ -324,19 +287,19 @@ def synthetic_tissue(
             f"n_cells={n_cells} is too small for n_slides={n_slides}; need at least "
             f"{MIN_CELLS_PER_SLIDE} cells per slide"
         )
-    library_size_median = _check_positive(library_size_median, "library_size_median")
-    niche_bandwidth = _check_positive(niche_bandwidth, "niche_bandwidth")
-    niche_max_neighbours = _check_int(niche_max_neighbours, "niche_max_neighbours", 1)
+    library_size_median = check_positive(library_size_median, "library_size_median")
+    niche_bandwidth = check_positive(niche_bandwidth, "niche_bandwidth")
+    niche_max_neighbours = check_int(niche_max_neighbours, "niche_max_neighbours", 1)
     niche_cutoff = float(niche_cutoff)
     if not 0.0 <= niche_cutoff < 1.0:
         raise ValueError(f"niche_cutoff must be in [0, 1), got {niche_cutoff!r}")
     library_size_sigma = float(library_size_sigma)
     if not math.isfinite(library_size_sigma) or library_size_sigma < 0:
         raise ValueError(f"library_size_sigma must be finite and >= 0, got {library_size_sigma!r}")
-    cell_area = _check_positive(cell_area, "cell_area")
-    tumour_radius = _check_positive(tumour_radius, "tumour_radius")
-    tumour_fraction = _check_positive(tumour_fraction, "tumour_fraction")
-    margin_fraction = _check_positive(margin_fraction, "margin_fraction")
+    cell_area = check_positive(cell_area, "cell_area")
+    tumour_radius = check_positive(tumour_radius, "tumour_radius")
+    tumour_fraction = check_positive(tumour_fraction, "tumour_fraction")
+    margin_fraction = check_positive(margin_fraction, "margin_fraction")
     if tumour_fraction + margin_fraction >= 1.0:
         raise ValueError(
             f"tumour_fraction + margin_fraction must be < 1, got {tumour_fraction} + {margin_fraction}"

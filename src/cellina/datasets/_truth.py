@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellina.datasets._errors import DatasetTypeError, PositionError, TruthKeyError
+from cellina.datasets._errors import DatasetTypeError, TruthKeyError
+from cellina.datasets._inputs import as_str_list, donor_rows, positions, shift_rows, shift_table
 from cellina.datasets._model import TissueModel
 from cellina.datasets._synthetic import GRAPH_KEY, TRUTH_KEY, TYPE_EFFECTS_KEY
 
@@ -32,12 +32,6 @@ class _Tissue:
     size: np.ndarray
     graph: sp.csr_matrix
     composition: np.ndarray  # every cell's c on the true graph (it depends on types, never on expression)
-
-
-def _as_str_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in np.asarray(value, dtype=object).ravel()]
 
 
 def _load(adata: Any) -> _Tissue:
@@ -75,7 +69,7 @@ def _load(adata: Any) -> _Tissue:
     if graph_key not in adata.obsp:
         raise TruthKeyError(f"adata.obsp has no {graph_key!r} (the true graph) needed for the exact truth")
 
-    fine_types = _as_str_list(truth["fine_types"])
+    fine_types = as_str_list(truth["fine_types"])
     cell_type = pd.Categorical(adata.obs["cell_type"].astype(str), categories=fine_types)
     codes = np.asarray(cell_type.codes, dtype=np.int64)
     if (codes < 0).any():
@@ -83,7 +77,7 @@ def _load(adata: Any) -> _Tissue:
         raise ValueError(f"adata.obs['cell_type'] has values {bad} that are not among the truth's types {fine_types}")
     names = list(map(str, adata.var_names))
     index = {g: i for i, g in enumerate(names)}
-    ligand = _as_str_list(truth["programmes"]["ligand"])
+    ligand = as_str_list(truth["programmes"]["ligand"])
     missing = [g for g in ligand if g not in index]
     if missing:
         raise TruthKeyError(f"ligand genes {missing} of uns[{TRUTH_KEY!r}] are not in adata.var_names")
@@ -98,12 +92,12 @@ def _load(adata: Any) -> _Tissue:
         fine_types=fine_types,
         rho_composition={str(k): float(v) for k, v in truth["rho_composition"].items()},
         rho_ligand={str(k): float(v) for k, v in truth["rho_ligand"].items()},
-        tumour_associated=_as_str_list(truth["tumour_associated"]),
+        tumour_associated=as_str_list(truth["tumour_associated"]),
         l_ref=float(truth["l_ref"]),
         target_sum=float(truth["target_sum"]),
         fine_to_coarse={str(k): str(v) for k, v in truth["fine_to_coarse"].items()},
         type_response_effect=None if response_key is None else np.asarray(adata.varm[str(response_key)], np.float64),
-        coarse_types=_as_str_list(truth["coarse_types"]),
+        coarse_types=as_str_list(truth["coarse_types"]),
     )
     graph = sp.csr_matrix(adata.obsp[graph_key])
     return _Tissue(
@@ -114,42 +108,6 @@ def _load(adata: Any) -> _Tissue:
         graph=graph,
         composition=model.composition_signal(graph, codes),
     )
-
-
-def _indices(value: Any, n: int, name: str) -> np.ndarray:
-    """Positional indices 0..n-1 from an integer array-like or a boolean mask of length n."""
-    if isinstance(value, (pd.Series, pd.Index)):
-        value = value.to_numpy()
-    arr = np.asarray(value)
-    if arr.dtype == bool:
-        if arr.ndim != 1 or arr.shape[0] != n:
-            raise ValueError(f"{name} is a boolean mask of shape {arr.shape}; expected ({n},)")
-        return np.flatnonzero(arr)
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
-            raise DatasetTypeError(f"{name} must hold integer positions (0..{n - 1}), got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False)
-    bad = arr[(arr < 0) | (arr >= n)]
-    if bad.size:
-        raise PositionError(f"{name} has positions outside 0..{n - 1}: {bad[:5].tolist()}")
-    return arr
-
-
-def _weights(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.shape != shape:
-        raise ValueError(f"{name} has shape {arr.shape}; expected {shape} to match the donors")
-    if not np.all(np.isfinite(arr)) or (arr < 0).any():
-        raise ValueError(f"{name} must be finite and non-negative")
-    return arr
 
 
 def _neighbour_rows(tissue: _Tissue, rows: sp.csr_matrix, shift=None) -> tuple[np.ndarray, np.ndarray]:
@@ -185,87 +143,12 @@ def true_mean(adata: Any, indices: Any = None, *, niche: bool = True) -> np.ndar
     """
     tissue = _load(adata)
     n = tissue.codes.shape[0]
-    idx = np.arange(n) if indices is None else _indices(indices, n, "indices")
+    idx = np.arange(n) if indices is None else positions(indices, n, "indices")
     codes, state, size = tissue.codes[idx], tissue.state[idx], tissue.size[idx]
     if not niche:
         return tissue.model.expected_counts(codes, state, size)
     c, l = _neighbour_rows(tissue, tissue.graph[idx])
     return tissue.model.expected_counts(codes, state, size, c, l)
-
-
-def _donor_rows(
-    donors: Any, weights: Any, n_focal: int, n: int
-) -> tuple[sp.csr_matrix | None, np.ndarray | None, np.ndarray | None]:
-    """(per-focal rows, None, None) or (None, shared pool, shared weights)."""
-    if sp.issparse(donors):
-        if weights is not None:
-            raise ValueError("weights must be None when donors is a sparse matrix (its values are the weights)")
-        rows = sp.csr_matrix(donors, dtype=np.float64)
-        if rows.shape != (n_focal, n):
-            raise ValueError(f"sparse donors has shape {rows.shape}; expected (n_focal, n_obs) = {(n_focal, n)}")
-        if not np.all(np.isfinite(rows.data)) or (rows.data < 0).any():
-            raise ValueError("sparse donors must hold finite, non-negative weights")
-        rows.sum_duplicates()
-        return rows, None, None
-    if isinstance(donors, (pd.Series, pd.Index)):
-        donors = donors.to_numpy()
-    if isinstance(donors, np.ndarray) and donors.dtype != object:
-        per_focal = donors.ndim == 2
-        if donors.ndim not in (1, 2):
-            raise ValueError(
-                f"donors must be 1-D (a shared pool) or 2-D (one row per focal cell), got shape {donors.shape}"
-            )
-    elif isinstance(donors, (Sequence, np.ndarray)) and not isinstance(donors, str):
-        items = list(donors)
-        per_focal = len(items) > 0 and not all(isinstance(d, (numbers.Integral, np.bool_, bool)) for d in items)
-        if not per_focal:
-            donors = np.asarray(items, dtype=np.int64) if items else np.zeros(0, dtype=np.int64)
-    else:
-        raise DatasetTypeError(
-            f"donors must be an index array or a sequence of index arrays, got {type(donors).__name__}"
-        )
-
-    if not per_focal:
-        pool = _indices(donors, n, "donors")
-        if pool.size == 0:
-            raise ValueError("donors is an empty pool: give at least one donor cell")
-        w = np.ones(pool.size) if weights is None else _weights(weights, pool.shape, "weights")
-        return None, pool, w
-
-    if isinstance(donors, np.ndarray) and donors.ndim == 2 and donors.dtype != object:
-        # rectangular donors (e.g. a model's draws): validate and assemble in one pass
-        if donors.shape[0] != n_focal:
-            raise ValueError(f"donors has {donors.shape[0]} donor sets but there are {n_focal} focal cells")
-        columns = _indices(donors.ravel(), n, "donors")
-        values = np.ones(columns.size) if weights is None else _weights(weights, donors.shape, "weights").ravel()
-        indptr = np.arange(n_focal + 1, dtype=np.int64) * donors.shape[1]
-        rows = sp.csr_matrix((values, columns, indptr), shape=(n_focal, n))
-        rows.sum_duplicates()
-        return rows, None, None
-
-    groups = list(donors)
-    if len(groups) != n_focal:
-        raise ValueError(f"donors has {len(groups)} donor sets but there are {n_focal} focal cells")
-    if weights is not None:
-        weight_groups = list(weights)
-        if len(weight_groups) != n_focal:
-            raise ValueError(f"weights has {len(weight_groups)} rows but there are {n_focal} focal cells")
-    cols, data, lengths = [], [], []
-    for i, group in enumerate(groups):
-        idx = _indices(group, n, f"donors[{i}]")
-        if weights is None:
-            w = np.ones(idx.size)
-        else:
-            w = _weights(weight_groups[i], idx.shape, f"weights[{i}]")
-        cols.append(idx)
-        data.append(w)
-        lengths.append(idx.size)
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    values = np.concatenate(data) if data else np.zeros(0)
-    columns = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    rows = sp.csr_matrix((values, columns, indptr), shape=(n_focal, n))
-    rows.sum_duplicates()
-    return rows, None, None
 
 
 def true_counterfactual_edge(
@@ -306,8 +189,8 @@ def true_counterfactual_edge(
     """
     tissue = _load(adata)
     n = tissue.codes.shape[0]
-    idx = _indices(focal, n, "focal")
-    rows, pool, pool_weights = _donor_rows(donors, weights, idx.size, n)
+    idx = positions(focal, n, "focal")
+    rows, pool, pool_weights = donor_rows(donors, weights, idx.size, n)
     codes, state, size = tissue.codes[idx], tissue.state[idx], tissue.size[idx]
     if not niche:
         return tissue.model.expected_counts(codes, state, size)
@@ -319,26 +202,6 @@ def true_counterfactual_edge(
         c1, l1 = _neighbour_rows(tissue, shared)
         c, l = np.full(idx.size, c1[0]), np.full(idx.size, l1[0])
     return tissue.model.expected_counts(codes, state, size, c, l)
-
-
-def _gene_shifts(values: Any, names: Mapping[str, int], where: str) -> dict[int, float]:
-    if isinstance(values, pd.Series):
-        values = values.to_dict()
-    if not isinstance(values, Mapping):
-        raise DatasetTypeError(f"{where} must map gene -> log-fold change, got {type(values).__name__}")
-    unknown = [str(g) for g in values if str(g) not in names]
-    if unknown:
-        raise TruthKeyError(f"{where} has genes not in adata.var_names: {unknown[:10]}")
-    shifts: dict[int, float] = {}
-    for gene, value in values.items():
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise DatasetTypeError(f"{where}[{gene!r}] must be a number, got {value!r}") from None
-        if not np.isfinite(value):
-            raise ValueError(f"{where}[{gene!r}] must be finite, got {value!r}")
-        shifts[names[str(gene)]] = value
-    return shifts
 
 
 def true_counterfactual_node(
@@ -377,37 +240,12 @@ def true_counterfactual_node(
     """
     tissue = _load(adata)
     n = tissue.codes.shape[0]
-    names = {str(g): i for i, g in enumerate(adata.var_names)}
-    if not isinstance(perturbations, (Mapping, pd.Series)):
-        raise DatasetTypeError(f"perturbations must be a mapping, got {type(perturbations).__name__}")
-    if groupby is None:
-        per_group = {None: _gene_shifts(perturbations, names, "perturbations")}
-        group_of = None
-    else:
-        if groupby not in adata.obs:
-            raise TruthKeyError(f"groupby={groupby!r} is not a column of adata.obs")
-        column = adata.obs[groupby]
-        group_of = column.astype(str).to_numpy()
-        known = set(group_of)
-        if isinstance(column.dtype, pd.CategoricalDtype):  # an empty category is still a valid group
-            known |= set(map(str, column.cat.categories))
-        unknown = [str(g) for g in perturbations.keys() if str(g) not in known]
-        if unknown:
-            raise TruthKeyError(f"perturbations has groups not in adata.obs[{groupby!r}]: {unknown[:10]}")
-        per_group = {
-            str(group): _gene_shifts(values, names, f"perturbations[{group!r}]")
-            for group, values in perturbations.items()
-        }
-    idx = _indices(focal, n, "focal")
-    cols = np.array(sorted({g for shifts in per_group.values() for g in shifts}), dtype=np.int64)
-    position = {int(g): j for j, g in enumerate(cols)}
+    per_group, group_of = shift_table(adata, perturbations, groupby)
+    idx = positions(focal, n, "focal")
 
     def shifted_scores(used: np.ndarray) -> np.ndarray:
-        shift = np.zeros((used.size, cols.size))
-        for group, shifts in per_group.items():
-            members = np.ones(used.size, dtype=bool) if group is None else group_of[used] == group
-            for gene, value in shifts.items():
-                shift[members, position[gene]] = value
+        cols, table, row = shift_rows(per_group, group_of, used)
+        shift = table[row]
         return tissue.model.ligand_scores(
             tissue.codes[used], tissue.state[used], tissue.composition[used], cols, shift, renormalize
         )

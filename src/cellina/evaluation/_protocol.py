@@ -305,7 +305,7 @@ def leave_one_out(
         Subsample size per population for the energy distance.
     truth
         ``"auto"``: exact-truth scores when ``adata`` is a :mod:`cellina.datasets` synthetic
-        tissue; ``True`` requires it; ``False`` skips them.
+        tissue or world (:func:`cellina.datasets.truth_for`); ``True`` requires it; ``False`` skips them.
     probes
         Fit latent probes (domain and cell type from ``z``, domain from ``s``) on the
         training cells.
@@ -642,15 +642,15 @@ PROGRAMME_COLUMN = "cellina_programme"
 
 
 def _resolve_truth(adata: Any, truth: bool | str) -> bool:
-    from cellina.datasets import TRUTH_KEY
+    from cellina.datasets import has_truth
 
-    has = TRUTH_KEY in adata.uns and PROGRAMME_COLUMN in adata.var
+    has = has_truth(adata)
     if truth == "auto":
         return has
     if truth is True and not has:
         raise ValueError(
-            f"truth=True needs a tissue from cellina.datasets.synthetic_tissue (adata.uns[{TRUTH_KEY!r}] and "
-            f"adata.var[{PROGRAMME_COLUMN!r}] are missing)."
+            "truth=True needs a tissue from cellina.datasets.synthetic_tissue or a world from "
+            f"cellina.datasets.make_world (adata.uns has no exact truth or adata.var[{PROGRAMME_COLUMN!r}] is missing)."
         )
     if truth not in (True, False):
         raise ValueError(f"`truth` must be 'auto', True or False, got {truth!r}.")
@@ -658,63 +658,56 @@ def _resolve_truth(adata: Any, truth: bool | str) -> bool:
 
 
 def responsive_genes(adata: Any, cell_type: str) -> np.ndarray:
-    """Boolean mask of the genes that move with the niche in ``cell_type`` on a synthetic tissue.
+    """Boolean mask of the genes that move with the niche in ``cell_type`` on a synthetic tissue or world.
 
-    These are the shared response programmes (``composition_response``, ``ligand_response``) and
-    the genes of the cell type's own composition response (its ``type_response`` block and, in
-    ligand senders, the ligand genes); other types' blocks never move in this type.
+    On a :func:`cellina.datasets.synthetic_tissue` tissue these are the shared response programmes
+    (``composition_response``, ``ligand_response``) and the genes of the cell type's own
+    composition response (its ``type_response`` block and, in ligand senders, the ligand genes);
+    on a :func:`cellina.datasets.make_world` world, the genes any channel moves in that type.
 
     Parameters
     ----------
     adata
-        A tissue from :func:`cellina.datasets.synthetic_tissue`.
+        A tissue or world from :mod:`cellina.datasets`.
     cell_type
-        A coarse type of that tissue (another label selects only the shared programmes).
+        A coarse type of that tissue (another label selects only the shared programmes of a tissue).
 
     Returns
     -------
     numpy.ndarray
         ``(n_vars,)`` booleans.
     """
-    from cellina.datasets import SHARED_RESPONSE_PROGRAMMES, TRUTH_KEY
+    from cellina.datasets import has_truth, truth_for
 
-    if PROGRAMME_COLUMN not in adata.var or TRUTH_KEY not in adata.uns:
-        raise ValueError(f"adata.var has no {PROGRAMME_COLUMN!r}: only synthetic tissues know their responsive genes.")
-    programme = adata.var[PROGRAMME_COLUMN].astype(str).to_numpy()
-    responsive = np.isin(programme, SHARED_RESPONSE_PROGRAMMES)
-    truth = adata.uns[TRUTH_KEY]
-    coarse = [str(t) for t in np.asarray(truth.get("coarse_types", []), dtype=object).ravel()]
-    key = truth.get("type_response_key")
-    if key is not None and str(cell_type) in coarse:
-        responsive |= np.asarray(adata.varm[str(key)])[:, coarse.index(str(cell_type))] != 0
-    return responsive
+    if not has_truth(adata):
+        raise ValueError(f"adata.var has no {PROGRAMME_COLUMN!r}: only cellina.datasets tissues and worlds know their responsive genes.")
+    return truth_for(adata).responsive(cell_type)
 
 
 def _truth_changes(adata, idx_control, table, labels_key, perturbations, renormalize, holdout):
     """Exact factual means of the control cells, the node change, and the gene sets to score on."""
-    from cellina.datasets import true_counterfactual_node, true_mean
+    from cellina.datasets import truth_for
 
-    factual = true_mean(adata, idx_control)
+    truth = truth_for(adata)
+    factual = truth.mean(idx_control)
     changes: dict[str, np.ndarray] = {}
     counterfactual: dict[str, np.ndarray] = {}
     if "node" in perturbations and table is not None:
-        node = true_counterfactual_node(adata, idx_control, table, groupby=labels_key, renormalize=renormalize)
+        node = truth.node(idx_control, table, groupby=labels_key, renormalize=renormalize)
         counterfactual["node"] = node
         changes["node"] = _population_lfc(node, factual)
-    programme = adata.var[PROGRAMME_COLUMN].astype(str).to_numpy()
     return {
+        "truth": truth,
         "factual": factual,
         "changes": changes,
         "counterfactual": counterfactual,
-        "responsive": responsive_genes(adata, holdout),
-        "null": programme == "null",
+        "responsive": truth.responsive(holdout),
+        "null": truth.null_genes(),
     }
 
 
 def _set_true_edge(truth_info, adata, idx_control, donors):
     """Exact counterfactual of the control cells when each gets exactly the donors the model drew (equal weights)."""
-    from cellina.datasets import true_counterfactual_edge
-
-    cf = true_counterfactual_edge(adata, idx_control, np.asarray(donors))
+    cf = truth_info["truth"].edge(idx_control, np.asarray(donors))
     truth_info["counterfactual"]["edge"] = cf
     truth_info["changes"]["edge"] = _population_lfc(cf, truth_info["factual"])
