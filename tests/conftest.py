@@ -54,6 +54,12 @@ def prepared_tissue(n_cells: int = 640, n_genes: int = 100, n_slides: int = 2, s
 
 
 @pytest.fixture(scope="session")
+def make_tissue():
+    """The tissue builder :func:`prepared_tissue`, for tests that need other sizes."""
+    return prepared_tissue
+
+
+@pytest.fixture(scope="session")
 def two_slide_tissue():
     """Session-wide two-slide tissue; copy it before registering or changing it."""
     return prepared_tissue()

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import scanpy as sc
 import torch
-from conftest import prepared_tissue
 
 import cellina
 from cellina.model import Cellina
@@ -95,9 +94,9 @@ def test_published_argument_names_are_aliases(trained):
     assert cf.n_obs == 15 and np.asarray(cf.obsm["spatial_x"].todense()).any()
 
 
-def _held_out_tissue():
+def _held_out_tissue(make_tissue):
     """A two-slide tissue with tumour Myeloid cells held out of the training graph, as published."""
-    adata = prepared_tissue(n_cells=800)
+    adata = make_tissue(n_cells=800)
     adata.X = adata.layers["counts"].copy()
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
@@ -110,8 +109,8 @@ def _held_out_tissue():
     return adata, test
 
 
-def test_held_out_cells_never_reach_an_anchor_niche():
-    adata, test = _held_out_tissue()
+def test_held_out_cells_never_reach_an_anchor_niche(make_tissue):
+    adata, test = _held_out_tissue(make_tissue)
     Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     torch.manual_seed(0)
     model = Cellina(adata, **SMALL)
