@@ -16,9 +16,10 @@ HOLD_OUT = "domain == 'tumour' and coarse_type == 'Myeloid'"
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
     tissue = folder / "tissue.h5ad"
-    assert main(["simulate", str(tissue), "--n-cells", "900", "--n-genes", "100", "--seed", "2", "-q"]) == 0
+    assert main(["simulate", str(tissue), "--n-cells", "900", "--n-genes", "100", "--n-slides", "2",
+                 "--seed", "2", "-q"]) == 0
     model_dir = folder / "model"
-    args = ["train", str(tissue), str(model_dir), "--bandwidth", "25", "--max-neighbours", "20",
+    args = ["train", str(tissue), str(model_dir), "--bandwidth", "25", "--max-neighbours", "20", "--batch-key", "slide", "--library-key", "slide",
             "--hold-out", HOLD_OUT, "--max-epochs", "2", "--batch-size", "256", "--n-hidden", "32",
             "--n-latent", "4", "--niche-decoder", "type_gated", "--niche-rank", "3", "--spatial-decoding", "mean", "--type-aware-discriminator", "--accelerator", "cpu", "-q"]
     assert main(args) == 0

@@ -25,14 +25,14 @@ QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 @pytest.fixture(scope="module")
 def tissue():
-    adata = synthetic_tissue(n_cells=600, n_genes=100, seed=1, store_means=False)
+    adata = synthetic_tissue(n_cells=600, n_genes=100, n_slides=2, seed=1, store_means=False)
     adata.X = adata.layers["counts"].copy()
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     adata.obsp["spatial_connectivities_orig"] = spatial_neighbors(
-        adata, bandwidth=20.0, max_neighbours=20, inplace=False
+        adata, bandwidth=20.0, max_neighbours=20, inplace=False, library_key="slide"
     )
-    spatial_neighbors(adata, bandwidth=20.0, max_neighbours=20)
+    spatial_neighbors(adata, bandwidth=20.0, max_neighbours=20, library_key="slide")
     compute_spatial_features(adata)
     adata.X = adata.layers["counts"].copy()
     return adata
@@ -41,7 +41,7 @@ def tissue():
 @pytest.fixture(scope="module")
 def model(tissue):
     adata = tissue.copy()
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     m = Cellina(adata, n_hidden=16, n_latent=4, n_layers=1)
     torch.manual_seed(0)
     m.train(max_epochs=2, batch_size=128, **QUIET)

@@ -296,7 +296,7 @@ def test_perturbation_table_replaces_holdout_with_global(small_adata):
 def tissue():
     from cellina.datasets import synthetic_tissue
 
-    return synthetic_tissue(n_cells=1200, n_genes=100, seed=3)
+    return synthetic_tissue(n_cells=1200, n_genes=100, n_slides=2, seed=3)
 
 
 def _snapshot(adata):
@@ -382,6 +382,7 @@ def test_leave_one_out_tiny_cellina_run(tissue):
     snap = _snapshot(tissue)
     res = leave_one_out(
         tissue, "Myeloid", methods=("cellina", "mean_shift"), perturbations=("edge", "node"),
+        batch_key="slide", library_key="slide",
         bandwidth=20.0, max_neighbours=30, n_deg=20, n_neighbours=10, n_pert_genes=10, energy_max_cells=100,
         model_kwargs={"n_latent": 4, "n_hidden": 16, "n_layers": 1},
         train_kwargs={"max_epochs": 2, "batch_size": 256},

@@ -18,11 +18,12 @@ QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
 def _tissue(n_cells: int = 640, n_genes: int = 100, seed: int = 0):
-    adata = synthetic_tissue(n_cells=n_cells, n_genes=n_genes, seed=seed, store_means=False)
+    # two slides, as real data has; models below take the slide as their batch
+    adata = synthetic_tissue(n_cells=n_cells, n_genes=n_genes, n_slides=2, seed=seed, store_means=False)
     adata.X = adata.layers["counts"].copy()
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
-    spatial_neighbors(adata, bandwidth=20.0, max_neighbours=20)
+    spatial_neighbors(adata, bandwidth=20.0, max_neighbours=20, library_key="slide")
     compute_spatial_features(adata)
     adata.X = adata.layers["counts"].copy()
     return adata
@@ -48,7 +49,7 @@ def trained(tissue):
     """A model trained 3 epochs with loss normalisation on equal-size batches."""
     adata = tissue.copy()
     Cellina.setup_anndata(
-        adata, labels_key="coarse_type", domains_key="domain", layer="counts"
+        adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts"
     )
     model = Cellina(adata, **SMALL)
     torch.manual_seed(0)
@@ -180,7 +181,7 @@ def test_alphas_are_measured_over_epoch_zero_then_frozen(trained):
 
 
 def test_without_normalisation_alphas_stay_one(adata):
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     model = Cellina(adata, **SMALL)
     model.train(max_epochs=1, batch_size=256, **QUIET)
     assert float(model.module.alpha_classifier) == 1.0
@@ -244,7 +245,7 @@ class _StepRecorder(Callback):
 
 
 def test_each_step_updates_only_its_own_parameters(adata):
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     model = Cellina(adata, **SMALL)
     rec = _StepRecorder()
     model.train(max_steps=1, max_epochs=1, batch_size=256, callbacks=[rec], **QUIET)
@@ -281,7 +282,7 @@ def test_ablation_trains_with_one_optimiser(adata):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_gpu_device_list_falls_back_to_cpu(adata):
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     model = Cellina(adata, **SMALL)
     with pytest.warns(UserWarning, match="training on the CPU"):
         model.train(max_epochs=1, batch_size=256, devices=[0], **QUIET)
@@ -334,7 +335,7 @@ def test_condition_on_intrinsic_feeds_a_detached_z():
 
 
 def test_model_options_reach_the_module(adata):
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     model = Cellina(
         adata, gene_likelihood="zinb", use_observed_lib_size=False, n_latent_spatial=6,
         condition_on_intrinsic=True, **SMALL,
@@ -438,7 +439,7 @@ def test_load_rejects_other_genes(trained, tmp_path):
 
 
 def test_unknown_plan_kwargs_are_rejected(adata):
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     model = Cellina(adata, **SMALL)
     with pytest.raises(ValueError, match=r"Unknown plan_kwargs.*normalise_losses"):
         model.train(max_epochs=1, plan_kwargs={"normalise_losses": True}, **QUIET)
@@ -489,7 +490,7 @@ def test_holdout_split_is_the_published_construction():
 
 def test_factorised_decoder_trains_saves_and_answers_the_niche(adata, tmp_path):
     """The factorised decoder starts as a pure intrinsic decoder and learns a niche response."""
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     torch.manual_seed(0)
     model = Cellina(adata, niche_decoder="factorised", niche_rank=3, **SMALL)
     assert isinstance(model.module.decoder, FactorisedNicheDecoder)
@@ -551,7 +552,7 @@ def test_type_gated_term_is_the_probability_weighted_sum_of_type_maps():
 
 
 def test_type_gated_decoder_trains_saves_and_reads_the_classifier(adata, tmp_path):
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     torch.manual_seed(0)
     model = Cellina(adata, niche_decoder="type_gated", niche_rank=2, **SMALL)
     n_types = adata.obs["coarse_type"].nunique()
@@ -581,7 +582,7 @@ def test_type_gated_decoder_trains_saves_and_reads_the_classifier(adata, tmp_pat
 
 
 def test_type_gated_decoder_needs_the_classifier(adata):
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     with pytest.raises(ValueError, match=r"niche_decoder='type_gated'.*classifier_lambda > 0 \(got 0.0\)"):
         Cellina(adata, niche_decoder="type_gated", classifier_lambda=0.0, **SMALL)
     with pytest.raises(ValueError, match="needs classifier_lambda > 0"):
@@ -591,7 +592,7 @@ def test_type_gated_decoder_needs_the_classifier(adata):
 
 def test_mean_spatial_decoding_decodes_the_posterior_mean_of_s(adata, tmp_path):
     """Training with spatial_decoding='mean' feeds the decoder qs.loc, not a sample; z is still sampled."""
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     x = torch.as_tensor(adata.layers["counts"][:16].toarray(), dtype=torch.float32)
     phi = torch.as_tensor(adata.obsm["spatial_x"][:16], dtype=torch.float32)
     batch = torch.zeros(16, 1)
@@ -649,7 +650,7 @@ def test_type_aware_discriminator_is_told_the_type_and_targets_its_domain_mix():
 
 
 def test_type_aware_discriminator_trains_saves_and_needs_labels(adata, tmp_path):
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     # without the adversary the option does nothing
     assert not Cellina(adata, type_aware_discriminator=True, discriminator_lambda=0.0,
                        **SMALL).module.type_aware_discriminator
@@ -676,7 +677,7 @@ def test_type_aware_discriminator_trains_saves_and_needs_labels(adata, tmp_path)
 
 
 def test_bad_niche_decoder_is_named(adata):
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     with pytest.raises(ValueError, match="niche_decoder='mlp'"):
         Cellina(adata, niche_decoder="mlp", **SMALL)
     with pytest.raises(ValueError, match="niche_rank=0"):
@@ -685,7 +686,7 @@ def test_bad_niche_decoder_is_named(adata):
 
 def test_early_stopping_waits_for_the_kl_warm_up(adata):
     """The validation loss rises while the KL weight grows; early stopping must not fire then."""
-    Cellina.setup_anndata(adata, labels_key="coarse_type", domains_key="domain", layer="counts")
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     torch.manual_seed(0)
     model = Cellina(adata, **SMALL)
     model.train(

@@ -303,8 +303,9 @@ def test_scripting_the_whole_workflow_with_the_session(tmp_path):
     """The user guide's notebook path: no viewer, same steps as the docks."""
     from cellina.datasets import synthetic_tissue
 
-    adata = synthetic_tissue(n_cells=700, n_genes=100, seed=1, store_means=False)
-    session = CellinaSession(adata, TissueKeys(cell_type_key="cell_type", domain_key="domain"))
+    # two slides with the slide as batch: every prediction used to crash on such a model
+    adata = synthetic_tissue(n_cells=700, n_genes=100, n_slides=2, seed=1, store_means=False)
+    session = CellinaSession(adata, TissueKeys(cell_type_key="cell_type", domain_key="domain", batch_key="slide"))
     session.preprocess(n_top_genes=80, bandwidth_um=20, max_neighbours=15)
     session.train(max_epochs=2, batch_size=128, holdout_cell_type="myeloid_1", holdout_domain="tumour")
     adata = session.adata

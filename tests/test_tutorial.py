@@ -29,8 +29,9 @@ UM_PER_PX = 0.12028
 PX_PER_UM = 5.0 / UM_PER_PX
 
 
-def _tutorial_adata() -> sc.AnnData:
-    adata = synthetic_tissue(n_cells=2000, n_genes=150, seed=0, store_means=False)
+def _tutorial_adata(n_slides: int = 1) -> sc.AnnData:
+    adata = synthetic_tissue(n_cells=2000, n_genes=150, n_slides=n_slides, seed=0, store_means=False)
+    adata.obs["sid"] = adata.obs["slide"].astype(str)
     adata.obs["typ"] = adata.obs["domain"].map(
         {"healthy": "232_REF", "margin": "232_TVA", "tumour": "232_CRC"}
     ).astype(str)
@@ -105,7 +106,10 @@ def get_lfc(control, target, counterfactual, normalize_counts=True, n_deg=200):
     return gt_vec, cf_vec, top_features
 
 
-def test_published_tutorial_runs_unchanged(tmp_path, monkeypatch):
+# The tutorial as published (one section, no batch), and as a user with two slides runs it:
+# the only line that differs is the batch key.
+@pytest.mark.parametrize("n_slides, tutorial_batch_key", [(1, None), (2, "sid")])
+def test_published_tutorial_runs_unchanged(tmp_path, monkeypatch, n_slides, tutorial_batch_key):
     monkeypatch.chdir(tmp_path)
     from scvi.train._callbacks import EarlyStopping, SaveCheckpoint
 
@@ -116,11 +120,11 @@ def test_published_tutorial_runs_unchanged(tmp_path, monkeypatch):
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-    adata = _tutorial_adata()
+    adata = _tutorial_adata(n_slides)
     adata.obs_names_make_unique()
     labels_key = "coarse_type"
     domains_key = "typ"
-    batch_key = None
+    batch_key = tutorial_batch_key
     adata = adata[~adata.obs[domains_key].isna()]
     adata = adata[~adata.obs[labels_key].isna()]
     sc.pp.filter_cells(adata, min_counts=3)
