@@ -1,30 +1,41 @@
-"""Edge counterfactuals: donor sampling and niche features of rewired neighbourhoods."""
+"""Tissue-graph counterfactuals: edge rewiring and node perturbation, donor pools, gene shifts.
 
+Every face of Cellina (the API, the command line, the plugin and the evaluation protocol)
+runs its counterfactuals through :func:`edge_counterfactual` and :func:`node_counterfactual`.
+"""
+
+from ._adata import make_counterfactual_adata
 from ._donors import sample_anchors, sample_donors
-from ._pools import cluster_pool, observed_neighbour_pool, select_cells
-from ._rewire import edge_counterfactual
 from ._edge import (
     anchor_niche_features,
+    default_anchor_graph,
     masked_rows,
     pooled_niche_features,
     rewired_niche_features,
     spatial_features_record,
     usable_anchors,
 )
-from ._adata import make_counterfactual_adata
+from ._node import NodeCounterfactual, node_counterfactual
+from ._pools import cluster_pool, observed_neighbour_pool, select_cells
+from ._rewire import edge_counterfactual
+from ._shifts import GeneShifts
 
 __all__ = [
-    "cluster_pool",
-    "edge_counterfactual",
-    "observed_neighbour_pool",
-    "select_cells",
+    "GeneShifts",
+    "NodeCounterfactual",
     "anchor_niche_features",
+    "cluster_pool",
+    "default_anchor_graph",
+    "edge_counterfactual",
     "make_counterfactual_adata",
     "masked_rows",
+    "node_counterfactual",
+    "observed_neighbour_pool",
     "pooled_niche_features",
     "rewired_niche_features",
     "sample_anchors",
     "sample_donors",
+    "select_cells",
     "spatial_features_record",
     "usable_anchors",
 ]

@@ -5,6 +5,7 @@ from ._decoders import FactorisedNicheDecoder
 from ._model import Cellina
 from ._module import CellinaModule
 from ._splits import holdout_split
+from ._training import train_model
 from ._training_plan import CellinaTrainingPlan, auto_kl_warmup_epochs, linear_warmup
 from .presets import PRESETS, PUBLISHED, RECOMMENDED, Preset, get_preset
 
@@ -26,4 +27,5 @@ __all__ = [
     "holdout_split",
     "linear_warmup",
     "presets",
+    "train_model",
 ]
