@@ -85,7 +85,7 @@ def test_pooled_draws_are_seeded_and_none_takes_the_whole_pool(two_slide_counts)
 
     np.testing.assert_array_equal(draw(n_neighbors=4, random_state=5), draw(n_neighbors=4, random_state=5))
     assert not np.array_equal(draw(n_neighbors=4, random_state=5), draw(n_neighbors=4, random_state=6))
-    everyone = draw()
+    everyone = draw(n_neighbors=None)
     rep = _lognorm(adata)
     for i, cell in enumerate(focal):
         # the focal cell is never its own donor, even when it is in the pool

@@ -25,8 +25,8 @@ def _donor_rows(
 ) -> sp.csr_matrix:
     """``(n_focal, n_obs)`` weights 1 on each focal cell's donors, never the cell itself.
 
-    ``n_neighbors=None`` takes the whole pool (no draw, as published); otherwise
-    ``n_neighbors`` distinct donors are drawn per focal cell.
+    ``n_neighbors`` distinct donors are drawn per focal cell; ``None`` takes the whole pool
+    (no draw).
     """
     if n_neighbors is None:
         pool = _unique_pool(pool)
@@ -116,7 +116,7 @@ def make_counterfactual_adata(
     neighbour_indices: Any,
     spatial_column: str,
     anchor_donors: bool = True,
-    n_neighbors: int | None = None,
+    n_neighbors: int | None = 50,
     random_state: Any = 0,
     layer: str | None = None,
     connectivity_key: str = "spatial_connectivities",
@@ -148,7 +148,8 @@ def make_counterfactual_adata(
         written to the source's ``obsp[cf_conn_key]``.
     n_neighbors
         Pooled mode: donors drawn per focal cell without replacement, never the cell
-        itself; None takes the whole pool.
+        itself (50, as published; clipped with a warning to the pool); None takes the whole
+        pool.
     random_state
         Seed (or numpy Generator) of the draw.
     layer

@@ -61,6 +61,7 @@ def edge_counterfactual(
     batch_size: int | None = None,
     return_std: bool = False,
     return_donors: bool = False,
+    give_mean: bool = True,
 ):
     """Decode focal cells after rewiring their neighbourhoods, averaged over donor draws.
 
@@ -98,6 +99,8 @@ def edge_counterfactual(
         As in ``model.predict_from_niche``.
     return_std, return_donors
         Also return the per-value standard deviation across draws, and the draws themselves.
+    give_mean
+        Decode posterior means (default) or one posterior sample per draw.
 
     Returns
     -------
@@ -116,7 +119,7 @@ def edge_counterfactual(
             adata, source, focal, pool, obsm_key=obsm_key, rng=rng, precomputed=anchor,
             n_neighbours=n_neighbours, connectivity_key=connectivity_key, exclude=exclude, record=record,
         )
-        stats.add(model.predict_from_niche(adata, focal, spatial_x, output, library_size, batch_size))
+        stats.add(model.predict_from_niche(adata, focal, spatial_x, output, library_size, batch_size, give_mean))
         draws.append(drawn)
     out: list[Any] = [stats.mean.astype(np.float32)]
     if return_std:

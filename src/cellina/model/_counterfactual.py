@@ -43,7 +43,7 @@ class CellinaCounterfactualMixin:
 
     def _edge(self, output: str, indices, neighbour_indices, adata, batch_size, seed, precomputed,
               n_neighbours, n_draws, return_std, library_size, connectivity_key, return_donors,
-              anchor_donors, n_neighbors, exclude_indices, layer):
+              anchor_donors, n_neighbors, exclude_indices, layer, give_mean=True):
         from cellina.counterfactual import edge_counterfactual
 
         self._check_if_trained(warn=False)
@@ -59,7 +59,7 @@ class CellinaCounterfactualMixin:
             output=output, anchor=anchor, n_neighbours=k, n_draws=n_draws, seed=seed,
             exclude=self._exclusion(adata, exclude_indices), connectivity_key=connectivity_key,
             layer=layer, library_size=library_size, batch_size=batch_size,
-            return_std=return_std, return_donors=return_donors,
+            return_std=return_std, return_donors=return_donors, give_mean=give_mean,
         )
 
     def get_counterfactual_expression(
@@ -158,16 +158,17 @@ class CellinaCounterfactualMixin:
         return_donors: bool = False,
         *,
         latent_key: Literal["s", "z", "shifted"] = "s",
+        give_mean: bool = True,
         anchor_donors: bool | None = None,
         n_neighbors: int | None = None,
         exclude_indices: Any = HELDOUT,
         layer: str | None = None,
     ):
-        """Latents (posterior means) of focal cells with rewired niches.
+        """Latents of focal cells with rewired niches.
 
         The same draws as :meth:`get_counterfactual_expression` for the same arguments and
         ``seed``. ``latent_key``: ``"s"`` (default), ``"z"`` (unchanged by rewiring) or
-        ``"shifted"`` (``[z; s]``).
+        ``"shifted"`` (``[z; s]``); ``give_mean``: posterior means (default) or one sample.
 
         Returns
         -------
@@ -179,7 +180,7 @@ class CellinaCounterfactualMixin:
         return self._edge(
             latent_key, indices, neighbour_indices, adata, batch_size, seed, precomputed,
             n_neighbours, n_draws, return_std, "latent", connectivity_key, return_donors,
-            anchor_donors, n_neighbors, exclude_indices, layer,
+            anchor_donors, n_neighbors, exclude_indices, layer, give_mean,
         )
 
     def _make_counterfactual_adata(self, indices, neighbour_indices, seed: int = 0, **kwargs) -> AnnData:

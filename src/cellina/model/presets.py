@@ -129,7 +129,8 @@ OPTION_NOTES: Mapping[str, str] = MappingProxyType(
         "condition_on_intrinsic": "Feed a detached z to the s encoder as well (off in both presets).",
         "encode_batch": (
             "With several slides, the batch enters both encoders and the decoder (published), so "
-            "slide effects are not stored in z or s."
+            "the encoders can explain slide effects by the covariate; the niche features still "
+            "carry them into s."
         ),
         "domain_classifier_lambda": "Weight of a classifier of the domain from s (off in both presets).",
         "classifier_kwargs": "Size of the cell-type classifier (published: 128 hidden units, 1 layer).",
