@@ -429,3 +429,23 @@ def test_node_perturbation_fraction_and_groups():
     np.testing.assert_array_equal(np.flatnonzero((grouped.toarray() != X).any(axis=1)), np.arange(20))
     with pytest.raises(ValueError, match="outside"):
         _node_perturbation(X, {"a": 9}, {"a": 1.0})
+
+
+def test_neighbor_genes_restrict_the_output_features():
+    """The published ``neighbor_genes``: the perturbed features of just those genes."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from cellina.spatial import make_neighbor_perturbation
+
+    rng = np.random.default_rng(0)
+    lognorm = np.log1p(rng.poisson(4.0, size=(30, 6)).astype(np.float32))
+    adata = ad.AnnData(X=sp.csr_matrix(lognorm))
+    adata.var_names = [f"g{i}" for i in range(6)]
+    adata.obsp["spatial_connectivities"] = sp.csr_matrix(rng.random((30, 30)) < 0.2, dtype=np.float32)
+    make_neighbor_perturbation(adata, {"g1": 1.0}, add_shift=True, renormalize=False, obsm_key_out="full")
+    make_neighbor_perturbation(adata, {"g1": 1.0}, add_shift=True, renormalize=False, obsm_key_out="two",
+                               neighbor_genes=["g4", "g1"])
+    np.testing.assert_allclose(adata.obsm["two"], adata.obsm["full"][:, [4, 1]], rtol=1e-6)
+    with pytest.raises(KeyError, match="unknown: 'g9'"):
+        make_neighbor_perturbation(adata, {"g1": 1.0}, add_shift=True, neighbor_genes=["g9"])

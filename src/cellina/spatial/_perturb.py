@@ -507,6 +507,7 @@ def make_neighbor_perturbation(
     *,
     features_key: str = "spatial_x",
     layer_key: str | None = None,
+    neighbor_genes: Any = None,
 ) -> None:
     """Shift the expression of sender cells and rebuild the niche features.
 
@@ -557,6 +558,9 @@ def make_neighbor_perturbation(
         If given, the perturbed sender matrix itself (in the space of ``layer``, after
         ``renormalize``, as :func:`make_perturbed_expression` writes it) is also stored in
         ``adata.layers[layer_key]``, as the published Cellina does. None writes no layer.
+    neighbor_genes
+        Genes of the output features (the published name); default: the genes of the
+        niche-feature record, else all genes. Genes not in ``adata.var_names`` are an error.
 
     Notes
     -----
@@ -578,6 +582,12 @@ def make_neighbor_perturbation(
     plan = _plan(adata, perturbations, groupby, layer, base, add_shift, perturb_fraction, random_state)
     _check_representation(plan, add_shift, record)
     positions = _output_positions(adata, record, features_key)
+    if neighbor_genes is not None:
+        genes = [neighbor_genes] if isinstance(neighbor_genes, str) else [str(g) for g in neighbor_genes]
+        positions = adata.var_names.get_indexer(genes)
+        if not genes or (positions < 0).any():
+            unknown = [g for g, p in zip(genes, positions) if p < 0]
+            raise CellinaKeyError(f"neighbor_genes must name genes of adata.var_names; unknown: {_show(unknown)}.")
     transform, target_sum = _niche_transform(add_shift, record, features_key)
 
     old_total, new_total = _row_totals(plan, add_shift, base)
