@@ -56,9 +56,10 @@ Figures from `docs/benchmarks.md`, each with the command that produced it.
 * **type_aware_discriminator** (section "Counterfactual accuracy over training seeds", 8 types x
   4 seeds): tutorial top-50 Pearson 0.885 -> 0.908, skill 0.852 -> 0.887, slope 0.685 -> 0.761.
 * **encode_batch** (section "Slide effects in the latents"): with a strong slide effect the slide
-  is read from z with balanced accuracy 0.61 (batch in the decoder only) and 0.67 (batch in both
-  encoders too), chance 0.5, and perfectly from s in both cases: the niche features themselves
-  carry the slide, which the encoder's batch input does not remove.
+  is read from z with balanced accuracy 0.61 whether the batch enters the decoder only or both
+  encoders too (chance 0.5; an earlier run of the same script gave 0.61 and 0.67), and perfectly
+  from s in both cases: the niche features themselves carry the slide, which the encoders'
+  batch input does not remove. The option is kept because it is the published model.
 """
 
 
