@@ -98,7 +98,8 @@ def reading(out: dict) -> str:
     change = "less" if both["z"] < decoder["z"] - 0.02 else ("more" if both["z"] > decoder["z"] + 0.02 else "about as much")
     return (
         f"Reading: the counts carry the slide almost perfectly ({out['counts (log-normalised)']['z']:.2f}). "
-        f"With the batch in both encoders z keeps {change} slide information than with the batch in the "
+        f"With the batch in both encoders z keeps {change} slide information "
+        f"{'as' if change == 'about as much' else 'than'} with the batch in the "
         f"decoder only ({both['z']:.2f} vs {decoder['z']:.2f}). s reads the slide at {both['s']:.2f} either way: "
         "the niche features are averages of the neighbours' log-normalised expression, which carry the slide "
         "effect, and nothing asks s to forget it. Across-slide rewiring therefore also moves a cell's niche "
