@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellina.io_keys import guess_keys, looks_like_pixels
+from cellina.io_keys import guess_keys, looks_like_pixels, read_coordinates
 
 
 def _adata(obs: dict, layers: tuple[str, ...] = (), obsm: dict | None = None) -> ad.AnnData:
@@ -68,3 +68,17 @@ def test_nothing_known_guesses_nothing():
                                                (("x_centroid",), False), (("spatial", None), False)])
 def test_pixel_names_are_recognised(names, pixels):
     assert looks_like_pixels(*names) is pixels
+
+
+def test_coordinates_are_read_from_obs_columns():
+    adata = _adata({"x_centroid": [1.0, 2.0], "y_centroid": [3.0, 4.0]})
+    np.testing.assert_array_equal(read_coordinates(adata, None, "x_centroid", "y_centroid"), [[1, 3], [2, 4]])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"spatial_key": "spatial"}, "obsm"),
+                                                 ({"x_column": "x", "y_column": "nope"}, "'nope'"),
+                                                 ({"x_column": "x", "y_column": "y"}, "NaN")])
+def test_unreadable_coordinates_are_named(kwargs, message):
+    adata = _adata({"x": [1.0, np.nan], "y": [1.0, 2.0]})
+    with pytest.raises(ValueError, match=message):
+        read_coordinates(adata, **kwargs)

@@ -159,3 +159,31 @@ def guess_keys(adata: Any) -> KeyGuesses:
         y_column=y_column,
         in_pixels=looks_like_pixels(spatial_key, x_column, y_column),
     )
+
+
+def read_coordinates(
+    adata: Any, spatial_key: str | None = None, x_column: str | None = None, y_column: str | None = None
+) -> np.ndarray:
+    """Cell centres ``(n_obs, 2)`` as float64 (x, y), from ``obsm[spatial_key]`` or two obs columns.
+
+    Raises
+    ------
+    ValueError
+        The key or a column is missing, or the values are not finite numbers.
+    """
+    if spatial_key is not None:
+        if spatial_key not in adata.obsm:
+            raise ValueError(f"coordinates key {spatial_key!r} is not in obsm (keys: {sorted(adata.obsm.keys())})")
+        xy = np.asarray(adata.obsm[spatial_key])[:, :2]
+    else:
+        missing = [c for c in (x_column, y_column) if c is None or c not in adata.obs]
+        if missing:
+            raise ValueError(f"coordinate column {missing[0]!r} is not in obs")
+        xy = adata.obs[[x_column, y_column]].to_numpy()
+    try:
+        xy = xy.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the coordinates are not numeric: {err}") from None
+    if not np.all(np.isfinite(xy)):
+        raise ValueError("the coordinates hold NaN or infinite values")
+    return xy

@@ -6,9 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
-from cellina.io_keys import PIXEL_SIZES_UM, guess_keys, looks_like_pixels
+from cellina.io_keys import PIXEL_SIZES_UM, guess_keys, looks_like_pixels, read_coordinates
 from cellina.keys import OBSM
 
 from ._common import NO_KEY, CliError
@@ -116,16 +114,7 @@ def with_micrometre_coordinates(adata: Any, keys: TrainingKeys) -> None:
     """Write the coordinates, times the pixel size, to ``obsm["spatial"]`` (micrometres)."""
     if keys.spatial_key is None and keys.x_column is None:
         return
-    if keys.spatial_key is not None:
-        xy = np.asarray(adata.obsm[keys.spatial_key])[:, :2]
-    else:
-        xy = adata.obs[[keys.x_column, keys.y_column]].to_numpy()
-    try:
-        xy = xy.astype(np.float64)
-    except (TypeError, ValueError) as err:
-        raise CliError(f"the coordinates are not numeric: {err}") from None
-    if not np.all(np.isfinite(xy)):
-        raise CliError("the coordinates hold NaN or infinite values")
+    xy = read_coordinates(adata, keys.spatial_key, keys.x_column, keys.y_column)
     if keys.spatial_key == OBSM.SPATIAL and keys.pixel_size == 1.0:
         return
     adata.obsm[OBSM.SPATIAL] = xy * keys.pixel_size
