@@ -202,3 +202,13 @@ def test_metrics_import_needs_neither_torch_nor_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_ablation_of_a_type_gated_preset_trains(tissue):
+    res = leave_one_out(tissue, "Myeloid", methods=("cellina_no_aux",), preset="recommended", perturbations=("edge",),
+                        batch_key="slide", library_key="slide", bandwidth=20.0, max_neighbours=30, n_deg=20,
+                        n_neighbours=10, energy=False, probes=False, return_models=True,
+                        model_kwargs={"n_latent": 4, "n_hidden": 16, "n_layers": 1},
+                        train_kwargs={"max_epochs": 1, "batch_size": 256})
+    model = res.models["cellina_no_aux"]
+    assert model.preset == "recommended" and model.module.niche_decoder == "factorised"

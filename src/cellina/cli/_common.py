@@ -72,7 +72,7 @@ def common_options(quiet: bool = True) -> argparse.ArgumentParser:
     return parent
 
 
-def check_output(path: Path, overwrite: bool, command: str) -> None:
+def check_output(path: Path, overwrite: bool) -> None:
     """Refuse to replace an existing output unless ``--overwrite`` was given."""
     if path.exists() and not overwrite:
         raise CliError(f"{str(path)!r} exists; pass --overwrite to replace it")

@@ -162,7 +162,7 @@ def run_counterfactual(args: argparse.Namespace) -> int:
     from cellina.model import Cellina
 
     output = Path(args.output)
-    check_output(output, args.overwrite, "counterfactual")
+    check_output(output, args.overwrite)
     model_dir = Path(args.model)
     data_path = Path(args.data) if args.data else model_dir / "adata.h5ad"
     adata = load_input(data_path)

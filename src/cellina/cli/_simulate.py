@@ -19,7 +19,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     from cellina.datasets import synthetic_tissue
 
     output = Path(args.output)
-    check_output(output, args.overwrite, "simulate")
+    check_output(output, args.overwrite)
     with tqdm(total=100, desc="simulating", unit="%", disable=args.quiet) as bar:
 
         def progress(fraction: float, message: str) -> None:

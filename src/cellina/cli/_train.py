@@ -158,7 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
     from cellina.model import train_model
 
     output = Path(args.output)
-    check_output(output, args.overwrite, "train")
+    check_output(output, args.overwrite)
     adata = load_input(args.input)
     keys = resolve_training_keys(adata, args)
     if keys.guessed:

@@ -45,13 +45,17 @@ class MethodRun:
                                "would not match the prediction.")
 
 
-def cellina_model_kwargs(method: str, model_kwargs: Any) -> dict[str, Any]:
-    """Constructor options of a Cellina method; the ablation turns both auxiliary heads off."""
+def cellina_model_kwargs(method: str, model_kwargs: Any, preset: str | None = None) -> dict[str, Any]:
+    """Constructor options of a Cellina method on top of ``preset``; the ablation turns both auxiliary
+    heads off, and a type-gated decoder (the preset's or the caller's) becomes the factorised one,
+    since the type gate reads the classifier the ablation removes."""
+    from cellina.model import get_preset
+
     kwargs = dict(model_kwargs or {})
     if method == "cellina_no_aux":
         kwargs.update(classifier_lambda=0.0, discriminator_lambda=0.0)
-        if kwargs.get("niche_decoder") == "type_gated":
-            # the type gate reads the classifier, which the ablation removes
+        decoder = kwargs.get("niche_decoder", get_preset(preset).model.get("niche_decoder") if preset else None)
+        if decoder == "type_gated":
             kwargs["niche_decoder"] = "factorised"
     return kwargs
 
@@ -65,7 +69,7 @@ def train_cellina(run: MethodRun, method: str) -> Any:
         tissue.work, labels_key=cfg.labels_key, domains_key=cfg.domains_key, batch_key=cfg.batch_key,
         layer=cfg.counts_layer, spatial_obsm_key=OBSM.NICHE_FEATURES, heldout=tissue.target,
         validation_size=cfg.validation_size, seed=cfg.seed, preset=cfg.preset,
-        model_kwargs=cellina_model_kwargs(method, cfg.model_kwargs),
+        model_kwargs=cellina_model_kwargs(method, cfg.model_kwargs, cfg.preset),
         plan_kwargs={"normalize_losses": True, **dict(cfg.plan_kwargs or {})}, **cfg.train_options(),
     )
 
