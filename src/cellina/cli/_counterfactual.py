@@ -78,7 +78,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         mode.add_argument("--focal", required=True, help="obs query of the focal cells")
         mode.add_argument("--library-size", default="latent",
                           help="'latent' (each cell's own) or a number such as 1e4")
-        mode.add_argument("--seed", type=int, default=0, help="seed of the donor draws")
+        mode.add_argument("--seed", type=int, default=0, help="seed of the random draws (donors)")
         mode.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
         mode.set_defaults(handler=run_counterfactual)
     _add_edge_options(edge)
