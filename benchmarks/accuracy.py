@@ -20,12 +20,12 @@ into ``docs/img/``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -213,7 +213,7 @@ def _table(df: pd.DataFrame, cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small tissue and few epochs (minutes on 2 CPU cores)")
     parser.add_argument("--holdouts", default=None,
@@ -227,16 +227,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     parser.add_argument("--csv", default=None, help="also write every score to this CSV file")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+@dataclass
+class BenchmarkRun:
+    """Everything one benchmark run measured, for the report."""
+
+    adata: Any
+    results: list
+    trained: list[str]
+    holdouts: list[str]
+    skipped: list[str]
+    every_seed: pd.DataFrame
+    n_seeds: int
+    total_s: float
+
+
+def run_benchmark(args: argparse.Namespace, cfg: dict) -> BenchmarkRun:
+    """Every held-out type once, then the headline type over seeds with each model variant."""
     import torch
 
     from cellina.datasets import synthetic_tissue
 
     torch.manual_seed(args.seed)
-    cfg = _config(args.quick)
-    if args.epochs is not None:
-        cfg["max_epochs"] = args.epochs
     t_start = time.perf_counter()
     adata = synthetic_tissue(n_cells=cfg["n_cells"], n_genes=cfg["n_genes"], seed=args.seed)
     all_types, skipped = evaluable_types(adata)
@@ -247,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for i, ct in enumerate(holdouts):
         t0 = time.perf_counter()
-        methods = (cfg["lead_methods"] if i == 0 else cfg["other_methods"]) if ct in trained else ("mean_shift", "oracle")
+        lead_or_other = cfg["lead_methods"] if i == 0 else cfg["other_methods"]
+        methods = lead_or_other if ct in trained else ("mean_shift", "oracle")
         res = run_holdout(adata, ct, cfg, methods, seed=args.seed)
         results.append(res)
         print(f"[{i + 1}/{len(holdouts)}] {ct}: {time.perf_counter() - t0:.0f} s", flush=True)
@@ -268,223 +283,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[seed {args.seed + k}, {name}] {lead_type}: {time.perf_counter() - t0:.0f} s", flush=True)
         print(res.scores.to_string(), flush=True)
     every_seed = pd.concat(seed_frames, ignore_index=True)
-    by_seed = every_seed[every_seed["variant"] == variant]
-    total_s = time.perf_counter() - t_start
+    return BenchmarkRun(adata, results, trained, holdouts, skipped, every_seed, n_seeds,
+                        time.perf_counter() - t_start)
 
-    scores = pd.concat([r.to_frame() for r in results], ignore_index=True)
-    # A trial run (--no-write) must not overwrite the figures the written section points to.
-    img_dir = Path(tempfile.mkdtemp(prefix="accuracy_img_")) if args.no_write else ROOT / "docs" / "img"
-    suffix = "_quick" if args.quick else ""
-    first = results[0]
+
+def make_plots(run: BenchmarkRun, cfg: dict, img_dir: Path, suffix: str) -> list[tuple[str, str]]:
+    """The lead type's logFC scatter plots and its exact-change plot; (caption, file name) of each."""
+    from cellina.evaluation import responsive_genes
+
+    first = run.results[0]
     plots = []
     for pert in ("edge", "node"):
         if (pert, "cellina") in first.lfc:
             name = f"accuracy_lfc_{first.holdout}_{pert}{suffix}.png"
             plot_lfc(first.lfc[(pert, "cellina")], f"{first.holdout}, {pert} perturbation, Cellina", img_dir / name)
             plots.append((f"{first.holdout} {pert} perturbation: observed vs predicted logFC", name))
-
     truth_frames = {m: first.lfc[("edge", m)] for m in cfg["lead_methods"]
                     if ("edge", m) in first.lfc and "true_change" in first.lfc[("edge", m)]}
     if truth_frames:
         name = f"accuracy_truth_{first.holdout}_edge{suffix}.png"
-        from cellina.evaluation import responsive_genes
-
-        responsive = responsive_genes(adata, first.holdout)
+        responsive = responsive_genes(run.adata, first.holdout)
         plot_truth(truth_frames, responsive, f"{first.holdout}, edge perturbation: predicted vs exact change",
                    img_dir / name)
         plots.append((f"{first.holdout} edge perturbation: predicted vs exact change per method", name))
+    return plots
 
-    cols = ["pearson", "signed_precision", "energy_distance", "truth_pearson", "truth_skill", "truth_slope",
-            "null_change", "null_change_true"]
-    cols = [c for c in cols if c in scores]
-    lead = scores[scores["holdout"] == first.holdout].set_index(["perturbation", "method"])[cols]
-    on_trained = scores[scores["holdout"].isin(trained)]
-    mean = on_trained.groupby(["perturbation", "method"])[cols].mean()
-    mean.insert(0, "n_types", on_trained.groupby(["perturbation", "method"])["holdout"].nunique())
-    refs = scores[scores["method"].isin(["mean_shift", "oracle"])]
-    ref_mean = refs.groupby(["perturbation", "method"])[cols].mean()
-    ref_types = refs[refs["perturbation"] == "edge"].pivot(index="holdout", columns="method", values="pearson")
-    ref_types = ref_types.reindex(holdouts)
-    ref_types.index.name = "held-out type"
 
-    probe_rows = []
-    for r in results:
-        for method, vals in r.disentanglement.items():
-            probe_rows.append({"holdout": r.holdout, "method": method, **vals})
-    probes = pd.DataFrame(probe_rows).groupby("method").mean(numeric_only=True) if probe_rows else pd.DataFrame()
+def main(argv: list[str] | None = None) -> int:
+    from accuracy_report import report
 
-    seed_cols = [c for c in ("pearson", "truth_pearson", "truth_skill", "truth_slope", "null_change") if c in by_seed]
-    seed_mean = by_seed.groupby(["perturbation"])[seed_cols].mean()
-    seed_sd = by_seed.groupby(["perturbation"])[seed_cols].std(ddof=1)
-    all_mean = every_seed.groupby(["variant", "perturbation"])[seed_cols].mean()
-    all_sd = every_seed.groupby(["variant", "perturbation"])[seed_cols].std(ddof=1)
-    seed_table = ["| variant | perturbation | " + " | ".join(seed_cols) + " |", "|---|---|" + "---|" * len(seed_cols)]
-    for key in all_mean.index:
-        cells = [f"{_fmt(all_mean.loc[key, c])} ± {_fmt(all_sd.loc[key, c])}" for c in seed_cols]
-        seed_table.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
-    seed_rows = every_seed.set_index(["variant", "perturbation", "seed"])[seed_cols].sort_index()
-
-    checks = []
-
-    def check(label: str, threshold: float, value: float, on: str) -> None:
-        met = "yes" if value is not None and np.isfinite(value) and value >= threshold else "no"
-        checks.append(f"| {label} | >= {threshold} | {on} | {_fmt(value)} | {met} |")
-
-    def get(frame: pd.DataFrame, key: tuple, metric: str) -> float:
-        return float(frame.loc[key, metric]) if key in frame.index and metric in frame else float("nan")
-
-    # The Pearson target is an average over held-out types; the exact-truth targets are read on
-    # the headline type (types without niche response have no truth change to score).
-    for pert, targets in TARGETS.items():
-        for metric, threshold in targets.items():
-            if metric == "pearson":
-                check(f"{pert}: {metric} on top-50 DEGs", threshold, get(mean, (pert, "cellina"), metric),
-                      "mean over trained types")
-            else:
-                check(f"{pert}: {metric} on responsive genes", threshold, get(seed_mean, pert, metric),
-                      f"{first.holdout}, mean of {n_seeds} seeds")
-    gap = get(mean, ("edge", "cellina"), "pearson") - get(mean, ("edge", "mean_shift"), "pearson")
-    check("edge: pearson, Cellina minus mean shift", MARGIN_OVER_MEAN_SHIFT, gap, "mean over trained types")
-    for label, frame, on in (("edge: pearson, exact truth (ceiling)", ref_mean, "all coarse types"),):
-        checks.append(f"| (reference) {label} | - | {on} | {_fmt(get(frame, ('edge', 'oracle'), 'pearson'))} | - |")
-    ceiling = get(ref_mean, ("edge", "oracle"), "pearson") - get(ref_mean, ("edge", "mean_shift"), "pearson")
-    checks.append(f"| (reference) edge: pearson, exact truth minus mean shift | - | all coarse types | "
-                  f"{_fmt(ceiling)} | - |")
-    lead_gap = get(lead, ("edge", "oracle"), "pearson") - get(lead, ("edge", "mean_shift"), "pearson")
-    checks.append(f"| (reference) edge: pearson, exact truth minus mean shift | - | {first.holdout} | "
-                  f"{_fmt(lead_gap)} | - |")
-    if "cellina" in probes.index:
-        p = probes.loc["cellina"]
-        ok_z = abs(p["domain_from_z"] - p["domain_chance"]) <= 0.1
-        checks.append(f"| latents: domain from z, within 0.1 of chance ({_fmt(p['domain_chance'])}) | "
-                      f"<= {_fmt(p['domain_chance'] + 0.1)} | mean over runs | {_fmt(p['domain_from_z'])} | "
-                      f"{'yes' if ok_z else 'no'} |")
-        check("latents: domain from s, well above chance", round(p["domain_chance"] + 0.1, 3), p["domain_from_s"],
-              "mean over runs")
-        check("latents: cell type from z", 0.9, p["celltype_from_z"], "mean over runs")
-
-    # A reading of the numbers, generated from them so it cannot drift from the tables.
-    reading = []
-    if "edge" in seed_mean.index:
-        tp, sl, sk = (get(seed_mean, "edge", m) for m in ("truth_pearson", "truth_slope", "truth_skill"))
-        reading.append(
-            f"* Over {n_seeds} training seeds, Cellina's edge change for held-out {first.holdout} correlates "
-            f"{_fmt(tp)} with the exact change on the genes that respond to the niche in that type; its size is "
-            f"{_fmt(sl)} of the true size (least-squares slope), skill {_fmt(sk)} (sd "
-            f"{_fmt(get(seed_sd, 'edge', 'truth_skill'))})."
-        )
-    oracle_all = get(ref_mean, ("edge", "oracle"), "pearson")
-    verdict = "no predictor can reach" if oracle_all < TARGETS["edge"]["pearson"] else "a perfect predictor reaches"
-    reading.append(
-        f"* The exact counterfactual itself scores a top-50 Pearson of {_fmt(oracle_all)} averaged over all "
-        f"coarse types ({_fmt(get(lead, ('edge', 'oracle'), 'pearson'))} for {first.holdout}), so "
-        f"{verdict} 0.85 on average here; it beats the mean shift by {_fmt(lead_gap)} on {first.holdout} and "
-        f"{_fmt(ceiling)} over all types, the ceiling for the {MARGIN_OVER_MEAN_SHIFT}-margin target. "
-        "Part of each type's niche response is shared with the other types (which the mean shift captures) "
-        "and part is its own."
-        + (f" Not evaluable (too few cells in the healthy or tumour domain): {', '.join(skipped)}." if skipped else "")
-    )
-    if ("edge", "scvi") in lead.index:
-        reading.append(
-            f"* Space-blind SCVI (domain as batch) on {first.holdout}: tutorial Pearson "
-            f"{_fmt(get(lead, ('edge', 'scvi'), 'pearson'))}, exact-truth Pearson "
-            f"{_fmt(get(lead, ('edge', 'scvi'), 'truth_pearson'))}, "
-            f"slope {_fmt(get(lead, ('edge', 'scvi'), 'truth_slope'))}; "
-            f"ablation without the auxiliary losses: {_fmt(get(lead, ('edge', 'cellina_no_aux'), 'truth_pearson'))}, "
-            f"slope {_fmt(get(lead, ('edge', 'cellina_no_aux'), 'truth_slope'))}."
-        )
-    reading.append(
-        "* Each type here is one training run, and one run's top-50 Pearson is noisy: the next section "
-        "(`benchmarks/accuracy_seed_table.py`) averages every type over several training seeds."
-    )
-
-    mode = "quick mode" if args.quick else "full mode"
-    cmd = "python benchmarks/accuracy.py" + (" --quick" if args.quick else "")
-    text = [
-        "## Counterfactual accuracy (leave one type out)",
-        "",
-        f"**{mode} figures.** Command: `{cmd}` — measured {time.strftime('%Y-%m-%d', time.gmtime())} on "
-        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}, shared), "
-        f"{total_s / 60:.1f} min in total.",
-        f"Synthetic tissue: {cfg['n_cells']} cells, {cfg['n_genes']} genes, seed {args.seed}; held-out types "
-        f"with trained models: {', '.join(trained)}"
-        f"{' (every other coarse type: references only)' if len(trained) < len(holdouts) else ''}; "
-        f"{cfg['max_epochs']} epochs, batch {cfg['batch_size']}, "
-        f"model {model_kwargs(cfg)}; graph: gaussian, bandwidth 20 um, 30 neighbours (the tissue's own "
-        "niche scale).",
-        "",
-        "Protocol (`cellina.evaluation.leave_one_out`): the held-out type's tumour cells are masked "
-        "from the training graph and split; its healthy cells are the controls. Edge: controls get 50 donors "
-        "from the observed non-held-out neighbours of the held-out tumour cells. Node: neighbours are shifted "
-        f"by their type's pseudobulk healthy->tumour change (top {n_pert_genes(cfg)} genes, the tutorial's 10 %; the "
-        "held-out type gets the shift of all other types). `pearson` and `signed_precision` are on the top-50 "
-        "observed DEGs for edge and top-20 for node (log2, the tutorial's "
-        "metric); `energy_distance` is between predicted and observed tumour cells (log1p CP10K, 30 PCs). "
-        "`truth_*` compare the predicted change (counterfactual vs the same predictor's factual prediction "
-        "for the same cells, log2 of mean CP10K) with the exact change (same donors) on the niche-responsive "
-        "genes (`truth_slope`: least-squares slope of predicted on true change, 1 = right size); "
-        "`null_change` is the RMS predicted change on null genes (`null_change_true`: the exact one, "
-        "non-zero only through normalisation). Methods: `cellina` (both lambdas 1, normalised losses, the "
-        "model settings above), "
-        "`cellina_no_aux` (both lambdas 0; the type-gated decoder reads the classifier, so the ablation uses the "
-        "factorised one), `scvi` (scvi-tools SCVI, no niche input, domain as batch, "
-        "counterfactual = `transform_batch='tumour'`), `mean_shift` (control + mean log shift of the other "
-        "types, equal weight per type), `oracle` (the exact counterfactual means: the ceiling that count noise "
-        "leaves to the observed-lfc scores). "
-        f"Held-out {holdouts[0]}: methods {', '.join(cfg['lead_methods'])}; other trained types: "
-        f"{', '.join(cfg['other_methods'])}.",
-        "",
-        "### Reading",
-        "",
-        *reading,
-        "",
-        "### Targets (issue 3)",
-        "",
-        "| target | threshold | on | measured | met |",
-        "|---|---|---|---|---|",
-        *checks,
-        "",
-        f"### Held-out {first.holdout}",
-        "",
-        _table(lead, cols),
-        "",
-        f"Cellina on held-out {first.holdout} over {n_seeds} training seeds (mean ± sd) with each model variant: "
-        f"`{variant}` is the benchmark's setting (the exact-truth targets are read on it), `concat` the published "
-        "decoder on [z; s], `factorised` a decoder on z plus a low-rank niche response modulated by z, "
-        "`type_gated` the factorised one plus a full niche map per cell type weighted by the classifier's type "
-        "probabilities from z; these three learn from samples of s, `type_gated_mean` is `type_gated` learning "
-        "from the posterior mean of s (`spatial_decoding='mean'`), the value counterfactuals decode, and "
-        "`type_gated_mean_aware` adds the type-aware domain discriminator (`type_aware_discriminator=True`: "
-        "told each cell's type, the adversary removes only what z knows about the domain beyond it):",
-        "",
-        *seed_table,
-        "",
-        _table(seed_rows, seed_cols),
-        "",
-        f"### Mean over the held-out types with trained models ({', '.join(trained)})",
-        "",
-        _table(mean, ["n_types", *cols]),
-        "",
-        "### References over every coarse type (no training: mean shift and the exact counterfactual)",
-        "",
-        "What the observed-lfc metric can reach: `oracle` decodes the exact expected expression, so its "
-        "top-50 Pearson is limited only by count noise.",
-        "",
-        _table(ref_mean, cols),
-        "",
-        "Edge-perturbation top-50 Pearson per held-out type:",
-        "",
-        _table(ref_types, list(ref_types.columns)),
-        "",
-        "### Disentanglement (balanced accuracy of a logistic regression, 30 % held-out training cells; "
-        "mean over runs)",
-        "",
-        _table(probes, list(probes.columns)) if len(probes) else "(no latent models run)",
-        "",
-    ]
-    for caption, name in plots:
-        text += [f"![{caption}](img/{name})", ""]
-    section = "\n".join(text)
+    args = parse_args(argv)
+    cfg = _config(args.quick)
+    if args.epochs is not None:
+        cfg["max_epochs"] = args.epochs
+    run = run_benchmark(args, cfg)
+    scores = pd.concat([r.to_frame() for r in run.results], ignore_index=True)
+    # A trial run (--no-write) must not overwrite the figures the written section points to.
+    img_dir = Path(tempfile.mkdtemp(prefix="accuracy_img_")) if args.no_write else ROOT / "docs" / "img"
+    plots = make_plots(run, cfg, img_dir, "_quick" if args.quick else "")
+    section = report(run, scores, cfg, args, plots)
     if args.no_write:
         print(section)
         print(f"(figures of this trial run: {img_dir})")

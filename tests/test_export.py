@@ -94,3 +94,25 @@ def test_current_run_needs_a_record(adata):
 def test_bad_selection_is_named(adata):
     with pytest.raises(ValueError, match="cellina_focal_lasso"):
         perturbed_anndata(adata, runs={}, selections={"cellina_focal_lasso": np.ones(3, bool)})
+
+
+def test_registration_columns_are_left_out(adata):
+    adata.obs["_scvi_batch"] = 0
+    adata.obs["slide"] = "s1"
+    adata.uns["_scvi_uuid"] = "abc"
+    out = perturbed_anndata(adata, runs={})
+    assert list(out.obs.columns) == ["slide"] and "_scvi_uuid" not in out.uns
+
+
+def test_the_model_preset_is_recorded():
+    from cellina.export import model_identity
+
+    class Module:
+        def state_dict(self):
+            return {}
+
+    class Model:
+        module = Module()
+        preset = "recommended"
+
+    assert model_identity(Model())["preset"] == "recommended"

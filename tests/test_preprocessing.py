@@ -105,3 +105,16 @@ def test_cluster_pool(tissue):
         cluster_pool(tissue, "domain", "necrosis")
     with pytest.raises(KeyError, match="niche_s"):
         cluster_pool(tissue, "niche_s", "0")
+
+
+def test_coordinates_in_pixels_are_refused(tissue):
+    in_pixels = tissue.copy()
+    in_pixels.obsm["spatial"] = tissue.obsm["spatial"] / 0.12028
+    with pytest.raises(ValueError, match="no neighbour within the bandwidth.*nearest cell.*pixels"):
+        prepare_tissue(in_pixels, bandwidth=25.0, max_neighbours=30)
+
+
+def test_the_graph_is_summarised_when_done(tissue):
+    messages = []
+    prepare_tissue(tissue, bandwidth=25.0, max_neighbours=30, progress=lambda f, m: messages.append(m))
+    assert messages[-1].startswith("done: median ") and "neighbours per cell" in messages[-1]

@@ -10,7 +10,7 @@ a perturbed .h5ad has one layout whichever face wrote it:
   selections (the plugin's lassos) become boolean ``obs`` columns, latents go to ``obsm``;
 * ``uns["cellina"]["provenance"]``: ``current_run``, every run's record (perturbation,
   parameters, seed, focal and donor indices, gene shifts, time), the model's identity
-  (class, parameters, SHA-256 of its weights, where it came from), package versions,
+  (class, preset, parameters, SHA-256 of its weights, where it came from), package versions,
   the export time and the annotation keys used.
 """
 
@@ -27,6 +27,14 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from cellina.keys import UNS
+
+#: layers and the obs column an export writes (the current run's focal cells)
+COUNTERFACTUAL_LAYER = "cellina_counterfactual"
+FACTUAL_LAYER = "cellina_factual"
+STD_LAYER = "cellina_counterfactual_std"
+FOCAL_COLUMN = "cellina_counterfactual_cells"
 
 _VERSIONED_PACKAGES = ("napari-cellina", "scvi-tools", "torch", "anndata", "scanpy", "numpy", "scipy", "napari")
 
@@ -48,7 +56,7 @@ def package_versions() -> dict[str, str]:
 
 
 def model_identity(model: Any, source: str = "") -> dict[str, Any]:
-    """Class, scalar init parameters, a SHA-256 of the weights and where the model came from."""
+    """Class, preset (``""``: none), scalar init parameters, a SHA-256 of the weights and where the model came from."""
     if model is None:
         return {}
     digest = hashlib.sha256()
@@ -59,6 +67,7 @@ def model_identity(model: Any, source: str = "") -> dict[str, Any]:
     scalars = {k: v for k, v in init.get("non_kwargs", init).items() if isinstance(v, (int, float, str, bool))}
     return {
         "class": type(model).__name__,
+        "preset": str(getattr(model, "preset", None) or ""),
         "weights_sha256": digest.hexdigest(),
         "source": source,
         "init_params": {k: str(v) for k, v in scalars.items()},
@@ -150,6 +159,19 @@ def _check_current(adata: ad.AnnData, run: CurrentRun) -> np.ndarray:
     return focal
 
 
+#: prefix of the columns and entries scvi-tools adds when it registers an AnnData
+_REGISTRY_PREFIX = "_scvi"
+
+
+def _drop_bookkeeping(adata: ad.AnnData) -> None:
+    """Remove scvi-tools' registration columns and entries: an export carries the user's data only."""
+    internal = [c for c in adata.obs.columns if str(c).startswith(_REGISTRY_PREFIX)]
+    if internal:
+        adata.obs = adata.obs.drop(columns=internal)
+    for key in [k for k in adata.uns if str(k).startswith(_REGISTRY_PREFIX)]:
+        del adata.uns[key]
+
+
 def perturbed_anndata(
     adata: ad.AnnData,
     *,
@@ -165,7 +187,8 @@ def perturbed_anndata(
 
     ``runs`` maps run names to :func:`run_record` outputs; ``current`` holds the arrays of
     the run shown in the layers (it must be one of ``runs``). Everything is validated
-    before anything is built, and the caller's AnnData is never modified.
+    before anything is built, and the caller's AnnData is never modified. scvi-tools'
+    registration columns (``obs["_scvi_*"]``) and entries (``uns["_scvi_*"]``) are left out.
     """
     focal = None
     if current is not None:
@@ -180,24 +203,25 @@ def perturbed_anndata(
             raise ValueError(f"latent {name!r} must have one row per cell ({adata.n_obs})")
 
     out = adata.copy()
+    _drop_bookkeeping(out)
     if current is not None:
         layers = {
-            "cellina_counterfactual": current.counterfactual,
-            "cellina_factual": current.factual,
-            "cellina_counterfactual_std": current.std,
+            COUNTERFACTUAL_LAYER: current.counterfactual,
+            FACTUAL_LAYER: current.factual,
+            STD_LAYER: current.std,
         }
         for name, values in layers.items():
             if values is not None:
                 out.layers[name] = rows_as_sparse(adata.n_obs, focal, values)
         is_focal = np.zeros(adata.n_obs, dtype=bool)
         is_focal[focal] = True
-        out.obs["cellina_counterfactual_cells"] = is_focal
+        out.obs[FOCAL_COLUMN] = is_focal
     for name, mask in (selections or {}).items():
         out.obs[name] = np.asarray(mask, dtype=bool)
     for name, values in (latents or {}).items():
         out.obsm[name] = np.asarray(values)
-    cellina_uns = dict(out.uns.get("cellina", {}))
-    cellina_uns["provenance"] = to_h5ad_value(
+    cellina_uns = dict(out.uns.get(UNS.ROOT, {}))
+    cellina_uns[UNS.PROVENANCE] = to_h5ad_value(
         {
             "current_run": current.name if current is not None else "",
             "runs": {name: to_h5ad_value(record) for name, record in runs.items()},
@@ -207,5 +231,5 @@ def perturbed_anndata(
             "keys": {k: ("" if v is None else v) for k, v in (keys or {}).items()},
         }
     )
-    out.uns["cellina"] = cellina_uns
+    out.uns[UNS.ROOT] = cellina_uns
     return out

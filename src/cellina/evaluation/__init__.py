@@ -10,6 +10,7 @@ Importing this package needs only numpy, scipy and pandas; the runner loads the 
 """
 
 from ._baselines import mean_shift_baseline, mean_shift_delta
+from ._config import LeaveOneOutConfig
 from ._lfc import (
     get_lfc,
     global_pseudobulk_lfc,
@@ -30,15 +31,12 @@ from ._metrics import (
     top_k_degs,
     truth_scores,
 )
-from ._protocol import (
-    LeaveOneOutResult,
-    latent_probe_scores,
-    leave_one_out,
-    responsive_genes,
-    within_group_probe_scores,
-)
+from ._probes import latent_probe_scores, within_group_probe_scores
+from ._protocol import LeaveOneOutResult, leave_one_out
+from ._truth import responsive_genes
 
 __all__ = [
+    "LeaveOneOutConfig",
     "LeaveOneOutResult",
     "energy_distance",
     "get_lfc",

@@ -1,4 +1,4 @@
-"""The ``cellina`` command line."""
+"""The ``cellina`` command line: help, ``simulate``, ``view`` and how errors are reported."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_simulate_help_describes_options(capsys):
         main(["simulate", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--n-cells", "--n-genes", "--n-slides", "--seed", "--overwrite"):
+    for option in ("--n-cells", "--n-genes", "--n-slides", "--seed", "--overwrite", "--debug"):
         assert option in text
 
 
@@ -49,11 +49,11 @@ def test_simulate_is_deterministic_by_seed(tmp_path):
     np.testing.assert_array_equal(first.obsm["spatial"], second.obsm["spatial"])
 
 
-def test_simulate_refuses_to_overwrite_without_flag(tmp_path):
+def test_simulate_refuses_to_overwrite_without_flag(tmp_path, capsys):
     out = tmp_path / "tissue.h5ad"
     out.write_bytes(b"precious")
-    with pytest.raises(SystemExit, match="--overwrite"):
-        main(["simulate", str(out), "--n-cells", "300", "--n-genes", "120", "-q"])
+    assert main(["simulate", str(out), "--n-cells", "300", "--n-genes", "120", "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"precious"
 
 
@@ -89,3 +89,37 @@ def test_view_names_a_missing_file(monkeypatch, tmp_path):
     monkeypatch.setenv("DISPLAY", ":99")
     with pytest.raises(SystemExit, match="nowhere.h5ad"):
         main(["view", str(tmp_path / "nowhere.h5ad")])
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def _failing_simulate(monkeypatch, error: Exception) -> None:
+    import cellina.datasets
+
+    def fail(**_):
+        raise error
+
+    monkeypatch.setattr(cellina.datasets, "synthetic_tissue", fail)
+
+
+def test_a_torch_runtime_error_is_one_line_without_traceback(monkeypatch, tmp_path, capsys):
+    _failing_simulate(monkeypatch, RuntimeError("CUDA error: device-side assert\ntriggered somewhere deep"))
+    code = main(["simulate", str(tmp_path / "t.h5ad"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("cellina simulate: error: CUDA error: device-side assert triggered somewhere deep")
+    assert "--debug" in err
+
+
+def test_an_input_error_exits_with_status_2(monkeypatch, tmp_path, capsys):
+    _failing_simulate(monkeypatch, KeyError("obs column 'x' is missing"))
+    assert main(["simulate", str(tmp_path / "t.h5ad"), "-q"]) == 2
+    assert capsys.readouterr().err == "cellina simulate: error: obs column 'x' is missing\n"
+
+
+def test_debug_shows_the_traceback(monkeypatch, tmp_path):
+    _failing_simulate(monkeypatch, RuntimeError("boom"))
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["simulate", str(tmp_path / "t.h5ad"), "-q", "--debug"])

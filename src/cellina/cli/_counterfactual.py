@@ -1,0 +1,192 @@
+"""``cellina counterfactual edge|node``: rewire focal cells' neighbourhoods or shift their neighbours."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellina.keys import OBSP, UNS
+
+from ._common import (
+    TRAINING_RECORD,
+    CliError,
+    HelpFormatter,
+    check_output,
+    load_input,
+    positive_int,
+    quiet_run,
+    say,
+    select,
+)
+
+
+def _add_edge_options(edge: argparse.ArgumentParser) -> None:
+    donors = edge.add_mutually_exclusive_group(required=True)
+    donors.add_argument("--donors", default=None, help="obs query of the donor pool")
+    donors.add_argument("--donors-neighbours-of", default=None,
+                        help="obs query of target cells whose observed neighbours form the donor pool "
+                             "(the published protocol)")
+    edge.add_argument("--exclude", default=None, help="obs query of cells removed from the donor pool")
+    edge.add_argument("--connectivity-key", default=None,
+                      help=f"obsp graph of --donors-neighbours-of (default: {OBSP.UNMASKED!r}, the graph with "
+                           f"held-out cells, when present, else {OBSP.CONNECTIVITIES!r})")
+    edge.add_argument("--anchor", action="store_true",
+                      help="anchor mode: each focal cell takes the whole neighbourhood of one cell of the pool, "
+                           "instead of --n-neighbours donors drawn from it")
+    edge.add_argument("--n-neighbours", type=positive_int, default=50, help="donors per focal cell")
+    edge.add_argument("--n-draws", type=positive_int, default=1, help="independent donor draws to average")
+
+
+def _add_node_options(node: argparse.ArgumentParser) -> None:
+    node.add_argument("--shifts", required=True,
+                      help="CSV with columns gene,value and optionally senders (';'-separated groups) or group, "
+                           "and region (true/false); value is a natural-log fold change")
+    node.add_argument("--sender-key", "--groupby", dest="sender_key", default=None,
+                      help="obs column the CSV's senders name (default: the model's cell-type column)")
+    node.add_argument("--region", default=None, help="obs query of the cells the CSV's region=true rows apply to")
+    node.add_argument("--on-counts", action="store_true",
+                      help="scale neighbours' counts by e**value instead of adding value to their "
+                           "log-normalised expression")
+    node.add_argument("--lognorm-layer", default=None,
+                      help="log-normalised layer to shift (default: rebuilt from the counts as the niche "
+                           "features were)")
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register ``cellina counterfactual edge`` and ``node``."""
+    cf = sub.add_parser(
+        "counterfactual",
+        help="predict expression under a rewired neighbourhood (edge) or shifted neighbours (node)",
+        description="Load a trained model, choose focal cells with an obs query, and write an .h5ad "
+        "whose layers 'cellina_counterfactual' and 'cellina_factual' hold the focal cells' counterfactual "
+        "and factual expected counts, with provenance (the run, the model and its preset) in "
+        "uns['cellina']['provenance'].",
+    )
+    modes = cf.add_subparsers(dest="mode", metavar="MODE")
+    modes.required = True
+    edge = modes.add_parser("edge", parents=[common], formatter_class=HelpFormatter,
+                            help="rewire focal cells' neighbourhoods to donors")
+    node = modes.add_parser("node", parents=[common], formatter_class=HelpFormatter,
+                            help="shift neighbours' expression of genes listed in a CSV")
+    for mode in (edge, node):
+        mode.add_argument("model", help="model folder written by 'cellina train'")
+        mode.add_argument("output", help="output .h5ad")
+        mode.add_argument("--data", default=None, help="AnnData to use (default: the model folder's adata.h5ad)")
+        mode.add_argument("--focal", required=True, help="obs query of the focal cells")
+        mode.add_argument("--library-size", default="latent",
+                          help="'latent' (each cell's own) or a number such as 1e4")
+        mode.add_argument("--seed", type=int, default=0, help="seed of the random draws (donors)")
+        mode.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+        mode.set_defaults(handler=run_counterfactual)
+    _add_edge_options(edge)
+    _add_node_options(node)
+
+
+def donor_pool(adata: Any, args: argparse.Namespace) -> np.ndarray:
+    """The edge run's donor (or anchor) pool from ``--donors`` or ``--donors-neighbours-of``."""
+    from cellina.counterfactual import observed_neighbour_pool, select_cells
+
+    if args.donors is not None:
+        pool = select(adata, args.donors, "--donors")
+        if args.exclude is not None:
+            pool = np.setdiff1d(pool, select_cells(adata, args.exclude, "--exclude"))
+    else:
+        graph = args.connectivity_key or (OBSP.UNMASKED if OBSP.UNMASKED in adata.obsp else OBSP.CONNECTIVITIES)
+        if graph not in adata.obsp:
+            raise CliError(f"--connectivity-key {graph!r} is not in obsp (graphs: {sorted(adata.obsp.keys())})")
+        pool = observed_neighbour_pool(adata, args.donors_neighbours_of, connectivity_key=graph,
+                                       exclude=args.exclude)
+    if pool.size == 0:
+        raise CliError("the donor pool is empty")
+    return pool
+
+
+def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace, library_size: Any):
+    """Expected counts, their std over draws, the draws and the run's parameters."""
+    pool = donor_pool(adata, args)
+    predicted, std, donors = model.get_counterfactual_expression(
+        indices=focal, neighbour_indices=pool, adata=adata, precomputed=args.anchor, seed=args.seed,
+        n_neighbours=args.n_neighbours, n_draws=args.n_draws, return_std=True, return_donors=True,
+        library_size=library_size,
+    )
+    parameters = {"donors": args.donors, "donors_neighbours_of": args.donors_neighbours_of,
+                  "exclude": args.exclude, "anchor": args.anchor, "n_neighbours": args.n_neighbours,
+                  "n_draws": args.n_draws, "donor_pool": pool}
+    return predicted, std, donors, parameters
+
+
+def _sender_key(model: Any, shifts: Any, given: str | None) -> str | None:
+    if given is not None or not shifts.uses_senders:
+        return given
+    key = model.adata_manager.registry["setup_args"].get("labels_key")
+    if key is None:
+        raise CliError("the shift table names sender groups: pass --sender-key with the obs column they refer to")
+    return key
+
+
+def run_node(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace, library_size: Any):
+    """Expected counts with shifted neighbours, the shift table and the run's parameters."""
+    from cellina.counterfactual import GeneShifts, node_counterfactual
+
+    shifts = GeneShifts.from_csv(args.shifts)
+    sender_key = _sender_key(model, shifts, args.sender_key)
+    region = None
+    if args.region is not None:
+        region = np.zeros(adata.n_obs, dtype=bool)
+        region[select(adata, args.region, "--region")] = True
+    result = node_counterfactual(
+        model, adata, shifts, focal, sender_key=sender_key, region=region, layer=args.lognorm_layer,
+        add_shift=not args.on_counts, renormalize=True, random_state=args.seed, library_size=library_size,
+    )
+    parameters = {"shifts": args.shifts, "sender_key": sender_key, "region": args.region,
+                  "add_shift": not args.on_counts, "renormalize": True, "lognorm_layer": args.lognorm_layer}
+    return result.expression, shifts.table, parameters
+
+
+def _library_size(text: str) -> Any:
+    if text in ("latent", "observed"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise CliError(f"--library-size must be 'latent', 'observed' or a number, got {text!r}") from None
+
+
+def run_counterfactual(args: argparse.Namespace) -> int:
+    """Load the model, run the edge or node counterfactual and write the perturbed AnnData."""
+    from cellina._io import write_h5ad_atomic
+    from cellina.export import CurrentRun, perturbed_anndata, run_record
+    from cellina.model import Cellina
+
+    output = Path(args.output)
+    check_output(output, args.overwrite)
+    model_dir = Path(args.model)
+    data_path = Path(args.data) if args.data else model_dir / "adata.h5ad"
+    adata = load_input(data_path)
+    with quiet_run(args.quiet):
+        model = Cellina.load(str(model_dir), adata=adata)
+        focal = select(adata, args.focal, "--focal")
+        library_size = _library_size(args.library_size)
+        factual = model.get_expression(adata=adata, indices=focal, library_size=library_size)
+        if args.mode == "edge":
+            predicted, std, donors, extra = run_edge(model, adata, focal, args, library_size)
+            shifts = None
+        else:
+            predicted, shifts, extra = run_node(model, adata, focal, args, library_size)
+            std = donors = None
+    parameters = {"focal": args.focal, "model": str(model_dir), "data": str(data_path),
+                  "library_size": args.library_size, "preset": model.preset or "", **extra}
+    run_name = f"{args.mode} 1"
+    record = run_record(args.mode, parameters, focal=focal, seed=args.seed, donors=donors, gene_shifts=shifts)
+    training = dict(adata.uns.get(UNS.ROOT, {}).get(TRAINING_RECORD, {}))
+    out = perturbed_anndata(
+        adata, runs={run_name: record},
+        current=CurrentRun(run_name, focal, np.asarray(predicted), np.asarray(factual), std),
+        model=model, model_source=str(model_dir), keys=training.get("keys"),
+    )
+    write_h5ad_atomic(out, output)
+    say(args, f"wrote {args.mode} counterfactuals for {focal.size} focal cells to {output}")
+    return 0

@@ -1,0 +1,140 @@
+"""``cellina counterfactual edge|node`` on the shared two-slide model."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellina.cli import main
+
+HEALTHY_MYELOID = "domain == 'healthy' and coarse_type == 'Myeloid'"
+
+
+@pytest.fixture(scope="module")
+def edge_run(trained, hold_out):
+    """The exported AnnData of an edge run with the published donor pool and two draws."""
+    folder, model_dir = trained
+    out = folder / "edge.h5ad"
+    assert main(["counterfactual", "edge", str(model_dir), str(out), "--focal", HEALTHY_MYELOID,
+                 "--donors-neighbours-of", hold_out, "--exclude", "coarse_type == 'Myeloid'",
+                 "--n-neighbours", "10", "--n-draws", "2", "--seed", "4", "-q"]) == 0
+    return ad.read_h5ad(out)
+
+
+def _node(trained, name: str, rows: pd.DataFrame, *extra: str) -> ad.AnnData:
+    folder, model_dir = trained
+    shifts, out = folder / f"{name}.csv", folder / f"{name}.h5ad"
+    rows.to_csv(shifts, index=False)
+    assert main(["counterfactual", "node", str(model_dir), str(out), "--focal", "coarse_type == 'Myeloid'",
+                 "--shifts", str(shifts), "-q", *extra]) == 0
+    return ad.read_h5ad(out)
+
+
+@pytest.fixture(scope="module")
+def genes(trained):
+    return list(ad.read_h5ad(trained[1] / "adata.h5ad").var_names[:5])
+
+
+def _run(result: ad.AnnData) -> dict:
+    provenance = result.uns["cellina"]["provenance"]
+    return provenance["runs"][provenance["current_run"]]
+
+
+def test_edge_marks_the_focal_cells(edge_run):
+    expected = edge_run.obs.eval(HEALTHY_MYELOID).to_numpy()
+    np.testing.assert_array_equal(edge_run.obs["cellina_counterfactual_cells"].to_numpy(), expected)
+
+
+def test_edge_writes_finite_counts_and_their_spread(edge_run):
+    focal = np.flatnonzero(edge_run.obs["cellina_counterfactual_cells"].to_numpy())
+    cf = edge_run.layers["cellina_counterfactual"][focal].toarray()
+    assert np.all(np.isfinite(cf)) and np.all(cf >= 0) and cf.sum() > 0
+    assert edge_run.layers["cellina_counterfactual_std"].shape == edge_run.shape
+
+
+def test_edge_records_the_draws_without_excluded_donors(edge_run):
+    run = _run(edge_run)
+    assert run["perturbation"] == "edge" and run["seed"] == 4
+    draws = run["donor_indices"]
+    assert draws.shape == (2, int(edge_run.obs["cellina_counterfactual_cells"].sum()), 10)
+    assert not np.isin(draws, np.flatnonzero(edge_run.obs["coarse_type"] == "Myeloid")).any()
+
+
+def test_export_records_the_model_and_its_preset(edge_run):
+    provenance = edge_run.uns["cellina"]["provenance"]
+    assert provenance["model"]["class"] == "Cellina" and len(provenance["model"]["weights_sha256"]) == 64
+    assert provenance["model"]["preset"] == "recommended"
+    assert _run(edge_run)["parameters"]["preset"] == "recommended"
+    assert provenance["keys"]["labels_key"] == "coarse_type"
+
+
+def test_export_leaves_out_registration_columns(edge_run):
+    assert not [c for c in edge_run.obs.columns if c.startswith("_scvi")]
+
+
+def test_observed_neighbour_pool_works_without_a_held_out_training(trained, tmp_path, tiny_training, cli_tissue):
+    model_dir = tmp_path / "plain"
+    assert main(["train", str(cli_tissue), str(model_dir), *tiny_training, "--max-epochs", "1"]) == 0
+    assert "spatial_connectivities_orig" not in ad.read_h5ad(model_dir / "adata.h5ad").obsp
+    out = tmp_path / "edge.h5ad"
+    assert main(["counterfactual", "edge", str(model_dir), str(out), "--focal", HEALTHY_MYELOID,
+                 "--donors-neighbours-of", "domain == 'tumour'", "--n-neighbours", "5", "-q"]) == 0
+    assert _run(ad.read_h5ad(out))["donor_indices"].shape[-1] == 5
+
+
+def test_node_at_a_fixed_library_size(trained, genes):
+    result = _node(trained, "node", pd.DataFrame({"gene": genes[:3], "value": [1.0, -1.0, 2.0]}),
+                   "--library-size", "1e4")
+    focal = np.flatnonzero(result.obs["cellina_counterfactual_cells"].to_numpy())
+    totals = result.layers["cellina_counterfactual"][focal].sum(axis=1)
+    np.testing.assert_allclose(np.asarray(totals).ravel(), 1e4, rtol=1e-3)
+
+
+def test_node_records_the_shift_table(trained, genes):
+    result = _node(trained, "node_record", pd.DataFrame({"gene": genes[:3], "value": [1.0, -1.0, 2.0]}))
+    run = _run(result)
+    assert run["perturbation"] == "node"
+    assert list(run["gene_shifts"]["gene"]) == genes[:3]
+    np.testing.assert_array_equal(run["gene_shifts"]["value"], [1.0, -1.0, 2.0])
+
+
+def test_node_shift_on_counts_differs_from_log_shift(trained, genes):
+    rows = pd.DataFrame({"gene": genes, "value": 2.0})
+    log = _node(trained, "node_log", rows)
+    counts = _node(trained, "node_counts", rows, "--on-counts")
+    assert bool(_run(log)["parameters"]["add_shift"]) and not bool(_run(counts)["parameters"]["add_shift"])
+    assert not np.allclose(log.layers["cellina_counterfactual"].toarray(),
+                           counts.layers["cellina_counterfactual"].toarray())
+
+
+def test_node_senders_default_to_the_model_cell_types(trained, genes):
+    rows = pd.DataFrame({"gene": genes[:2], "value": [2.0, 2.0], "senders": ["Myeloid", "T_cell;B_cell"]})
+    run = _run(_node(trained, "node_senders", rows))
+    assert run["parameters"]["sender_key"] == "coarse_type"
+
+
+def test_node_senders_change_the_prediction(trained, genes):
+    everyone = _node(trained, "node_all", pd.DataFrame({"gene": genes, "value": 2.0}))
+    only = _node(trained, "node_epi", pd.DataFrame({"gene": genes, "value": 2.0, "senders": "Epithelial"}))
+    assert not np.allclose(everyone.layers["cellina_counterfactual"].toarray(),
+                           only.layers["cellina_counterfactual"].toarray())
+
+
+def test_bad_shift_file_is_named(trained, capsys):
+    folder, model_dir = trained
+    bad = folder / "bad.csv"
+    bad.write_text("name,amount\nX,1\n")
+    code = main(["counterfactual", "node", str(model_dir), str(folder / "x.h5ad"), "--focal",
+                 "coarse_type == 'Myeloid'", "--shifts", str(bad), "-q"])
+    assert code == 2
+    assert "bad.csv" in capsys.readouterr().err
+
+
+def test_empty_focal_selection_is_an_error(trained, capsys):
+    folder, model_dir = trained
+    code = main(["counterfactual", "edge", str(model_dir), str(folder / "x.h5ad"), "--focal",
+                 "coarse_type == 'Unicorn'", "--donors", "domain == 'tumour'", "-q"])
+    assert code == 2
+    assert "Unicorn" in capsys.readouterr().err

@@ -1,0 +1,130 @@
+"""DEG scores, truth scores and the energy distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from cellina.evaluation import (
+    energy_distance,
+    lfc_scores,
+    pearson_top_k,
+    signed_precision_at_k,
+    skill,
+    spearman_top_k,
+    top_k_degs,
+    truth_scores,
+)
+
+
+def test_top_k_and_correlations_edge_cases():
+    t = np.array([0.1, -3.0, 2.0, 0.0, np.nan])
+    assert list(top_k_degs(t, 2)) == [1, 2]
+    # k larger than the number of genes: every gene, NaN last.
+    assert list(top_k_degs(t, 10)) == [1, 2, 0, 3, 4]
+    p = np.array([0.2, -2.5, 1.5, 0.1, 0.0])
+    assert pearson_top_k(t, p, k=10) == pytest.approx(np.corrcoef(t[:4], p[:4])[0, 1])
+    assert spearman_top_k(t, p, k=3) == pytest.approx(1.0)
+    # A constant prediction has no correlation.
+    assert np.isnan(pearson_top_k(t, np.zeros(5), k=3))
+    assert np.isnan(spearman_top_k(np.ones(5), p, k=None))
+    with pytest.raises(ValueError, match="length"):
+        pearson_top_k(t, p[:3])
+    with pytest.raises(ValueError, match="k"):
+        top_k_degs(t, 0)
+
+
+def test_signed_precision_at_k():
+    t = np.array([3.0, -2.0, 1.0, 0.1, 0.05])
+    assert signed_precision_at_k(t, t, k=2) == 1.0
+    # Right genes, wrong directions.
+    assert signed_precision_at_k(t, -t, k=2) == 0.0
+    # Predicted top-2 = {0, 3}: only gene 0 is a true top-2 gene with the right sign.
+    assert signed_precision_at_k(t, np.array([2.0, 0.0, 0.0, 5.0, 0.0]), k=2) == 0.5
+    # Gene 1 in the predicted top list but with the wrong sign does not count.
+    assert signed_precision_at_k(t, np.array([2.0, 1.0, 0.0, 0.0, 0.0]), k=2) == 0.5
+    # k beyond the number of genes is clipped: every gene, perfect.
+    assert signed_precision_at_k(t, t, k=50) == 1.0
+
+
+def test_skill_perfect_zero_doubled():
+    true = np.array([1.0, -2.0, 0.5, 0.0])
+    assert skill(true, true) == pytest.approx(1.0)
+    assert skill(np.zeros(4), true) == pytest.approx(0.0)
+    assert skill(2 * true, true) == pytest.approx(0.0)
+    assert skill(0.5 * true, true) == pytest.approx(0.75)
+    assert skill(-true, true) == pytest.approx(-3.0)
+    assert np.isnan(skill(true, np.zeros(4)))
+
+
+def test_lfc_scores_of_a_perfect_prediction():
+    t = np.random.default_rng(1).normal(size=100)
+    assert lfc_scores(t, t, k=20) == {"pearson": pytest.approx(1.0), "spearman": pytest.approx(1.0),
+                                      "signed_precision": 1.0, "skill": pytest.approx(1.0), "k": 20}
+
+
+@pytest.fixture
+def half_change():
+    """A true change on 10 responsive genes, and a prediction of half of it plus 0.1 on the others."""
+    t = np.random.default_rng(1).normal(size=100)
+    resp = np.zeros(100, dtype=bool)
+    resp[:10] = True
+    true_change = np.where(resp, t, 0.0)
+    return true_change * 0.5 + np.where(resp, 0.0, 0.1), true_change, resp
+
+
+@pytest.mark.parametrize(("score", "value"), [("truth_pearson", 1.0), ("truth_skill", 0.75), ("truth_slope", 0.5),
+                                              ("null_change", 0.1), ("null_change_true", 0.0)])
+def test_truth_scores_of_half_the_change(half_change, score, value):
+    pred, true_change, resp = half_change
+    assert truth_scores(pred, true_change, resp, ~resp)[score] == pytest.approx(value)
+
+
+@pytest.mark.parametrize("responsive", [np.zeros(100, dtype=bool), [0, 200]])
+def test_truth_scores_need_valid_responsive_genes(half_change, responsive):
+    pred, true_change, _ = half_change
+    with pytest.raises(ValueError, match="responsive"):
+        truth_scores(pred, true_change, responsive)
+
+
+@pytest.fixture
+def counts_and_shifted():
+    rng = np.random.default_rng(0)
+    x = rng.poisson(3.0, size=(80, 40)).astype(float)
+    y = x.copy()
+    y[:, :10] *= 4  # a strong shift of a gene block
+    return x, y
+
+
+def test_energy_distance_of_a_population_to_itself_is_zero(counts_and_shifted):
+    x, _ = counts_and_shifted
+    assert energy_distance(x, x) == pytest.approx(0.0, abs=1e-9)
+    assert energy_distance(sp.csr_matrix(x), x, space="log") == pytest.approx(0.0, abs=1e-9)
+
+
+def test_energy_distance_sees_a_shift_beyond_sampling_noise(counts_and_shifted):
+    x, y = counts_and_shifted
+    d_shift = energy_distance(x, y)
+    assert d_shift > 0.5
+    x2 = np.random.default_rng(5).poisson(3.0, size=(80, 40)).astype(float)
+    assert energy_distance(x, x2) < 0.25 * d_shift
+
+
+def test_energy_distance_subsamples_deterministically(counts_and_shifted):
+    _, y = counts_and_shifted
+    big = np.random.default_rng(1).poisson(3.0, size=(300, 40)).astype(float)
+    assert energy_distance(big, y, max_cells=50, seed=3) == energy_distance(big, y, max_cells=50, seed=3)
+
+
+def test_energy_distance_of_two_point_masses_in_latent_space():
+    a, b = np.zeros((5, 2)), np.full((5, 2), [3.0, 0.0])
+    assert energy_distance(a, b, space="log", normalize=False) == pytest.approx(6.0)
+
+
+def test_energy_distance_rejects_bad_input(counts_and_shifted):
+    x, y = counts_and_shifted
+    with pytest.raises(ValueError, match="space"):
+        energy_distance(x, y, space="umap")
+    with pytest.raises(ValueError, match="features"):
+        energy_distance(x, y[:, :5])
