@@ -15,8 +15,7 @@ from qtpy.QtWidgets import (
     QPushButton,
 )
 
-from cellina.plugin._session import DONORS, FOCAL
-from cellina.plugin._workflow import edge_steps, prepare_edge
+from cellina.plugin._state import CLUSTER_COLUMNS, DONORS, FOCAL
 from cellina.plugin.widgets._bridge import LASSO_LAYERS
 from cellina.plugin.widgets._common import CellinaDock, fill_combo, obs_levels
 from cellina.plugin.widgets._tissue import _spin
@@ -115,8 +114,8 @@ class EdgeWidget(CellinaDock):
     def _on_latents(self) -> None:
         adata = self.session.adata
         clusters = []
-        if adata is not None and "cellina_s_cluster" in adata.obs:
-            clusters = list(adata.obs["cellina_s_cluster"].cat.categories)
+        if adata is not None and CLUSTER_COLUMNS["s"] in adata.obs:
+            clusters = list(adata.obs[CLUSTER_COLUMNS["s"]].cat.categories)
         fill_combo(self.pool_niche, clusters)
 
     def _on_selection(self, _name: str) -> None:
@@ -156,8 +155,4 @@ class EdgeWidget(CellinaDock):
     def run(self):
         """Check focal cells and donors now, then rewire and decode in a worker."""
         params = self.job_params()
-
-        def make():
-            return edge_steps(**prepare_edge(self.session, **params))
-
-        return self.run_steps(make, self.session.add_run, "edge perturbation")
+        return self.run_job(lambda: self.session.edge_job(**params))

@@ -17,8 +17,7 @@ from qtpy.QtWidgets import (
     QTableWidgetItem,
 )
 
-from cellina.plugin._session import KNOCKOUT_LFC
-from cellina.plugin._workflow import node_steps, prepare_node
+from cellina.plugin._state import KNOCKOUT_LFC
 from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo, obs_levels
 from cellina.plugin.widgets._edge import _chosen, _multi_list
 from cellina.plugin.widgets._tissue import _spin
@@ -107,7 +106,7 @@ class NodeWidget(CellinaDock):
         self._on_table()
 
     def _on_table(self) -> None:
-        table = self.session.gene_shifts
+        table = self.session.gene_shifts.table
         self.table.setRowCount(len(table))
         for i, row in enumerate(table.itertuples(index=False)):
             cells = (row.gene, f"{row.value:.3g}", ",".join(row.senders) or "all", "lasso" if row.region else "all")
@@ -133,8 +132,4 @@ class NodeWidget(CellinaDock):
 
     def run(self):
         """Check the table and focal cells now, then perturb and decode in a worker."""
-
-        def make():
-            return node_steps(**prepare_node(self.session))
-
-        return self.run_steps(make, self.session.add_run, "node perturbation")
+        return self.run_job(self.session.node_job)

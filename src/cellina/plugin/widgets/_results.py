@@ -18,8 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from cellina.plugin._session import SessionError
-from cellina.plugin._workflow import observed_vs_predicted, top_changed_genes
+from cellina.plugin.widgets._bridge import RESULT_LAYER
 from cellina.plugin.widgets._common import CellinaDock, fill_combo, obs_levels
 from cellina.plugin.widgets._legend import LegendWidget
 from cellina.plugin.widgets._tissue import _spin
@@ -139,9 +138,10 @@ class ResultsWidget(CellinaDock):
             self.plot.setVisible(False)
 
     def _on_current(self, name: str) -> None:
+        if name not in self.session.runs:
+            return
         self.run_choice.setCurrentText(name)
-        run = self.session.runs[name]
-        table = top_changed_genes(self.session.adata, run, n=20)
+        table = self.session.top_changed_genes(name, n=20)
         self.top_table.setRowCount(len(table))
         for i, row in enumerate(table.itertuples(index=False)):
             self.top_table.setItem(i, 0, QTableWidgetItem(row.gene))
@@ -149,7 +149,7 @@ class ResultsWidget(CellinaDock):
         if len(table):
             # a new run opens on its most changed gene; the user picks others from the table
             self.gene.setCurrentText(table["gene"].iloc[0])
-        if self.bridge.find_layer("counterfactual") is not None or len(self.session.runs) == 1:
+        if self.bridge.find_layer(RESULT_LAYER) is not None or len(self.session.runs) == 1:
             self.show_result()
 
     def _pick_gene(self, row: int, _column: int) -> None:
@@ -167,11 +167,9 @@ class ResultsWidget(CellinaDock):
         """Observed (target vs focal) against predicted (counterfactual vs focal) log2FC."""
 
         def plot():
-            if self.session.current_run is None:
-                raise SessionError("no counterfactual run yet: run an edge or node perturbation first")
-            run = self.session.runs[self.session.current_run]
-            data = observed_vs_predicted(self.session, run, self.target_type.currentText(),
-                                         self.target_domain.currentText(), int(self.n_deg.value()))
+            run = self.session.require_run()
+            data = self.session.observed_vs_predicted(self.target_type.currentText(),
+                                                      self.target_domain.currentText(), int(self.n_deg.value()))
             self.plot.show_data(data, np.asarray(self.session.adata.var_names), run.name)
             return data
 

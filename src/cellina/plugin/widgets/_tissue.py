@@ -16,8 +16,7 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
-from cellina.plugin._session import PreprocessParams, SessionError, TissueKeys
-from cellina.plugin._workflow import apply_preprocessed, preprocess_steps
+from cellina.plugin._state import PreprocessParams, SessionError, TissueKeys
 from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo
 from cellina.plugin.widgets._legend import LegendWidget
 
@@ -109,6 +108,7 @@ class TissueWidget(CellinaDock):
         self.bridge.colouring.connect(self.legend.show_info)
         self.bridge.message.connect(self.notify_error)
         self.session.events.adata.connect(self._on_adata)
+        self.session.events.latents.connect(self._on_latents)
         self.session.events.busy.connect(lambda busy: self.preprocess_button.setEnabled(not busy))
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
@@ -156,6 +156,12 @@ class TissueWidget(CellinaDock):
         self._coordinate_mode(self.spatial.currentText())
         self.status.setText(f"{adata.n_obs} cells x {adata.n_vars} genes")
 
+    def _on_latents(self) -> None:
+        # the latent clusters are new obs columns: offer them as colours
+        adata = self.session.adata
+        if adata is not None:
+            fill_combo(self.color_by, [*adata.obs.columns, *adata.var_names])
+
     def _coordinate_mode(self, text: str) -> None:
         by_columns = text == OBS_COLUMNS
         self.x_column.setEnabled(by_columns)
@@ -189,14 +195,7 @@ class TissueWidget(CellinaDock):
     def preprocess(self):
         """QC, HVG, log-normalisation, graph and niche features in a worker."""
         params = self.params()
-
-        def make():
-            adata = self.session.require_adata()
-            keys = self.keys()
-            self.session.set_keys(keys)
-            return preprocess_steps(adata, keys, params)
-
-        return self.run_steps(make, lambda out: apply_preprocessed(self.session, out, params), "preprocessing")
+        return self.run_job(lambda: self.session.preprocess_job(params, self.keys()))
 
     def recolour(self, key: str) -> None:
         """Colour the cells by an obs column or gene (errors become notifications)."""

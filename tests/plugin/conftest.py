@@ -1,0 +1,66 @@
+"""Tissues and helpers shared by the plugin's tests."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+
+@pytest.fixture
+def tissue():
+    """A 12 x 10 grid of cells, 10 um apart, with counts, types, two domains and pixel columns."""
+    rng = np.random.default_rng(0)
+    n, g = 120, 12
+    xy = np.c_[np.repeat(np.arange(12), 10) * 10.0, np.tile(np.arange(10), 12) * 10.0]
+    counts = sp.csr_matrix(rng.poisson(3.0, size=(n, g)).astype(np.float32))
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical(rng.choice(["A", "B", "C"], n)),
+            "domain": pd.Categorical(np.where(xy[:, 0] < 60, "healthy", "tumour")),
+            "x_px": xy[:, 0] / 0.5,
+            "y_px": xy[:, 1] / 0.5,
+        },
+        index=[f"c{i}" for i in range(n)],
+    )
+    adata = ad.AnnData(X=counts.copy(), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(g)]))
+    adata.layers["counts"] = counts
+    adata.obsm["spatial"] = xy
+    return adata
+
+
+@pytest.fixture
+def two_slide_section():
+    """A small synthetic section on two slides (``obs["slide"]``), not yet preprocessed."""
+    from cellina.datasets import synthetic_tissue
+
+    return synthetic_tissue(n_cells=640, n_genes=100, n_slides=2, seed=1, store_means=False)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications the docks showed, in order."""
+    shown: list[str] = []
+    import cellina.plugin.widgets._common as common
+
+    monkeypatch.setattr(common, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture(scope="session")
+def trained_two_slide():
+    """A session on two slides with the slide as batch: preprocessed, trained one epoch, latents.
+
+    Shared: tests must not change it (copy its AnnData, or only read).
+    """
+    from cellina.datasets import synthetic_tissue
+    from cellina.plugin._session import CellinaSession
+    from cellina.plugin._state import TissueKeys
+
+    adata = synthetic_tissue(n_cells=640, n_genes=100, n_slides=2, seed=1, store_means=False)
+    session = CellinaSession(adata, TissueKeys(batch_key="slide"))
+    session.preprocess(n_top_genes=80, bandwidth_um=20, max_neighbours=15)
+    session.train(max_epochs=1, batch_size=128)
+    return session
