@@ -2,8 +2,30 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
+
+
+def grid_tissue(nx: int, ny: int, spacing: float, n_genes: int, rate: float, types: tuple[str, ...],
+                keys: tuple[str, str, str, str], gene: str, cell: str) -> tuple[ad.AnnData, np.ndarray]:
+    """Cells on an ``nx`` x ``ny`` grid (micrometres) with Poisson counts in X, random types, a
+    healthy left half and a tumour right half, and the coordinates in 0.5 um pixels as two obs
+    columns. ``keys`` names the type, domain, x and y columns. Returns the AnnData and (x, y) in um.
+    """
+    rng = np.random.default_rng(0)
+    n = nx * ny
+    xy = np.c_[np.repeat(np.arange(nx), ny) * spacing, np.tile(np.arange(ny), nx) * spacing]
+    counts = sp.csr_matrix(rng.poisson(rate, size=(n, n_genes)).astype(np.float32))
+    type_key, domain_key, x_key, y_key = keys
+    obs = pd.DataFrame(
+        {type_key: pd.Categorical(rng.choice(list(types), n)),
+         domain_key: pd.Categorical(np.where(xy[:, 0] < nx * spacing / 2, "healthy", "tumour")),
+         x_key: xy[:, 0] * 2, y_key: xy[:, 1] * 2},
+        index=[f"{cell}{i}" for i in range(n)],
+    )
+    return ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=[f"{gene}{j}" for j in range(n_genes)])), xy
 
 
 def square(x0: float, y0: float, size: float) -> np.ndarray:

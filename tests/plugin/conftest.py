@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import anndata as ad
-import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
+
+from ._helpers import grid_tissue
 
 
 @pytest.fixture
 def tissue():
     """A 12 x 10 grid of cells, 10 um apart, with counts, types, two domains and pixel columns."""
-    rng = np.random.default_rng(0)
-    n, g = 120, 12
-    xy = np.c_[np.repeat(np.arange(12), 10) * 10.0, np.tile(np.arange(10), 12) * 10.0]
-    counts = sp.csr_matrix(rng.poisson(3.0, size=(n, g)).astype(np.float32))
-    obs = pd.DataFrame(
-        {
-            "cell_type": pd.Categorical(rng.choice(["A", "B", "C"], n)),
-            "domain": pd.Categorical(np.where(xy[:, 0] < 60, "healthy", "tumour")),
-            "x_px": xy[:, 0] / 0.5,
-            "y_px": xy[:, 1] / 0.5,
-        },
-        index=[f"c{i}" for i in range(n)],
-    )
-    adata = ad.AnnData(X=counts.copy(), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(g)]))
-    adata.layers["counts"] = counts
+    adata, xy = grid_tissue(12, 10, 10.0, 12, 3.0, ("A", "B", "C"), ("cell_type", "domain", "x_px", "y_px"), "g", "c")
+    adata.layers["counts"] = adata.X.copy()
     adata.obsm["spatial"] = xy
     return adata
 

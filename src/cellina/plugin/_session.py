@@ -95,7 +95,7 @@ class _Snapshot:
             return
         obs, *mappings = self.parts
         adata.obs = obs
-        for target, saved in zip((adata.obsm, adata.obsp, adata.uns, adata.layers), mappings):
+        for target, saved in zip((adata.obsm, adata.obsp, adata.uns, adata.layers), mappings, strict=True):
             for key in [k for k in target.keys() if k not in saved]:
                 del target[key]
             for key, value in saved.items():

@@ -179,7 +179,7 @@ class JobsMixin:
             adata.obsm[OBSM.PLUGIN_PERTURBED_NICHE] = run.spatial_x
             self.events.data.emit((f"obsm/{OBSM.PLUGIN_PERTURBED_NICHE}",))
         self.add_run(run)
-        return f"{run.name}: {run.indices.size} focal cells"
+        return f"{run.name} on {run.indices.size} focal cells"
 
     # ------------------------------------------------------------------ export
     def export_inputs(self) -> dict[str, Any]:

@@ -10,11 +10,10 @@ it was.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from cellina.plugin._state import DONORS, FOCAL
 from cellina.plugin._session import TissueKeys
+from cellina.plugin._state import DONORS, FOCAL
 from cellina.plugin.widgets import EdgeWidget, ExportWidget, ModelWidget, NodeWidget, ResultsWidget, TissueWidget
 from cellina.plugin.widgets._bridge import get_bridge
 

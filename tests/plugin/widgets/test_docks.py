@@ -6,7 +6,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 from cellina.plugin._colours import ColourInfo, categorical_colours
 from cellina.plugin._writer import write_points
@@ -14,22 +13,13 @@ from cellina.plugin.widgets import DOCKS, CellinaDock, EdgeWidget, ModelWidget, 
 from cellina.plugin.widgets._bridge import get_bridge
 from cellina.plugin.widgets._legend import LegendWidget
 
+from .._helpers import grid_tissue
+
 
 @pytest.fixture
 def pixel_tissue():
     """A grid tissue whose coordinates are in 0.5 um pixels, stored as two obs columns."""
-    rng = np.random.default_rng(0)
-    n, g = 200, 30
-    xy_um = np.c_[np.repeat(np.arange(20), 10) * 8.0, np.tile(np.arange(10), 20) * 8.0]
-    counts = sp.csr_matrix(rng.poisson(4.0, size=(n, g)).astype(np.float32))
-    obs = pd.DataFrame(
-        {"ct": pd.Categorical(rng.choice(["A", "B"], n)),
-         "region": pd.Categorical(np.where(xy_um[:, 0] < 80, "healthy", "tumour")),
-         "px_x": xy_um[:, 0] * 2, "px_y": xy_um[:, 1] * 2},
-        index=[f"cell{i}" for i in range(n)],
-    )
-    adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=[f"G{j}" for j in range(g)]))
-    return adata, xy_um
+    return grid_tissue(20, 10, 8.0, 30, 4.0, ("A", "B"), ("ct", "region", "px_x", "px_y"), "G", "cell")
 
 
 def test_manifest_docks_open_and_share_one_session(make_napari_viewer):
@@ -44,7 +34,8 @@ def test_manifest_docks_open_and_share_one_session(make_napari_viewer):
     # the tissue dock adopts the sample as soon as it is opened (what `cellina view` does)
     viewer.open_sample("napari-cellina", "synthetic_tumour_section")
     assert docks["1. Tissue"].session.adata is viewer.layers[0].metadata["adata"]
-    assert docks["3. Edge perturbation"].refine_types.count() == viewer.layers[0].metadata["adata"].obs["cell_type"].nunique()
+    n_types = viewer.layers[0].metadata["adata"].obs["cell_type"].nunique()
+    assert docks["3. Edge perturbation"].refine_types.count() == n_types
     # a second viewer gets its own session
     other = make_napari_viewer()
     assert get_bridge(other).session is not docks["1. Tissue"].session
@@ -157,6 +148,12 @@ def test_an_unknown_colour_key_is_named_and_changes_nothing(pixel_dock, errors):
     tissue.recolour("no_such_thing")
     assert "'no_such_thing' is neither an obs column nor a gene" in errors[-1]
     np.testing.assert_array_equal(layer.face_color, before)
+
+
+def test_the_colour_box_follows_the_cells_layer(pixel_dock):
+    viewer, tissue, _, _ = pixel_dock
+    get_bridge(viewer).recolour("region")
+    assert tissue.color_by.currentText() == "region" and tissue.legend.info.name == "region"
 
 
 def test_point_size_is_in_micrometres(pixel_dock):

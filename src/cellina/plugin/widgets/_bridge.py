@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal
 
-from cellina.plugin._colours import ColourInfo, categorical_colours, colours_for, continuous_colours, values_for
+from cellina.plugin._colours import ColourInfo, colours_for, continuous_colours, values_for
 from cellina.plugin._points import DEFAULT_HOVER_COLUMNS
 from cellina.plugin._session import CellinaSession
 from cellina.plugin._state import CLUSTER_COLUMNS, DONORS, FOCAL, SessionError, TissueKeys

@@ -53,6 +53,12 @@ class CellinaDock(QWidget):
         self.status.setWordWrap(True)
         self._tail: list[QWidget] = [self.progress, self.status]
 
+    def follow_adata(self, handler: Callable[[Any], None]) -> None:
+        """Call ``handler(adata)`` for every new tissue of the session, and now if one is loaded."""
+        self.session.events.adata.connect(handler)
+        if self.session.adata is not None:
+            handler(self.session.adata)
+
     def finish_layout(self) -> None:
         """Put the progress bar and status line at the bottom."""
         for widget in self._tail:
@@ -161,6 +167,36 @@ class CellinaDock(QWidget):
             self.notify_error(describe(outcome.error) if outcome.error else f"{job.name} cancelled")
         else:
             self.notify_error(f"{job.name} failed: {describe(outcome.error)}")
+
+
+def search_combo() -> QComboBox:
+    """An editable combo box that finds its items by any part of their text (genes, columns)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QCompleter
+
+    combo = QComboBox()
+    combo.setEditable(True)
+    combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+    combo.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+    combo.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+    return combo
+
+
+class PlotWidget(QWidget):
+    """A matplotlib figure in a widget (one axes), for the docks' small plots."""
+
+    def __init__(self, size: tuple[float, float], min_height: int, parent: QWidget | None = None):
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=size, dpi=90, tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.axes = self.figure.add_subplot(111)
+        box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(self.canvas)
+        self.setMinimumHeight(min_height)
 
 
 def fill_combo(combo: QComboBox, items, keep: bool = True, none_item: str | None = None) -> None:

@@ -91,11 +91,9 @@ class EdgeWidget(CellinaDock):
         self.pool.currentTextChanged.connect(self._pool_mode)
         self.run_button.clicked.connect(self.run)
         self.session.events.selection.connect(self._on_selection)
-        self.session.events.adata.connect(self._on_adata)
         self.session.events.latents.connect(self._on_latents)
         self.session.events.busy.connect(lambda busy: self.run_button.setEnabled(not busy))
-        if self.session.adata is not None:
-            self._on_adata(self.session.adata)
+        self.follow_adata(self._on_adata)
         self._pool_mode(self.pool.currentText())
 
     def _on_adata(self, adata) -> None:
@@ -131,7 +129,8 @@ class EdgeWidget(CellinaDock):
     def refine(self) -> None:
         """Restrict the chosen selection to the ticked cell types and domains."""
         name = self.refine_target.currentText()
-        self.guarded(lambda: self.session.refine_selection(name, _chosen(self.refine_types), _chosen(self.refine_domains)))
+        types, domains = _chosen(self.refine_types), _chosen(self.refine_domains)
+        self.guarded(lambda: self.session.refine_selection(name, types, domains))
 
     def clear_lassos(self) -> None:
         """Remove both lassos and their selections."""

@@ -45,7 +45,8 @@ class ExportWidget(CellinaDock):
         None when nothing was started. The written AnnData is kept in ``last_written``.
         """
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export perturbed AnnData", "perturbed.h5ad", "AnnData (*.h5ad)")
+            path, _ = QFileDialog.getSaveFileName(self, "Export perturbed AnnData", "perturbed.h5ad",
+                                                  "AnnData (*.h5ad)")
             if not path:
                 return None
         self.last_written = None

@@ -17,28 +17,18 @@ from qtpy.QtWidgets import (
 )
 
 from cellina.plugin._state import Progress, TrainParams
-from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo, obs_levels
+from cellina.plugin.widgets._common import CellinaDock, PlotWidget, combo_value, fill_combo, obs_levels
 from cellina.plugin.widgets._tissue import _spin
 
 NONE = "(none)"
 
 
-class LossCurve(QWidget):
+class LossCurve(PlotWidget):
     """A small matplotlib plot of the training losses, redrawn once per epoch."""
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.axes = self.figure.add_subplot(111)
+        super().__init__((3.2, 2.0), 160, parent)
         self.series: dict[str, list[tuple[int, float]]] = {}
-        box = QHBoxLayout(self)
-        box.setContentsMargins(0, 0, 0, 0)
-        box.addWidget(self.canvas)
-        self.setMinimumHeight(160)
         self.clear()
 
     def clear(self) -> None:
@@ -115,7 +105,7 @@ class ModelWidget(CellinaDock):
 
         d = TrainParams()
         self.preset = QComboBox()
-        for name, preset in PRESETS.items():
+        for name in PRESETS:
             self.preset.addItem(name, name)
             self.preset.setItemData(self.preset.count() - 1, _preset_tooltip(name), Qt.ItemDataRole.ToolTipRole)
         self.preset.setCurrentIndex(self.preset.findData(d.preset))
@@ -135,10 +125,8 @@ class ModelWidget(CellinaDock):
         self.save_button.clicked.connect(lambda: self.save_model())
         self.load_button.clicked.connect(lambda: self.load_model())
         self.cluster_button.clicked.connect(self.compute_latents)
-        self.session.events.adata.connect(self._on_adata)
         self.session.events.busy.connect(self._on_busy)
-        if self.session.adata is not None:
-            self._on_adata(self.session.adata)
+        self.follow_adata(self._on_adata)
 
     def _build_sizes(self, d: TrainParams) -> None:
         self.n_latent = _spin(2, 256, d.n_latent)

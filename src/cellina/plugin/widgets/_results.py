@@ -5,42 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
-    QCompleter,
     QFormLayout,
     QGroupBox,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
 from cellina.plugin.widgets._bridge import RESULT_LAYER
-from cellina.plugin.widgets._common import CellinaDock, fill_combo, obs_levels
+from cellina.plugin.widgets._common import CellinaDock, PlotWidget, fill_combo, obs_levels, search_combo
 from cellina.plugin.widgets._legend import LegendWidget
 from cellina.plugin.widgets._tissue import _spin
 
 MODES = {"log-fold change vs factual": "lfc", "predicted expression": "expression", "std across draws": "std"}
 
 
-class LfcPlot(QWidget):
+class LfcPlot(PlotWidget):
     """Observed-versus-predicted log-fold-change scatter, as in the published tutorial's figure."""
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(3.4, 3.0), dpi=90, tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.axes = self.figure.add_subplot(111)
-        box = QVBoxLayout(self)
-        box.setContentsMargins(0, 0, 0, 0)
-        box.addWidget(self.canvas)
-        self.setMinimumHeight(240)
+        super().__init__((3.4, 3.0), 240, parent)
         self.data: dict[str, Any] | None = None
 
     def show_data(self, data: dict[str, Any], gene_names, title: str) -> None:
@@ -72,11 +59,7 @@ class ResultsWidget(CellinaDock):
     def __init__(self, napari_viewer: Any):
         super().__init__(napari_viewer)
         self.run_choice = QComboBox()
-        self.gene = QComboBox()
-        self.gene.setEditable(True)
-        self.gene.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.gene.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
-        self.gene.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+        self.gene = search_combo()
         self.mode = QComboBox()
         self.mode.addItems(list(MODES))
         self.show_button = QPushButton("Show on focal cells")
@@ -118,9 +101,7 @@ class ResultsWidget(CellinaDock):
         self.bridge.result_colouring.connect(self.legend.show_info)
         self.session.events.runs.connect(self._on_runs)
         self.session.events.current_run.connect(self._on_current)
-        self.session.events.adata.connect(self._on_adata)
-        if self.session.adata is not None:
-            self._on_adata(self.session.adata)
+        self.follow_adata(self._on_adata)
 
     def _on_adata(self, adata) -> None:
         if adata is None:
