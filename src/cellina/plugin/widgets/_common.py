@@ -109,12 +109,11 @@ class CellinaDock(QWidget):
         try:
             self.session.require_idle()
             job = make_job()
+            self._starting(job)
             if self.synchronous:
-                self._starting(job)
                 outcome = self.session.execute(job, self._on_progress)
             else:
                 steps = self.session.start(job)
-                self._starting(job)
         except Exception as err:
             self.notify_error(describe(err))
             return None
@@ -155,8 +154,7 @@ class CellinaDock(QWidget):
 
     def _ended(self, job: Job, outcome: Outcome) -> None:
         """Say how the job ended, then start its follow-up (e.g. latents after training)."""
-        if self.worker is not None and job.outcome is outcome:
-            self.worker = None
+        self.worker = None
         self.progress.setVisible(False)
         if outcome.status == "done":
             self.notify(f"{job.name}: {outcome.message or 'done'}")
