@@ -75,10 +75,10 @@ def main() -> int:
     t0 = time.perf_counter()
     model.train()
     print(f"trained in {time.perf_counter() - t0:.1f} s: {session.model_source}", flush=True)
-    viewer.layers["synthetic tumour section"].visible = False
+    # the niche clusters of s are a colour of the cells layer (and a hover column)
+    tissue.color_by.setCurrentText("cellina_s_cluster")
+    tissue.recolour("cellina_s_cluster")
     shot("02_model_niches.png", "2. Model")
-    viewer.layers["synthetic tumour section"].visible = True
-    viewer.layers["niches (s)"].visible = False
 
     # focal: every myeloid_1 cell of the healthy tissue, lassoed over the left half
     show("3. Edge perturbation")

@@ -1,9 +1,10 @@
 """The link between one napari viewer and its Cellina session.
 
 Every dock of a viewer shares one :class:`ViewerBridge`: it owns the session and the
-layers Cellina draws (cells, latent clusters, lasso shapes, results) and updates those
-layers in place on the main thread when the session changes. Docks never find each
-other; they talk to the bridge and observe the session.
+layers Cellina draws (cells, lasso shapes, results) and updates those layers in place on
+the main thread when the session changes. Per-cell values (annotations, latent clusters,
+the gene coloured by) are columns of the cells layer's ``features``, so hover shows them.
+Docks never find each other; they talk to the bridge and observe the session.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal
 
-from cellina.plugin._colours import ColourInfo, categorical_colours, colours_for, continuous_colours, values_for
+from cellina.plugin._colours import ColourInfo, colours_for, continuous_colours, values_for
 from cellina.plugin._points import DEFAULT_HOVER_COLUMNS
-from cellina.plugin._session import DONORS, FOCAL, CellinaSession, SessionError, TissueKeys, guess_keys
+from cellina.plugin._session import CellinaSession
+from cellina.plugin._state import CLUSTER_COLUMNS, DONORS, FOCAL, SessionError, TissueKeys
+from cellina.plugin._tissue import guess_keys
 
 CELLS = "cells"
-Z_LAYER = "intrinsic clusters (z)"
-S_LAYER = "niches (s)"
 RESULT_LAYER = "counterfactual"
 LASSO_LAYERS = {FOCAL: "focal lasso", DONORS: "donor lasso"}
 LASSO_COLOURS = {FOCAL: "#ff7f0e", DONORS: "#1f77b4"}
@@ -119,7 +120,8 @@ class ViewerBridge:
         adata = self.session.adata
         keys = self.session.keys
         features = pd.DataFrame({"cell_id": adata.obs_names.to_numpy()})
-        wanted = [keys.cell_type_key, keys.domain_key, keys.batch_key, *DEFAULT_HOVER_COLUMNS]
+        wanted = [keys.cell_type_key, keys.domain_key, keys.batch_key, *DEFAULT_HOVER_COLUMNS,
+                  *CLUSTER_COLUMNS.values()]
         for column in dict.fromkeys(c for c in wanted if c):
             if column in adata.obs:
                 features[column] = adata.obs[column].to_numpy()
@@ -156,15 +158,22 @@ class ViewerBridge:
         layer.metadata["color_by"] = self.color_by
         self.colour_info = info
         self.colouring.emit(info)
-        for name in (Z_LAYER, S_LAYER, RESULT_LAYER):
-            old = self.find_layer(name)
-            if old is not None:
-                viewer.layers.remove(old)
-        for name in LASSO_LAYERS.values():
-            old = self.find_layer(name)
-            if old is not None:
-                with old.events.data.blocker():
-                    old.data = []
+        old = self.find_layer(RESULT_LAYER)
+        if old is not None:
+            viewer.layers.remove(old)
+        self._draw_lassos()
+
+    def _draw_lassos(self) -> None:
+        """Lasso layers show the session's selections (none for a new tissue)."""
+        for name, layer_name in LASSO_LAYERS.items():
+            layer = self.find_layer(layer_name)
+            if layer is None:
+                continue
+            selection = self.session.selections.get(name)
+            with layer.events.data.blocker():
+                layer.data = []
+                if selection is not None and selection.polygons:
+                    layer.add(list(selection.polygons), shape_type="polygon")
 
     def recolour(self, key: str) -> ColourInfo:
         """Colour the cells by an obs column or a gene (in place)."""
@@ -198,9 +207,8 @@ class ViewerBridge:
         if not size_um > 0:
             raise SessionError(f"point size must be > 0 micrometres, got {size_um}")
         self.point_size_um = float(size_um)
-        for layer in (self.cells_layer, self.find_layer(Z_LAYER), self.find_layer(S_LAYER)):
-            if layer is not None:
-                layer.size = self.point_size_um
+        if self.cells_layer is not None:
+            self.cells_layer.size = self.point_size_um
         result = self.find_layer(RESULT_LAYER)
         if result is not None:
             result.size = self.point_size_um * 1.3
@@ -223,19 +231,17 @@ class ViewerBridge:
         return layer
 
     def _on_latents(self) -> None:
-        adata = self.session.adata
-        if self.viewer is None or adata is None:
+        """The latent clusters become hover columns of the cells layer (and recolour it if shown)."""
+        adata, layer = self.session.adata, self.cells_layer
+        if adata is None or layer is None:
             return
-        data = self.session.display_coordinates().copy()
-        for name, column in ((Z_LAYER, "cellina_z_cluster"), (S_LAYER, "cellina_s_cluster")):
+        features = layer.features.copy()
+        for column in CLUSTER_COLUMNS.values():
             if column in adata.obs:
-                colours, _ = categorical_colours(adata.obs[column], column)
-                features = pd.DataFrame({"cell_id": adata.obs_names.to_numpy(), column: adata.obs[column].to_numpy()})
-                self._points_overlay(name, data, colours, features, self.point_size_um, visible=name == S_LAYER)
-        cells = self.cells_layer
-        if cells is not None:
-            # keep the focal-cell results and lassos on top of the new overlays
-            self._raise_to_top([self.find_layer(n) for n in (RESULT_LAYER, *LASSO_LAYERS.values())])
+                features[column] = adata.obs[column].to_numpy()
+        layer.features = features
+        if self.color_by in CLUSTER_COLUMNS.values():
+            self.recolour(self.color_by)
 
     def _raise_to_top(self, layers: list) -> None:
         viewer = self.viewer

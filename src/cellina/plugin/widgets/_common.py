@@ -15,8 +15,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from cellina.plugin._session import SessionError
-from cellina.plugin._workflow import Progress, run_sync
+from cellina.plugin._state import Job, Outcome, Progress, SessionError, StepCancelled
 from cellina.plugin.widgets._bridge import ViewerBridge, get_bridge
 
 
@@ -54,6 +53,12 @@ class CellinaDock(QWidget):
         self.status.setWordWrap(True)
         self._tail: list[QWidget] = [self.progress, self.status]
 
+    def follow_adata(self, handler: Callable[[Any], None]) -> None:
+        """Call ``handler(adata)`` for every new tissue of the session, and now if one is loaded."""
+        self.session.events.adata.connect(handler)
+        if self.session.adata is not None:
+            handler(self.session.adata)
+
     def finish_layout(self) -> None:
         """Put the progress bar and status line at the bottom."""
         for widget in self._tail:
@@ -82,7 +87,7 @@ class CellinaDock(QWidget):
             self.notify_error(describe(err))
             return None
 
-    # ------------------------------------------------------------------ workers
+    # ------------------------------------------------------------------ jobs
     def _on_progress(self, report: Progress) -> None:
         self.progress.setVisible(True)
         self.progress.setMaximum(max(report.total, 1))
@@ -93,80 +98,103 @@ class CellinaDock(QWidget):
     def on_progress(self, report: Progress) -> None:
         """Hook for docks that show more than the bar (e.g. a loss curve)."""
 
-    def run_steps(
-        self,
-        make_steps: Callable[[], Any],
-        apply: Callable[[Any], None],
-        label: str,
-        on_error: Callable[[BaseException], None] | None = None,
-    ):
-        """Run a step generator (in a worker unless synchronous) and apply its result here.
+    def run_job(self, make_job: Callable[[], Job]):
+        """Start the session's job (in a thread worker unless synchronous); its result is applied here.
 
-        ``make_steps`` is called on the main thread, so its validation errors surface
-        at once; the generator's own errors arrive through the worker's ``errored``.
+        ``make_job`` runs on the main thread, so the session's checks surface at once.
+        Whatever happens after, the job ends in exactly one of done, failed or cancelled
+        (:meth:`CellinaSession.finish`), the session is no longer busy and the dock says how
+        it ended. Returns the worker (None when synchronous or when nothing started).
         """
-        if self.session.busy:
-            self.notify_error("another Cellina step is still running; wait for it or cancel it")
-            return None
         try:
-            steps = make_steps()
+            self.session.require_idle()
+            job = make_job()
+            self._starting(job)
+            if self.synchronous:
+                outcome = self.session.execute(job, self._on_progress)
+            else:
+                steps = self.session.start(job)
         except Exception as err:
             self.notify_error(describe(err))
             return None
-        self.last_error = None
-        self.status.setStyleSheet("")
-        self.status.setText(f"{label}...")
-        self.session.busy = True
-
-        def release() -> None:
-            self.session.busy = False
-            self.worker = None
-
-        def done(result: Any) -> None:
-            # the step is over before its result is applied, so apply may start the next step
-            release()
-            try:
-                apply(result)
-                self.progress.setVisible(False)
-                if self.last_error is None:
-                    self.status.setText(f"{label}: done")
-            except Exception as err:
-                self.notify_error(describe(err))
-
-        def failed(err: BaseException) -> None:
-            release()
-            self.progress.setVisible(False)
-            if on_error is not None:
-                on_error(err)
-            self.notify_error(f"{label} failed: {describe(err)}")
-
         if self.synchronous:
-            try:
-                result = run_sync(steps, self._on_progress)
-            except Exception as err:
-                failed(err)
-                return None
-            done(result)
+            self._ended(job, outcome)
+            return None
+        try:
+            return self._start_worker(job, steps)
+        except Exception as err:  # the worker could not even start
+            self._ended(job, self.session.finish(job, Outcome("failed", error=err)))
             return None
 
+    def _starting(self, job: Job) -> None:
+        self.last_error = None
+        self.status.setStyleSheet("")
+        self.status.setText(f"{job.name}...")
+
+    def _start_worker(self, job: Job, steps):
         from napari.qt.threading import create_worker
 
-        def job():
+        def job_steps():
             return (yield from steps)
 
-        worker = create_worker(job, _start_thread=False)
+        def end(outcome: Outcome) -> None:
+            if job.outcome is None:
+                self._ended(job, self.session.finish(job, outcome))
+
+        worker = create_worker(job_steps, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(done)
-        worker.errored.connect(failed)
-
-        def finished() -> None:
-            if self.worker is worker:
-                release()
-
-        worker.finished.connect(finished)
+        worker.returned.connect(end)
+        # guarded steps never raise; these only catch what the worker machinery itself does
+        worker.errored.connect(lambda err: end(Outcome("failed", error=err)))
+        worker.aborted.connect(lambda: end(Outcome("cancelled", error=StepCancelled(f"{job.name} was stopped"))))
+        worker.finished.connect(lambda: end(Outcome("cancelled", error=StepCancelled(f"{job.name} was stopped"))))
         self.worker = worker
         worker.start()
         return worker
+
+    def _ended(self, job: Job, outcome: Outcome) -> None:
+        """Say how the job ended, then start its follow-up (e.g. latents after training)."""
+        self.worker = None
+        self.progress.setVisible(False)
+        if outcome.status == "done":
+            self.notify(f"{job.name}: {outcome.message or 'done'}")
+            follow_up = job.follow_up
+            if follow_up is not None:
+                self.run_job(follow_up)
+        elif outcome.status == "cancelled":
+            self.notify_error(describe(outcome.error) if outcome.error else f"{job.name} cancelled")
+        else:
+            self.notify_error(f"{job.name} failed: {describe(outcome.error)}")
+
+
+def search_combo() -> QComboBox:
+    """An editable combo box that finds its items by any part of their text (genes, columns)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QCompleter
+
+    combo = QComboBox()
+    combo.setEditable(True)
+    combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+    combo.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+    combo.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+    return combo
+
+
+class PlotWidget(QWidget):
+    """A matplotlib figure in a widget (one axes), for the docks' small plots."""
+
+    def __init__(self, size: tuple[float, float], min_height: int, parent: QWidget | None = None):
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=size, dpi=90, tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.axes = self.figure.add_subplot(111)
+        box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(self.canvas)
+        self.setMinimumHeight(min_height)
 
 
 def fill_combo(combo: QComboBox, items, keep: bool = True, none_item: str | None = None) -> None:

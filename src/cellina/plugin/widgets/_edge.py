@@ -15,8 +15,7 @@ from qtpy.QtWidgets import (
     QPushButton,
 )
 
-from cellina.plugin._session import DONORS, FOCAL
-from cellina.plugin._workflow import edge_steps, prepare_edge
+from cellina.plugin._state import CLUSTER_COLUMNS, DONORS, FOCAL
 from cellina.plugin.widgets._bridge import LASSO_LAYERS
 from cellina.plugin.widgets._common import CellinaDock, fill_combo, obs_levels
 from cellina.plugin.widgets._tissue import _spin
@@ -92,11 +91,9 @@ class EdgeWidget(CellinaDock):
         self.pool.currentTextChanged.connect(self._pool_mode)
         self.run_button.clicked.connect(self.run)
         self.session.events.selection.connect(self._on_selection)
-        self.session.events.adata.connect(self._on_adata)
         self.session.events.latents.connect(self._on_latents)
         self.session.events.busy.connect(lambda busy: self.run_button.setEnabled(not busy))
-        if self.session.adata is not None:
-            self._on_adata(self.session.adata)
+        self.follow_adata(self._on_adata)
         self._pool_mode(self.pool.currentText())
 
     def _on_adata(self, adata) -> None:
@@ -115,8 +112,8 @@ class EdgeWidget(CellinaDock):
     def _on_latents(self) -> None:
         adata = self.session.adata
         clusters = []
-        if adata is not None and "cellina_s_cluster" in adata.obs:
-            clusters = list(adata.obs["cellina_s_cluster"].cat.categories)
+        if adata is not None and CLUSTER_COLUMNS["s"] in adata.obs:
+            clusters = list(adata.obs[CLUSTER_COLUMNS["s"]].cat.categories)
         fill_combo(self.pool_niche, clusters)
 
     def _on_selection(self, _name: str) -> None:
@@ -132,7 +129,8 @@ class EdgeWidget(CellinaDock):
     def refine(self) -> None:
         """Restrict the chosen selection to the ticked cell types and domains."""
         name = self.refine_target.currentText()
-        self.guarded(lambda: self.session.refine_selection(name, _chosen(self.refine_types), _chosen(self.refine_domains)))
+        types, domains = _chosen(self.refine_types), _chosen(self.refine_domains)
+        self.guarded(lambda: self.session.refine_selection(name, types, domains))
 
     def clear_lassos(self) -> None:
         """Remove both lassos and their selections."""
@@ -156,8 +154,4 @@ class EdgeWidget(CellinaDock):
     def run(self):
         """Check focal cells and donors now, then rewire and decode in a worker."""
         params = self.job_params()
-
-        def make():
-            return edge_steps(**prepare_edge(self.session, **params))
-
-        return self.run_steps(make, self.session.add_run, "edge perturbation")
+        return self.run_job(lambda: self.session.edge_job(**params))

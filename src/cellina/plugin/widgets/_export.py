@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QFileDialog, QPushButton
+from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton
 
-from cellina.plugin._workflow import export_inputs, export_steps
+from cellina.plugin._state import Outcome
 from cellina.plugin.widgets._common import CellinaDock
 
 
@@ -15,12 +15,28 @@ class ExportWidget(CellinaDock):
 
     def __init__(self, napari_viewer: Any):
         super().__init__(napari_viewer)
+        self.run_label = QLabel("")
+        self.run_label.setWordWrap(True)
+        self.layout().addWidget(self.run_label)
         self.export_button = QPushButton("Export perturbed AnnData...")
         self.layout().addWidget(self.export_button)
         self.finish_layout()
         self.last_written = None
         self.export_button.clicked.connect(lambda: self.export())
         self.session.events.busy.connect(lambda busy: self.export_button.setEnabled(not busy))
+        self.session.events.current_run.connect(lambda _name: self._show_run())
+        self.session.events.runs.connect(self._show_run)
+        self.session.events.step.connect(self._on_step)
+        self._show_run()
+
+    def _show_run(self) -> None:
+        run = self.session.current_run
+        self.run_label.setText(f"writes run <b>{run}</b> into the layers, and every run's record"
+                               if run else "no run yet: writes the tissue, selections and latents")
+
+    def _on_step(self, name: str, outcome: Outcome) -> None:
+        if name == "export" and outcome.status == "done":
+            self.last_written = outcome.value.adata
 
     def export(self, path: str | None = None):
         """Build and write to ``path`` (asks for it when None) in a worker.
@@ -29,18 +45,10 @@ class ExportWidget(CellinaDock):
         None when nothing was started. The written AnnData is kept in ``last_written``.
         """
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export perturbed AnnData", "perturbed.h5ad", "AnnData (*.h5ad)")
+            path, _ = QFileDialog.getSaveFileName(self, "Export perturbed AnnData", "perturbed.h5ad",
+                                                  "AnnData (*.h5ad)")
             if not path:
                 return None
         self.last_written = None
-
-        def make():
-            # the session's state is gathered here, on the main thread; building and writing run in the worker
-            return export_steps(export_inputs(self.session), str(path))
-
-        def apply(out) -> None:
-            self.last_written = out
-            self.notify(f"wrote {out.n_obs} cells x {out.n_vars} genes to {path}")
-
-        worker = self.run_steps(make, apply, "export")
+        worker = self.run_job(lambda: self.session.export_job(str(path)))
         return self.last_written if self.synchronous else worker

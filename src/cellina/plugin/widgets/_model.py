@@ -1,10 +1,10 @@
-"""Model dock: hyper-parameters, Train / Cancel in a worker with a live loss curve, Save / Load, latents."""
+"""Model dock: a preset and its options, Train / Cancel in a worker with a live loss curve, Save / Load, latents."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -16,30 +16,19 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from cellina.plugin._session import TrainParams
-from cellina.plugin._workflow import Progress, apply_trained, latent_steps, load_model, train_steps
-from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo, obs_levels
+from cellina.plugin._state import Progress, TrainParams
+from cellina.plugin.widgets._common import CellinaDock, PlotWidget, combo_value, fill_combo, obs_levels
 from cellina.plugin.widgets._tissue import _spin
 
 NONE = "(none)"
 
 
-class LossCurve(QWidget):
+class LossCurve(PlotWidget):
     """A small matplotlib plot of the training losses, redrawn once per epoch."""
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.axes = self.figure.add_subplot(111)
+        super().__init__((3.2, 2.0), 160, parent)
         self.series: dict[str, list[tuple[int, float]]] = {}
-        box = QHBoxLayout(self)
-        box.setContentsMargins(0, 0, 0, 0)
-        box.addWidget(self.canvas)
-        self.setMinimumHeight(160)
         self.clear()
 
     def clear(self) -> None:
@@ -77,12 +66,69 @@ def _choice(options: dict[str, object], current: object, tooltip: str) -> QCombo
     return combo
 
 
+def _option_labels(name: str) -> dict[str, object]:
+    """The choices of a preset option, each marked with the presets that use it."""
+    from cellina.model.presets import PRESETS
+
+    labels = {}
+    for label, value in OPTION_CHOICES[name][1].items():
+        users = [preset.name for preset in PRESETS.values() if preset.model.get(name) == value]
+        labels[f"{label} ({', '.join(sorted(users, reverse=True))})" if users else label] = value
+    return labels
+
+
+def _preset_tooltip(name: str) -> str:
+    """What a preset sets, each option with its explanation (from the presets module)."""
+    from cellina.model.presets import OPTION_NOTES, get_preset
+
+    preset = get_preset(name)
+    rows = [f"<li><b>{key}</b> = {value}: {OPTION_NOTES.get(key, '')}</li>"
+            for key, value in {**preset.model, **preset.plan}.items()]
+    return f"<p><b>{preset.name}</b>: {preset.summary}.</p><ul>{''.join(rows)}</ul>"
+
+
+#: options of the preset the dock shows: row label, then choice label -> value
+OPTION_CHOICES = {
+    "niche_decoder": ("niche decoder", {"type-gated": "type_gated", "factorised": "factorised",
+                                        "concat": "concat"}),
+    "spatial_decoding": ("niche code", {"posterior mean": "mean", "sample": "sample"}),
+    "type_aware_discriminator": ("discriminator sees", {"z and cell type": True, "z only": False}),
+}
+
+
 class ModelWidget(CellinaDock):
-    """Train or load a Cellina model; show ``z`` and ``s`` clusters as layers."""
+    """Train or load a Cellina model from a preset; the ``z`` and ``s`` clusters become colours of the cells."""
 
     def __init__(self, napari_viewer: Any):
         super().__init__(napari_viewer)
+        from cellina.model.presets import OPTION_NOTES, PRESETS
+
         d = TrainParams()
+        self.preset = QComboBox()
+        for name in PRESETS:
+            self.preset.addItem(name, name)
+            self.preset.setItemData(self.preset.count() - 1, _preset_tooltip(name), Qt.ItemDataRole.ToolTipRole)
+        self.preset.setCurrentIndex(self.preset.findData(d.preset))
+        self.form.addRow("preset", self.preset)
+        for name, (row, _) in OPTION_CHOICES.items():
+            combo = _choice(_option_labels(name), getattr(d, name), OPTION_NOTES[name])
+            setattr(self, "discriminator_input" if name == "type_aware_discriminator" else name, combo)
+            self.form.addRow(row, combo)
+        self._build_sizes(d)
+        self._build_buttons()
+        self.finish_layout()
+
+        self.preset.currentIndexChanged.connect(lambda _i: self._preset_chosen())
+        self._preset_chosen()
+        self.train_button.clicked.connect(self.train)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button.clicked.connect(lambda: self.save_model())
+        self.load_button.clicked.connect(lambda: self.load_model())
+        self.cluster_button.clicked.connect(self.compute_latents)
+        self.session.events.busy.connect(self._on_busy)
+        self.follow_adata(self._on_adata)
+
+    def _build_sizes(self, d: TrainParams) -> None:
         self.n_latent = _spin(2, 256, d.n_latent)
         self.n_hidden = _spin(8, 1024, d.n_hidden)
         self.max_epochs = _spin(1, 10000, d.max_epochs)
@@ -93,41 +139,15 @@ class ModelWidget(CellinaDock):
         self.early_stopping.setChecked(d.early_stopping)
         self.patience = _spin(1, 1000, d.early_stopping_patience)
         self.holdout_type, self.holdout_domain = QComboBox(), QComboBox()
-        self.niche_decoder = _choice(
-            {"type-gated (recommended)": "type_gated", "factorised": "factorised", "concat (published)": "concat"},
-            d.niche_decoder,
-            "concat: one decoder on [z; s], as published. factorised: a decoder on z plus a low-rank niche "
-            "response whose genes depend on the cell's state. type-gated: factorised plus a niche map of each "
-            "cell type's own, chosen by the classifier on z (needs classifier lambda > 0); the most accurate "
-            "for held-out cell types.",
-        )
-        self.form.addRow("niche decoder", self.niche_decoder)
-        self.spatial_decoding = _choice(
-            {"posterior mean (recommended)": "mean", "sample (published)": "sample"},
-            d.spatial_decoding,
-            "What the decoder learns from during training. sample: a draw of the niche latent s, as "
-            "published. posterior mean: the mean of s, which is also what predictions decode, so predicted "
-            "niche responses are not shrunk by the posterior noise of s.",
-        )
-        self.form.addRow("niche code", self.spatial_decoding)
-        self.discriminator_input = _choice(
-            {"z and cell type (recommended)": True, "z only (published)": False},
-            d.type_aware_discriminator,
-            "What the domain discriminator sees. z only: as published; the adversary then also fights "
-            "the cell type wherever a type lives in one domain. z and cell type: the discriminator is told "
-            "the type, so the adversary removes only what z knows about the domain beyond it - the niche "
-            "signal that would otherwise make predicted niche responses too small.",
-        )
-        self.form.addRow("discriminator sees", self.discriminator_input)
-        self.form.addRow("n_latent", self.n_latent)
-        self.form.addRow("n_hidden", self.n_hidden)
-        self.form.addRow("epochs", self.max_epochs)
-        self.form.addRow("batch size", self.batch_size)
-        self.form.addRow("classifier lambda", self.classifier_lambda)
-        self.form.addRow("discriminator lambda", self.discriminator_lambda)
+        for label, widget in (("n_latent", self.n_latent), ("n_hidden", self.n_hidden), ("epochs", self.max_epochs),
+                              ("batch size", self.batch_size), ("classifier lambda", self.classifier_lambda),
+                              ("discriminator lambda", self.discriminator_lambda)):
+            self.form.addRow(label, widget)
         self.form.addRow(self.early_stopping, self.patience)
         self.form.addRow("hold out type", self.holdout_type)
         self.form.addRow("... in domain", self.holdout_domain)
+
+    def _build_buttons(self) -> None:
         buttons = QHBoxLayout()
         self.train_button, self.cancel_button = QPushButton("Train"), QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -141,7 +161,7 @@ class ModelWidget(CellinaDock):
         io.addWidget(self.save_button)
         io.addWidget(self.load_button)
         self.layout().addLayout(io)
-        cluster_box = QGroupBox("latent clusters")
+        cluster_box = QGroupBox("latent clusters (colour the cells by them in the tissue dock)")
         cluster_form = QFormLayout(cluster_box)
         self.cluster_method = QComboBox()
         self.cluster_method.addItems(["kmeans", "leiden"])
@@ -151,18 +171,18 @@ class ModelWidget(CellinaDock):
         cluster_form.addRow("clusters (k-means)", self.n_clusters)
         cluster_form.addRow(self.cluster_button)
         self.layout().addWidget(cluster_box)
-        self.finish_layout()
-        self._cancel = threading.Event()
 
-        self.train_button.clicked.connect(self.train)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.save_button.clicked.connect(lambda: self.save_model())
-        self.load_button.clicked.connect(lambda: self.load_model())
-        self.cluster_button.clicked.connect(self.compute_latents)
-        self.session.events.adata.connect(self._on_adata)
-        self.session.events.busy.connect(self._on_busy)
-        if self.session.adata is not None:
-            self._on_adata(self.session.adata)
+    def _option_combos(self) -> dict[str, QComboBox]:
+        return {"niche_decoder": self.niche_decoder, "spatial_decoding": self.spatial_decoding,
+                "type_aware_discriminator": self.discriminator_input}
+
+    def _preset_chosen(self) -> None:
+        """A preset sets the options it names; the user may change them afterwards."""
+        name = str(self.preset.currentData())
+        self.preset.setToolTip(_preset_tooltip(name))
+        chosen = TrainParams(preset=name)
+        for option, combo in self._option_combos().items():
+            combo.setCurrentIndex(combo.findData(getattr(chosen, option)))
 
     def _on_adata(self, adata) -> None:
         if adata is None:
@@ -175,17 +195,17 @@ class ModelWidget(CellinaDock):
     def _on_busy(self, busy: bool) -> None:
         for button in (self.train_button, self.save_button, self.load_button, self.cluster_button):
             button.setEnabled(not busy)
-        self.cancel_button.setEnabled(busy and self._training)
-
-    _training = False
+        self.cancel_button.setEnabled(busy and self.session.running == "training")
 
     def params(self) -> TrainParams:
+        options = {option: combo.currentData() for option, combo in self._option_combos().items()}
         return TrainParams(
+            preset=str(self.preset.currentData()),
             n_latent=int(self.n_latent.value()),
             n_hidden=int(self.n_hidden.value()),
-            niche_decoder=str(self.niche_decoder.currentData()),
-            spatial_decoding=str(self.spatial_decoding.currentData()),
-            type_aware_discriminator=bool(self.discriminator_input.currentData()),
+            niche_decoder=str(options["niche_decoder"]),
+            spatial_decoding=str(options["spatial_decoding"]),
+            type_aware_discriminator=bool(options["type_aware_discriminator"]),
             max_epochs=int(self.max_epochs.value()),
             batch_size=int(self.batch_size.value()),
             classifier_lambda=float(self.classifier_lambda.value()),
@@ -205,48 +225,23 @@ class ModelWidget(CellinaDock):
 
     # ------------------------------------------------------------------ actions
     def train(self):
-        """Train in a worker; Cancel stops at the next minibatch."""
+        """Train in a worker (then compute the latents); Cancel stops at the next minibatch."""
         params = self.params()
-        self._cancel = threading.Event()
-        cancel = self._cancel
         self.loss_curve.clear()
-
-        def make():
-            adata = self.session.require_adata()
-            return train_steps(adata, self.session.keys, params, cancel)
-
-        def apply(result):
-            self._training = False
-            apply_trained(self.session, result, params)
-            if result["cancelled"]:
-                self.notify(f"training cancelled after {result['epochs']} epoch(s); that model is kept")
-            self.compute_latents()
-
-        def failed(err):
-            self._training = False
-
-        self._training = True
-        worker = self.run_steps(make, apply, "training", on_error=failed)
-        if worker is None:
-            self._training = False
-        else:
-            self.cancel_button.setEnabled(True)
-        return worker
+        return self.run_job(lambda: self.session.train_job(params, *self._clustering()))
 
     def cancel(self) -> None:
         """Ask training to stop at the next minibatch."""
-        self._cancel.set()
+        self.session.cancel()
         self.status.setText("cancelling at the next minibatch...")
 
+    def _clustering(self) -> tuple[str, int]:
+        return self.cluster_method.currentText(), int(self.n_clusters.value())
+
     def compute_latents(self):
-        """``z`` and ``s`` of every cell and their clusters, shown as layers."""
-        method = self.cluster_method.currentText()
-        n_clusters = int(self.n_clusters.value())
-
-        def make():
-            return latent_steps(self.session.require_model(), self.session.require_adata(), method, n_clusters)
-
-        return self.run_steps(make, self.session.set_latents, "latents and clusters")
+        """``z`` and ``s`` of every cell and their clusters, offered as colours of the cells."""
+        clustering = self._clustering()
+        return self.run_job(lambda: self.session.latents_job(*clustering))
 
     def save_model(self, path: str | None = None) -> None:
         """Save the model folder (asks for it when ``path`` is None)."""
@@ -256,17 +251,11 @@ class ModelWidget(CellinaDock):
                 return
         self.guarded(lambda: (self.session.save_model(path, overwrite=True), self.notify(f"model saved to {path}")))
 
-    def load_model(self, path: str | None = None) -> None:
-        """Load a model folder onto the current tissue; genes must match."""
+    def load_model(self, path: str | None = None):
+        """Load a model folder onto the current tissue in a worker (genes must match), then the latents."""
         if path is None:
             path = QFileDialog.getExistingDirectory(self, "Load Cellina model folder")
             if not path:
-                return
-
-        def load():
-            model = load_model(self.session.require_adata(), self.session.keys, path)
-            self.session.set_model(model, source=str(path))
-            self.notify(f"model loaded from {path}")
-            self.compute_latents()
-
-        self.guarded(load)
+                return None
+        clustering = self._clustering()
+        return self.run_job(lambda: self.session.load_job(path, *clustering))

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QCompleter,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -17,9 +15,8 @@ from qtpy.QtWidgets import (
     QTableWidgetItem,
 )
 
-from cellina.plugin._session import KNOCKOUT_LFC
-from cellina.plugin._workflow import node_steps, prepare_node
-from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo, obs_levels
+from cellina.plugin._state import KNOCKOUT_LFC
+from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo, obs_levels, search_combo
 from cellina.plugin.widgets._edge import _chosen, _multi_list
 from cellina.plugin.widgets._tissue import _spin
 
@@ -31,11 +28,7 @@ class NodeWidget(CellinaDock):
 
     def __init__(self, napari_viewer: Any):
         super().__init__(napari_viewer)
-        self.gene = QComboBox()
-        self.gene.setEditable(True)
-        self.gene.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.gene.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
-        self.gene.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+        self.gene = search_combo()
         self.value = _spin(-50, 50, 1.0, 0.25, decimals=3)
         self.knockout = QPushButton("Knockout")
         value_row = QHBoxLayout()
@@ -84,11 +77,9 @@ class NodeWidget(CellinaDock):
         self.clear_button.clicked.connect(self.session.clear_gene_shifts)
         self.fill_button.clicked.connect(self.fill_from_contrast)
         self.run_button.clicked.connect(self.run)
-        self.session.events.adata.connect(self._on_adata)
         self.session.events.gene_shifts.connect(self._on_table)
         self.session.events.busy.connect(lambda busy: self.run_button.setEnabled(not busy))
-        if self.session.adata is not None:
-            self._on_adata(self.session.adata)
+        self.follow_adata(self._on_adata)
 
     def _on_adata(self, adata) -> None:
         if adata is None:
@@ -107,7 +98,7 @@ class NodeWidget(CellinaDock):
         self._on_table()
 
     def _on_table(self) -> None:
-        table = self.session.gene_shifts
+        table = self.session.gene_shifts.table
         self.table.setRowCount(len(table))
         for i, row in enumerate(table.itertuples(index=False)):
             cells = (row.gene, f"{row.value:.3g}", ",".join(row.senders) or "all", "lasso" if row.region else "all")
@@ -133,8 +124,4 @@ class NodeWidget(CellinaDock):
 
     def run(self):
         """Check the table and focal cells now, then perturb and decode in a worker."""
-
-        def make():
-            return node_steps(**prepare_node(self.session))
-
-        return self.run_steps(make, self.session.add_run, "node perturbation")
+        return self.run_job(self.session.node_job)

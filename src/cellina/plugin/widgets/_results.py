@@ -5,43 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
-    QCompleter,
     QFormLayout,
     QGroupBox,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
-from cellina.plugin._session import SessionError
-from cellina.plugin._workflow import observed_vs_predicted, top_changed_genes
-from cellina.plugin.widgets._common import CellinaDock, fill_combo, obs_levels
+from cellina.plugin.widgets._bridge import RESULT_LAYER
+from cellina.plugin.widgets._common import CellinaDock, PlotWidget, fill_combo, obs_levels, search_combo
 from cellina.plugin.widgets._legend import LegendWidget
 from cellina.plugin.widgets._tissue import _spin
 
 MODES = {"log-fold change vs factual": "lfc", "predicted expression": "expression", "std across draws": "std"}
 
 
-class LfcPlot(QWidget):
+class LfcPlot(PlotWidget):
     """Observed-versus-predicted log-fold-change scatter, as in the published tutorial's figure."""
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(3.4, 3.0), dpi=90, tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.axes = self.figure.add_subplot(111)
-        box = QVBoxLayout(self)
-        box.setContentsMargins(0, 0, 0, 0)
-        box.addWidget(self.canvas)
-        self.setMinimumHeight(240)
+        super().__init__((3.4, 3.0), 240, parent)
         self.data: dict[str, Any] | None = None
 
     def show_data(self, data: dict[str, Any], gene_names, title: str) -> None:
@@ -73,11 +59,7 @@ class ResultsWidget(CellinaDock):
     def __init__(self, napari_viewer: Any):
         super().__init__(napari_viewer)
         self.run_choice = QComboBox()
-        self.gene = QComboBox()
-        self.gene.setEditable(True)
-        self.gene.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.gene.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
-        self.gene.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+        self.gene = search_combo()
         self.mode = QComboBox()
         self.mode.addItems(list(MODES))
         self.show_button = QPushButton("Show on focal cells")
@@ -119,9 +101,7 @@ class ResultsWidget(CellinaDock):
         self.bridge.result_colouring.connect(self.legend.show_info)
         self.session.events.runs.connect(self._on_runs)
         self.session.events.current_run.connect(self._on_current)
-        self.session.events.adata.connect(self._on_adata)
-        if self.session.adata is not None:
-            self._on_adata(self.session.adata)
+        self.follow_adata(self._on_adata)
 
     def _on_adata(self, adata) -> None:
         if adata is None:
@@ -139,9 +119,10 @@ class ResultsWidget(CellinaDock):
             self.plot.setVisible(False)
 
     def _on_current(self, name: str) -> None:
+        if name not in self.session.runs:
+            return
         self.run_choice.setCurrentText(name)
-        run = self.session.runs[name]
-        table = top_changed_genes(self.session.adata, run, n=20)
+        table = self.session.top_changed_genes(name, n=20)
         self.top_table.setRowCount(len(table))
         for i, row in enumerate(table.itertuples(index=False)):
             self.top_table.setItem(i, 0, QTableWidgetItem(row.gene))
@@ -149,7 +130,7 @@ class ResultsWidget(CellinaDock):
         if len(table):
             # a new run opens on its most changed gene; the user picks others from the table
             self.gene.setCurrentText(table["gene"].iloc[0])
-        if self.bridge.find_layer("counterfactual") is not None or len(self.session.runs) == 1:
+        if self.bridge.find_layer(RESULT_LAYER) is not None or len(self.session.runs) == 1:
             self.show_result()
 
     def _pick_gene(self, row: int, _column: int) -> None:
@@ -167,11 +148,9 @@ class ResultsWidget(CellinaDock):
         """Observed (target vs focal) against predicted (counterfactual vs focal) log2FC."""
 
         def plot():
-            if self.session.current_run is None:
-                raise SessionError("no counterfactual run yet: run an edge or node perturbation first")
-            run = self.session.runs[self.session.current_run]
-            data = observed_vs_predicted(self.session, run, self.target_type.currentText(),
-                                         self.target_domain.currentText(), int(self.n_deg.value()))
+            run = self.session.require_run()
+            data = self.session.observed_vs_predicted(self.target_type.currentText(),
+                                                      self.target_domain.currentText(), int(self.n_deg.value()))
             self.plot.show_data(data, np.asarray(self.session.adata.var_names), run.name)
             return data
 

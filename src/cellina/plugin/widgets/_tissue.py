@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QCompleter,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
@@ -16,9 +14,8 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
-from cellina.plugin._session import PreprocessParams, SessionError, TissueKeys
-from cellina.plugin._workflow import apply_preprocessed, preprocess_steps
-from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo
+from cellina.plugin._state import PreprocessParams, SessionError, TissueKeys
+from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo, search_combo
 from cellina.plugin.widgets._legend import LegendWidget
 
 NONE = "(none)"
@@ -88,11 +85,7 @@ class TissueWidget(CellinaDock):
 
         view_box = QGroupBox("display")
         view_form = QFormLayout(view_box)
-        self.color_by = QComboBox()
-        self.color_by.setEditable(True)
-        self.color_by.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.color_by.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
-        self.color_by.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+        self.color_by = search_combo()
         self.point_size = _spin(0.1, 1000, self.bridge.point_size_um, 1.0, decimals=1)
         view_form.addRow("colour by", self.color_by)
         view_form.addRow("point size (um)", self.point_size)
@@ -106,15 +99,14 @@ class TissueWidget(CellinaDock):
         self.preprocess_button.clicked.connect(self.preprocess)
         self.color_by.activated.connect(lambda _i: self.recolour(self.color_by.currentText()))
         self.point_size.valueChanged.connect(lambda v: self.guarded(lambda: self.bridge.set_point_size(v)))
-        self.bridge.colouring.connect(self.legend.show_info)
+        self.bridge.colouring.connect(self._on_colouring)
         self.bridge.message.connect(self.notify_error)
-        self.session.events.adata.connect(self._on_adata)
+        self.session.events.latents.connect(self._on_latents)
         self.session.events.busy.connect(lambda busy: self.preprocess_button.setEnabled(not busy))
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
         self._on_layers_changed()
-        if self.session.adata is not None:
-            self._on_adata(self.session.adata)
+        self.follow_adata(self._on_adata)
 
     # ------------------------------------------------------------------ layers and keys
     def _on_layers_changed(self, event=None) -> None:
@@ -156,6 +148,20 @@ class TissueWidget(CellinaDock):
         self._coordinate_mode(self.spatial.currentText())
         self.status.setText(f"{adata.n_obs} cells x {adata.n_vars} genes")
 
+    def _on_colouring(self, info) -> None:
+        # the legend and the "colour by" box follow the cells layer, whoever recoloured it
+        self.legend.show_info(info)
+        if info is not None and self.color_by.currentText() != info.name:
+            self.color_by.blockSignals(True)
+            self.color_by.setCurrentText(info.name)
+            self.color_by.blockSignals(False)
+
+    def _on_latents(self) -> None:
+        # the latent clusters are new obs columns: offer them as colours
+        adata = self.session.adata
+        if adata is not None:
+            fill_combo(self.color_by, [*adata.obs.columns, *adata.var_names])
+
     def _coordinate_mode(self, text: str) -> None:
         by_columns = text == OBS_COLUMNS
         self.x_column.setEnabled(by_columns)
@@ -189,14 +195,7 @@ class TissueWidget(CellinaDock):
     def preprocess(self):
         """QC, HVG, log-normalisation, graph and niche features in a worker."""
         params = self.params()
-
-        def make():
-            adata = self.session.require_adata()
-            keys = self.keys()
-            self.session.set_keys(keys)
-            return preprocess_steps(adata, keys, params)
-
-        return self.run_steps(make, lambda out: apply_preprocessed(self.session, out, params), "preprocessing")
+        return self.run_job(lambda: self.session.preprocess_job(params, self.keys()))
 
     def recolour(self, key: str) -> None:
         """Colour the cells by an obs column or gene (errors become notifications)."""

@@ -6,7 +6,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 from cellina.plugin._colours import ColourInfo, categorical_colours
 from cellina.plugin._writer import write_points
@@ -14,31 +13,13 @@ from cellina.plugin.widgets import DOCKS, CellinaDock, EdgeWidget, ModelWidget, 
 from cellina.plugin.widgets._bridge import get_bridge
 from cellina.plugin.widgets._legend import LegendWidget
 
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    import cellina.plugin.widgets._common as common
-
-    monkeypatch.setattr(common, "show_error", shown.append)
-    return shown
+from .._helpers import grid_tissue
 
 
 @pytest.fixture
 def pixel_tissue():
     """A grid tissue whose coordinates are in 0.5 um pixels, stored as two obs columns."""
-    rng = np.random.default_rng(0)
-    n, g = 200, 30
-    xy_um = np.c_[np.repeat(np.arange(20), 10) * 8.0, np.tile(np.arange(10), 20) * 8.0]
-    counts = sp.csr_matrix(rng.poisson(4.0, size=(n, g)).astype(np.float32))
-    obs = pd.DataFrame(
-        {"ct": pd.Categorical(rng.choice(["A", "B"], n)),
-         "region": pd.Categorical(np.where(xy_um[:, 0] < 80, "healthy", "tumour")),
-         "px_x": xy_um[:, 0] * 2, "px_y": xy_um[:, 1] * 2},
-        index=[f"cell{i}" for i in range(n)],
-    )
-    adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=[f"G{j}" for j in range(g)]))
-    return adata, xy_um
+    return grid_tissue(20, 10, 8.0, 30, 4.0, ("A", "B"), ("ct", "region", "px_x", "px_y"), "G", "cell")
 
 
 def test_manifest_docks_open_and_share_one_session(make_napari_viewer):
@@ -53,7 +34,8 @@ def test_manifest_docks_open_and_share_one_session(make_napari_viewer):
     # the tissue dock adopts the sample as soon as it is opened (what `cellina view` does)
     viewer.open_sample("napari-cellina", "synthetic_tumour_section")
     assert docks["1. Tissue"].session.adata is viewer.layers[0].metadata["adata"]
-    assert docks["3. Edge perturbation"].refine_types.count() == viewer.layers[0].metadata["adata"].obs["cell_type"].nunique()
+    n_types = viewer.layers[0].metadata["adata"].obs["cell_type"].nunique()
+    assert docks["3. Edge perturbation"].refine_types.count() == n_types
     # a second viewer gets its own session
     other = make_napari_viewer()
     assert get_bridge(other).session is not docks["1. Tissue"].session
@@ -75,58 +57,107 @@ def test_legend_shows_categories_and_colorbar(qtbot):
     assert legend.labels() == [] and legend.title.text() == ""
 
 
-def test_tissue_dock_obs_columns_pixel_size_preprocess_and_recolour(make_napari_viewer, pixel_tissue, errors,
-                                                                     monkeypatch):
-    monkeypatch.setattr(CellinaDock, "synchronous", True)
-    adata, xy_um = pixel_tissue
+def test_a_layer_without_coordinates_is_refused_by_name(make_napari_viewer, pixel_tissue, errors):
+    adata, _ = pixel_tissue
     viewer = make_napari_viewer()
     tissue = TissueWidget(viewer)
-    # an AnnData without any coordinates cannot be adopted: the message says what was looked for
     bare = ad.AnnData(X=adata.X, obs=adata.obs[["ct", "region"]].copy(), var=adata.var.copy())
     viewer.add_points(np.zeros((adata.n_obs, 2)), name="bare", metadata={"adata": bare})
     assert "no cell coordinates" in errors[-1] and "x_centroid/y_centroid" in errors[-1]
     assert tissue.session.adata is None
-    # the pixel columns are found by the shared rule; their unit is the user's to set
-    layer = viewer.add_points(np.zeros((adata.n_obs, 2)), name="section", metadata={"adata": adata})
+
+
+def test_pixel_columns_are_found_by_the_shared_rule(make_napari_viewer, pixel_tissue):
+    adata, _ = pixel_tissue
+    viewer = make_napari_viewer()
+    tissue = TissueWidget(viewer)
+    viewer.add_points(np.zeros((adata.n_obs, 2)), name="section", metadata={"adata": adata})
     tissue.source.setCurrentText("section")
     tissue.use_layer()
     assert tissue.session.adata is adata and tissue.session.keys.x_column == "px_x"
     assert tissue.spatial.currentText() == "(two obs columns)"
 
-    # choose two obs columns, a pixel size, the annotation columns; X holds the counts
+
+@pytest.fixture
+def pixel_dock(make_napari_viewer, pixel_tissue, monkeypatch):
+    """A tissue dock on the pixel tissue: two obs columns, 0.5 um pixels, counts in X."""
     from cellina.plugin._session import TissueKeys
 
+    monkeypatch.setattr(CellinaDock, "synchronous", True)
+    adata, xy_um = pixel_tissue
+    viewer = make_napari_viewer()
+    tissue = TissueWidget(viewer)
+    layer = viewer.add_points(np.zeros((adata.n_obs, 2)), name="section", metadata={"adata": adata})
     keys = TissueKeys(spatial_key=None, x_column="px_x", y_column="px_y", pixel_size=0.5,
                       cell_type_key="ct", domain_key="region", counts_layer=None)
     get_bridge(viewer).adopt_layer(layer, keys)
+    return viewer, tissue, layer, xy_um
+
+
+def test_the_dock_shows_the_keys_and_the_layer_the_micrometres(pixel_dock):
+    _, tissue, layer, xy_um = pixel_dock
     assert tissue.spatial.currentText() == "(two obs columns)" and tissue.x_column.isEnabled()
     assert tissue.cell_type.currentText() == "ct" and tissue.counts.currentText() == "X"
     np.testing.assert_allclose(layer.data, xy_um[:, ::-1])
+
+
+def _preprocess(tissue) -> None:
     tissue.use_hvg.setChecked(False)
     tissue.bandwidth.setValue(8.0)
     tissue.max_neighbours.setValue(6)
     tissue.min_counts_gene.setValue(0)
     tissue.preprocess()
     assert tissue.last_error is None, tissue.last_error
+
+
+def test_the_graph_is_built_on_pixels_with_the_bandwidth_converted(pixel_dock):
+    _, tissue, _, _ = pixel_dock
+    _preprocess(tissue)
     session = tissue.session
-    # the graph was built on pixel coordinates with the bandwidth converted from micrometres
     assert session.adata.uns["spatial_neighbors"]["params"]["bandwidth"] == pytest.approx(16.0)
     assert session.keys.spatial_key == "spatial" and session.keys.pixel_size == 0.5
-    assert viewer.layers["section"] is layer and len(layer.data) == adata.n_obs
+
+
+def test_preprocessing_updates_the_same_layer_in_place(pixel_dock):
+    viewer, tissue, layer, xy_um = pixel_dock
+    n_obs = len(layer.data)
+    _preprocess(tissue)
+    assert viewer.layers["section"] is layer and len(layer.data) == n_obs
     np.testing.assert_allclose(layer.data, xy_um[:, ::-1])
     assert {"cell_id", "ct", "region"} <= set(layer.features.columns)
 
-    # recolour by gene and by column; an unknown key is a notification, colours unchanged
+
+def test_recolouring_by_a_gene_shows_a_colorbar(pixel_dock):
+    _, tissue, _, _ = pixel_dock
     tissue.recolour("G3")
     assert tissue.legend.info.kind == "continuous"
+
+
+def test_recolouring_by_a_column_gives_each_value_its_colour(pixel_dock):
+    _, tissue, layer, _ = pixel_dock
+    tissue.recolour("region")
+    healthy = (tissue.session.adata.obs["region"] == "healthy").to_numpy()
+    assert len(np.unique(layer.face_color[healthy], axis=0)) == 1
+    assert not np.allclose(layer.face_color[healthy][0], layer.face_color[~healthy][0])
+
+
+def test_an_unknown_colour_key_is_named_and_changes_nothing(pixel_dock, errors):
+    _, tissue, layer, _ = pixel_dock
     tissue.recolour("region")
     before = layer.face_color.copy()
     tissue.recolour("no_such_thing")
     assert "'no_such_thing' is neither an obs column nor a gene" in errors[-1]
     np.testing.assert_array_equal(layer.face_color, before)
-    healthy = (adata.obs["region"] == "healthy").to_numpy()
-    assert len(np.unique(layer.face_color[healthy], axis=0)) == 1
-    assert not np.allclose(layer.face_color[healthy][0], layer.face_color[~healthy][0])
+
+
+def test_the_colour_box_follows_the_cells_layer(pixel_dock):
+    viewer, tissue, _, _ = pixel_dock
+    get_bridge(viewer).recolour("region")
+    assert tissue.color_by.currentText() == "region" and tissue.legend.info.name == "region"
+
+
+def test_point_size_is_in_micrometres(pixel_dock):
+    _, tissue, layer, _ = pixel_dock
     tissue.point_size.setValue(4.0)
     assert np.allclose(layer.size, 4.0)
 
@@ -138,7 +169,7 @@ def test_docks_refuse_work_without_tissue_or_while_busy(make_napari_viewer, erro
     tissue.preprocess()
     assert "no tissue loaded" in errors[-1]
     model.train()
-    assert "no tissue loaded" in errors[-1] and not model._training
+    assert "no tissue loaded" in errors[-1] and not model.cancel_button.isEnabled()
     tissue.use_layer()
     assert "no tissue layer" in errors[-1]
     edge.draw_focal.click()

@@ -1,0 +1,49 @@
+"""Summaries of a counterfactual run for the Results dock: pure functions of explicit inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from cellina.keys import LAYERS
+from cellina.plugin._state import RunResult, SessionError
+
+
+def top_changed_genes(var_names: pd.Index, run: RunResult, n: int = 20) -> pd.DataFrame:
+    """Genes whose mean predicted expression changes most against the factual prediction.
+
+    Population log2 fold change of the focal cells' mean CP10K-normalised counterfactual
+    over their factual prediction (the model's own reference, so the change is the niche's).
+    """
+    from cellina.evaluation import mean_normalized_expression, safe_log2_fold_change
+
+    lfc = safe_log2_fold_change(mean_normalized_expression(run.expression), mean_normalized_expression(run.factual))
+    order = np.argsort(-np.abs(lfc), kind="stable")[: int(n)]
+    return pd.DataFrame({"gene": var_names[order].astype(str), "log2fc": lfc[order].astype(float),
+                         "factual": run.factual[:, order].mean(axis=0),
+                         "counterfactual": run.expression[:, order].mean(axis=0)})
+
+
+def observed_vs_predicted(adata: ad.AnnData, cell_type_key: str | None, domain_key: str | None, run: RunResult,
+                          target_cell_type: str, target_domain: str, n_deg: int = 50) -> dict[str, Any]:
+    """The tutorial's figure data: observed (target vs focal) and predicted (counterfactual vs focal) log2FC.
+
+    Returns ``true_lfc``, ``pred_lfc``, ``deg`` (top genes by |observed|), ``pearson`` on
+    them and ``n_target``.
+    """
+    from cellina.evaluation import get_lfc, pearson_top_k
+
+    if cell_type_key is None or domain_key is None:
+        raise SessionError("the observed-versus-predicted plot needs the cell-type and domain keys")
+    types = adata.obs[cell_type_key].astype(str).to_numpy()
+    doms = adata.obs[domain_key].astype(str).to_numpy()
+    target = np.flatnonzero((types == str(target_cell_type)) & (doms == str(target_domain)))
+    if target.size == 0:
+        raise SessionError(f"no cells of type {target_cell_type!r} in domain {target_domain!r} to compare with")
+    counts = adata.layers[LAYERS.COUNTS] if LAYERS.COUNTS in adata.layers else adata.X
+    true_lfc, pred_lfc, deg = get_lfc(counts[run.indices], counts[target], run.expression, n_deg=n_deg)
+    pearson = pearson_top_k(true_lfc, pred_lfc, features=deg) if len(deg) > 2 else float("nan")
+    return {"true_lfc": true_lfc, "pred_lfc": pred_lfc, "deg": deg, "pearson": pearson, "n_target": int(target.size)}

@@ -1,0 +1,298 @@
+"""Plain data types of the plugin: keys, parameters, selections, typed step results, errors.
+
+Nothing here imports another plugin module, Qt or napari, and nothing here does science:
+the steps (:mod:`cellina.plugin._steps`) take these as inputs and return them as results,
+and the session (:mod:`cellina.plugin._session`) keeps them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+FOCAL = "focal"
+DONORS = "donors"
+# A log fold change this negative is a knockout: exp(-10) leaves < 0.005% of the expression.
+KNOCKOUT_LFC = -10.0
+#: obs columns of the latent clusters
+CLUSTER_COLUMNS = {"z": "cellina_z_cluster", "s": "cellina_s_cluster"}
+#: model options the Model dock shows; their defaults come from the chosen preset
+PRESET_OPTIONS = ("niche_decoder", "spatial_decoding", "type_aware_discriminator")
+
+
+class SessionError(ValueError):
+    """A user-facing problem with the session's state or input (shown as a notification)."""
+
+
+class StepCancelled(SessionError):
+    """A step was cancelled before it had a result worth keeping."""
+
+
+class TrainingCancelled(StepCancelled):
+    """Training was cancelled before a usable model existed."""
+
+
+@dataclass
+class TissueKeys:
+    """Where the tissue's annotations live in the AnnData.
+
+    Coordinates come from ``obsm[spatial_key]`` (x then y) or, when ``spatial_key`` is
+    None, from the obs columns ``x_column`` and ``y_column``; ``pixel_size`` is the size of
+    one coordinate unit in micrometres.
+    """
+
+    spatial_key: str | None = "spatial"
+    x_column: str | None = None
+    y_column: str | None = None
+    pixel_size: float = 1.0
+    cell_type_key: str | None = "cell_type"
+    domain_key: str | None = "domain"
+    batch_key: str | None = None
+    counts_layer: str | None = "counts"
+
+
+@dataclass
+class PreprocessParams:
+    """QC, gene selection, normalisation and spatial-graph settings."""
+
+    min_counts_cell: int = 3
+    min_counts_gene: int = 3
+    n_top_genes: int | None = 2000
+    target_sum: float = 1e4
+    bandwidth_um: float = 20.0
+    max_neighbours: int = 50
+    cutoff: float = 0.1
+
+
+@dataclass
+class TrainParams:
+    """Model and training settings, scaled for a desktop.
+
+    ``preset`` (``"recommended"`` or ``"published"``, :mod:`cellina.model.presets`) sets
+    every model option it names; the options in :data:`PRESET_OPTIONS` left at None take
+    the preset's value, and a value given here overrides it.
+    """
+
+    preset: str = "recommended"
+    n_latent: int = 10
+    n_hidden: int = 128
+    n_layers: int = 2
+    niche_decoder: str | None = None
+    spatial_decoding: str | None = None
+    type_aware_discriminator: bool | None = None
+    max_epochs: int = 50
+    batch_size: int = 512
+    lr: float = 1e-3
+    classifier_lambda: float = 1.0
+    discriminator_lambda: float = 1.0
+    normalize_losses: bool = True
+    early_stopping: bool = True
+    early_stopping_patience: int = 10
+    validation_size: float = 0.1
+    holdout_cell_type: str | None = None
+    holdout_domain: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from cellina.model.presets import get_preset
+
+        try:
+            chosen = get_preset(self.preset)
+        except ValueError as err:
+            raise SessionError(str(err)) from None
+        self.preset = chosen.name
+        for name in PRESET_OPTIONS:
+            if getattr(self, name) is None:
+                setattr(self, name, chosen.model[name])
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Constructor options on top of the preset's."""
+        options = {name: getattr(self, name) for name in PRESET_OPTIONS}
+        return {"n_latent": self.n_latent, "n_hidden": self.n_hidden, "n_layers": self.n_layers,
+                "classifier_lambda": self.classifier_lambda,
+                "discriminator_lambda": self.discriminator_lambda, **options}
+
+    def plan_kwargs(self) -> dict[str, Any]:
+        """Training-plan options on top of the preset's."""
+        return {"lr": self.lr, "normalize_losses": self.normalize_losses}
+
+
+@dataclass
+class Selection:
+    """A named set of cells: lasso polygons (or an explicit mask), refined by type and domain."""
+
+    base: np.ndarray
+    polygons: list[np.ndarray] = field(default_factory=list)
+    cell_types: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    mask: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        return int(self.mask.sum()) if self.mask is not None else 0
+
+
+@dataclass
+class RunResult:
+    """One counterfactual run on the focal cells, kept so the user can switch between runs.
+
+    ``expression`` and ``factual`` are expected counts of the focal cells (rows follow
+    ``indices``, columns the AnnData's genes); ``std`` is the spread across donor draws.
+    A node run also carries the perturbed niche features of every cell (``spatial_x``),
+    which the session stores in ``obsm`` on the main thread.
+    """
+
+    name: str
+    kind: str
+    indices: np.ndarray
+    expression: np.ndarray
+    factual: np.ndarray
+    params: dict[str, Any]
+    std: np.ndarray | None = None
+    donors: np.ndarray | None = None
+    gene_shifts: Any = None
+    created: str = ""
+    spatial_x: np.ndarray | None = None
+
+    def log_fold_change(self, genes: int | np.ndarray | slice | None = None, eps: float = 1e-6) -> np.ndarray:
+        """Per-cell natural-log fold change of the counterfactual over the factual prediction.
+
+        ``genes`` picks columns (an index, indices or a slice) so one gene costs one column.
+        """
+        cols = slice(None) if genes is None else genes
+        return np.log((self.expression[:, cols] + eps) / (self.factual[:, cols] + eps)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- step results
+@dataclass(frozen=True)
+class Preprocessed:
+    """A preprocessed copy of the tissue and the keys that read it."""
+
+    adata: Any
+    keys: TissueKeys
+    params: PreprocessParams
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained model and the AnnData it trained on (its graph may mask held-out cells).
+
+    ``rebuilt``: the training graph differs from the session's and replaces it on apply.
+    """
+
+    model: Any
+    data: Any
+    params: TrainParams
+    history: dict[str, list[float]]
+    epochs: int
+    cancelled: bool
+    holdout: np.ndarray
+    rebuilt: bool
+
+
+@dataclass(frozen=True)
+class Latents:
+    """``z`` and ``s`` of every cell and a clustering of each."""
+
+    z: np.ndarray
+    s: np.ndarray
+    z_cluster: np.ndarray
+    s_cluster: np.ndarray
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model read from a folder."""
+
+    model: Any
+    path: str
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The perturbed AnnData written to ``path``."""
+
+    adata: Any
+    path: str
+
+
+@dataclass(frozen=True)
+class EdgeJob:
+    """Inputs of an edge run, gathered on the main thread."""
+
+    model: Any
+    adata: Any
+    focal: np.ndarray
+    donors: np.ndarray
+    params: dict[str, Any]
+    name: str
+    connectivity_key: str
+
+
+@dataclass(frozen=True)
+class NodeJob:
+    """Inputs of a node run, gathered on the main thread (references and one copy of the region)."""
+
+    model: Any
+    adata: Any
+    focal: np.ndarray
+    shifts: Any
+    sender_key: str | None
+    region: np.ndarray | None
+    params: dict[str, Any]
+    name: str
+    layer: str | None
+
+
+# ---------------------------------------------------------------------- running steps
+@dataclass
+class Progress:
+    """One progress report: ``step`` of ``total`` and a message (plus losses while training)."""
+
+    step: int
+    total: int
+    message: str
+    losses: dict[str, float] | None = None
+
+
+Steps = Generator[Progress, None, Any]
+Status = Literal["done", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a step ended: exactly one of done (with its value), failed or cancelled (with the error).
+
+    Deliberately not an exception: a thread worker hands it back as an ordinary result.
+    """
+
+    status: Status
+    value: Any = None
+    error: BaseException | None = None
+    message: str = ""
+
+
+@dataclass
+class Job:
+    """One step for the session: a generator of progress that returns a typed result, and
+    ``apply``, which puts the result into the session on the main thread and returns a message.
+
+    ``follow_up`` makes the next job once this one is applied (e.g. latents after training);
+    ``cancel`` asks the step to stop early where it can.
+    """
+
+    name: str
+    steps: Steps
+    apply: Callable[[Any], str]
+    follow_up: Callable[[], Job | None] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    outcome: Outcome | None = None
+
+
+def params_dict(params: Any) -> dict[str, Any]:
+    """Dataclass parameters as a plain dict (for provenance)."""
+    return asdict(params)
