@@ -1,7 +1,8 @@
 """Resolving a node-perturbation gene-shift table into sender groups at 500k cells.
 
-The plugin turns the table (rows restricted to sender cell types and, optionally, to the
-lasso region) into one group per (cell type, inside region) pair before each node run.
+Every node run (plugin, command line, protocol) turns the table (rows restricted to sender
+cell types and, optionally, to the focal region) into one group per (cell type, inside region)
+pair with ``GeneShifts.sender_groups``.
 This times that step on 500,000 cells and 200 rows and writes the figure into
 docs/benchmarks.md.
 
@@ -17,30 +18,20 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
-from cellina.plugin._session import FOCAL, CellinaSession, TissueKeys
-from cellina.plugin._workflow import sender_groups
+from cellina.counterfactual import GeneShifts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import write_section  # noqa: E402
 
 
-def build_session(n_cells: int, n_types: int, n_genes: int, seed: int) -> CellinaSession:
+def senders(n_cells: int, n_types: int, seed: int) -> tuple[pd.Series, np.ndarray]:
+    """Each cell's type and whether it lies in the focal region."""
     rng = np.random.default_rng(seed)
-    types = np.array([f"type_{i}" for i in range(n_types)])
-    obs = pd.DataFrame({"cell_type": pd.Categorical(rng.choice(types, n_cells))},
-                       index=np.arange(n_cells).astype(str))
-    adata = ad.AnnData(X=sp.csr_matrix((n_cells, n_genes), dtype=np.float32), obs=obs,
-                       var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
-    adata.obsm["spatial"] = rng.uniform(0, 5000, (n_cells, 2))
-    adata.layers["counts"] = adata.X
-    session = CellinaSession(adata, TissueKeys(domain_key=None))
-    session.set_selection(FOCAL, rng.random(n_cells) < 0.3)
-    return session
+    types = pd.Series(pd.Categorical(rng.choice([f"type_{i}" for i in range(n_types)], n_cells)))
+    return types, rng.random(n_cells) < 0.3
 
 
 def main() -> None:
@@ -50,14 +41,14 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     n_types, genes_per_type = 10, 20
-    session = build_session(args.n_cells, n_types, 300, seed=0)
+    types, region = senders(args.n_cells, n_types, seed=0)
     rows = [{"gene": f"g{t * genes_per_type + j}", "value": 0.5, "senders": (f"type_{t}",), "region": j % 2 == 0}
             for t in range(n_types) for j in range(genes_per_type)]
-    table = pd.DataFrame(rows)
+    table = GeneShifts.from_rows(rows)
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        _, groups = sender_groups(session, table)
+        _, groups = table.sender_groups(args.n_cells, types, region)
         times.append(time.perf_counter() - start)
     median = float(np.median(times))
     print(f"sender grouping, {args.n_cells:,} cells x {len(rows)} rows: median {median:.4f} s, {len(groups)} groups")

@@ -76,7 +76,8 @@ class GeneShifts:
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> GeneShifts:
         """From records with ``gene``, ``value`` and optionally ``senders`` and ``region``."""
-        return cls(pd.DataFrame(list(rows), columns=list(COLUMNS)).fillna({"region": False}))
+        records = [{"senders": (), "region": False, **dict(row)} for row in rows]
+        return cls(pd.DataFrame(records, columns=list(COLUMNS)))
 
     @classmethod
     def from_mapping(cls, shifts: Mapping[str, Any]) -> GeneShifts:

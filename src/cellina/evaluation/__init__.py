@@ -5,59 +5,54 @@ type, DEG scores (Pearson / Spearman on the top-k genes, signed precision@k), tr
 scores (Pearson and skill on niche-responsive genes, change on null genes), the energy
 distance between populations, the mean-shift baseline and the leave-one-out protocol runner.
 
-Importing this package needs only numpy, scipy and pandas; the runner loads the model
-(and torch) when it is called.
+Names load on first use, so importing the package (or one of its modules, as the
+counterfactual layer does for pseudobulk shifts) pulls in nothing else: the runner loads the
+model (and torch) when it is called.
 """
 
-from ._baselines import mean_shift_baseline, mean_shift_delta
-from ._config import LeaveOneOutConfig
-from ._lfc import (
-    get_lfc,
-    global_pseudobulk_lfc,
-    mean_normalized_expression,
-    normalize_counts,
-    perturbation_table,
-    pseudobulk,
-    pseudobulk_lfc,
-    safe_log2_fold_change,
-)
-from ._metrics import (
-    energy_distance,
-    lfc_scores,
-    pearson_top_k,
-    signed_precision_at_k,
-    skill,
-    spearman_top_k,
-    top_k_degs,
-    truth_scores,
-)
-from ._probes import latent_probe_scores, within_group_probe_scores
-from ._protocol import LeaveOneOutResult, leave_one_out
-from ._truth import responsive_genes
+from __future__ import annotations
 
-__all__ = [
-    "LeaveOneOutConfig",
-    "LeaveOneOutResult",
-    "energy_distance",
-    "get_lfc",
-    "global_pseudobulk_lfc",
-    "latent_probe_scores",
-    "leave_one_out",
-    "responsive_genes",
-    "within_group_probe_scores",
-    "lfc_scores",
-    "mean_normalized_expression",
-    "mean_shift_baseline",
-    "mean_shift_delta",
-    "normalize_counts",
-    "pearson_top_k",
-    "perturbation_table",
-    "pseudobulk",
-    "pseudobulk_lfc",
-    "safe_log2_fold_change",
-    "signed_precision_at_k",
-    "skill",
-    "spearman_top_k",
-    "top_k_degs",
-    "truth_scores",
-]
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_NAMES: dict[str, str] = {
+    "mean_shift_baseline": "_baselines",
+    "mean_shift_delta": "_baselines",
+    "LeaveOneOutConfig": "_config",
+    "get_lfc": "_lfc",
+    "global_pseudobulk_lfc": "_lfc",
+    "mean_normalized_expression": "_lfc",
+    "normalize_counts": "_lfc",
+    "perturbation_table": "_lfc",
+    "pseudobulk": "_lfc",
+    "pseudobulk_lfc": "_lfc",
+    "safe_log2_fold_change": "_lfc",
+    "energy_distance": "_metrics",
+    "lfc_scores": "_metrics",
+    "pearson_top_k": "_metrics",
+    "signed_precision_at_k": "_metrics",
+    "skill": "_metrics",
+    "spearman_top_k": "_metrics",
+    "top_k_degs": "_metrics",
+    "truth_scores": "_metrics",
+    "latent_probe_scores": "_probes",
+    "within_group_probe_scores": "_probes",
+    "LeaveOneOutResult": "_protocol",
+    "leave_one_out": "_protocol",
+    "responsive_genes": "_truth",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'cellina.evaluation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
