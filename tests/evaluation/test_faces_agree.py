@@ -1,8 +1,9 @@
-"""The command line and the evaluation protocol give the same counterfactuals for the same model.
+"""The command line, the plugin's session and the evaluation protocol give the same counterfactuals.
 
 The protocol trains a model (through ``train_model``, two slides, the slide as batch) and keeps
-its predictions; the model is saved with its prepared AnnData, and ``cellina counterfactual``
-runs the same edge and node perturbations on it, with the same cells, shifts and seed.
+its predictions; the model is saved with its prepared AnnData, and ``cellina counterfactual`` and
+a plugin session that loads the saved model run the same edge and node perturbations on it, with
+the same cells, shifts and seed.
 """
 
 from __future__ import annotations
@@ -59,12 +60,16 @@ def test_edge_counterfactuals_agree(protocol):
     np.testing.assert_allclose(cli, res.predictions[("edge", "cellina")], rtol=1e-5, atol=1e-6)
 
 
+def _shifts(folder) -> GeneShifts:
+    """The protocol's node shifts: each type's observed change, the held-out type given all others'."""
+    work = ad.read_h5ad(folder / "data.h5ad")
+    return GeneShifts.from_contrast(work, "coarse_type", "domain", "healthy", "tumour", n_genes=N_PERT_GENES,
+                                    holdout="Myeloid", layer="counts")
+
+
 def test_node_counterfactuals_agree(protocol):
     res, folder = protocol
-    work = ad.read_h5ad(folder / "data.h5ad")
-    shifts = GeneShifts.from_contrast(work, "coarse_type", "domain", "healthy", "tumour", n_genes=N_PERT_GENES,
-                                      holdout="Myeloid", layer="counts")
-    shifts.to_csv(folder / "shifts.csv")
+    _shifts(folder).to_csv(folder / "shifts.csv")
     cli = _cli(folder, "node", "--shifts", str(folder / "shifts.csv"), "--sender-key", "coarse_type",
                "--library-size", "1e4")
     np.testing.assert_allclose(cli, res.predictions[("node", "cellina")], rtol=1e-5, atol=1e-6)
@@ -73,3 +78,32 @@ def test_node_counterfactuals_agree(protocol):
 def test_edge_and_node_predictions_differ(protocol):
     predictions = protocol[0].predictions
     assert not np.allclose(predictions[("edge", "cellina")], predictions[("node", "cellina")])
+
+
+@pytest.fixture(scope="module")
+def session(protocol):
+    """A plugin session (no viewer) holding the saved model, its focal cells and its donors."""
+    from cellina.plugin._session import CellinaSession
+    from cellina.plugin._state import DONORS, FOCAL, TissueKeys
+
+    _, folder = protocol
+    data = ad.read_h5ad(folder / "data.h5ad")
+    keys = TissueKeys(cell_type_key="coarse_type", domain_key="domain", batch_key="slide")
+    plugin = CellinaSession(data, keys)
+    plugin.load_model(str(folder / "model"))
+    plugin.set_selection(FOCAL, data.obs["is_control"].to_numpy())
+    plugin.set_selection(DONORS, data.obs["in_pool"].to_numpy())
+    return plugin
+
+
+def test_the_plugin_gives_the_same_edge_counterfactuals(protocol, session):
+    run = session.run_edge(pool="lasso", n_neighbours=N_NEIGHBOURS, seed=0)
+    np.testing.assert_array_equal(run.indices, protocol[0].indices["control"])
+    np.testing.assert_allclose(run.expression, protocol[0].predictions[("edge", "cellina")], rtol=1e-5, atol=1e-6)
+
+
+def test_the_plugin_gives_the_same_node_counterfactuals(protocol, session):
+    res, folder = protocol
+    session.set_gene_shifts(_shifts(folder))
+    run = session.run_node(library_size=1e4)
+    np.testing.assert_allclose(run.expression, res.predictions[("node", "cellina")], rtol=1e-4, atol=1e-5)
