@@ -275,87 +275,26 @@ def gene_parameters(n_genes: int, rng: np.random.Generator) -> GeneParameters:
     -------
     GeneParameters
     """
-    sizes = programme_sizes(n_genes)
-    names: list[str] = []
-    programme: list[str] = []
-
-    def add(prefix: str, count: int, label: str) -> list[str]:
-        new = [f"{prefix}{i + 1}" for i in range(count)]
-        names.extend(new)
-        programme.extend([label] * count)
-        return new
-
-    lineage_markers = {c: add(LINEAGE_CODES[c], sizes["lineage_markers"], "marker") for c in LINEAGES}
-    fine_markers = {f: add(code, sizes["fine_markers"], "marker") for f, code in FINE_CODES.items()}
-    state = add(PROGRAMME_CODES["state"], sizes["state"], "state")
-    ligand = add(PROGRAMME_CODES["ligand"], sizes["ligand"], "ligand")
-    composition = add(
-        PROGRAMME_CODES["composition_response"], sizes["composition_response"], "composition_response"
-    )
-    ligand_response = add(PROGRAMME_CODES["ligand_response"], sizes["ligand_response"], "ligand_response")
-    type_response = {
-        c: add(TYPE_RESPONSE_CODES[c], sizes["type_response"], "type_response") for c in COARSE_TYPES
-    }
-    n_null = n_genes - len(names)
-    if n_null < 1:  # guarded by the caller; kept so a change of sizes cannot go unnoticed
-        raise ValueError(f"n_genes={n_genes} leaves no null genes")
-    null = add(PROGRAMME_CODES["null"], n_null, "null")
-
+    names, programme, groups = _programme_genes(n_genes)
     index = {g: i for i, g in enumerate(names)}
-    prog = np.asarray(programme)
-    n_types = len(FINE_TYPES)
-
-    # Baseline log-means: a realistic spread over ~2 orders of magnitude; markers low outside
-    # their type, response genes moderately high so their niche shifts are measurable.
-    raw = np.clip(rng.normal(0.0, 1.0, n_genes), -2.5, 2.5)
-    raw[prog == "marker"] -= 1.0
-    raw[prog == "ligand"] -= 0.5
-    raw[np.isin(prog, RESPONSIVE_PROGRAMMES)] += 0.5
-    baseline = raw - (np.log(np.exp(raw - raw.max()).sum()) + raw.max())
-
+    # The draws below run in a fixed order on one generator; reordering them changes
+    # every tissue drawn from a seed.
+    baseline = _baseline_log_means(np.asarray(programme), rng)
     theta = np.exp(rng.uniform(math.log(THETA_RANGE[0]), math.log(THETA_RANGE[1]), n_genes))
+    type_effects = _type_effects(index, groups, rng)
+    state_effect, composition_effect, ligand_effect, type_response_effect = _response_effects(index, groups, rng)
 
-    type_effects = np.zeros((n_genes, n_types))
-    for lineage, genes in lineage_markers.items():
-        rows = [index[g] for g in genes]
-        value = rng.uniform(*COARSE_MARKER_RANGE, len(rows))
-        for t, fine in enumerate(FINE_TYPES):
-            if FINE_TO_LINEAGE[fine] == lineage:
-                type_effects[rows, t] = value
-    for fine, genes in fine_markers.items():
-        rows = [index[g] for g in genes]
-        type_effects[rows, FINE_TYPES.index(fine)] = rng.uniform(*FINE_MARKER_RANGE, len(rows))
-    lig_rows = [index[g] for g in ligand]
-    for fine, elevation in LIGAND_SENDERS.items():
-        type_effects[lig_rows, FINE_TYPES.index(fine)] = elevation * rng.uniform(0.8, 1.2, len(lig_rows))
-
-    state_effect = np.zeros(n_genes)
-    state_effect[[index[g] for g in state]] = rng.uniform(*STATE_EFFECT_RANGE, len(state))
-    composition_effect = np.zeros(n_genes)
-    composition_effect[[index[g] for g in composition]] = _signed_uniform(
-        rng, len(composition), *COMPOSITION_EFFECT_RANGE
-    )
-    ligand_effect = np.zeros(n_genes)
-    ligand_effect[[index[g] for g in ligand_response]] = _signed_uniform(
-        rng, len(ligand_response), *LIGAND_EFFECT_RANGE
-    )
-    type_response_effect = np.zeros((n_genes, len(COARSE_TYPES)))
-    for k, coarse in enumerate(COARSE_TYPES):
-        rows = [index[g] for g in type_response[coarse]]
-        type_response_effect[rows, k] = _signed_uniform(rng, len(rows), *TYPE_RESPONSE_EFFECT_RANGE)
-    for coarse, induction in LIGAND_INDUCTION.items():
-        type_response_effect[lig_rows, COARSE_TYPES.index(coarse)] = induction
-
+    lineage_markers, fine_markers = groups["lineage_markers"], groups["fine_markers"]
     markers = {f: list(lineage_markers[FINE_TO_LINEAGE[f]]) + list(fine_markers.get(f, [])) for f in FINE_TYPES}
     programmes = {
         "markers": markers,
         "lineage_markers": lineage_markers,
-        "state": state,
-        "ligand": ligand,
-        "composition_response": composition,
-        "ligand_response": ligand_response,
-        "type_response": type_response,
-        "null": null,
+        "state": groups["state"],
+        "ligand": groups["ligand"],
+        "composition_response": groups["composition_response"],
+        "ligand_response": groups["ligand_response"],
+        "type_response": groups["type_response"],
+        "null": groups["null"],
     }
     return GeneParameters(
         names=names,
@@ -369,3 +308,93 @@ def gene_parameters(n_genes: int, rng: np.random.Generator) -> GeneParameters:
         ligand_effect=ligand_effect,
         programmes=programmes,
     )
+
+
+def _programme_genes(n_genes: int) -> tuple[list[str], list[str], dict]:
+    """Gene names in programme order, each gene's programme, and the genes of each group.
+
+    Groups: ``lineage_markers`` and ``type_response`` (per lineage / coarse type),
+    ``fine_markers`` (per fine type), ``state``, ``ligand``, ``composition_response``,
+    ``ligand_response`` and ``null`` (all genes left over).
+    """
+    sizes = programme_sizes(n_genes)
+    names: list[str] = []
+    programme: list[str] = []
+
+    def add(prefix: str, count: int, label: str) -> list[str]:
+        new = [f"{prefix}{i + 1}" for i in range(count)]
+        names.extend(new)
+        programme.extend([label] * count)
+        return new
+
+    groups: dict = {}
+    groups["lineage_markers"] = {c: add(LINEAGE_CODES[c], sizes["lineage_markers"], "marker") for c in LINEAGES}
+    groups["fine_markers"] = {f: add(code, sizes["fine_markers"], "marker") for f, code in FINE_CODES.items()}
+    for label in ("state", "ligand", "composition_response", "ligand_response"):
+        groups[label] = add(PROGRAMME_CODES[label], sizes[label], label)
+    groups["type_response"] = {
+        c: add(TYPE_RESPONSE_CODES[c], sizes["type_response"], "type_response") for c in COARSE_TYPES
+    }
+    n_null = n_genes - len(names)
+    if n_null < 1:  # guarded by the caller; kept so a change of sizes cannot go unnoticed
+        raise ValueError(f"n_genes={n_genes} leaves no null genes")
+    groups["null"] = add(PROGRAMME_CODES["null"], n_null, "null")
+    return names, programme, groups
+
+
+def _baseline_log_means(prog: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Baseline log-means whose exponentials sum to 1, given each gene's programme."""
+    # A realistic spread over ~2 orders of magnitude; markers low outside their type,
+    # response genes moderately high so their niche shifts are measurable.
+    raw = np.clip(rng.normal(0.0, 1.0, prog.size), -2.5, 2.5)
+    raw[prog == "marker"] -= 1.0
+    raw[prog == "ligand"] -= 0.5
+    raw[np.isin(prog, RESPONSIVE_PROGRAMMES)] += 0.5
+    return raw - (np.log(np.exp(raw - raw.max()).sum()) + raw.max())
+
+
+def _type_effects(index: dict[str, int], groups: dict, rng: np.random.Generator) -> np.ndarray:
+    """(G, fine types) log-mean elevations: lineage and subtype markers, ligands in senders."""
+    type_effects = np.zeros((len(index), len(FINE_TYPES)))
+    for lineage, genes in groups["lineage_markers"].items():
+        rows = [index[g] for g in genes]
+        value = rng.uniform(*COARSE_MARKER_RANGE, len(rows))
+        for t, fine in enumerate(FINE_TYPES):
+            if FINE_TO_LINEAGE[fine] == lineage:
+                type_effects[rows, t] = value
+    for fine, genes in groups["fine_markers"].items():
+        rows = [index[g] for g in genes]
+        type_effects[rows, FINE_TYPES.index(fine)] = rng.uniform(*FINE_MARKER_RANGE, len(rows))
+    lig_rows = [index[g] for g in groups["ligand"]]
+    for fine, elevation in LIGAND_SENDERS.items():
+        type_effects[lig_rows, FINE_TYPES.index(fine)] = elevation * rng.uniform(0.8, 1.2, len(lig_rows))
+    return type_effects
+
+
+def _response_effects(
+    index: dict[str, int], groups: dict, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """State, composition (beta), ligand (gamma) and per-coarse-type response effects."""
+    n_genes = len(index)
+    state = groups["state"]
+    state_effect = np.zeros(n_genes)
+    state_effect[[index[g] for g in state]] = rng.uniform(*STATE_EFFECT_RANGE, len(state))
+    composition = groups["composition_response"]
+    composition_effect = np.zeros(n_genes)
+    composition_effect[[index[g] for g in composition]] = _signed_uniform(
+        rng, len(composition), *COMPOSITION_EFFECT_RANGE
+    )
+    ligand_response = groups["ligand_response"]
+    ligand_effect = np.zeros(n_genes)
+    ligand_effect[[index[g] for g in ligand_response]] = _signed_uniform(
+        rng, len(ligand_response), *LIGAND_EFFECT_RANGE
+    )
+    type_response_effect = np.zeros((n_genes, len(COARSE_TYPES)))
+    for k, coarse in enumerate(COARSE_TYPES):
+        rows = [index[g] for g in groups["type_response"][coarse]]
+        type_response_effect[rows, k] = _signed_uniform(rng, len(rows), *TYPE_RESPONSE_EFFECT_RANGE)
+    # the senders make more ligand in a tumour niche (their own composition response)
+    lig_rows = [index[g] for g in groups["ligand"]]
+    for coarse, induction in LIGAND_INDUCTION.items():
+        type_response_effect[lig_rows, COARSE_TYPES.index(coarse)] = induction
+    return state_effect, composition_effect, ligand_effect, type_response_effect

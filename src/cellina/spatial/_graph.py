@@ -168,6 +168,52 @@ def spatial_neighbors(
         ``cutoff`` outside ``[0, 1)``, ``max_neighbours < 1`` or an unknown kernel. The
         AnnData is not modified.
     """
+    bandwidth, cutoff, k, standardize, inplace = _check_parameters(
+        adata, bandwidth, cutoff, max_neighbours, kernel, standardize, inplace, key_added
+    )
+    coords = get_coordinates(adata, spatial_key)
+    n = coords.shape[0]
+    held_out = (
+        np.zeros(0, dtype=np.int64) if test_indices is None else check_test_indices(test_indices, n)
+    )
+    codes = _library_codes(adata, library_key, n)
+
+    active = np.ones(n, dtype=bool)
+    active[held_out] = False
+    row_counts, indices, w, d = _kernel_edges(coords, codes, active, k, bandwidth, cutoff, kernel)
+    if standardize:
+        row_sum = np.bincount(np.repeat(np.arange(n), row_counts), weights=w, minlength=n)
+        w = (w / np.repeat(row_sum, row_counts)).astype(np.float32)
+    conn, dist = _sorted_graph(row_counts, indices, w, d, with_distances=inplace)
+    if not inplace:
+        return conn
+    params = {
+        "method": "knn_kernel",
+        "coord_type": "generic",
+        "n_neighbors": k,
+        "bandwidth": bandwidth,
+        "cutoff": cutoff,
+        "kernel": kernel,
+        "standardize": standardize,
+        "spatial_key": spatial_key,
+        "library_key": library_key,
+        "test_indices": held_out,
+    }
+    _store_graph(adata, key_added, conn, dist, params)
+    return None
+
+
+def _check_parameters(
+    adata: Any,
+    bandwidth: Any,
+    cutoff: Any,
+    max_neighbours: Any,
+    kernel: Any,
+    standardize: Any,
+    inplace: Any,
+    key_added: Any,
+) -> tuple[float, float, int, bool, bool]:
+    """Checked ``(bandwidth, cutoff, k, standardize, inplace)``; raises before any work."""
     check_nonempty(adata)
     bandwidth = check_positive_finite("bandwidth", bandwidth)
     if isinstance(cutoff, (bool, np.bool_)) or not isinstance(cutoff, (int, float, np.number)):
@@ -182,20 +228,32 @@ def spatial_neighbors(
     inplace = check_bool("inplace", inplace)
     if not isinstance(key_added, str) or not key_added:
         raise CellinaTypeError(f"`key_added` must be a non-empty string, got {key_added!r}.")
-    coords = get_coordinates(adata, spatial_key)
-    n = coords.shape[0]
-    held_out = (
-        np.zeros(0, dtype=np.int64) if test_indices is None else check_test_indices(test_indices, n)
-    )
-    if library_key is not None:
-        libs = check_obs_key(adata, library_key, "library_key")
-        codes = np.asarray(libs.astype("category").cat.codes.to_numpy(), dtype=np.int64)
-    else:
-        codes = np.zeros(n, dtype=np.int64)
+    return bandwidth, cutoff, k, standardize, inplace
 
+
+def _library_codes(adata: Any, library_key: str | None, n: int) -> np.ndarray:
+    """Integer slide code of every cell (all 0 without ``library_key``)."""
+    if library_key is None:
+        return np.zeros(n, dtype=np.int64)
+    libs = check_obs_key(adata, library_key, "library_key")
+    return np.asarray(libs.astype("category").cat.codes.to_numpy(), dtype=np.int64)
+
+
+def _kernel_edges(
+    coords: np.ndarray,
+    codes: np.ndarray,
+    active: np.ndarray,
+    k: int,
+    bandwidth: float,
+    cutoff: float,
+    kernel: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Kept edges of every slide, in global row order: ``(row_counts, columns, weights, lengths)``.
+
+    Inactive (held-out) cells are searched for by nobody and search for nobody.
+    """
+    n = coords.shape[0]
     reach = _reach(bandwidth, cutoff, kernel)
-    active = np.ones(n, dtype=bool)
-    active[held_out] = False
     row_counts = np.zeros(n, dtype=np.int64)
     parts_members, parts_cols, parts_w, parts_d = [], [], [], []
     for code in np.unique(codes[active]):
@@ -209,10 +267,8 @@ def spatial_neighbors(
         parts_w.append(weights[keep])
         parts_d.append(loc_dist[keep])
         del loc_idx, loc_dist, weights, keep
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(row_counts, out=indptr[1:])
-    nnz = int(indptr[-1])
-    idx_dtype = np.int32 if max(n, nnz) < np.iinfo(np.int32).max else np.int64
+    nnz = int(row_counts.sum())
+    idx_dtype = _index_dtype(n, nnz)
     indices = np.concatenate(parts_cols).astype(idx_dtype) if parts_cols else np.zeros(0, idx_dtype)
     w = np.concatenate(parts_w) if parts_w else np.zeros(0, np.float32)
     d = np.concatenate(parts_d) if parts_d else np.zeros(0, np.float64)
@@ -223,11 +279,23 @@ def spatial_neighbors(
         rows = np.repeat(all_members, row_counts[all_members])
         order = np.argsort(rows, kind="stable")
         indices, w, d = indices[order], w[order], d[order]
-        del rows, order
-    if standardize:
-        row_sum = np.bincount(np.repeat(np.arange(n), row_counts), weights=w, minlength=n)
-        w = (w / np.repeat(row_sum, row_counts)).astype(np.float32)
-    indptr = indptr.astype(idx_dtype)
+    return row_counts, indices, w, d
+
+
+def _index_dtype(n: int, nnz: int) -> type:
+    """int32 sparse indices whenever they fit (half the memory of int64)."""
+    return np.int32 if max(n, nnz) < np.iinfo(np.int32).max else np.int64
+
+
+def _sorted_graph(
+    row_counts: np.ndarray, indices: np.ndarray, w: np.ndarray, d: np.ndarray, with_distances: bool
+) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+    """Connectivities (and distances) as CSR with sorted column indices."""
+    n = row_counts.size
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(row_counts, out=indptr[1:])
+    nnz = int(indptr[-1])
+    indptr = indptr.astype(_index_dtype(n, nnz))
     # Sort column indices once through a permutation and apply it to both weights and
     # distances, instead of sorting two matrices.
     perm = sp.csr_matrix((np.arange(nnz, dtype=np.int64), indices, indptr), shape=(n, n))
@@ -235,26 +303,19 @@ def spatial_neighbors(
     order = perm.data
     conn = sp.csr_matrix((w[order], perm.indices, indptr), shape=(n, n))
     conn.has_sorted_indices = True
-    if not inplace:
-        return conn
+    if not with_distances:
+        return conn, None
     dist = sp.csr_matrix((d[order], perm.indices.copy(), indptr.copy()), shape=(n, n))
     dist.has_sorted_indices = True
-    del perm, order
+    return conn, dist
 
+
+def _store_graph(
+    adata: Any, key_added: str, conn: sp.csr_matrix, dist: sp.csr_matrix, params: dict[str, Any]
+) -> None:
+    """Write the graph under squidpy's keys."""
     conns_key = f"{key_added}_connectivities"
     dists_key = f"{key_added}_distances"
-    params = {
-        "method": "knn_kernel",
-        "coord_type": "generic",
-        "n_neighbors": k,
-        "bandwidth": bandwidth,
-        "cutoff": cutoff,
-        "kernel": kernel,
-        "standardize": standardize,
-        "spatial_key": spatial_key,
-        "library_key": library_key,
-        "test_indices": held_out,
-    }
     adata.obsp[conns_key] = conn
     adata.obsp[dists_key] = dist
     adata.uns[f"{key_added}_neighbors"] = {
@@ -262,4 +323,3 @@ def spatial_neighbors(
         "distances_key": dists_key,
         "params": params,
     }
-    return None

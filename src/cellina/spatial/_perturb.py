@@ -13,28 +13,31 @@ shares its index arrays with the caller's matrix.
 
 from __future__ import annotations
 
-import math
 import numbers
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._features import _expm1_row_sums, _sparse_product_into, detect_representation
-from ._validation import (
-    CellinaTypeError,
-    CellinaKeyError,
-    _show,
-    check_bool,
-    check_connectivities,
-    check_nonempty,
-    check_obs_key,
-    get_matrix,
+from ._features import _expm1_row_sums, _sparse_product_into
+from ._perturb_niche import (
+    _check_representation,
+    _features_record,
+    _neighbor_gene_positions,
+    _niche_map,
+    _niche_transform,
+    _output_positions,
 )
+from ._perturb_plan import (
+    _canonical_csr,
+    _common_checks,
+    _matrix_as_anndata,
+    _Plan,
+    _plan,
+)
+from ._validation import CellinaTypeError, check_bool, check_connectivities
 
 __all__ = ["_node_perturbation", "make_neighbor_perturbation", "make_perturbed_expression"]
 
@@ -43,193 +46,6 @@ __all__ = ["_node_perturbation", "make_neighbor_perturbation", "make_perturbed_e
 _BLOCK_ENTRIES = 1 << 20
 # Sender cells per slab of perturbed values in make_neighbor_perturbation.
 _SENDER_SLAB = 16384
-# Target sum assumed when counts are perturbed but no niche-feature record exists.
-_DEFAULT_TARGET_SUM = 1e4
-
-
-@dataclass
-class _Plan:
-    """Validated perturbation, ready to apply."""
-
-    source: sp.csr_matrix  # cells x all genes, canonical CSR (may be the caller's object)
-    source_name: str
-    columns: np.ndarray  # sorted positions (source genes) of all perturbed genes, U
-    table: np.ndarray  # (n_groups + 1, |U|) shift per group; last row all zeros
-    row_group: np.ndarray  # per cell: its group's row of `table` (last row: not perturbed)
-    perturbed_cells: np.ndarray  # positions of perturbed sender cells
-    record: dict[str, Any]  # provenance of the shifts (h5ad-friendly)
-    unknown: dict[str, list[str]]
-
-
-def _canonical_csr(matrix: Any, name: str) -> sp.csr_matrix:
-    """CSR view of ``matrix`` whose index arrays may be shared, never reordered in place."""
-    if sp.issparse(matrix):
-        out = matrix.tocsr()
-    else:
-        arr = np.asarray(matrix)
-        if arr.ndim != 2 or arr.dtype.kind not in "biuf":
-            raise CellinaTypeError(f"{name} must be a numeric cells x genes matrix.")
-        out = sp.csr_matrix(arr)
-    if not out.has_canonical_format:
-        # scipy would sort or merge a shared matrix in place; work on a copy instead.
-        out = out.copy()
-        out.sum_duplicates()
-    if not np.isfinite(out.data).all():
-        raise ValueError(f"{name} contains NaN or infinite values.")
-    if out.data.size and out.data.min() < 0:
-        raise ValueError(
-            f"{name} has negative values; perturbations act on counts or log-normalised "
-            "expression, which are non-negative."
-        )
-    return out
-
-
-def _gene_shifts(spec: Any, where: str) -> pd.Series:
-    if isinstance(spec, pd.Series):
-        series = spec
-    elif isinstance(spec, Mapping):
-        series = pd.Series(dict(spec), dtype=object)
-    else:
-        raise CellinaTypeError(
-            f"{where} must be a dict {{gene: value}} or a pandas Series, got {type(spec).__name__}."
-        )
-    index = pd.Index([str(g) for g in series.index])
-    if index.has_duplicates:
-        raise ValueError(f"{where} names gene(s) more than once: {_show(index[index.duplicated()].unique())}.")
-    values = []
-    for gene, value in zip(index, series.to_numpy()):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-            raise CellinaTypeError(f"{where}: the shift of gene {gene!r} must be a number, got {value!r}.")
-        if not math.isfinite(float(value)):
-            raise ValueError(f"{where}: the shift of gene {gene!r} is not finite ({value!r}).")
-        values.append(float(value))
-    return pd.Series(values, index=index, dtype=np.float64)
-
-
-def _rng(random_state: Any) -> np.random.Generator:
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if random_state is None or (
-        isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
-    ):
-        return np.random.default_rng(random_state)
-    raise CellinaTypeError(f"`random_state` must be an int, None or a numpy Generator, got {random_state!r}.")
-
-
-def _plan(
-    adata: Any,
-    perturbations: Any,
-    groupby: str | None,
-    layer: str | None,
-    base: float,
-    add_shift: bool,
-    perturb_fraction: float,
-    random_state: Any,
-) -> _Plan:
-    n = adata.n_obs
-    source_name = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
-    raw = get_matrix(adata, layer)
-    if isinstance(perturb_fraction, (bool, np.bool_)) or not isinstance(perturb_fraction, numbers.Real):
-        raise CellinaTypeError(f"`perturb_fraction` must be a number in (0, 1], got {perturb_fraction!r}.")
-    if not (0.0 < float(perturb_fraction) <= 1.0):
-        raise ValueError(f"`perturb_fraction` must be in (0, 1], got {perturb_fraction!r}.")
-    if isinstance(base, (bool, np.bool_)) or not isinstance(base, numbers.Real):
-        raise CellinaTypeError(f"`base` must be a number > 0, got {base!r}.")
-    if not (math.isfinite(float(base)) and float(base) > 0 and float(base) != 1.0):
-        raise ValueError(f"`base` must be a finite number > 0 and != 1, got {base!r}.")
-    rng = _rng(random_state)
-
-    # (group label, shifts) in the caller's order
-    if groupby is None:
-        if isinstance(perturbations, pd.DataFrame):
-            raise CellinaTypeError("A DataFrame of shifts needs `groupby` (its rows are groups).")
-        if isinstance(perturbations, Mapping) and any(
-            isinstance(v, (Mapping, pd.Series)) for v in perturbations.values()
-        ):
-            raise ValueError(
-                "`perturbations` maps groups to gene shifts; pass `groupby=` naming the "
-                "adata.obs column of those groups."
-            )
-        specs = [(None, _gene_shifts(perturbations, "`perturbations`"))]
-        members = {None: np.arange(n)}
-    else:
-        # cells without a label are simply nobody's sender
-        labels = check_obs_key(adata, groupby, "groupby", allow_missing=True)
-        if isinstance(perturbations, pd.DataFrame):
-            items = [(g, row.dropna()) for g, row in perturbations.iterrows()]
-        elif isinstance(perturbations, Mapping):
-            items = list(perturbations.items())
-        else:
-            raise CellinaTypeError(
-                "With `groupby`, `perturbations` must map each group to {gene: value} or a "
-                f"Series, got {type(perturbations).__name__}."
-            )
-        if isinstance(labels.dtype, pd.CategoricalDtype):
-            present = pd.Index(labels.cat.categories)
-        else:
-            present = pd.Index(pd.unique(labels.dropna().to_numpy()))
-        unknown_groups = [g for g, _ in items if g not in present]
-        if unknown_groups:
-            raise ValueError(
-                f"Unknown group(s) in `perturbations`, not found in adata.obs[{groupby!r}]: "
-                f"{_show(unknown_groups)} (groups present: {_show(present)})."
-            )
-        specs = [(g, _gene_shifts(s, f"`perturbations[{g!r}]`")) for g, s in items]
-        codes = labels.to_numpy()
-        members = {g: np.flatnonzero(codes == g) for g, _ in items}
-
-    var_names = adata.var_names
-    unknown: dict[str, list[str]] = {}
-    parsed = []
-    for g, shifts in specs:
-        pos = var_names.get_indexer(shifts.index)
-        missing = [str(x) for x, p in zip(shifts.index, pos) if p < 0]
-        if missing:
-            unknown["" if g is None else str(g)] = missing
-        ok = pos >= 0
-        parsed.append((g, pos[ok].astype(np.int64), shifts.to_numpy()[ok]))
-    if not any(p.size for _, p, _ in parsed):
-        raise CellinaKeyError(
-            "None of the perturbed genes is in adata.var_names: "
-            f"{_show(sorted({x for v in unknown.values() for x in v}))}."
-        )
-    if unknown:
-        described = "; ".join(
-            f"{('group ' + repr(g) + ': ') if groupby is not None else ''}{_show(v, 10)}"
-            for g, v in unknown.items()
-        )
-        warnings.warn(
-            f"Perturbed gene(s) not in adata.var_names are ignored: {described}.",
-            UserWarning,
-            stacklevel=3,
-        )
-
-    source = _canonical_csr(raw, source_name)
-    columns = np.unique(np.concatenate([p for _, p, _ in parsed]))
-    # log1p values are natural logs: a shift given in log-`base` units is rescaled.
-    factor = math.log(float(base)) if add_shift else 1.0
-    table = np.zeros((len(parsed) + 1, columns.size), dtype=np.float64)
-    row_group = np.full(n, len(parsed), dtype=np.int64)
-    chosen = []
-    rec_group, rec_gene, rec_value = [], [], []
-    for k, (g, pos, vals) in enumerate(parsed):
-        table[k, np.searchsorted(columns, pos)] = vals * factor
-        cells = members[g]
-        if perturb_fraction < 1.0 and cells.size:
-            size = int(round(float(perturb_fraction) * cells.size))
-            cells = np.sort(rng.choice(cells, size=size, replace=False))
-        row_group[cells] = k
-        chosen.append(cells)
-        rec_group += ["" if g is None else str(g)] * pos.size
-        rec_gene += [str(x) for x in var_names[pos]]
-        rec_value += [float(v) for v in vals]
-    perturbed_cells = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
-    record = {
-        "group": np.asarray(rec_group, dtype=object),
-        "gene": np.asarray(rec_gene, dtype=object),
-        "value": np.asarray(rec_value, dtype=np.float64),
-    }
-    return _Plan(source, source_name, columns, table, row_group, perturbed_cells, record, unknown)
 
 
 def _shift(old: np.ndarray, shift: np.ndarray, add_shift: bool, base: float) -> np.ndarray:
@@ -354,108 +170,6 @@ def _perturbed_matrix(
     out.eliminate_zeros()
     out.sort_indices()
     return out
-
-
-def _features_record(adata: Any, features_key: str) -> dict[str, Any] | None:
-    if not isinstance(features_key, str) or not features_key:
-        raise CellinaTypeError(f"`features_key` must be a non-empty string, got {features_key!r}.")
-    rec = adata.uns.get("cellina", {}).get("spatial_features", {}).get(features_key)
-    return dict(rec) if rec is not None else None
-
-
-def _check_representation(plan: _Plan, add_shift: bool, record: dict[str, Any] | None) -> None:
-    """Say loudly when the source does not match the shift mode or the niche features."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        transform, target_sum = detect_representation(plan.source, plan.source_name)
-    if add_shift and transform == "identity":
-        warnings.warn(
-            f"add_shift=True adds log-fold changes to log-normalised values, but "
-            f"{plan.source_name} looks like raw counts. Run sc.pp.normalize_total and "
-            "sc.pp.log1p first, or use add_shift=False with counts.",
-            UserWarning,
-            stacklevel=3,
-        )
-    elif not add_shift and transform != "identity":
-        warnings.warn(
-            f"add_shift=False multiplies counts, but {plan.source_name} does not look like "
-            "raw counts (non-integer values). Pass layer= naming the counts layer, or use "
-            "add_shift=True for log-normalised values.",
-            UserWarning,
-            stacklevel=3,
-        )
-    elif add_shift and record is not None and (
-        record["transform"] != transform
-        or (transform == "log1p_normalize_total" and not np.isclose(record["target_sum"], target_sum))
-    ):
-        warnings.warn(
-            f"{plan.source_name} looks like {transform!r} (target_sum={target_sum}), but the "
-            f"niche features were built from {record['transform']!r} "
-            f"(target_sum={record['target_sum']}); the perturbed features will not be "
-            "comparable with them.",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
-def _common_checks(adata: Any, renormalize: Any, add_shift: Any, key: Any, keyname: str) -> tuple[bool, bool]:
-    check_nonempty(adata)
-    renormalize = check_bool("renormalize", renormalize)
-    add_shift = check_bool("add_shift", add_shift)
-    if not isinstance(key, str) or not key:
-        raise CellinaTypeError(f"`{keyname}` must be a non-empty string, got {key!r}.")
-    return renormalize, add_shift
-
-
-def _output_positions(adata: Any, record: dict[str, Any] | None, features_key: str) -> np.ndarray:
-    """Gene positions of the perturbed niche features: the record's genes, else all."""
-    if record is None:
-        return np.arange(adata.n_vars)
-    positions = adata.var_names.get_indexer([str(g) for g in record["genes"]])
-    if (positions < 0).any():
-        raise CellinaKeyError(
-            f"The niche-feature record {features_key!r} names genes missing from "
-            f"adata.var_names: {_show(np.asarray(record['genes'])[positions < 0])}."
-        )
-    if int(record.get("n_vars", adata.n_vars)) != adata.n_vars:
-        raise ValueError(
-            f"The niche features {features_key!r} were computed on {record['n_vars']} genes "
-            f"but the AnnData now has {adata.n_vars}; recompute them first."
-        )
-    return positions
-
-
-def _niche_transform(
-    add_shift: bool, record: dict[str, Any] | None, features_key: str
-) -> tuple[str, float | None]:
-    """How perturbed values become niche features: shifted log values are used as they are."""
-    if add_shift:
-        return "identity", None
-    if record is not None:
-        return record["transform"], record["target_sum"]
-    warnings.warn(
-        f"No niche-feature record {features_key!r} in adata.uns['cellina']; the perturbed "
-        "counts are transformed with log1p(normalize_total(target_sum=1e4)).",
-        UserWarning,
-        stacklevel=3,
-    )
-    return "log1p_normalize_total", _DEFAULT_TARGET_SUM
-
-
-def _niche_map(
-    transform: str, target_sum: float | None, add_shift: bool, r: np.ndarray, new_total: np.ndarray
-) -> tuple[str, np.ndarray]:
-    """The per-row value map (kind, scale) from perturbed source values to niche values."""
-    if add_shift:
-        return "log_rescale", r
-    if transform == "log1p_normalize_total":
-        # log1p(t * r c / (r * new_total)) = log1p(t c / new_total): renormalising counts
-        # does not change normalised features.
-        scale = np.divide(float(target_sum), new_total, out=np.zeros_like(new_total), where=new_total > 0)
-        return "log1p_scale", scale
-    if transform == "log1p":
-        return "log1p_scale", r
-    return "scale", r
 
 
 def _perturbed_niche(
@@ -583,11 +297,7 @@ def make_neighbor_perturbation(
     _check_representation(plan, add_shift, record)
     positions = _output_positions(adata, record, features_key)
     if neighbor_genes is not None:
-        genes = [neighbor_genes] if isinstance(neighbor_genes, str) else [str(g) for g in neighbor_genes]
-        positions = adata.var_names.get_indexer(genes)
-        if not genes or (positions < 0).any():
-            unknown = [g for g, p in zip(genes, positions) if p < 0]
-            raise CellinaKeyError(f"neighbor_genes must name genes of adata.var_names; unknown: {_show(unknown)}.")
+        positions = _neighbor_gene_positions(adata, neighbor_genes)
     transform, target_sum = _niche_transform(add_shift, record, features_key)
 
     old_total, new_total = _row_totals(plan, add_shift, base)
@@ -667,29 +377,6 @@ def make_perturbed_expression(
         "random_state": random_state if isinstance(random_state, numbers.Integral) else None,
         "perturbed_cells": plan.perturbed_cells,
     }
-
-
-def _matrix_as_anndata(X: Any, var_idx: Mapping[str, int], groupby: str | None, labels: Any) -> Any:
-    """Wrap a bare matrix so the AnnData-level perturbation plan can run on it.
-
-    Columns that ``var_idx`` does not name get placeholder names no perturbation can hit.
-    """
-    from anndata import AnnData
-
-    n_obs, n_vars = X.shape
-    names = np.array([f"<unnamed column {j}>" for j in range(n_vars)], dtype=object)
-    for gene, column in var_idx.items():
-        if isinstance(column, (bool, np.bool_)) or not isinstance(column, numbers.Integral):
-            raise CellinaTypeError(f"var_idx[{gene!r}] must be a column position, got {column!r}.")
-        if not 0 <= int(column) < n_vars:
-            raise ValueError(f"var_idx[{gene!r}] = {column} is outside [0, {n_vars}).")
-        names[int(column)] = str(gene)
-    obs = pd.DataFrame(index=[str(i) for i in range(n_obs)])
-    if groupby is not None:
-        if labels is None or len(labels) != n_obs:
-            raise ValueError(f"With groupby={groupby!r}, `labels` must hold one group per row of X.")
-        obs[groupby] = np.asarray(labels)
-    return AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(names.astype(str))))
 
 
 def _node_perturbation(
