@@ -51,8 +51,11 @@ VARIANTS = {
     "factorised": {"niche_decoder": "factorised", "spatial_decoding": "sample"},
     "type_gated": {"niche_decoder": "type_gated", "spatial_decoding": "sample"},
     "type_gated_mean": {"niche_decoder": "type_gated", "spatial_decoding": "mean"},
-    "type_gated_mean_aware": {"niche_decoder": "type_gated", "spatial_decoding": "mean",
-                              "type_aware_discriminator": True},
+    "type_gated_mean_aware": {
+        "niche_decoder": "type_gated",
+        "spatial_decoding": "mean",
+        "type_aware_discriminator": True,
+    },
 }
 
 
@@ -149,8 +152,9 @@ def plot_lfc(frame: pd.DataFrame, title: str, path: Path, n_labels: int = 8) -> 
     ax.scatter(t[rest], p[rest], s=8, alpha=0.3, color="lightgray", linewidths=0, label="other genes")
     up, down = deg[t[deg] >= 0], deg[t[deg] < 0]
     ax.scatter(t[up], p[up], s=40, color="#d62728", edgecolor="white", linewidths=0.5, zorder=3, label="up in tumour")
-    ax.scatter(t[down], p[down], s=40, color="#1f77b4", edgecolor="white", linewidths=0.5, zorder=3,
-               label="down in tumour")
+    ax.scatter(
+        t[down], p[down], s=40, color="#1f77b4", edgecolor="white", linewidths=0.5, zorder=3, label="down in tumour"
+    )
     # Label only the largest observed changes; small offsets keep the text off the markers.
     for i in deg[np.argsort(-np.abs(t[deg]))][:n_labels]:
         ax.annotate(frame.index[i], (t[i], p[i]), xytext=(4, 4), textcoords="offset points", fontsize=7)
@@ -216,14 +220,21 @@ def _table(df: pd.DataFrame, cols: list[str]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small tissue and few epochs (minutes on 2 CPU cores)")
-    parser.add_argument("--holdouts", default=None,
-                        help="comma-separated coarse types trained on (default: the mode's list); every other "
-                             "coarse type still gets the untrained references (mean shift, exact truth)")
+    parser.add_argument(
+        "--holdouts",
+        default=None,
+        help="comma-separated coarse types trained on (default: the mode's list); every other "
+        "coarse type still gets the untrained references (mean shift, exact truth)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the tissue and of the first training run")
-    parser.add_argument("--lead-seeds", type=int, default=None,
-                        help="training seeds for Cellina on the headline type (default 3), with each variant; the "
-                             "exact-truth targets are read on their mean")
+    parser.add_argument(
+        "--lead-seeds",
+        type=int,
+        default=None,
+        help="training seeds for Cellina on the headline type (default 3), with each variant; the "
+        "exact-truth targets are read on their mean",
+    )
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     parser.add_argument("--csv", default=None, help="also write every score to this CSV file")
@@ -283,8 +294,7 @@ def run_benchmark(args: argparse.Namespace, cfg: dict) -> BenchmarkRun:
         print(f"[seed {args.seed + k}, {name}] {lead_type}: {time.perf_counter() - t0:.0f} s", flush=True)
         print(res.scores.to_string(), flush=True)
     every_seed = pd.concat(seed_frames, ignore_index=True)
-    return BenchmarkRun(adata, results, trained, holdouts, skipped, every_seed, n_seeds,
-                        time.perf_counter() - t_start)
+    return BenchmarkRun(adata, results, trained, holdouts, skipped, every_seed, n_seeds, time.perf_counter() - t_start)
 
 
 def make_plots(run: BenchmarkRun, cfg: dict, img_dir: Path, suffix: str) -> list[tuple[str, str]]:
@@ -298,13 +308,17 @@ def make_plots(run: BenchmarkRun, cfg: dict, img_dir: Path, suffix: str) -> list
             name = f"accuracy_lfc_{first.holdout}_{pert}{suffix}.png"
             plot_lfc(first.lfc[(pert, "cellina")], f"{first.holdout}, {pert} perturbation, Cellina", img_dir / name)
             plots.append((f"{first.holdout} {pert} perturbation: observed vs predicted logFC", name))
-    truth_frames = {m: first.lfc[("edge", m)] for m in cfg["lead_methods"]
-                    if ("edge", m) in first.lfc and "true_change" in first.lfc[("edge", m)]}
+    truth_frames = {
+        m: first.lfc[("edge", m)]
+        for m in cfg["lead_methods"]
+        if ("edge", m) in first.lfc and "true_change" in first.lfc[("edge", m)]
+    }
     if truth_frames:
         name = f"accuracy_truth_{first.holdout}_edge{suffix}.png"
         responsive = responsive_genes(run.adata, first.holdout)
-        plot_truth(truth_frames, responsive, f"{first.holdout}, edge perturbation: predicted vs exact change",
-                   img_dir / name)
+        plot_truth(
+            truth_frames, responsive, f"{first.holdout}, edge perturbation: predicted vs exact change", img_dir / name
+        )
         plots.append((f"{first.holdout} edge perturbation: predicted vs exact change per method", name))
     return plots
 

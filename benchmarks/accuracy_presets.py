@@ -74,16 +74,18 @@ def table(scores: pd.DataFrame, types: list[str]) -> list[str]:
     head = "| held-out type | method | edge top-50 r | edge truth r | edge skill | edge slope | node truth r | node skill |"
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     frame = scores.set_index(["holdout", "method", "perturbation"])
+
+    def get(holdout: str, method: str, pert: str, col: str) -> float:
+        if holdout == "mean":
+            sub = scores[(scores["method"] == method) & (scores["perturbation"] == pert)]
+            return float(sub[col].mean()) if len(sub) else float("nan")
+        key = (holdout, method, pert)
+        return float(frame.loc[key, col]) if key in frame.index else float("nan")
+
+    wanted = [("edge", c) for c in COLUMNS] + [("node", "truth_pearson"), ("node", "truth_skill")]
     for holdout in [*types, "mean"]:
         for method in methods:
-            def get(pert: str, col: str) -> float:
-                if holdout == "mean":
-                    sub = scores[(scores["method"] == method) & (scores["perturbation"] == pert)]
-                    return float(sub[col].mean()) if len(sub) else float("nan")
-                key = (holdout, method, pert)
-                return float(frame.loc[key, col]) if key in frame.index else float("nan")
-
-            cells = [get("edge", c) for c in COLUMNS] + [get("node", "truth_pearson"), get("node", "truth_skill")]
+            cells = [get(holdout, method, pert, col) for pert, col in wanted]
             lines.append(f"| {holdout} | {method} | " + " | ".join(_fmt(v) for v in cells) + " |")
     return lines
 
@@ -100,8 +102,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from cellina.datasets import synthetic_tissue
 
-    cfg = {"n_cells": 3000, "n_genes": 150, "max_epochs": args.epochs, "batch_size": 256,
-           "model": {"n_latent": 10, "n_hidden": 64, "n_layers": 1}}
+    cfg = {
+        "n_cells": 3000,
+        "n_genes": 150,
+        "max_epochs": args.epochs,
+        "batch_size": 256,
+        "model": {"n_latent": 10, "n_hidden": 64, "n_layers": 1},
+    }
     start = time.perf_counter()
     adata = synthetic_tissue(n_cells=cfg["n_cells"], n_genes=cfg["n_genes"], seed=args.seed)
     types, skipped = evaluable_types(adata)

@@ -18,8 +18,16 @@ def summarise(run: Any, scores: pd.DataFrame, variant: str) -> SimpleNamespace:
     results, trained, holdouts, every_seed = run.results, run.trained, run.holdouts, run.every_seed
     first = results[0]
     by_seed = every_seed[every_seed["variant"] == variant]
-    cols = ["pearson", "signed_precision", "energy_distance", "truth_pearson", "truth_skill", "truth_slope",
-            "null_change", "null_change_true"]
+    cols = [
+        "pearson",
+        "signed_precision",
+        "energy_distance",
+        "truth_pearson",
+        "truth_skill",
+        "truth_slope",
+        "null_change",
+        "null_change_true",
+    ]
     cols = [c for c in cols if c in scores]
     lead = scores[scores["holdout"] == first.holdout].set_index(["perturbation", "method"])[cols]
     on_trained = scores[scores["holdout"].isin(trained)]
@@ -48,9 +56,20 @@ def summarise(run: Any, scores: pd.DataFrame, variant: str) -> SimpleNamespace:
         seed_table.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     seed_rows = every_seed.set_index(["variant", "perturbation", "seed"])[seed_cols].sort_index()
 
-    return SimpleNamespace(first=first, cols=cols, lead=lead, mean=mean, ref_mean=ref_mean, ref_types=ref_types,
-                           probes=probes, seed_cols=seed_cols, seed_mean=seed_mean, seed_sd=seed_sd,
-                           seed_table=seed_table, seed_rows=seed_rows)
+    return SimpleNamespace(
+        first=first,
+        cols=cols,
+        lead=lead,
+        mean=mean,
+        ref_mean=ref_mean,
+        ref_types=ref_types,
+        probes=probes,
+        seed_cols=seed_cols,
+        seed_mean=seed_mean,
+        seed_sd=seed_sd,
+        seed_table=seed_table,
+        seed_rows=seed_rows,
+    )
 
 
 def _get(frame: pd.DataFrame, key: tuple | str, metric: str) -> float:
@@ -72,29 +91,45 @@ def target_checks(t: SimpleNamespace, n_seeds: int) -> list[str]:
     for pert, targets in TARGETS.items():
         for metric, threshold in targets.items():
             if metric == "pearson":
-                check(f"{pert}: {metric} on top-50 DEGs", threshold, get(mean, (pert, "cellina"), metric),
-                      "mean over trained types")
+                check(
+                    f"{pert}: {metric} on top-50 DEGs",
+                    threshold,
+                    get(mean, (pert, "cellina"), metric),
+                    "mean over trained types",
+                )
             else:
-                check(f"{pert}: {metric} on responsive genes", threshold, get(seed_mean, pert, metric),
-                      f"{first.holdout}, mean of {n_seeds} seeds")
+                check(
+                    f"{pert}: {metric} on responsive genes",
+                    threshold,
+                    get(seed_mean, pert, metric),
+                    f"{first.holdout}, mean of {n_seeds} seeds",
+                )
     gap = get(mean, ("edge", "cellina"), "pearson") - get(mean, ("edge", "mean_shift"), "pearson")
     check("edge: pearson, Cellina minus mean shift", MARGIN_OVER_MEAN_SHIFT, gap, "mean over trained types")
     for label, frame, on in (("edge: pearson, exact truth (ceiling)", ref_mean, "all coarse types"),):
         checks.append(f"| (reference) {label} | - | {on} | {_fmt(get(frame, ('edge', 'oracle'), 'pearson'))} | - |")
     ceiling = get(ref_mean, ("edge", "oracle"), "pearson") - get(ref_mean, ("edge", "mean_shift"), "pearson")
-    checks.append(f"| (reference) edge: pearson, exact truth minus mean shift | - | all coarse types | "
-                  f"{_fmt(ceiling)} | - |")
+    checks.append(
+        f"| (reference) edge: pearson, exact truth minus mean shift | - | all coarse types | {_fmt(ceiling)} | - |"
+    )
     lead_gap = get(lead, ("edge", "oracle"), "pearson") - get(lead, ("edge", "mean_shift"), "pearson")
-    checks.append(f"| (reference) edge: pearson, exact truth minus mean shift | - | {first.holdout} | "
-                  f"{_fmt(lead_gap)} | - |")
+    checks.append(
+        f"| (reference) edge: pearson, exact truth minus mean shift | - | {first.holdout} | {_fmt(lead_gap)} | - |"
+    )
     if "cellina" in probes.index:
         p = probes.loc["cellina"]
         ok_z = abs(p["domain_from_z"] - p["domain_chance"]) <= 0.1
-        checks.append(f"| latents: domain from z, within 0.1 of chance ({_fmt(p['domain_chance'])}) | "
-                      f"<= {_fmt(p['domain_chance'] + 0.1)} | mean over runs | {_fmt(p['domain_from_z'])} | "
-                      f"{'yes' if ok_z else 'no'} |")
-        check("latents: domain from s, well above chance", round(p["domain_chance"] + 0.1, 3), p["domain_from_s"],
-              "mean over runs")
+        checks.append(
+            f"| latents: domain from z, within 0.1 of chance ({_fmt(p['domain_chance'])}) | "
+            f"<= {_fmt(p['domain_chance'] + 0.1)} | mean over runs | {_fmt(p['domain_from_z'])} | "
+            f"{'yes' if ok_z else 'no'} |"
+        )
+        check(
+            "latents: domain from s, well above chance",
+            round(p["domain_chance"] + 0.1, 3),
+            p["domain_from_s"],
+            "mean over runs",
+        )
         check("latents: cell type from z", 0.9, p["celltype_from_z"], "mean over runs")
 
     return checks

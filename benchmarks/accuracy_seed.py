@@ -33,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("holdout", help="coarse type held out in the tumour domain")
     parser.add_argument("seed", type=int, help="training (and donor-draw) seed; the tissue is always seed 0")
-    parser.add_argument("--variant", choices=tuple(VARIANTS), default=None,
-                        help="model variant: niche decoder and spatial decoding (default: accuracy.py's setting)")
+    parser.add_argument(
+        "--variant",
+        choices=tuple(VARIANTS),
+        default=None,
+        help="model variant: niche decoder and spatial decoding (default: accuracy.py's setting)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--csv", required=True, help="CSV file the scores are appended to")
@@ -61,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         deg = frame["is_deg"].to_numpy()
         change[pert] = float(np.corrcoef(frame["true_lfc"].to_numpy()[deg], frame["pred_change"].to_numpy()[deg])[0, 1])
     scores = res.scores.assign(
-        pearson_change=res.scores["perturbation"].map(change), holdout=args.holdout, seed=args.seed,
-        variant=variant, epochs=cfg["max_epochs"], seconds=time.perf_counter() - t0,
+        pearson_change=res.scores["perturbation"].map(change),
+        holdout=args.holdout,
+        seed=args.seed,
+        variant=variant,
+        epochs=cfg["max_epochs"],
+        seconds=time.perf_counter() - t0,
     )
     print(scores.to_string(), flush=True)
     out = Path(args.csv)

@@ -55,21 +55,27 @@ def _per_type_table(rows: pd.DataFrame, refs: pd.DataFrame) -> tuple[list[str], 
     types = [t for t in per_seed.index if t in refs.index]
     seeds = list(per_seed.columns)
     lines = [
-        "| held-out type | " + " | ".join(f"seed {s}" for s in seeds)
+        "| held-out type | "
+        + " | ".join(f"seed {s}" for s in seeds)
         + " | mean | mean shift | exact (oracle) | truth Pearson | truth skill | truth slope |",
         "|---|" + "---|" * (len(seeds) + 6),
     ]
     for t in sorted(types, key=lambda t: -means.loc[t, "pearson"]):
         lines.append(
-            f"| {t} | " + " | ".join(_fmt(per_seed.loc[t, s]) for s in seeds)
+            f"| {t} | "
+            + " | ".join(_fmt(per_seed.loc[t, s]) for s in seeds)
             + f" | {_fmt(means.loc[t, 'pearson'])} | {_fmt(refs.loc[t, 'mean_shift'])} | {_fmt(refs.loc[t, 'oracle'])}"
             + f" | {_fmt(means.loc[t, 'truth_pearson'])} | {_fmt(means.loc[t, 'truth_skill'])}"
             + f" | {_fmt(means.loc[t, 'truth_slope'])} |"
         )
     complete = per_seed.loc[types].notna().all()
     per_seed_means = per_seed.loc[types].mean()
-    lines += ["", "Mean over the types per seed (seeds with every type): "
-              + ", ".join(f"seed {s} {_fmt(per_seed_means[s])}" for s in seeds if complete[s]) + "."]
+    lines += [
+        "",
+        "Mean over the types per seed (seeds with every type): "
+        + ", ".join(f"seed {s} {_fmt(per_seed_means[s])}" for s in seeds if complete[s])
+        + ".",
+    ]
     return lines, means.loc[types, "pearson"]
 
 
@@ -100,34 +106,37 @@ def _paired_table(rows: pd.DataFrame) -> list[str]:
 
 def section(rows: pd.DataFrame, benchmark: pd.DataFrame, variant: str, command: str) -> str:
     edge = benchmark[benchmark["perturbation"] == "edge"]
-    refs = edge[edge["method"].isin(["mean_shift", "oracle"])].pivot(index="holdout", columns="method",
-                                                                       values="pearson")
+    refs = edge[edge["method"].isin(["mean_shift", "oracle"])].pivot(
+        index="holdout", columns="method", values="pearson"
+    )
     own = rows[rows["variant"] == variant]
     lines, type_means = _per_type_table(own, refs)
     mean = float(type_means.mean())
     shift = float(refs.loc[type_means.index, "mean_shift"].mean())
     target, margin = TARGETS["edge"]["pearson"], MARGIN_OVER_MEAN_SHIFT
-    return "\n".join([
-        "## Counterfactual accuracy over training seeds",
-        "",
-        f"Command: `{command}` — written {time.strftime('%Y-%m-%d', time.gmtime())}. Edge perturbation, "
-        f"Cellina `{variant}` with the settings of the section above; seed 0 is that section's run, the other "
-        "seeds repeat it with `benchmarks/accuracy_seed.py` (same tissue, graph, model and training settings). "
-        "`mean shift` and `exact (oracle)` need no training. Truth columns: exact-truth Pearson, skill and "
-        "slope on the niche-responsive genes, mean over seeds.",
-        "",
-        *lines,
-        "",
-        "| target | threshold | measured | met |",
-        "|---|---|---|---|",
-        f"| edge: pearson on top-50 DEGs, mean over {len(type_means)} types of the mean over seeds | >= {target} | "
-        f"{_fmt(mean)} | {'yes' if mean >= target else 'no'} |",
-        f"| edge: that mean minus the mean shift ({_fmt(shift)}) | >= {margin} | {_fmt(mean - shift)} | "
-        f"{'yes' if mean - shift >= margin else 'no'} |",
-        "",
-        *_paired_table(rows[rows["seed"] > 0]),
-        "",
-    ])
+    return "\n".join(
+        [
+            "## Counterfactual accuracy over training seeds",
+            "",
+            f"Command: `{command}` — written {time.strftime('%Y-%m-%d', time.gmtime())}. Edge perturbation, "
+            f"Cellina `{variant}` with the settings of the section above; seed 0 is that section's run, the other "
+            "seeds repeat it with `benchmarks/accuracy_seed.py` (same tissue, graph, model and training settings). "
+            "`mean shift` and `exact (oracle)` need no training. Truth columns: exact-truth Pearson, skill and "
+            "slope on the niche-responsive genes, mean over seeds.",
+            "",
+            *lines,
+            "",
+            "| target | threshold | measured | met |",
+            "|---|---|---|---|",
+            f"| edge: pearson on top-50 DEGs, mean over {len(type_means)} types of the mean over seeds | >= {target} | "
+            f"{_fmt(mean)} | {'yes' if mean >= target else 'no'} |",
+            f"| edge: that mean minus the mean shift ({_fmt(shift)}) | >= {margin} | {_fmt(mean - shift)} | "
+            f"{'yes' if mean - shift >= margin else 'no'} |",
+            "",
+            *_paired_table(rows[rows["seed"] > 0]),
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

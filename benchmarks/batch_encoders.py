@@ -57,9 +57,7 @@ def slide_tissue(n_cells: int, n_genes: int, effect_sd: float, seed: int):
 def probe(latent, adata) -> float:
     from cellina.evaluation import within_group_probe_scores
 
-    return within_group_probe_scores(latent, adata.obs["slide"], adata.obs["coarse_type"], seed=0)[
-        "balanced_accuracy"
-    ]
+    return within_group_probe_scores(latent, adata.obs["slide"], adata.obs["coarse_type"], seed=0)["balanced_accuracy"]
 
 
 def run(cfg: dict) -> dict:
@@ -68,18 +66,18 @@ def run(cfg: dict) -> dict:
     from cellina.model import Cellina
 
     adata = slide_tissue(cfg["n_cells"], cfg["n_genes"], cfg["effect_sd"], cfg["seed"])
-    out = {"counts (log-normalised)": {"z": probe(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X, adata)}}
+    out = {
+        "counts (log-normalised)": {"z": probe(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X, adata)}
+    }
     adata.X = adata.layers["counts"].copy()
     for encode_batch in (False, True):
         work = adata.copy()
-        Cellina.setup_anndata(work, batch_key="slide", labels_key="coarse_type", domains_key="domain",
-                              layer="counts")
+        Cellina.setup_anndata(work, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
         torch.manual_seed(cfg["seed"])
         model = Cellina.from_preset(work, "recommended", encode_batch=encode_batch, **cfg["model"])
         torch.set_num_threads(cfg["threads"])
         start = time.perf_counter()
-        model.train(max_epochs=cfg["max_epochs"], batch_size=256, enable_progress_bar=False,
-                    enable_model_summary=False)
+        model.train(max_epochs=cfg["max_epochs"], batch_size=256, enable_progress_bar=False, enable_model_summary=False)
         seconds = time.perf_counter() - start
         name = "batch in encoders and decoder" if encode_batch else "batch in the decoder only"
         out[name] = {
@@ -95,7 +93,9 @@ def reading(out: dict) -> str:
     """What the table says, generated from its numbers so it cannot drift from them."""
     decoder = out["batch in the decoder only"]
     both = out["batch in encoders and decoder"]
-    change = "less" if both["z"] < decoder["z"] - 0.02 else ("more" if both["z"] > decoder["z"] + 0.02 else "about as much")
+    change = (
+        "less" if both["z"] < decoder["z"] - 0.02 else ("more" if both["z"] > decoder["z"] + 0.02 else "about as much")
+    )
     return (
         f"Reading: the counts carry the slide almost perfectly ({out['counts (log-normalised)']['z']:.2f}). "
         f"With the batch in both encoders z keeps {change} slide information "

@@ -43,8 +43,10 @@ CELLINA_VARIANTS = {
     "cellina": ({"niche_decoder": "concat"}, "Cellina"),
     "cellina_factorised": ({"niche_decoder": "factorised"}, "Cellina factorised"),
     "cellina_type_gated": ({"niche_decoder": "type_gated"}, "Cellina type-gated"),
-    "cellina_recommended": ({"niche_decoder": "type_gated", "spatial_decoding": "mean",
-                             "type_aware_discriminator": True}, "Cellina recommended"),
+    "cellina_recommended": (
+        {"niche_decoder": "type_gated", "spatial_decoding": "mean", "type_aware_discriminator": True},
+        "Cellina recommended",
+    ),
 }
 
 
@@ -138,8 +140,9 @@ def run(args) -> dict:
                 runs[name].append(t)
                 if name == "cellina":
                     cellina_model = model
-            print(f"batch {bs} rep {rep}: " + ", ".join(
-                f"{k} {v[-1]:.2f} s/epoch" for k, v in runs.items()), flush=True)
+            print(
+                f"batch {bs} rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f} s/epoch" for k, v in runs.items()), flush=True
+            )
         r = {k: np.asarray(v) for k, v in runs.items()}
         rows.append(
             {
@@ -299,9 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.n_cells, args.n_genes, args.n_focal = 5_000, 500, 1_000
     res = run(args)
-    res.update(
-        threads=args.threads, epochs=args.epochs, repeats=args.repeats, n_donors=args.n_donors
-    )
+    res.update(threads=args.threads, epochs=args.epochs, repeats=args.repeats, n_donors=args.n_donors)
     if not args.no_docs:
         _plot(res, ROOT / "docs" / "img" / "model_speed.png")
         command = "python benchmarks/model_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])

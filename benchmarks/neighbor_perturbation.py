@@ -72,8 +72,7 @@ def _tissue(n: int, n_genes: int, k: int, seed: int):
     del blocks
     adata = ad.AnnData(
         X=X,
-        obs=pd.DataFrame({"cell_type": pd.Categorical(rng.choice(TYPES, size=n))},
-                         index=[f"c{i}" for i in range(n)]),
+        obs=pd.DataFrame({"cell_type": pd.Categorical(rng.choice(TYPES, size=n))}, index=[f"c{i}" for i in range(n)]),
         var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]),
     )
     adata.layers["counts"] = adata.X.copy()
@@ -91,8 +90,7 @@ def _perturbations(var_names, n_pert: int, seed: int):
 
     rng = np.random.default_rng(seed + 1)
     return {
-        ct: pd.Series(rng.normal(0, 1.0, size=n_pert),
-                      index=rng.choice(var_names, size=n_pert, replace=False))
+        ct: pd.Series(rng.normal(0, 1.0, size=n_pert), index=rng.choice(var_names, size=n_pert, replace=False))
         for ct in TYPES
     }
 
@@ -115,20 +113,37 @@ def _worker(mode: str, n: int, n_genes: int, k: int, n_pert: int, seed: int) -> 
     if mode == "features":
         compute_spatial_features(adata, obsm_key="phi_again")
     elif mode in ("log_shift", "log_shift_nophi"):
-        make_neighbor_perturbation(adata, perturbations=pert, groupby="cell_type",
-                                   obsm_key_out="spatial_x_cf", base=np.e,
-                                   renormalize=True, add_shift=True)
+        make_neighbor_perturbation(
+            adata,
+            perturbations=pert,
+            groupby="cell_type",
+            obsm_key_out="spatial_x_cf",
+            base=np.e,
+            renormalize=True,
+            add_shift=True,
+        )
     elif mode == "count_shift":
-        make_neighbor_perturbation(adata, perturbations=pert, groupby="cell_type", layer="counts",
-                                   renormalize=True, add_shift=False)
+        make_neighbor_perturbation(
+            adata, perturbations=pert, groupby="cell_type", layer="counts", renormalize=True, add_shift=False
+        )
     else:
-        make_perturbed_expression(adata, perturbations=pert, groupby="cell_type", layer="counts",
-                                  renormalize=True, add_shift=False)
+        make_perturbed_expression(
+            adata, perturbations=pert, groupby="cell_type", layer="counts", renormalize=True, add_shift=False
+        )
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
-    return {"mode": mode, "n": n, "genes": n_genes, "k": k, "seconds": seconds,
-            "peak_mb": peak, "rss_before_mb": before, "peak_reset": reset,
-            "density": density, "edges": int(adata.obsp["spatial_connectivities"].nnz)}
+    return {
+        "mode": mode,
+        "n": n,
+        "genes": n_genes,
+        "k": k,
+        "seconds": seconds,
+        "peak_mb": peak,
+        "rss_before_mb": before,
+        "peak_reset": reset,
+        "density": density,
+        "edges": int(adata.obsp["spatial_connectivities"].nnz),
+    }
 
 
 def main() -> None:
@@ -153,8 +168,9 @@ def main() -> None:
     for mode in args.modes:
         runs = []
         for _ in range(args.repeats):
-            res = run_isolated(script, [mode, str(args.cells), str(args.genes), str(args.k),
-                                        str(args.n_pert), str(args.seed)])
+            res = run_isolated(
+                script, [mode, str(args.cells), str(args.genes), str(args.k), str(args.n_pert), str(args.seed)]
+            )
             print(json.dumps(res), flush=True)
             runs.append(res)
         results.append(min(runs, key=lambda r: r["seconds"]))
@@ -180,8 +196,10 @@ def main() -> None:
         "|---|---:|---:|---:|---:|",
     ]
     for res in results:
-        lines.append(f"| {MODES[res['mode']]} | {res['seconds']:.1f} | {res['peak_mb']:.0f} | "
-                     f"{res['rss_before_mb']:.0f} | {res['peak_mb'] - res['rss_before_mb']:.0f} |")
+        lines.append(
+            f"| {MODES[res['mode']]} | {res['seconds']:.1f} | {res['peak_mb']:.0f} | "
+            f"{res['rss_before_mb']:.0f} | {res['peak_mb'] - res['rss_before_mb']:.0f} |"
+        )
     phi_mib = args.cells * args.genes * 4 / 2**20
     tutorial = next((r for r in results if r["mode"] == "log_shift"), None)
     if tutorial is not None:

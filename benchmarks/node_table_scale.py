@@ -15,7 +15,7 @@ import argparse
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +42,11 @@ def main() -> None:
     args = parser.parse_args()
     n_types, genes_per_type = 10, 20
     types, region = senders(args.n_cells, n_types, seed=0)
-    rows = [{"gene": f"g{t * genes_per_type + j}", "value": 0.5, "senders": (f"type_{t}",), "region": j % 2 == 0}
-            for t in range(n_types) for j in range(genes_per_type)]
+    rows = [
+        {"gene": f"g{t * genes_per_type + j}", "value": 0.5, "senders": (f"type_{t}",), "region": j % 2 == 0}
+        for t in range(n_types)
+        for j in range(genes_per_type)
+    ]
     table = GeneShifts.from_rows(rows)
     times = []
     for _ in range(args.repeats):
@@ -54,20 +57,23 @@ def main() -> None:
     print(f"sender grouping, {args.n_cells:,} cells x {len(rows)} rows: median {median:.4f} s, {len(groups)} groups")
     if args.no_write:
         return
-    section = "\n".join([
-        "## Node gene-shift table at scale",
-        "",
-        f"Command: `python benchmarks/node_table_scale.py`  ",
-        f"Machine: {platform.machine()}, Python {platform.python_version()}; measured "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
-        "",
-        f"Resolving a {len(rows)}-row gene-shift table (rows restricted to one of {n_types} sender types, half "
-        f"of them also to the lasso region) into sender groups for {args.n_cells:,} cells, as the plugin does "
-        "in the worker before every node run: median of "
-        f"{args.repeats} runs **{median:.4f} s** ({len(groups)} groups; runs: "
-        + ", ".join(f"{t:.4f}" for t in times) + " s). It works per (cell-type code, inside-lasso) pair; the "
-        "first version matched strings per row and cell and took 28 s for the same table.",
-    ])
+    section = "\n".join(
+        [
+            "## Node gene-shift table at scale",
+            "",
+            "Command: `python benchmarks/node_table_scale.py`  ",
+            f"Machine: {platform.machine()}, Python {platform.python_version()}; measured "
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+            "",
+            f"Resolving a {len(rows)}-row gene-shift table (rows restricted to one of {n_types} sender types, half "
+            f"of them also to the lasso region) into sender groups for {args.n_cells:,} cells, as the plugin does "
+            "in the worker before every node run: median of "
+            f"{args.repeats} runs **{median:.4f} s** ({len(groups)} groups; runs: "
+            + ", ".join(f"{t:.4f}" for t in times)
+            + " s). It works per (cell-type code, inside-lasso) pair; the "
+            "first version matched strings per row and cell and took 28 s for the same table.",
+        ]
+    )
     write_section("node_table_scale", section)
 
 

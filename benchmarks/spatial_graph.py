@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import write_section  # noqa: E402
 
-
 # ----------------------------------------------------------------------------- helpers
 # (also used by benchmarks/neighbor_perturbation.py)
 
@@ -78,7 +77,9 @@ def run_isolated(script: Path, args: list[str]) -> dict:
 
 
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+    )
 
 
 # ----------------------------------------------------------------------------- worker
@@ -86,7 +87,7 @@ def machine() -> str:
 ENGINES = {
     "ckdtree": "scipy `cKDTree`, unbalanced, queried in tree order, `workers=-1` (ours)",
     "ckdtree_default": "scipy `cKDTree`, defaults, queried in input order, `workers=-1`",
-    "sklearn": "scikit-learn `NearestNeighbors(algorithm=\"kd_tree\", n_jobs=-1)` (squidpy's engine, here with all cores)",
+    "sklearn": 'scikit-learn `NearestNeighbors(algorithm="kd_tree", n_jobs=-1)` (squidpy\'s engine, here with all cores)',
 }
 
 
@@ -112,8 +113,15 @@ def _worker(method: str, n: int, k: int, seed: int) -> dict:
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
     nnz = int(adata.obsp["spatial_connectivities"].nnz)
-    return {"method": method, "n": n, "k": k, "seconds": seconds, "peak_mb": peak,
-            "peak_above_start_mb": peak - before, "nnz": nnz}
+    return {
+        "method": method,
+        "n": n,
+        "k": k,
+        "seconds": seconds,
+        "peak_mb": peak,
+        "peak_above_start_mb": peak - before,
+        "nnz": nnz,
+    }
 
 
 def _engine(engine: str, n: int, k: int, seed: int) -> dict:
@@ -203,7 +211,7 @@ def main() -> None:
         f"Machine: {machine()}; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         f"k = {args.k} nearest neighbours of uniform random coordinates (one cell per 100 um^2); "
-        "squidpy with `coord_type=\"generic\", n_neighs=k`, ours with `cutoff=0` and a huge "
+        'squidpy with `coord_type="generic", n_neighs=k`, ours with `cutoff=0` and a huge '
         f"bandwidth so all k edges are kept. Identical neighbour sets at 20k cells: **{same}**. "
         f"Fastest of {args.repeats} alternating runs, each in its own process; peak memory is the "
         "process's peak RSS, and in brackets the part above the RSS just before the call.",

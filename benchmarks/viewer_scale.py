@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import DOC, write_section  # noqa: E402
+
 IMG = ROOT / "docs" / "img" / "viewer_scale.png"
 NOTE = (
     "Absolute times here are several times those of an idle machine (napari adds 500k points in about 2 s "
@@ -90,22 +91,34 @@ def main(argv: list[str] | None = None) -> int:
     del adata
     gc.collect()
 
-    results: dict[str, list[float]] = {k: [] for k in (
-        "floor_open", "ours_open", "floor_recolour", "ours_recolour",
-        "lasso_shapely", "lasso_shapely_shown", "lasso_matplotlib", "lasso_matplotlib_shown",
-        "shapely_all_cells")}
+    results: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "floor_open",
+            "ours_open",
+            "floor_recolour",
+            "ours_recolour",
+            "lasso_shapely",
+            "lasso_shapely_shown",
+            "lasso_matplotlib",
+            "lasso_matplotlib_shown",
+            "shapely_all_cells",
+        )
+    }
     n_selected = 0
     for repeat in range(args.repeats):
         # --- floor: anndata read + bare add_points with an RGBA array
         viewer = napari.Viewer(show=True)
         app = QApplication.instance()
         app.processEvents()
-        box: dict = {}
+        box: dict = {"viewer": viewer}
 
-        def floor_open():
+        def floor_open(box=box):
             a = ad.read_h5ad(path)
             box["a"] = a
-            box["layer"] = viewer.add_points(a.obsm["spatial"][:, ::-1], face_color=box["rgba"], border_width=0, size=10)
+            box["layer"] = box["viewer"].add_points(
+                a.obsm["spatial"][:, ::-1], face_color=box["rgba"], border_width=0, size=10
+            )
 
         probe = ad.read_h5ad(path)
         codes = probe.obs["cell_type"].cat.codes.to_numpy()
@@ -114,19 +127,22 @@ def main(argv: list[str] | None = None) -> int:
         rgba_domain = category_colours(list(probe.obs["domain"].cat.categories))[dom]
         del probe
         results["floor_open"].append(_timed(floor_open, app))
-        results["floor_recolour"].append(_timed(lambda: setattr(box["layer"], "face_color", rgba_domain), app))
+        box["recolour"] = rgba_domain
+        results["floor_recolour"].append(
+            _timed(lambda box=box: setattr(box["layer"], "face_color", box["recolour"]), app)
+        )
         viewer.close()
-        del box
+        box.clear()
         gc.collect()
 
         # --- ours: reader + tissue dock adopting the layer; dock recolour; lasso
         viewer = napari.Viewer(show=True)
         add_cellina_docks(viewer)
         app.processEvents()
-        results["ours_open"].append(_timed(lambda: viewer.open(str(path), plugin="napari-cellina"), app))
+        results["ours_open"].append(_timed(lambda viewer=viewer: viewer.open(str(path), plugin="napari-cellina"), app))
         bridge = get_bridge(viewer)
         assert bridge.session.adata is not None and bridge.session.adata.n_obs == args.n_cells
-        results["ours_recolour"].append(_timed(lambda: bridge.recolour("domain"), app))
+        results["ours_recolour"].append(_timed(lambda bridge=bridge: bridge.recolour("domain"), app))
         points = bridge.session.display_coordinates()
         polygon = _lasso(points, seed=repeat)
         edge = viewer.window.dock_widgets["3. Edge perturbation (napari-cellina)"]
@@ -154,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(v) for k, v in results.items()}
     ratio_open = med["ours_open"] / med["floor_open"]
     ratio_recolour = med["ours_recolour"] / med["floor_recolour"]
-    print(f"open ratio {ratio_open:.2f}, recolour ratio {ratio_recolour:.2f}, "
-          f"lasso shapely {med['lasso_shapely']:.3f} s, matplotlib {med['lasso_matplotlib']:.3f} s")
+    print(
+        f"open ratio {ratio_open:.2f}, recolour ratio {ratio_recolour:.2f}, "
+        f"lasso shapely {med['lasso_shapely']:.3f} s, matplotlib {med['lasso_matplotlib']:.3f} s"
+    )
     if args.no_write:
         return 0
 
@@ -165,11 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
-    for ax, (title, keys) in zip(axes, (
-        ("open + display", ("floor_open", "ours_open")),
-        ("recolour", ("floor_recolour", "ours_recolour")),
-        ("lasso -> mask", ("shapely_all_cells", "lasso_shapely", "lasso_matplotlib")),
-    )):
+    for ax, (title, keys) in zip(
+        axes,
+        (
+            ("open + display", ("floor_open", "ours_open")),
+            ("recolour", ("floor_recolour", "ours_recolour")),
+            ("lasso -> mask", ("shapely_all_cells", "lasso_shapely", "lasso_matplotlib")),
+        ),
+    ):
         ax.bar(range(len(keys)), [med[k] for k in keys], color=["#999999", "#1f77b4", "#ff7f0e"][: len(keys)])
         # the floor is grey, ours blue (and orange for the second engine)
         ax.set_xticks(range(len(keys)), [k.replace("_", "\n") for k in keys], fontsize=7)
@@ -184,41 +205,52 @@ def main(argv: list[str] | None = None) -> int:
         values = ", ".join(f"{x:.3f}" for x in results[key])
         return f"| {name} | {med[key]:.3f} | {values} | {note} |"
 
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = "\n".join([
-        "## Viewer at scale: the plugin against napari's own floor",
-        "",
-        f"Command: `xvfb-run -a python benchmarks/viewer_scale.py --n-cells {args.n_cells} --repeats {args.repeats}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), Python {platform.python_version()}, "
-        f"napari {napari.__version__}, software OpenGL under Xvfb; measured {now}.",
-        "",
-        f"A synthetic tissue of {args.n_cells:,} cells x {args.n_genes} genes ({size_mb:.0f} MiB .h5ad), every cell "
-        "drawn (no subsampling). Each repeat times the floor and ours in the same process, one after the other; "
-        "every step ends with `QApplication.processEvents()` so the canvas has drawn. " + NOTE,
-        "",
-        "| step | median (s) | runs (s) | note |",
-        "|---|---:|---:|---|",
-        row("floor: `anndata.read_h5ad` + bare `add_points(rgba)`", "floor_open"),
-        row("ours: `viewer.open(path, plugin='napari-cellina')` + tissue dock adopts it", "ours_open",
-            f"**{ratio_open:.2f}x** the floor (target <= 1.5x)"),
-        row("floor: bare `layer.face_color = rgba`", "floor_recolour"),
-        row("ours: tissue dock recolours by `domain` (colours + legend)", "ours_recolour",
-            f"**{ratio_recolour:.2f}x** the floor (target <= 1.2x)"),
-        row("ours: lasso (200 vertices) -> mask + counts, shapely (`select_polygons`)", "lasso_shapely",
-            f"{n_selected:,} cells selected (target < 0.3 s)"),
-        row("... and the docks updated (Qt events processed)", "lasso_shapely_shown", ""),
-        row("ours: lasso -> mask + counts, matplotlib `Path`", "lasso_matplotlib", "same mask"),
-        row("... and the docks updated (Qt events processed)", "lasso_matplotlib_shown", ""),
-        row("reference: bare shapely `contains_xy` on all cells", "shapely_all_cells", ""),
-        "",
-        "The lasso goes through the session (`CellinaSession.select_polygons`): a vectorised bounding-box "
-        "filter, then the exact test on the cells inside the box only, then the selection event that "
-        "updates the docks' counts. Shapely is the default engine: faster than matplotlib's `Path` here, "
-        "and it repairs self-crossing strokes. The bare `contains_xy` row is the floor of the exact test "
-        "alone, with no box filter, mask bookkeeping or events.",
-        "",
-        "![viewer scale benchmark](img/viewer_scale.png)",
-    ])
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = "\n".join(
+        [
+            "## Viewer at scale: the plugin against napari's own floor",
+            "",
+            f"Command: `xvfb-run -a python benchmarks/viewer_scale.py --n-cells {args.n_cells} --repeats {args.repeats}`  ",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), Python {platform.python_version()}, "
+            f"napari {napari.__version__}, software OpenGL under Xvfb; measured {now}.",
+            "",
+            f"A synthetic tissue of {args.n_cells:,} cells x {args.n_genes} genes ({size_mb:.0f} MiB .h5ad), every cell "
+            "drawn (no subsampling). Each repeat times the floor and ours in the same process, one after the other; "
+            "every step ends with `QApplication.processEvents()` so the canvas has drawn. " + NOTE,
+            "",
+            "| step | median (s) | runs (s) | note |",
+            "|---|---:|---:|---|",
+            row("floor: `anndata.read_h5ad` + bare `add_points(rgba)`", "floor_open"),
+            row(
+                "ours: `viewer.open(path, plugin='napari-cellina')` + tissue dock adopts it",
+                "ours_open",
+                f"**{ratio_open:.2f}x** the floor (target <= 1.5x)",
+            ),
+            row("floor: bare `layer.face_color = rgba`", "floor_recolour"),
+            row(
+                "ours: tissue dock recolours by `domain` (colours + legend)",
+                "ours_recolour",
+                f"**{ratio_recolour:.2f}x** the floor (target <= 1.2x)",
+            ),
+            row(
+                "ours: lasso (200 vertices) -> mask + counts, shapely (`select_polygons`)",
+                "lasso_shapely",
+                f"{n_selected:,} cells selected (target < 0.3 s)",
+            ),
+            row("... and the docks updated (Qt events processed)", "lasso_shapely_shown", ""),
+            row("ours: lasso -> mask + counts, matplotlib `Path`", "lasso_matplotlib", "same mask"),
+            row("... and the docks updated (Qt events processed)", "lasso_matplotlib_shown", ""),
+            row("reference: bare shapely `contains_xy` on all cells", "shapely_all_cells", ""),
+            "",
+            "The lasso goes through the session (`CellinaSession.select_polygons`): a vectorised bounding-box "
+            "filter, then the exact test on the cells inside the box only, then the selection event that "
+            "updates the docks' counts. Shapely is the default engine: faster than matplotlib's `Path` here, "
+            "and it repairs self-crossing strokes. The bare `contains_xy` row is the floor of the exact test "
+            "alone, with no box filter, mask bookkeeping or events.",
+            "",
+            "![viewer scale benchmark](img/viewer_scale.png)",
+        ]
+    )
     write_section("viewer_scale", section)
     print(f"wrote {DOC} and {IMG}")
     return 0

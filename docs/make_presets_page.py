@@ -70,8 +70,10 @@ def page() -> str:
         where = PUBLISHED.plan if option in PUBLISHED.plan or option in RECOMMENDED.plan else PUBLISHED.model
         other = RECOMMENDED.plan if where is PUBLISHED.plan else RECOMMENDED.model
         kind = "plan" if where is PUBLISHED.plan else "model"
-        cells = [f"`{where[option]!r}`" if option in where else "default",
-                 f"`{other[option]!r}`" if option in other else "default"]
+        cells = [
+            f"`{where[option]!r}`" if option in where else "default",
+            f"`{other[option]!r}`" if option in other else "default",
+        ]
         rows.append(f"| `{option}` ({kind}) | {cells[0]} | {cells[1]} | {OPTION_NOTES[option]} |")
     return "\n".join([INTRO, "## What each preset sets", "", *rows, "", EFFECTS])
 

@@ -87,9 +87,7 @@ def test_anchor_niche_without_excluded_cells_is_the_masked_graph_niche(two_slide
     anchors = np.array([3, 40, 120, 150])
     focal = np.array([_far_cell(adata, x) for x in anchors])
     exclude = np.unique(np.concatenate([_neighbours(adata, x)[:2] for x in anchors]))
-    phi = anchor_niche_features(
-        adata.layers["counts"], _graph(adata), anchors, focal, record, exclude
-    )
+    phi = anchor_niche_features(adata.layers["counts"], _graph(adata), anchors, focal, record, exclude)
     ref = adata.copy()
     ref.obsp["masked"] = _zero_columns(_graph(adata), exclude)
     compute_spatial_features(ref, connectivity_key="masked", obsm_key="ref", layer="lognorm")
@@ -103,9 +101,7 @@ def test_an_anchor_whose_only_neighbour_is_the_focal_cell_is_reported(two_slide_
     a = _anchor_with_neighbours(adata)
     nb = _neighbours(adata, a)
     with pytest.warns(UserWarning, match="1 focal cell.*empty niche"):
-        phi = anchor_niche_features(
-            adata.layers["counts"], _graph(adata), np.array([a]), nb[:1], record, nb[1:]
-        )
+        phi = anchor_niche_features(adata.layers["counts"], _graph(adata), np.array([a]), nb[:1], record, nb[1:])
     assert not phi.any()
 
 
@@ -118,8 +114,14 @@ def test_homotypic_anchors_leave_the_pool_before_the_draw(two_slide_counts):
     focal = np.array([_far_cell(adata, x) for x in pool] * 5)
     with pytest.warns(UserWarning, match=r"1 of 3 anchors are homotypic"):
         phi, anchors = rewired_niche_features(
-            adata, adata.layers["counts"], focal, pool, "spatial_x", np.random.default_rng(4),
-            precomputed=True, exclude=exclude,
+            adata,
+            adata.layers["counts"],
+            focal,
+            pool,
+            "spatial_x",
+            np.random.default_rng(4),
+            precomputed=True,
+            exclude=exclude,
         )
     assert homotypic not in anchors
     expected = sample_anchors(focal, pool[pool != homotypic], np.random.default_rng(4))
@@ -127,8 +129,14 @@ def test_homotypic_anchors_leave_the_pool_before_the_draw(two_slide_counts):
     assert (phi != 0).any(axis=1).all()
     with pytest.raises(ValueError, match="All anchors are homotypic"):
         rewired_niche_features(
-            adata, adata.layers["counts"], focal, np.array([homotypic]), "spatial_x",
-            np.random.default_rng(4), precomputed=True, exclude=exclude,
+            adata,
+            adata.layers["counts"],
+            focal,
+            np.array([homotypic]),
+            "spatial_x",
+            np.random.default_rng(4),
+            precomputed=True,
+            exclude=exclude,
         )
 
 
@@ -138,7 +146,12 @@ def test_without_exclusion_the_anchor_draw_is_unchanged(two_slide_counts):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         phi, anchors = rewired_niche_features(
-            adata, adata.layers["counts"], focal, pool, "spatial_x", np.random.default_rng(9),
+            adata,
+            adata.layers["counts"],
+            focal,
+            pool,
+            "spatial_x",
+            np.random.default_rng(9),
             precomputed=True,
         )
     np.testing.assert_array_equal(anchors, sample_anchors(focal, pool, np.random.default_rng(9)))
@@ -157,18 +170,34 @@ def test_excluded_cells_are_never_donors(two_slide_counts):
     pool, focal = np.arange(90, 180), np.arange(0, 40)
     exclude = np.arange(90, 170)
     _, donors = rewired_niche_features(
-        adata, adata.layers["counts"], focal, pool, "spatial_x", np.random.default_rng(1),
-        n_neighbours=5, exclude=exclude,
+        adata,
+        adata.layers["counts"],
+        focal,
+        pool,
+        "spatial_x",
+        np.random.default_rng(1),
+        n_neighbours=5,
+        exclude=exclude,
     )
     assert not np.isin(donors, exclude).any() and np.isin(donors, pool).all()
     with pytest.raises(ValueError, match="excluded"):
         rewired_niche_features(
-            adata, adata.layers["counts"], focal, pool, "spatial_x", np.random.default_rng(1),
+            adata,
+            adata.layers["counts"],
+            focal,
+            pool,
+            "spatial_x",
+            np.random.default_rng(1),
             exclude=np.arange(90, 180),
         )
     # without exclude the donors are exactly the plain draw
     _, plain = rewired_niche_features(
-        adata, adata.layers["counts"], focal, pool, "spatial_x", np.random.default_rng(1),
+        adata,
+        adata.layers["counts"],
+        focal,
+        pool,
+        "spatial_x",
+        np.random.default_rng(1),
         n_neighbours=5,
     )
     np.testing.assert_array_equal(plain, sample_donors(focal, pool, 5, np.random.default_rng(1)))
@@ -178,6 +207,12 @@ def test_exclude_must_be_positions_inside_the_anndata(two_slide_counts):
     adata = two_slide_counts
     with pytest.raises(ValueError, match="outside"):
         rewired_niche_features(
-            adata, adata.layers["counts"], np.arange(3), np.arange(90, 100), "spatial_x",
-            np.random.default_rng(0), precomputed=True, exclude=np.array([adata.n_obs]),
+            adata,
+            adata.layers["counts"],
+            np.arange(3),
+            np.arange(90, 100),
+            "spatial_x",
+            np.random.default_rng(0),
+            precomputed=True,
+            exclude=np.array([adata.n_obs]),
         )

@@ -103,7 +103,7 @@ def test_no_import_cycle_between_modules():
     for start in sorted(graph):
         if start not in state:
             cycle = visit(start, [])
-            assert cycle is None, " -> ".join(cycle[cycle.index(cycle[-1]):])
+            assert cycle is None, " -> ".join(cycle[cycle.index(cycle[-1]) :])
 
 
 def _code_lines(node: ast.AST) -> int:

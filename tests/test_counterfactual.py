@@ -178,19 +178,20 @@ def test_counterfactual_matches_decoding_its_own_donors(model):
     adata = model.adata
     focal, pool = _cells(adata, "healthy")[:50], _cells(adata, "tumour")
     expr, donors = model.get_counterfactual_expression(
-        focal, pool, n_neighbours=8, return_donors=True, seed=5, precomputed=False,
+        focal,
+        pool,
+        n_neighbours=8,
+        return_donors=True,
+        seed=5,
+        precomputed=False,
     )
     assert donors.shape == (1, 50, 8)
     assert np.isin(donors, pool).all() and not (donors[0] == focal[:, None]).any()
     ad2 = adata.copy()
-    phi = pooled_niche_features(
-        ad2.layers["counts"], donors[0], spatial_features_record(ad2, "spatial_x")
-    )
+    phi = pooled_niche_features(ad2.layers["counts"], donors[0], spatial_features_record(ad2, "spatial_x"))
     ad2.obsm["spatial_x_cf"] = ad2.obsm["spatial_x"].copy()
     ad2.obsm["spatial_x_cf"][focal] = phi
-    np.testing.assert_allclose(
-        model.get_perturbed_expression(ad2, indices=focal), expr, rtol=1e-4, atol=1e-5
-    )
+    np.testing.assert_allclose(model.get_perturbed_expression(ad2, indices=focal), expr, rtol=1e-4, atol=1e-5)
     # rewiring towards the tumour moves the prediction away from the factual one
     assert not np.allclose(expr, model.get_expression(indices=focal), rtol=1e-3)
 
@@ -199,7 +200,13 @@ def test_draws_average_and_report_their_spread(model):
     adata = model.adata
     focal, pool = _cells(adata, "healthy")[:30], _cells(adata, "tumour")
     mean, std, donors = model.get_counterfactual_expression(
-        focal, pool, n_neighbours=5, n_draws=4, return_std=True, return_donors=True, precomputed=False,
+        focal,
+        pool,
+        n_neighbours=5,
+        n_draws=4,
+        return_std=True,
+        return_donors=True,
+        precomputed=False,
     )
     assert mean.shape == std.shape == (30, adata.n_vars)
     assert donors.shape == (4, 30, 5)
@@ -225,10 +232,20 @@ def test_counterfactual_latents_follow_the_same_draws(model):
     adata = model.adata
     focal, pool = _cells(adata, "healthy")[:40], _cells(adata, "tumour")
     s_cf, donors = model.get_counterfactual_latents(
-        focal, pool, n_neighbours=6, seed=2, return_donors=True, precomputed=False,
+        focal,
+        pool,
+        n_neighbours=6,
+        seed=2,
+        return_donors=True,
+        precomputed=False,
     )
     _, donors_expr = model.get_counterfactual_expression(
-        focal, pool, n_neighbours=6, seed=2, return_donors=True, precomputed=False,
+        focal,
+        pool,
+        n_neighbours=6,
+        seed=2,
+        return_donors=True,
+        precomputed=False,
     )
     np.testing.assert_array_equal(donors, donors_expr)
     assert s_cf.shape == (40, model.module.n_latent_spatial)
@@ -239,9 +256,7 @@ def test_counterfactual_latents_follow_the_same_draws(model):
 def test_anchor_mode(model):
     adata = model.adata
     focal, pool = _cells(adata, "healthy")[:40], _cells(adata, "tumour")
-    expr, anchors = model.get_counterfactual_expression(
-        focal, pool, precomputed=True, return_donors=True, seed=0
-    )
+    expr, anchors = model.get_counterfactual_expression(focal, pool, precomputed=True, return_donors=True, seed=0)
     assert anchors.shape == (1, 40) and np.isin(anchors, pool).all()
     # rebuilt from the anchor's neighbours in the unmasked graph (here identical to the
     # training graph), so it equals decoding the anchor's own niche features
@@ -255,9 +270,7 @@ def test_anchor_mode(model):
         atol=1e-5,
     )
     with pytest.raises(ValueError, match=r"obsp\['other_graph'\]"):
-        model.get_counterfactual_expression(
-            focal, pool, precomputed=True, connectivity_key="other_graph"
-        )
+        model.get_counterfactual_expression(focal, pool, precomputed=True, connectivity_key="other_graph")
 
 
 def test_bad_inputs_are_named(model):

@@ -57,7 +57,13 @@ def test_pooled_mode_averages_the_named_layer_over_drawn_donors(two_slide_counts
     adata = two_slide_counts
     focal, pool = np.arange(0, 12), np.arange(100, 160)
     out = make_counterfactual_adata(
-        adata, focal, pool, "spatial_x", anchor_donors=False, n_neighbors=6, random_state=2,
+        adata,
+        focal,
+        pool,
+        "spatial_x",
+        anchor_donors=False,
+        n_neighbors=6,
+        random_state=2,
         layer="lognorm",
     )
     graph = sp.csr_matrix(adata.obsp["spatial_connectivities_cf"])
@@ -79,9 +85,11 @@ def test_pooled_draws_are_seeded_and_none_takes_the_whole_pool(two_slide_counts)
     focal, pool = np.arange(0, 12), np.arange(6, 60)  # the pool holds some focal cells
 
     def draw(**kw):
-        return _dense(make_counterfactual_adata(
-            adata, focal, pool, "spatial_x", anchor_donors=False, layer="lognorm", **kw
-        ).obsm["spatial_x"])
+        return _dense(
+            make_counterfactual_adata(adata, focal, pool, "spatial_x", anchor_donors=False, layer="lognorm", **kw).obsm[
+                "spatial_x"
+            ]
+        )
 
     np.testing.assert_array_equal(draw(n_neighbors=4, random_state=5), draw(n_neighbors=4, random_state=5))
     assert not np.array_equal(draw(n_neighbors=4, random_state=5), draw(n_neighbors=4, random_state=6))
@@ -103,16 +111,20 @@ def test_pooled_mode_warns_when_it_would_average_raw_counts(two_slide_counts):
     np.testing.assert_allclose(_dense(out.obsm["spatial_x"]), expected, rtol=1e-5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        make_counterfactual_adata(
-            adata, focal, pool, "spatial_x", anchor_donors=False, n_neighbors=3, layer="lognorm"
-        )
+        make_counterfactual_adata(adata, focal, pool, "spatial_x", anchor_donors=False, n_neighbors=3, layer="lognorm")
 
 
 def test_pooled_mode_refuses_exclude_indices(two_slide_counts):
     with pytest.raises(ValueError, match="only used when anchor_donors=True"):
         make_counterfactual_adata(
-            two_slide_counts, np.arange(5), np.arange(90, 120), "spatial_x", anchor_donors=False,
-            n_neighbors=3, layer="lognorm", exclude_indices=np.arange(90, 95),
+            two_slide_counts,
+            np.arange(5),
+            np.arange(90, 120),
+            "spatial_x",
+            anchor_donors=False,
+            n_neighbors=3,
+            layer="lognorm",
+            exclude_indices=np.arange(90, 95),
         )
     assert "spatial_connectivities_cf" not in two_slide_counts.obsp
 

@@ -236,8 +236,9 @@ def test_niche_effects_touch_only_the_response_programmes(tissue):
     tcell, bcell = coarse == "T_cell", coarse == "B_cell"
     comp = _programme(tissue, "composition_response")
     c = tissue.obs["cellina_true_composition"].to_numpy()
-    slope = [np.abs(ratio[np.ix_(cells & (c > 0.3), comp)]).mean() / c[cells & (c > 0.3)].mean()
-             for cells in (tcell, bcell)]
+    slope = [
+        np.abs(ratio[np.ix_(cells & (c > 0.3), comp)]).mean() / c[cells & (c > 0.3)].mean() for cells in (tcell, bcell)
+    ]
     assert slope[0] > 2 * slope[1]
 
 
@@ -306,9 +307,7 @@ def test_composition_override():
 
 def test_true_mean_reproduces_the_stored_layers(tissue):
     np.testing.assert_allclose(true_mean(tissue), tissue.layers["cellina_true_mean"], rtol=1e-6)
-    np.testing.assert_allclose(
-        true_mean(tissue, niche=False), tissue.layers["cellina_true_mean_intrinsic"], rtol=1e-6
-    )
+    np.testing.assert_allclose(true_mean(tissue, niche=False), tissue.layers["cellina_true_mean_intrinsic"], rtol=1e-6)
     idx = np.array([5, 0, 2399, 5])
     np.testing.assert_allclose(true_mean(tissue, idx), tissue.layers["cellina_true_mean"][idx], rtol=1e-6)
     mask = (tissue.obs["domain"] == "margin").to_numpy()

@@ -27,8 +27,9 @@ def test_round_trip_keeps_results_and_provenance(adata, tmp_path):
     fact = cf / 2
     donors = np.array([[1, 2], [4, 5], [8, 9]])
     shifts = pd.DataFrame({"gene": ["g1"], "value": [1.5], "senders": [("t_cell", "b_cell")]})
-    record = run_record("edge", {"n_neighbours": 2, "unused": None}, focal=focal, seed=5, donors=donors,
-                        gene_shifts=shifts)
+    record = run_record(
+        "edge", {"n_neighbours": 2, "unused": None}, focal=focal, seed=5, donors=donors, gene_shifts=shifts
+    )
     out = perturbed_anndata(
         adata,
         runs={"edge 1": record},

@@ -21,17 +21,32 @@ def _adata(obs: dict, layers: tuple[str, ...] = (), obsm: dict | None = None) ->
 
 
 def test_cosmx_names_are_guessed():
-    adata = _adata({"CenterX_global_px": [1.0, 2.0], "CenterY_global_px": [3.0, 4.0], "ist": ["a", "b"],
-                    "typ": ["x", "y"], "sid": ["s1", "s2"]})
+    adata = _adata(
+        {
+            "CenterX_global_px": [1.0, 2.0],
+            "CenterY_global_px": [3.0, 4.0],
+            "ist": ["a", "b"],
+            "typ": ["x", "y"],
+            "sid": ["s1", "s2"],
+        }
+    )
     guess = guess_keys(adata)
     assert (guess.cell_type, guess.domain, guess.batch) == ("ist", "typ", "sid")
     assert (guess.spatial_key, guess.x_column, guess.y_column) == (None, "CenterX_global_px", "CenterY_global_px")
     assert guess.in_pixels
 
 
-@pytest.mark.parametrize(("column", "field"), [("cell_type", "cell_type"), ("CellType", "cell_type"),
-                                               ("leiden", "cell_type"), ("region", "domain"),
-                                               ("niche", "domain"), ("library_id", "batch")])
+@pytest.mark.parametrize(
+    ("column", "field"),
+    [
+        ("cell_type", "cell_type"),
+        ("CellType", "cell_type"),
+        ("leiden", "cell_type"),
+        ("region", "domain"),
+        ("niche", "domain"),
+        ("library_id", "batch"),
+    ],
+)
 def test_scverse_names_are_guessed(column, field):
     assert getattr(guess_keys(_adata({column: ["a", "b"]})), field) == column
 
@@ -64,8 +79,10 @@ def test_nothing_known_guesses_nothing():
     assert (guess.cell_type, guess.domain, guess.batch, guess.x_column, guess.spatial_key) == (None,) * 5
 
 
-@pytest.mark.parametrize(("names", "pixels"), [(("CenterX_global_px",), True), (("imagecol",), True),
-                                               (("x_centroid",), False), (("spatial", None), False)])
+@pytest.mark.parametrize(
+    ("names", "pixels"),
+    [(("CenterX_global_px",), True), (("imagecol",), True), (("x_centroid",), False), (("spatial", None), False)],
+)
 def test_pixel_names_are_recognised(names, pixels):
     assert looks_like_pixels(*names) is pixels
 
@@ -75,9 +92,14 @@ def test_coordinates_are_read_from_obs_columns():
     np.testing.assert_array_equal(read_coordinates(adata, None, "x_centroid", "y_centroid"), [[1, 3], [2, 4]])
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"spatial_key": "spatial"}, "obsm"),
-                                                 ({"x_column": "x", "y_column": "nope"}, "'nope'"),
-                                                 ({"x_column": "x", "y_column": "y"}, "NaN")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"spatial_key": "spatial"}, "obsm"),
+        ({"x_column": "x", "y_column": "nope"}, "'nope'"),
+        ({"x_column": "x", "y_column": "y"}, "NaN"),
+    ],
+)
 def test_unreadable_coordinates_are_named(kwargs, message):
     adata = _adata({"x": [1.0, np.nan], "y": [1.0, 2.0]})
     with pytest.raises(ValueError, match=message):

@@ -135,12 +135,22 @@ def test_both_modes_match_dense_reference(add_shift, renormalize, base):
     pert = {"T_cell": {"g1": 2.0, "g4": -1.0, "g9": 0.7}, "Myeloid": {"g4": 1.0, "g20": -3.0}}
     layer = None if add_shift else "counts"
     make_neighbor_perturbation(
-        adata, pert, groupby="coarse_type", layer=layer, base=base,
-        renormalize=renormalize, add_shift=add_shift,
+        adata,
+        pert,
+        groupby="coarse_type",
+        layer=layer,
+        base=base,
+        renormalize=renormalize,
+        add_shift=add_shift,
     )
     make_perturbed_expression(
-        adata, pert, groupby="coarse_type", layer=layer, base=base,
-        renormalize=renormalize, add_shift=add_shift,
+        adata,
+        pert,
+        groupby="coarse_type",
+        layer=layer,
+        base=base,
+        renormalize=renormalize,
+        add_shift=add_shift,
     )
     table = _shift_table(adata, pert, "coarse_type", base, add_shift)
     src = (adata.X if add_shift else adata.layers["counts"]).toarray()
@@ -165,8 +175,11 @@ def test_both_modes_match_dense_reference(add_shift, renormalize, base):
 def test_groupby_restricts_to_senders_of_the_group():
     adata = _tissue(seed=3)
     make_perturbed_expression(
-        adata, {"Fibroblast": {"g2": 1.5, "g3": -2.0}}, groupby="coarse_type",
-        layer="counts", renormalize=False,
+        adata,
+        {"Fibroblast": {"g2": 1.5, "g3": -2.0}},
+        groupby="coarse_type",
+        layer="counts",
+        renormalize=False,
     )
     diff = (adata.layers["counts_cf"] - adata.layers["counts"]).tocoo()
     changed_rows = np.unique(diff.row[diff.data != 0])
@@ -174,9 +187,7 @@ def test_groupby_restricts_to_senders_of_the_group():
     assert changed_rows.size > 0 and np.all(np.isin(changed_rows, fib))
     assert set(np.unique(diff.col[diff.data != 0])) <= {2, 3}
     # phi changes only for receivers with a fibroblast neighbour
-    make_neighbor_perturbation(
-        adata, {"Fibroblast": {"g2": 1.5}}, groupby="coarse_type", add_shift=True
-    )
+    make_neighbor_perturbation(adata, {"Fibroblast": {"g2": 1.5}}, groupby="coarse_type", add_shift=True)
     W = adata.obsp["spatial_connectivities"]
     has_fib_nbr = np.asarray(W[:, fib].sum(axis=1)).ravel() > 0
     moved = np.abs(adata.obsm["spatial_x_cf"] - adata.obsm["spatial_x"]).max(axis=1) > 1e-6
@@ -197,7 +208,9 @@ def test_perturb_fraction_is_seeded_and_sized():
     for ct in TYPES:
         in_ct = adata.obs["coarse_type"].to_numpy()[cells] == ct
         assert in_ct.sum() == int(round(0.4 * sizes[ct]))
-    changed = np.flatnonzero(adata.layers["a"][:, 5].toarray().ravel() != adata.layers["counts"][:, 5].toarray().ravel())
+    changed = np.flatnonzero(
+        adata.layers["a"][:, 5].toarray().ravel() != adata.layers["counts"][:, 5].toarray().ravel()
+    )
     np.testing.assert_array_equal(changed, cells)  # a +2 log-fold shift changes every chosen cell
     assert (adata.layers["a"] != adata.layers["b"]).nnz == 0
     assert (adata.layers["a"] != adata.layers["c"]).nnz > 0
@@ -216,8 +229,12 @@ def test_ungrouped_shift_applies_to_every_cell_and_uses_record_genes():
     genes = ["g3", "g1", "g10"]
     compute_spatial_features(adata, genes=genes, obsm_key="phi3")
     make_neighbor_perturbation(
-        adata, {"g1": 1.0, "g2": 2.0}, add_shift=True, renormalize=True,
-        features_key="phi3", obsm_key_out="phi3_cf",
+        adata,
+        {"g1": 1.0, "g2": 2.0},
+        add_shift=True,
+        renormalize=True,
+        features_key="phi3",
+        obsm_key_out="phi3_cf",
     )
     table = _shift_table(adata, {"g1": 1.0, "g2": 2.0}, None, np.e, True)
     X_cf = _reference_source(adata.X.toarray(), table, True, np.e, True)
@@ -251,8 +268,7 @@ def test_dataframe_of_shifts_by_group():
     frame = pd.DataFrame({"g1": [1.0, np.nan], "g2": [np.nan, -1.0]}, index=["Myeloid", "T_cell"])
     make_perturbed_expression(adata, frame, groupby="coarse_type", layer="counts", renormalize=False)
     as_dict = {"Myeloid": {"g1": 1.0}, "T_cell": {"g2": -1.0}}
-    make_perturbed_expression(adata, as_dict, groupby="coarse_type", layer="counts",
-                              renormalize=False, layer_key="ref")
+    make_perturbed_expression(adata, as_dict, groupby="coarse_type", layer="counts", renormalize=False, layer_key="ref")
     assert (adata.layers["counts_cf"] != adata.layers["ref"]).nnz == 0
 
 
@@ -262,16 +278,12 @@ def test_dataframe_of_shifts_by_group():
 def test_unknown_genes_warn_by_name_and_all_unknown_is_an_error():
     adata = _tissue(seed=9)
     with pytest.warns(UserWarning, match=r"not in adata\.var_names.*'T_cell'.*'NOPE1'"):
-        make_neighbor_perturbation(
-            adata, {"T_cell": {"g1": 1.0, "NOPE1": 2.0}}, groupby="coarse_type", add_shift=True
-        )
+        make_neighbor_perturbation(adata, {"T_cell": {"g1": 1.0, "NOPE1": 2.0}}, groupby="coarse_type", add_shift=True)
     before = copy.deepcopy(adata)
     with pytest.raises(CellinaKeyError, match=r"None of the perturbed genes.*'NOPE1', 'NOPE2'"):
         make_neighbor_perturbation(adata, {"NOPE1": 1.0, "NOPE2": 2.0}, add_shift=True, obsm_key_out="x")
     assert "x" not in adata.obsm
-    assert set(adata.uns["cellina"]["neighbor_perturbation"]) == set(
-        before.uns["cellina"]["neighbor_perturbation"]
-    )
+    assert set(adata.uns["cellina"]["neighbor_perturbation"]) == set(before.uns["cellina"]["neighbor_perturbation"])
 
 
 @pytest.mark.parametrize(
@@ -324,10 +336,12 @@ def test_blockwise_processing_matches_single_block(monkeypatch):
             monkeypatch.setattr(perturb, "_SENDER_SLAB", 37)
         for add_shift in (True, False):
             layer = None if add_shift else "counts"
-            make_neighbor_perturbation(adata, pert, groupby="coarse_type", layer=layer,
-                                       add_shift=add_shift, obsm_key_out=f"cf{add_shift}")
-            make_perturbed_expression(adata, pert, groupby="coarse_type", layer=layer,
-                                      add_shift=add_shift, layer_key=f"cf{add_shift}")
+            make_neighbor_perturbation(
+                adata, pert, groupby="coarse_type", layer=layer, add_shift=add_shift, obsm_key_out=f"cf{add_shift}"
+            )
+            make_perturbed_expression(
+                adata, pert, groupby="coarse_type", layer=layer, add_shift=add_shift, layer_key=f"cf{add_shift}"
+            )
         compute_spatial_features(adata, obsm_key="again")
         results.append(adata)
     small, blocked = results
@@ -347,8 +361,7 @@ def test_unlabelled_cells_are_not_senders():
     adata = _tissue(seed=13)
     adata.obs["coarse_type"] = adata.obs["coarse_type"].astype(object)
     adata.obs.iloc[:20, 0] = np.nan
-    make_perturbed_expression(adata, {"T_cell": {"g2": 2.0}}, groupby="coarse_type",
-                              layer="counts", renormalize=False)
+    make_perturbed_expression(adata, {"T_cell": {"g2": 2.0}}, groupby="coarse_type", layer="counts", renormalize=False)
     cells = adata.uns["cellina"]["perturbed_expression"]["counts_cf"]["perturbed_cells"]
     expected = np.flatnonzero(adata.obs["coarse_type"].to_numpy() == "T_cell")
     np.testing.assert_array_equal(cells, expected)
@@ -361,8 +374,12 @@ def test_layer_key_stores_the_perturbed_sender_matrix(add_shift, layer):
     adata = _tissue()
     shifts = _logfc_series_dict(adata)
     kwargs = dict(
-        groupby="coarse_type", layer=layer, add_shift=add_shift, renormalize=True,
-        perturb_fraction=0.5, random_state=3,
+        groupby="coarse_type",
+        layer=layer,
+        add_shift=add_shift,
+        renormalize=True,
+        perturb_fraction=0.5,
+        random_state=3,
     )
     layers_before = sorted(adata.layers.keys())
     make_neighbor_perturbation(adata, shifts, obsm_key_out="plain", **kwargs)
@@ -444,8 +461,9 @@ def test_neighbor_genes_restrict_the_output_features():
     adata.var_names = [f"g{i}" for i in range(6)]
     adata.obsp["spatial_connectivities"] = sp.csr_matrix(rng.random((30, 30)) < 0.2, dtype=np.float32)
     make_neighbor_perturbation(adata, {"g1": 1.0}, add_shift=True, renormalize=False, obsm_key_out="full")
-    make_neighbor_perturbation(adata, {"g1": 1.0}, add_shift=True, renormalize=False, obsm_key_out="two",
-                               neighbor_genes=["g4", "g1"])
+    make_neighbor_perturbation(
+        adata, {"g1": 1.0}, add_shift=True, renormalize=False, obsm_key_out="two", neighbor_genes=["g4", "g1"]
+    )
     np.testing.assert_allclose(adata.obsm["two"], adata.obsm["full"][:, [4, 1]], rtol=1e-6)
     with pytest.raises(KeyError, match="unknown: 'g9'"):
         make_neighbor_perturbation(adata, {"g1": 1.0}, add_shift=True, neighbor_genes=["g9"])

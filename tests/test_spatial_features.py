@@ -188,16 +188,12 @@ def test_tutorial_sequence():
     adata.obsp["spatial_connectivities_orig"] = spatial_neighbors(
         adata, bandwidth=100 / 0.12028, max_neighbours=200, standardize=False, inplace=False
     )
-    spatial_neighbors(
-        adata, bandwidth=100 / 0.12028, max_neighbours=200, standardize=False, test_indices=test_idx
-    )
+    spatial_neighbors(adata, bandwidth=100 / 0.12028, max_neighbours=200, standardize=False, test_indices=test_idx)
     compute_spatial_features(adata)
     adata.X = adata.layers["counts"].copy()
     rec = adata.uns["cellina"]["spatial_features"]["spatial_x"]
     assert rec["transform"] == "log1p_normalize_total"
-    rebuilt = aggregate_neighbours(
-        adata.obsp["spatial_connectivities"], expression_representation(adata, rec)
-    )
+    rebuilt = aggregate_neighbours(adata.obsp["spatial_connectivities"], expression_representation(adata, rec))
     np.testing.assert_allclose(rebuilt, adata.obsm["spatial_x"], rtol=1e-5, atol=1e-6)
     assert np.all(adata.obsm["spatial_x"][test_idx] == 0)
 

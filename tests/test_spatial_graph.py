@@ -61,9 +61,7 @@ def _brute_force(coords, bandwidth, cutoff, k, kernel, standardize, groups=None,
 @pytest.mark.parametrize("standardize", [False, True])
 def test_matches_brute_force(kernel, standardize):
     adata = _adata()
-    spatial_neighbors(
-        adata, bandwidth=40.0, cutoff=0.05, max_neighbours=12, kernel=kernel, standardize=standardize
-    )
+    spatial_neighbors(adata, bandwidth=40.0, cutoff=0.05, max_neighbours=12, kernel=kernel, standardize=standardize)
     W = adata.obsp["spatial_connectivities"]
     D = adata.obsp["spatial_distances"]
     W_ref, D_ref = _brute_force(adata.obsm["spatial"], 40.0, 0.05, 12, kernel, standardize)
@@ -111,9 +109,7 @@ def test_library_key_has_no_cross_edges():
     slides = adata.obs["slide"].to_numpy()
     assert W.nnz > 0
     assert np.all(slides[W.row] == slides[W.col])
-    W_ref, _ = _brute_force(
-        adata.obsm["spatial"], 30.0, 0.1, 10, "gaussian", False, groups=slides
-    )
+    W_ref, _ = _brute_force(adata.obsm["spatial"], 30.0, 0.1, 10, "gaussian", False, groups=slides)
     np.testing.assert_allclose(adata.obsp["spatial_connectivities"].toarray(), W_ref, rtol=1e-5)
     assert adata.uns["spatial_neighbors"]["params"]["library_key"] == "slide"
 
@@ -122,9 +118,7 @@ def test_test_indices_are_masked_and_others_keep_k():
     adata = _adata(n=300)
     rng = np.random.default_rng(1)
     held = rng.choice(300, size=40, replace=False)
-    W = spatial_neighbors(
-        adata, bandwidth=1e9, max_neighbours=9, test_indices=held, inplace=False
-    )
+    W = spatial_neighbors(adata, bandwidth=1e9, max_neighbours=9, test_indices=held, inplace=False)
     dense = W.toarray()
     assert dense[held].sum() == 0  # no neighbours
     assert dense[:, held].sum() == 0  # nobody's neighbour
@@ -135,9 +129,7 @@ def test_test_indices_are_masked_and_others_keep_k():
     # a boolean mask means the same as positions
     mask = np.zeros(300, dtype=bool)
     mask[held] = True
-    W_mask = spatial_neighbors(
-        adata, bandwidth=1e9, max_neighbours=9, test_indices=mask, inplace=False
-    )
+    W_mask = spatial_neighbors(adata, bandwidth=1e9, max_neighbours=9, test_indices=mask, inplace=False)
     assert (W_mask != W).nnz == 0
 
 
@@ -176,9 +168,7 @@ def test_squidpy_layout_and_key_added():
 
 def test_written_graph_round_trips_h5ad(tmp_path):
     adata = _adata(n=60, n_slides=2)
-    spatial_neighbors(
-        adata, bandwidth=50.0, max_neighbours=6, library_key="slide", test_indices=[1, 2]
-    )
+    spatial_neighbors(adata, bandwidth=50.0, max_neighbours=6, library_key="slide", test_indices=[1, 2])
     path = tmp_path / "g.h5ad"
     adata.write_h5ad(path)
     back = ad.read_h5ad(path)
@@ -233,9 +223,7 @@ def _bad_coords(kind):
     elif kind == "1col":
         adata.obsm["spatial"] = adata.obsm["spatial"][:, :1]
     elif kind == "frame":
-        adata.obsm["spatial"] = pd.DataFrame(
-            {"x": ["1"] * 20, "y": np.zeros(20)}, index=adata.obs_names
-        )
+        adata.obsm["spatial"] = pd.DataFrame({"x": ["1"] * 20, "y": np.zeros(20)}, index=adata.obs_names)
     return adata
 
 

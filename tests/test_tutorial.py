@@ -32,9 +32,9 @@ PX_PER_UM = 5.0 / UM_PER_PX
 def _tutorial_adata(n_slides: int = 1) -> sc.AnnData:
     adata = synthetic_tissue(n_cells=2000, n_genes=150, n_slides=n_slides, seed=0, store_means=False)
     adata.obs["sid"] = adata.obs["slide"].astype(str)
-    adata.obs["typ"] = adata.obs["domain"].map(
-        {"healthy": "232_REF", "margin": "232_TVA", "tumour": "232_CRC"}
-    ).astype(str)
+    adata.obs["typ"] = (
+        adata.obs["domain"].map({"healthy": "232_REF", "margin": "232_TVA", "tumour": "232_CRC"}).astype(str)
+    )
     xy = np.asarray(adata.obsm["spatial"]) * PX_PER_UM
     adata.obs["CenterX_global_px"] = xy[:, 0]
     adata.obs["CenterY_global_px"] = xy[:, 1]
@@ -49,9 +49,7 @@ def _sum_pseudobulk(adata, sample_col, groups_col):
     keys = [sample_col] if groups_col is None else [sample_col, groups_col]
     groups = adata.obs[keys].astype(str).agg("|".join, axis=1)
     codes, names = pd.factorize(groups)
-    onehot = sp.csr_matrix(
-        (np.ones(adata.n_obs), (codes, np.arange(adata.n_obs))), shape=(len(names), adata.n_obs)
-    )
+    onehot = sp.csr_matrix((np.ones(adata.n_obs), (codes, np.arange(adata.n_obs))), shape=(len(names), adata.n_obs))
     summed = onehot @ sp.csr_matrix(adata.layers["counts"])
     obs = pd.DataFrame([n.split("|") for n in names], columns=keys, index=list(names))
     return sc.AnnData(X=sp.csr_matrix(summed), obs=obs, var=pd.DataFrame(index=adata.var_names))
@@ -130,9 +128,7 @@ def test_published_tutorial_runs_unchanged(tmp_path, monkeypatch, n_slides, tuto
     sc.pp.filter_cells(adata, min_counts=3)
     sc.pp.filter_genes(adata, min_counts=3)
     adata.layers["counts"] = adata.X.copy()
-    sc.pp.highly_variable_genes(
-        adata, layer="counts", flavor="seurat_v3", n_top_genes=100, subset=True
-    )
+    sc.pp.highly_variable_genes(adata, layer="counts", flavor="seurat_v3", n_top_genes=100, subset=True)
 
     holdout_ct = "Myeloid"
     is_tumor_region = adata.obs[domains_key].str.contains("CRC", regex=True)
@@ -143,20 +139,24 @@ def test_published_tutorial_runs_unchanged(tmp_path, monkeypatch, n_slides, tuto
     trainval_idx = np.setdiff1d(all_idx, test_idx)
     adata.obs["is_holdout"] = False
     adata.obs.iloc[test_idx, adata.obs.columns.get_loc("is_holdout")] = True
-    train_idx, val_idx = train_test_split(
-        trainval_idx, test_size=0.1, random_state=0, shuffle=True
-    )
+    train_idx, val_idx = train_test_split(trainval_idx, test_size=0.1, random_state=0, shuffle=True)
 
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     max_neighbors = 200
     adata.obsm["spatial"] = adata.obs[["CenterX_global_px", "CenterY_global_px"]].values
     adata.obsp["spatial_connectivities_orig"] = spatial_neighbors(
-        adata, bandwidth=100 / 0.12028, max_neighbours=max_neighbors, standardize=False,
+        adata,
+        bandwidth=100 / 0.12028,
+        max_neighbours=max_neighbors,
+        standardize=False,
         inplace=False,
     )
     spatial_neighbors(
-        adata, bandwidth=100 / 0.12028, max_neighbours=max_neighbors, standardize=False,
+        adata,
+        bandwidth=100 / 0.12028,
+        max_neighbours=max_neighbors,
+        standardize=False,
         test_indices=test_idx,
     )
     compute_spatial_features(adata)
@@ -175,9 +175,7 @@ def test_published_tutorial_runs_unchanged(tmp_path, monkeypatch, n_slides, tuto
         "devices": [0],
         "datasplitter_kwargs": {"external_indexing": [train_idx, val_idx, test_idx]},
         "callbacks": [
-            SaveCheckpoint(
-                monitor="vae_loss_validation", dirpath="scvi_log/cellina/", load_best_on_end=True
-            ),
+            SaveCheckpoint(monitor="vae_loss_validation", dirpath="scvi_log/cellina/", load_best_on_end=True),
             EarlyStopping(monitor="vae_loss_validation", patience=10, mode="min"),
         ],
     }
@@ -192,8 +190,12 @@ def test_published_tutorial_runs_unchanged(tmp_path, monkeypatch, n_slides, tuto
         "n_layers": 2,
     }
     Cellina.setup_anndata(
-        adata, batch_key=batch_key, labels_key=labels_key, domains_key=domains_key,
-        spatial_obsm_key="spatial_x", layer="counts",
+        adata,
+        batch_key=batch_key,
+        labels_key=labels_key,
+        domains_key=domains_key,
+        spatial_obsm_key="spatial_x",
+        layer="counts",
     )
     cellina_model = Cellina(adata, **cellina_args)
     with warnings.catch_warnings():
@@ -210,9 +212,7 @@ def test_published_tutorial_runs_unchanged(tmp_path, monkeypatch, n_slides, tuto
     best = float(np.min(hist["vae_loss_validation"].to_numpy(dtype=float)))
     assert float(checkpoint_name.split("vae_loss_validation=")[1]) == pytest.approx(best, rel=1e-5)
     # load_best_on_end: the trained model holds the best checkpoint's weights
-    for (n, p), (_, q) in zip(
-        cellina_model.module.state_dict().items(), model.module.state_dict().items()
-    ):
+    for (n, p), (_, q) in zip(cellina_model.module.state_dict().items(), model.module.state_dict().items()):
         assert torch.equal(p.cpu(), q.cpu()), n
 
     adata.obsm["cellina_basal"] = model.get_latent_representation(latent_key="z", batch_size=2048)
@@ -243,9 +243,7 @@ def test_published_tutorial_runs_unchanged(tmp_path, monkeypatch, n_slides, tuto
 
     control = np.array(adata.layers["counts"][mask_control.values, :].todense())
     target = np.array(adata.layers["counts"][mask_target.values, :].todense())
-    true_lfc, pred_lfc, deg = get_lfc(
-        control=control, target=target, counterfactual=counterfactual_counts, n_deg=50
-    )
+    true_lfc, pred_lfc, deg = get_lfc(control=control, target=target, counterfactual=counterfactual_counts, n_deg=50)
     pearson, _ = pearsonr(true_lfc[deg], pred_lfc[deg])
     assert np.isfinite(pearson)
 
@@ -277,8 +275,11 @@ def test_published_tutorial_runs_unchanged(tmp_path, monkeypatch, n_slides, tuto
         add_shift=True,
     )
     pert_expr = model.get_perturbed_expression(
-        adata=adata, indices=idx_control, spatial_obsm_key="spatial_x_cf",
-        batch_size=2048, library_size=1e4,
+        adata=adata,
+        indices=idx_control,
+        spatial_obsm_key="spatial_x_cf",
+        batch_size=2048,
+        library_size=1e4,
     )
     assert pert_expr.shape == (len(idx_control), adata.n_vars)
     np.testing.assert_allclose(pert_expr.sum(1), 1e4, rtol=1e-3)

@@ -17,8 +17,18 @@ import numpy as np
 
 #: obs columns holding cell types, most specific first (compared case-insensitively)
 CELL_TYPE_NAMES = (
-    "cell_type", "celltype", "cell_types", "cell_type_coarse", "celltype_coarse", "annotation",
-    "cell_annotation", "ist", "leiden", "louvain", "cluster", "clusters",
+    "cell_type",
+    "celltype",
+    "cell_types",
+    "cell_type_coarse",
+    "celltype_coarse",
+    "annotation",
+    "cell_annotation",
+    "ist",
+    "leiden",
+    "louvain",
+    "cluster",
+    "clusters",
 )
 #: obs columns holding spatial domains or regions
 DOMAIN_NAMES = ("domain", "domains", "spatial_domain", "region", "regions", "niche", "niches", "typ")
@@ -31,9 +41,9 @@ SPATIAL_OBSM_NAMES = ("spatial", "X_spatial", "spatial_um", "X_centroid", "centr
 #: pairs of obs columns holding cell centres, as scverse tools and instruments name them
 XY_COLUMN_NAMES = (
     ("x", "y"),
-    ("x_centroid", "y_centroid"),          # Xenium (micrometres)
+    ("x_centroid", "y_centroid"),  # Xenium (micrometres)
     ("CenterX_global_px", "CenterY_global_px"),  # CosMx (pixels)
-    ("center_x", "center_y"),              # MERSCOPE (micrometres)
+    ("center_x", "center_y"),  # MERSCOPE (micrometres)
     ("centroid_x", "centroid_y"),
     ("x_location", "y_location"),
     ("global_x", "global_y"),
@@ -93,7 +103,7 @@ def _is_numeric(column: Any) -> bool:
 def _x_to_y(name: str) -> list[str]:
     """Names that pair with ``name`` by turning one of its x into a y (``px_x`` -> ``px_y``)."""
     lower = name.lower()
-    return [lower[:i] + "y" + lower[i + 1:] for i, ch in enumerate(lower) if ch == "x"]
+    return [lower[:i] + "y" + lower[i + 1 :] for i, ch in enumerate(lower) if ch == "x"]
 
 
 def find_coordinate_columns(obs: Any) -> tuple[str, str] | None:

@@ -24,7 +24,7 @@ MAX_ISOLATED_FRACTION = 0.5
 
 def _is_count_matrix(matrix: Any) -> bool:
     values = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
-    sample = values[: 1_000_000]
+    sample = values[:1_000_000]
     return bool(np.all(sample >= 0) and np.all(np.mod(sample, 1) == 0))
 
 
@@ -36,8 +36,7 @@ def _counts_of(adata: ad.AnnData, counts_layer: str) -> Any:
         counts = adata.X
     else:
         raise ValueError(
-            f"no counts: layers[{counts_layer!r}] is missing and adata.X does not hold "
-            "non-negative integer counts"
+            f"no counts: layers[{counts_layer!r}] is missing and adata.X does not hold non-negative integer counts"
         )
     if not _is_count_matrix(counts):
         raise ValueError(f"layers[{counts_layer!r}] must hold non-negative integer counts")
@@ -107,12 +106,18 @@ def _graph_and_features(out: ad.AnnData, graph_args: dict[str, Any], test_indice
     if test_indices is not None:
         out.obsp[UNMASKED_CONNECTIVITIES] = spatial_neighbors(out, inplace=False, **graph_args)
     spatial_neighbors(out, test_indices=test_indices, **graph_args)
-    summary = _check_connected(out, OBSP.CONNECTIVITIES if test_indices is None else UNMASKED_CONNECTIVITIES,
-                               graph_args["spatial_key"], graph_args["bandwidth"])
+    summary = _check_connected(
+        out,
+        OBSP.CONNECTIVITIES if test_indices is None else UNMASKED_CONNECTIVITIES,
+        graph_args["spatial_key"],
+        graph_args["bandwidth"],
+    )
     report(0.8, "computing niche features")
     compute_spatial_features(out, layer=LOGNORM_LAYER)
-    return (f"done: median {summary['median_neighbours']:g} neighbours per cell, median distance "
-            f"{summary['median_distance']:.3g}")
+    return (
+        f"done: median {summary['median_neighbours']:g} neighbours per cell, median distance "
+        f"{summary['median_distance']:.3g}"
+    )
 
 
 def prepare_tissue(
@@ -168,7 +173,13 @@ def prepare_tissue(
 
     report(0.35, "normalising")
     out.layers[LOGNORM_LAYER] = log_normalized(out.layers[counts_layer], target_sum)
-    graph_args = dict(bandwidth=bandwidth, cutoff=cutoff, max_neighbours=max_neighbours, kernel=kernel,
-                      spatial_key=spatial_key, library_key=library_key)
+    graph_args = dict(
+        bandwidth=bandwidth,
+        cutoff=cutoff,
+        max_neighbours=max_neighbours,
+        kernel=kernel,
+        spatial_key=spatial_key,
+        library_key=library_key,
+    )
     report(1.0, _graph_and_features(out, graph_args, test_indices, report))
     return out

@@ -7,9 +7,31 @@ import pytest
 from cellina.cli import main
 
 HOLD_OUT = "domain == 'tumour' and coarse_type == 'Myeloid'"
-TINY_TRAINING = ["--labels-key", "coarse_type", "--domains-key", "domain", "--batch-key", "slide",
-                 "--bandwidth", "25", "--max-neighbours", "20", "--max-epochs", "2", "--batch-size", "256",
-                 "--n-hidden", "32", "--n-latent", "4", "--niche-rank", "3", "--accelerator", "cpu", "-q"]
+TINY_TRAINING = [
+    "--labels-key",
+    "coarse_type",
+    "--domains-key",
+    "domain",
+    "--batch-key",
+    "slide",
+    "--bandwidth",
+    "25",
+    "--max-neighbours",
+    "20",
+    "--max-epochs",
+    "2",
+    "--batch-size",
+    "256",
+    "--n-hidden",
+    "32",
+    "--n-latent",
+    "4",
+    "--niche-rank",
+    "3",
+    "--accelerator",
+    "cpu",
+    "-q",
+]
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +50,10 @@ def tiny_training() -> list[str]:
 def cli_tissue(tmp_path_factory):
     """A simulated two-slide tissue written by ``cellina simulate``."""
     path = tmp_path_factory.mktemp("cli_tissue") / "tissue.h5ad"
-    assert main(["simulate", str(path), "--n-cells", "900", "--n-genes", "100", "--n-slides", "2",
-                 "--seed", "2", "-q"]) == 0
+    assert (
+        main(["simulate", str(path), "--n-cells", "900", "--n-genes", "100", "--n-slides", "2", "--seed", "2", "-q"])
+        == 0
+    )
     return path
 
 

@@ -17,9 +17,30 @@ def edge_run(trained, hold_out):
     """The exported AnnData of an edge run with the published donor pool and two draws."""
     folder, model_dir = trained
     out = folder / "edge.h5ad"
-    assert main(["counterfactual", "edge", str(model_dir), str(out), "--focal", HEALTHY_MYELOID,
-                 "--donors-neighbours-of", hold_out, "--exclude", "coarse_type == 'Myeloid'",
-                 "--n-neighbours", "10", "--n-draws", "2", "--seed", "4", "-q"]) == 0
+    assert (
+        main(
+            [
+                "counterfactual",
+                "edge",
+                str(model_dir),
+                str(out),
+                "--focal",
+                HEALTHY_MYELOID,
+                "--donors-neighbours-of",
+                hold_out,
+                "--exclude",
+                "coarse_type == 'Myeloid'",
+                "--n-neighbours",
+                "10",
+                "--n-draws",
+                "2",
+                "--seed",
+                "4",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return ad.read_h5ad(out)
 
 
@@ -27,8 +48,23 @@ def _node(trained, name: str, rows: pd.DataFrame, *extra: str) -> ad.AnnData:
     folder, model_dir = trained
     shifts, out = folder / f"{name}.csv", folder / f"{name}.h5ad"
     rows.to_csv(shifts, index=False)
-    assert main(["counterfactual", "node", str(model_dir), str(out), "--focal", "coarse_type == 'Myeloid'",
-                 "--shifts", str(shifts), "-q", *extra]) == 0
+    assert (
+        main(
+            [
+                "counterfactual",
+                "node",
+                str(model_dir),
+                str(out),
+                "--focal",
+                "coarse_type == 'Myeloid'",
+                "--shifts",
+                str(shifts),
+                "-q",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return ad.read_h5ad(out)
 
 
@@ -79,14 +115,31 @@ def test_observed_neighbour_pool_works_without_a_held_out_training(trained, tmp_
     assert main(["train", str(cli_tissue), str(model_dir), *tiny_training, "--max-epochs", "1"]) == 0
     assert "spatial_connectivities_orig" not in ad.read_h5ad(model_dir / "adata.h5ad").obsp
     out = tmp_path / "edge.h5ad"
-    assert main(["counterfactual", "edge", str(model_dir), str(out), "--focal", HEALTHY_MYELOID,
-                 "--donors-neighbours-of", "domain == 'tumour'", "--n-neighbours", "5", "-q"]) == 0
+    assert (
+        main(
+            [
+                "counterfactual",
+                "edge",
+                str(model_dir),
+                str(out),
+                "--focal",
+                HEALTHY_MYELOID,
+                "--donors-neighbours-of",
+                "domain == 'tumour'",
+                "--n-neighbours",
+                "5",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert _run(ad.read_h5ad(out))["donor_indices"].shape[-1] == 5
 
 
 def test_node_at_a_fixed_library_size(trained, genes):
-    result = _node(trained, "node", pd.DataFrame({"gene": genes[:3], "value": [1.0, -1.0, 2.0]}),
-                   "--library-size", "1e4")
+    result = _node(
+        trained, "node", pd.DataFrame({"gene": genes[:3], "value": [1.0, -1.0, 2.0]}), "--library-size", "1e4"
+    )
     focal = np.flatnonzero(result.obs["cellina_counterfactual_cells"].to_numpy())
     totals = result.layers["cellina_counterfactual"][focal].sum(axis=1)
     np.testing.assert_allclose(np.asarray(totals).ravel(), 1e4, rtol=1e-3)
@@ -105,8 +158,9 @@ def test_node_shift_on_counts_differs_from_log_shift(trained, genes):
     log = _node(trained, "node_log", rows)
     counts = _node(trained, "node_counts", rows, "--on-counts")
     assert bool(_run(log)["parameters"]["add_shift"]) and not bool(_run(counts)["parameters"]["add_shift"])
-    assert not np.allclose(log.layers["cellina_counterfactual"].toarray(),
-                           counts.layers["cellina_counterfactual"].toarray())
+    assert not np.allclose(
+        log.layers["cellina_counterfactual"].toarray(), counts.layers["cellina_counterfactual"].toarray()
+    )
 
 
 def test_node_senders_default_to_the_model_cell_types(trained, genes):
@@ -118,23 +172,46 @@ def test_node_senders_default_to_the_model_cell_types(trained, genes):
 def test_node_senders_change_the_prediction(trained, genes):
     everyone = _node(trained, "node_all", pd.DataFrame({"gene": genes, "value": 2.0}))
     only = _node(trained, "node_epi", pd.DataFrame({"gene": genes, "value": 2.0, "senders": "Epithelial"}))
-    assert not np.allclose(everyone.layers["cellina_counterfactual"].toarray(),
-                           only.layers["cellina_counterfactual"].toarray())
+    assert not np.allclose(
+        everyone.layers["cellina_counterfactual"].toarray(), only.layers["cellina_counterfactual"].toarray()
+    )
 
 
 def test_bad_shift_file_is_named(trained, capsys):
     folder, model_dir = trained
     bad = folder / "bad.csv"
     bad.write_text("name,amount\nX,1\n")
-    code = main(["counterfactual", "node", str(model_dir), str(folder / "x.h5ad"), "--focal",
-                 "coarse_type == 'Myeloid'", "--shifts", str(bad), "-q"])
+    code = main(
+        [
+            "counterfactual",
+            "node",
+            str(model_dir),
+            str(folder / "x.h5ad"),
+            "--focal",
+            "coarse_type == 'Myeloid'",
+            "--shifts",
+            str(bad),
+            "-q",
+        ]
+    )
     assert code == 2
     assert "bad.csv" in capsys.readouterr().err
 
 
 def test_empty_focal_selection_is_an_error(trained, capsys):
     folder, model_dir = trained
-    code = main(["counterfactual", "edge", str(model_dir), str(folder / "x.h5ad"), "--focal",
-                 "coarse_type == 'Unicorn'", "--donors", "domain == 'tumour'", "-q"])
+    code = main(
+        [
+            "counterfactual",
+            "edge",
+            str(model_dir),
+            str(folder / "x.h5ad"),
+            "--focal",
+            "coarse_type == 'Unicorn'",
+            "--donors",
+            "domain == 'tumour'",
+            "-q",
+        ]
+    )
     assert code == 2
     assert "Unicorn" in capsys.readouterr().err

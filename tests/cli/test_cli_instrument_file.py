@@ -23,10 +23,16 @@ def cosmx_file(tmp_path_factory):
 
     tissue = synthetic_tissue(n_cells=600, n_genes=100, n_slides=2, seed=5, store_means=False)
     xy = tissue.obsm["spatial"] / PIXEL_SIZE
-    obs = pd.DataFrame({"CenterX_global_px": xy[:, 0], "CenterY_global_px": xy[:, 1],
-                        "typ": tissue.obs["domain"].astype(str).to_numpy(),
-                        "ist": tissue.obs["coarse_type"].astype(str).to_numpy(),
-                        "sid": tissue.obs["slide"].astype(str).to_numpy()}, index=tissue.obs_names)
+    obs = pd.DataFrame(
+        {
+            "CenterX_global_px": xy[:, 0],
+            "CenterY_global_px": xy[:, 1],
+            "typ": tissue.obs["domain"].astype(str).to_numpy(),
+            "ist": tissue.obs["coarse_type"].astype(str).to_numpy(),
+            "sid": tissue.obs["slide"].astype(str).to_numpy(),
+        },
+        index=tissue.obs_names,
+    )
     adata = ad.AnnData(X=tissue.layers["counts"].copy(), obs=obs, var=pd.DataFrame(index=tissue.var_names))
     path = tmp_path_factory.mktemp("cosmx") / "cosmx.h5ad"
     adata.write_h5ad(path)
@@ -34,8 +40,26 @@ def cosmx_file(tmp_path_factory):
 
 
 def _train(path, out, *extra):
-    return main(["train", str(path), str(out), "--bandwidth", "20", "--max-neighbours", "20", "--max-epochs", "1",
-                 "--n-hidden", "16", "--n-latent", "4", "--accelerator", "cpu", *extra])
+    return main(
+        [
+            "train",
+            str(path),
+            str(out),
+            "--bandwidth",
+            "20",
+            "--max-neighbours",
+            "20",
+            "--max-epochs",
+            "1",
+            "--n-hidden",
+            "16",
+            "--n-latent",
+            "4",
+            "--accelerator",
+            "cpu",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +80,13 @@ def test_pixel_coordinates_without_a_pixel_size_are_refused(cosmx_file, tmp_path
 
 def test_keys_are_guessed_from_the_instrument_names(cosmx_model):
     line = next(text for text in cosmx_model[1].splitlines() if "guessed" in text)
-    for option in ("--labels-key 'ist'", "--domains-key 'typ'", "--batch-key 'sid'",
-                   "--x-column 'CenterX_global_px'", "--y-column 'CenterY_global_px'"):
+    for option in (
+        "--labels-key 'ist'",
+        "--domains-key 'typ'",
+        "--batch-key 'sid'",
+        "--x-column 'CenterX_global_px'",
+        "--y-column 'CenterY_global_px'",
+    ):
         assert option in line
 
 
@@ -72,8 +101,11 @@ def test_coordinates_are_converted_to_micrometres(cosmx_model, cosmx_file):
 
 def test_the_original_coordinate_names_are_kept(cosmx_model):
     keys = ad.read_h5ad(cosmx_model[0] / "adata.h5ad").uns["cellina"]["training"]["keys"]
-    assert (keys["x_column"], keys["y_column"], keys["pixel_size"]) == ("CenterX_global_px", "CenterY_global_px",
-                                                                        PIXEL_SIZE)
+    assert (keys["x_column"], keys["y_column"], keys["pixel_size"]) == (
+        "CenterX_global_px",
+        "CenterY_global_px",
+        PIXEL_SIZE,
+    )
 
 
 def test_the_slide_is_the_batch(cosmx_model):
@@ -88,11 +120,42 @@ def test_edge_and_node_run_on_the_instrument_model(cosmx_model, tmp_path):
     genes = list(ad.read_h5ad(model_dir / "adata.h5ad").var_names[:3])
     pd.DataFrame({"gene": genes, "value": 1.0}).to_csv(tmp_path / "s.csv", index=False)
     focal = "typ == 'healthy' and ist == 'Myeloid'"
-    assert main(["counterfactual", "edge", str(model_dir), str(tmp_path / "e.h5ad"), "--focal", focal,
-                 "--donors-neighbours-of", "typ == 'tumour' and ist == 'Myeloid'", "--exclude", "ist == 'Myeloid'",
-                 "--n-neighbours", "5", "-q"]) == 0
-    assert main(["counterfactual", "node", str(model_dir), str(tmp_path / "n.h5ad"), "--focal", focal,
-                 "--shifts", str(tmp_path / "s.csv"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "counterfactual",
+                "edge",
+                str(model_dir),
+                str(tmp_path / "e.h5ad"),
+                "--focal",
+                focal,
+                "--donors-neighbours-of",
+                "typ == 'tumour' and ist == 'Myeloid'",
+                "--exclude",
+                "ist == 'Myeloid'",
+                "--n-neighbours",
+                "5",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "counterfactual",
+                "node",
+                str(model_dir),
+                str(tmp_path / "n.h5ad"),
+                "--focal",
+                focal,
+                "--shifts",
+                str(tmp_path / "s.csv"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     keys = ad.read_h5ad(tmp_path / "n.h5ad").uns["cellina"]["provenance"]["keys"]
     assert keys["x_column"] == "CenterX_global_px"
 

@@ -80,8 +80,11 @@ def test_preset_option_reaches_train_model(cli_tissue, tmp_path, train_call):
 
 
 def test_given_options_become_overrides(cli_tissue, tmp_path, train_call):
-    main(_train_args(cli_tissue, tmp_path, "--spatial-decoding", "sample", "--no-type-aware-discriminator",
-                     "--lr", "0.01"))
+    main(
+        _train_args(
+            cli_tissue, tmp_path, "--spatial-decoding", "sample", "--no-type-aware-discriminator", "--lr", "0.01"
+        )
+    )
     assert train_call["model_kwargs"] == {"spatial_decoding": "sample", "type_aware_discriminator": False}
     assert train_call["plan_kwargs"] == {"lr": 0.01}
 
@@ -109,8 +112,9 @@ def test_train_without_features_or_bandwidth_is_an_error(cli_tissue, tmp_path, c
 
 def test_hold_out_needs_a_rebuilt_graph(trained, tmp_path, capsys, hold_out):
     prepared = trained[1] / "adata.h5ad"
-    code = main(["train", str(prepared), str(tmp_path / "m"), "--labels-key", "coarse_type",
-                 "--hold-out", hold_out, "-q"])
+    code = main(
+        ["train", str(prepared), str(tmp_path / "m"), "--labels-key", "coarse_type", "--hold-out", hold_out, "-q"]
+    )
     assert code == 2
     assert "--hold-out needs --bandwidth" in capsys.readouterr().err
 
@@ -119,7 +123,21 @@ def test_quiet_training_prints_nothing(make_tissue, tmp_path, capfd, tiny_traini
     tissue = make_tissue(n_cells=300, n_genes=100)
     tissue.write_h5ad(tmp_path / "t.h5ad")
     capfd.readouterr()
-    assert main(["train", str(tmp_path / "t.h5ad"), str(tmp_path / "m"), *tiny_training[:6], "--max-epochs", "1",
-                 "--accelerator", "cpu", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "t.h5ad"),
+                str(tmp_path / "m"),
+                *tiny_training[:6],
+                "--max-epochs",
+                "1",
+                "--accelerator",
+                "cpu",
+                "-q",
+            ]
+        )
+        == 0
+    )
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")

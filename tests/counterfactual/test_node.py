@@ -31,7 +31,9 @@ def test_gene_shifts_from_every_source_agree(tmp_path):
     by_mapping.to_csv(path)
     pd.testing.assert_frame_equal(GeneShifts.from_csv(path).table, by_mapping.table)
     grouped = tmp_path / "grouped.csv"
-    pd.DataFrame({"gene": ["g1", "g2"], "value": [1.0, -0.5], "group": ["Myeloid", "T_cell"]}).to_csv(grouped, index=False)
+    pd.DataFrame({"gene": ["g1", "g2"], "value": [1.0, -0.5], "group": ["Myeloid", "T_cell"]}).to_csv(
+        grouped, index=False
+    )
     pd.testing.assert_frame_equal(GeneShifts.from_csv(grouped).table, by_mapping.table)
     everyone = GeneShifts.from_mapping({"g1": 2.0})
     assert everyone.table["senders"].tolist() == [()] and not everyone.uses_senders
@@ -51,11 +53,13 @@ def test_gene_shift_errors_name_the_row(table, message):
 
 
 def test_sender_groups_follow_senders_and_region():
-    shifts = GeneShifts.from_rows([
-        {"gene": "a", "value": 1.0, "senders": ("T",), "region": False},
-        {"gene": "b", "value": 2.0, "senders": (), "region": True},
-        {"gene": "a", "value": 0.5, "senders": (), "region": False},
-    ])
+    shifts = GeneShifts.from_rows(
+        [
+            {"gene": "a", "value": 1.0, "senders": ("T",), "region": False},
+            {"gene": "b", "value": 2.0, "senders": (), "region": True},
+            {"gene": "a", "value": 0.5, "senders": (), "region": False},
+        ]
+    )
     types = pd.Series(["T", "B", "T", "B"], dtype="category")
     region = np.array([True, True, False, False])
     groups, perturbations = shifts.sender_groups(4, types, region)
@@ -78,8 +82,15 @@ def test_node_counterfactual_equals_the_published_recipe(model):
     record = dict(recipe.uns["cellina"]["spatial_features"]["spatial_x"])
     record.update(genes=list(recipe.var_names), gene_indices=np.arange(recipe.n_vars))
     recipe.X = expression_representation(recipe.layers["counts"], record)
-    make_neighbor_perturbation(recipe, perturbations=table, groupby="coarse_type", obsm_key_out="spatial_x_cf",
-                               base=np.e, renormalize=True, add_shift=True)
+    make_neighbor_perturbation(
+        recipe,
+        perturbations=table,
+        groupby="coarse_type",
+        obsm_key_out="spatial_x_cf",
+        base=np.e,
+        renormalize=True,
+        add_shift=True,
+    )
     np.testing.assert_allclose(result.spatial_x, recipe.obsm["spatial_x_cf"], rtol=1e-5, atol=1e-6)
     expected = model.get_perturbed_expression(recipe, indices=focal, spatial_obsm_key="spatial_x_cf")
     np.testing.assert_allclose(result.expression, expected, rtol=1e-5)
@@ -95,5 +106,6 @@ def test_node_counterfactual_errors(model):
     with pytest.raises(ValueError, match="sender_key='kind'"):
         node_counterfactual(model, adata, GeneShifts.from_mapping({adata.var_names[0]: 1.0}), [0], sender_key="kind")
     with pytest.raises(ValueError, match="no cell matches"):
-        node_counterfactual(model, adata, GeneShifts.from_mapping({"Nobody": {adata.var_names[0]: 1.0}}), [0],
-                            sender_key="coarse_type")
+        node_counterfactual(
+            model, adata, GeneShifts.from_mapping({"Nobody": {adata.var_names[0]: 1.0}}), [0], sender_key="coarse_type"
+        )

@@ -15,10 +15,13 @@ LIGAND_SPEC = WorldSpec(
     description="contact malignant fraction (linear) and a Gaussian ligand (saturating)",
     channels=(
         Channel("frac", "fraction", "contact", 18.0, "linear", senders=("Malignant",), responders=ALL, n_genes=8),
-        Channel("lig", "ligand", "gaussian", 20.0, "saturating", senders=("macro_repair",), responders=ALL,
-                n_genes=8),
+        Channel("lig", "ligand", "gaussian", 20.0, "saturating", senders=("macro_repair",), responders=ALL, n_genes=8),
     ),
-    seed=7, n_cells=2400, n_genes=150, n_slides=2, depth=400.0,
+    seed=7,
+    n_cells=2400,
+    n_genes=150,
+    n_slides=2,
+    depth=400.0,
     layout=Layout(nests=2.0, aggregates=2.0),
     confounds=Confounds(subtype_shift=1.0, state_shift=0.2, size_ratio=1.3),
 )
@@ -29,7 +32,12 @@ VESSEL_SPEC = WorldSpec(
         Channel("perf", "structure", "exponential", 25.0, "threshold", responders=ALL, n_genes=8, threshold=0.4),
         Channel("hyp", "gradient", "contact", 30.0, "linear", responders=ALL, n_genes=6),
     ),
-    seed=8, n_cells=2400, n_genes=120, n_slides=3, depth=300.0, batch_sd=0.4,
+    seed=8,
+    n_cells=2400,
+    n_genes=120,
+    n_slides=3,
+    depth=300.0,
+    batch_sd=0.4,
     layout=Layout(vessels=15.0),
 )
 

@@ -16,7 +16,16 @@ from cellina.datasets import GRAPH_KEY, TRUTH_KEY, synthetic_tissue
 def test_a_seed_gives_the_same_tissue_as_when_the_figures_were_made():
     adata = synthetic_tissue(n_cells=300, n_genes=120, n_slides=2, seed=0, store_means=False)
     assert np.bincount(adata.obs["cell_type"].cat.codes, minlength=10).tolist() == [
-        75, 37, 17, 30, 25, 29, 23, 15, 29, 20,
+        75,
+        37,
+        17,
+        30,
+        25,
+        29,
+        23,
+        15,
+        29,
+        20,
     ]
     assert np.bincount(adata.obs["domain"].cat.codes, minlength=3).tolist() == [150, 60, 90]
     assert adata.obsp[GRAPH_KEY].nnz == 5948

@@ -42,8 +42,11 @@ def _dose(channel: dict, x: float) -> float:
 
 def _intrinsic(adata: ad.AnnData, cell: int) -> np.ndarray:
     fine = list(adata.uns[WORLD_KEY]["fine_types"]).index(adata.obs["cell_type"].iloc[cell])
-    return (adata.var["cellina_true_baseline"].to_numpy() + adata.varm["cellina_world_type_effects"][:, fine]
-            + adata.obs["cellina_true_state"].iloc[cell] * adata.var["cellina_true_state_effect"].to_numpy())
+    return (
+        adata.var["cellina_true_baseline"].to_numpy()
+        + adata.varm["cellina_world_type_effects"][:, fine]
+        + adata.obs["cellina_true_state"].iloc[cell] * adata.var["cellina_true_state_effect"].to_numpy()
+    )
 
 
 def _hand_mean(adata: ad.AnnData, cell: int, sensed: dict[str, float]) -> np.ndarray:
@@ -59,8 +62,9 @@ def _hand_mean(adata: ad.AnnData, cell: int, sensed: dict[str, float]) -> np.nda
     return adata.obs["cellina_true_size"].iloc[cell] * np.exp(eta)
 
 
-def _hand_property(adata: ad.AnnData, name: str, cell: int, shift: dict[str, float] | None = None,
-                   renormalize: bool = False) -> float:
+def _hand_property(
+    adata: ad.AnnData, name: str, cell: int, shift: dict[str, float] | None = None, renormalize: bool = False
+) -> float:
     ch = adata.uns[WORLD_KEY]["channels"][name]
     if ch["sensed"] == "fraction":
         return float(adata.obs["cell_type"].iloc[cell] in set(ch["senders"]))
@@ -86,8 +90,11 @@ def _kernel_neighbours(adata: ad.AnnData, cell: int, name: str) -> tuple[np.ndar
     d = np.hypot(*(xy - xy[cell]).T)
     same = (adata.obs["slide"] == adata.obs["slide"].iloc[cell]).to_numpy()
     near = np.flatnonzero(same & (d <= ch["reach"]) & (np.arange(adata.n_obs) != cell))
-    w = {"contact": np.ones(near.size), "gaussian": np.exp(-0.5 * (d[near] / ch["scale"]) ** 2),
-         "exponential": np.exp(-d[near] / ch["scale"])}[ch["kernel"]]
+    w = {
+        "contact": np.ones(near.size),
+        "gaussian": np.exp(-0.5 * (d[near] / ch["scale"]) ** 2),
+        "exponential": np.exp(-d[near] / ch["scale"]),
+    }[ch["kernel"]]
     return near, w
 
 
@@ -111,7 +118,7 @@ def test_factual_mean_is_the_documented_formula(world, request):
     got = truth.mean(cells)
     for row, cell in enumerate(cells):
         sensed = _hand_sensed(adata, cell)
-        for c, name in enumerate(truth.channel_names):
+        for name in truth.channel_names:
             assert sensed[name] == pytest.approx(adata.obs[f"cellina_world_sensed_{name}"].iloc[cell], rel=1e-9)
         np.testing.assert_allclose(got[row], _hand_mean(adata, cell, sensed), rtol=1e-9)
 
@@ -165,8 +172,9 @@ def test_edge_with_own_contact_neighbours_reproduces_the_factual_mean(ligand_wor
     cells = np.arange(0, 2400, 97)
     donors = [_kernel_neighbours(ligand_world, c, "frac")[0] for c in cells]
     only_contact = (ligand_world.varm["cellina_world_response_lig"] == 0).all(axis=1)
-    np.testing.assert_allclose(truth.edge(cells, donors)[:, only_contact], truth.mean(cells)[:, only_contact],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        truth.edge(cells, donors)[:, only_contact], truth.mean(cells)[:, only_contact], rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("world", ["ligand_world", "vessel_world"])
@@ -260,8 +268,9 @@ def test_h5ad_round_trip_keeps_the_truth_usable(ligand_world, ligand_spec, tmp_p
     table = {"Myeloid": {g: 1.0 for g in ligand_world.uns[WORLD_KEY]["channels"]["lig"]["ligand_genes"]}}
     np.testing.assert_allclose(b.mean(cells), a.mean(cells), rtol=1e-12)
     np.testing.assert_allclose(b.edge(cells, donors), a.edge(cells, donors), rtol=1e-12)
-    np.testing.assert_allclose(b.node(cells, table, groupby="coarse_type"), a.node(cells, table, groupby="coarse_type"),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        b.node(cells, table, groupby="coarse_type"), a.node(cells, table, groupby="coarse_type"), rtol=1e-12
+    )
     np.testing.assert_array_equal(b.responsive("Myeloid"), a.responsive("Myeloid"))
     assert spec_from_dict(back.uns[WORLD_KEY]["spec"]) == ligand_spec
 

@@ -134,17 +134,22 @@ def test_gradients(vessel_world, ligand_spec):
     dist, _ = cKDTree(xy[vessel]).query(xy[healthy])
     hypoxia = vessel_world.obs["cellina_world_gradient"].to_numpy()[healthy]
     assert np.corrcoef(np.argsort(np.argsort(dist)), np.argsort(np.argsort(hypoxia)))[0, 1] > 0.9
-    morph = make_world(dataclasses.replace(
-        ligand_spec, gradient="morphogen",
-        channels=(Channel("m", "gradient", "gaussian", 30.0, responders=ALL, n_genes=5),)))
+    morph = make_world(
+        dataclasses.replace(
+            ligand_spec,
+            gradient="morphogen",
+            channels=(Channel("m", "gradient", "gaussian", 30.0, responders=ALL, n_genes=5),),
+        )
+    )
     level = morph.obs.groupby("domain", observed=True)["cellina_world_gradient"].mean()
     assert level["tumour"] > level["margin"] > level["healthy"]
 
 
 def test_confounds_change_domains_without_a_niche(ligand_spec):
     none = make_world(dataclasses.replace(ligand_spec, confounds=Confounds()))
-    strong = make_world(dataclasses.replace(
-        ligand_spec, confounds=Confounds(subtype_shift=2.0, state_shift=0.3, size_ratio=2.0)))
+    strong = make_world(
+        dataclasses.replace(ligand_spec, confounds=Confounds(subtype_shift=2.0, state_shift=0.3, size_ratio=2.0))
+    )
 
     def by_domain(adata, column):
         return adata.obs.groupby("domain", observed=True)[column]
@@ -326,11 +331,24 @@ def test_leave_one_out_runs_on_a_world_and_scores_against_its_truth():
     from cellina.evaluation import leave_one_out
 
     adata = make_world("dev_two_channels", n_cells=1500, n_genes=150)
-    common = dict(perturbations=("edge", "node"), bandwidth=20.0, max_neighbours=30, n_deg=20, n_neighbours=10,
-                  n_pert_genes=10, energy_max_cells=100, probes=False)
-    res = leave_one_out(adata, "Myeloid", methods=("cellina", "mean_shift"),
-                        model_kwargs={"n_latent": 4, "n_hidden": 16, "n_layers": 1},
-                        train_kwargs={"max_epochs": 2, "batch_size": 256}, **common)
+    common = dict(
+        perturbations=("edge", "node"),
+        bandwidth=20.0,
+        max_neighbours=30,
+        n_deg=20,
+        n_neighbours=10,
+        n_pert_genes=10,
+        energy_max_cells=100,
+        probes=False,
+    )
+    res = leave_one_out(
+        adata,
+        "Myeloid",
+        methods=("cellina", "mean_shift"),
+        model_kwargs={"n_latent": 4, "n_hidden": 16, "n_layers": 1},
+        train_kwargs={"max_epochs": 2, "batch_size": 256},
+        **common,
+    )
     scores = res.scores.set_index(["perturbation", "method"])
     assert set(scores.index) == {(p, m) for p in ("edge", "node") for m in ("cellina", "mean_shift")}
     cols = ["truth_pearson", "truth_skill", "truth_slope", "responsive_change_true", "null_change"]

@@ -27,10 +27,22 @@ def protocol(tmp_path_factory):
 
     tissue = synthetic_tissue(n_cells=1000, n_genes=100, n_slides=2, seed=4)
     res = leave_one_out(
-        tissue, "Myeloid", methods=("cellina",), preset="recommended", batch_key="slide", library_key="slide",
-        bandwidth=20.0, max_neighbours=30, n_deg=20, n_neighbours=N_NEIGHBOURS, n_pert_genes=N_PERT_GENES,
-        energy=False, probes=False, model_kwargs={"n_latent": 4, "n_hidden": 16, "n_layers": 1},
-        train_kwargs={"max_epochs": 2, "batch_size": 256}, return_models=True,
+        tissue,
+        "Myeloid",
+        methods=("cellina",),
+        preset="recommended",
+        batch_key="slide",
+        library_key="slide",
+        bandwidth=20.0,
+        max_neighbours=30,
+        n_deg=20,
+        n_neighbours=N_NEIGHBOURS,
+        n_pert_genes=N_PERT_GENES,
+        energy=False,
+        probes=False,
+        model_kwargs={"n_latent": 4, "n_hidden": 16, "n_layers": 1},
+        train_kwargs={"max_epochs": 2, "batch_size": 256},
+        return_models=True,
     )
     folder = tmp_path_factory.mktemp("faces")
     model = res.models["cellina"]
@@ -44,8 +56,25 @@ def protocol(tmp_path_factory):
 
 def _cli(folder, mode: str, *extra: str) -> np.ndarray:
     out = folder / f"{mode}.h5ad"
-    assert main(["counterfactual", mode, str(folder / "model"), str(out), "--data", str(folder / "data.h5ad"),
-                 "--focal", "is_control", "--seed", "0", "-q", *extra]) == 0
+    assert (
+        main(
+            [
+                "counterfactual",
+                mode,
+                str(folder / "model"),
+                str(out),
+                "--data",
+                str(folder / "data.h5ad"),
+                "--focal",
+                "is_control",
+                "--seed",
+                "0",
+                "-q",
+                *extra,
+            ]
+        )
+        == 0
+    )
     result = ad.read_h5ad(out)
     return result.layers["cellina_counterfactual"][np.flatnonzero(result.obs["is_control"])].toarray()
 
@@ -63,15 +92,17 @@ def test_edge_counterfactuals_agree(protocol):
 def _shifts(folder) -> GeneShifts:
     """The protocol's node shifts: each type's observed change, the held-out type given all others'."""
     work = ad.read_h5ad(folder / "data.h5ad")
-    return GeneShifts.from_contrast(work, "coarse_type", "domain", "healthy", "tumour", n_genes=N_PERT_GENES,
-                                    holdout="Myeloid", layer="counts")
+    return GeneShifts.from_contrast(
+        work, "coarse_type", "domain", "healthy", "tumour", n_genes=N_PERT_GENES, holdout="Myeloid", layer="counts"
+    )
 
 
 def test_node_counterfactuals_agree(protocol):
     res, folder = protocol
     _shifts(folder).to_csv(folder / "shifts.csv")
-    cli = _cli(folder, "node", "--shifts", str(folder / "shifts.csv"), "--sender-key", "coarse_type",
-               "--library-size", "1e4")
+    cli = _cli(
+        folder, "node", "--shifts", str(folder / "shifts.csv"), "--sender-key", "coarse_type", "--library-size", "1e4"
+    )
     np.testing.assert_allclose(cli, res.predictions[("node", "cellina")], rtol=1e-5, atol=1e-6)
 
 

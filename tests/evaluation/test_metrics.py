@@ -60,8 +60,13 @@ def test_skill_perfect_zero_doubled():
 
 def test_lfc_scores_of_a_perfect_prediction():
     t = np.random.default_rng(1).normal(size=100)
-    assert lfc_scores(t, t, k=20) == {"pearson": pytest.approx(1.0), "spearman": pytest.approx(1.0),
-                                      "signed_precision": 1.0, "skill": pytest.approx(1.0), "k": 20}
+    assert lfc_scores(t, t, k=20) == {
+        "pearson": pytest.approx(1.0),
+        "spearman": pytest.approx(1.0),
+        "signed_precision": 1.0,
+        "skill": pytest.approx(1.0),
+        "k": 20,
+    }
 
 
 @pytest.fixture
@@ -74,8 +79,16 @@ def half_change():
     return true_change * 0.5 + np.where(resp, 0.0, 0.1), true_change, resp
 
 
-@pytest.mark.parametrize(("score", "value"), [("truth_pearson", 1.0), ("truth_skill", 0.75), ("truth_slope", 0.5),
-                                              ("null_change", 0.1), ("null_change_true", 0.0)])
+@pytest.mark.parametrize(
+    ("score", "value"),
+    [
+        ("truth_pearson", 1.0),
+        ("truth_skill", 0.75),
+        ("truth_slope", 0.5),
+        ("null_change", 0.1),
+        ("null_change_true", 0.0),
+    ],
+)
 def test_truth_scores_of_half_the_change(half_change, score, value):
     pred, true_change, resp = half_change
     assert truth_scores(pred, true_change, resp, ~resp)[score] == pytest.approx(value)

@@ -12,9 +12,18 @@ import pytest
 from cellina.evaluation import LeaveOneOutConfig, LeaveOneOutResult, leave_one_out, pearson_top_k
 
 #: the reference run's options: small DEG sets, few donors, no probes
-REFERENCE = dict(methods=("mean_shift", "oracle"), perturbations=("edge", "node"), bandwidth=20.0,
-                 max_neighbours=30, n_deg=20, n_deg_node=15, n_neighbours=10, n_pert_genes=10,
-                 energy_max_cells=100, probes=False)
+REFERENCE = dict(
+    methods=("mean_shift", "oracle"),
+    perturbations=("edge", "node"),
+    bandwidth=20.0,
+    max_neighbours=30,
+    n_deg=20,
+    n_deg_node=15,
+    n_neighbours=10,
+    n_pert_genes=10,
+    energy_max_cells=100,
+    probes=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +107,17 @@ def test_node_shifts_move_less_than_rewiring(scores):
 def test_every_score_of_the_mean_shift_is_finite(reference):
     row = reference[1].scores.iloc[0]
     assert (row["perturbation"], row["method"], row["k"]) == ("edge", "mean_shift", 20)
-    for col in ["pearson", "spearman", "signed_precision", "energy_distance", "truth_pearson", "truth_skill",
-                "null_change", "null_change_true", "responsive_change_true"]:
+    for col in [
+        "pearson",
+        "spearman",
+        "signed_precision",
+        "energy_distance",
+        "truth_pearson",
+        "truth_skill",
+        "null_change",
+        "null_change_true",
+        "responsive_change_true",
+    ]:
         assert np.isfinite(row[col]), col
     # the exact edge change is a real niche effect on the responsive genes of Myeloid cells
     assert row["responsive_change_true"] > 0.2
@@ -123,14 +141,17 @@ def test_unknown_options_are_named(tissue):
         leave_one_out(tissue, "Myeloid", n_degs=3)
 
 
-@pytest.mark.parametrize(("options", "named"), [
-    ({"holdout": "Microglia"}, "'Microglia'"),
-    ({"target_domain": "stroma"}, "'stroma'"),
-    ({"methods": ("ridge",)}, "'ridge'"),
-    ({"labels_key": "niche"}, "'niche'"),
-    ({"layer": "raw"}, "'raw'"),
-    ({"validation_size": 1.0}, "validation_size"),
-])
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"holdout": "Microglia"}, "'Microglia'"),
+        ({"target_domain": "stroma"}, "'stroma'"),
+        ({"methods": ("ridge",)}, "'ridge'"),
+        ({"labels_key": "niche"}, "'niche'"),
+        ({"layer": "raw"}, "'raw'"),
+        ({"validation_size": 1.0}, "validation_size"),
+    ],
+)
 def test_bad_input_is_named(tissue, options, named):
     options = {"methods": ("mean_shift",), **options}
     holdout = options.pop("holdout", "Myeloid")
@@ -157,9 +178,18 @@ def cellina_run(tissue):
     """(snapshot before, result) of Cellina trained a few epochs on two slides, the slide as batch."""
     snap = _snapshot(tissue)
     res = leave_one_out(
-        tissue, "Myeloid", methods=("cellina", "mean_shift"), perturbations=("edge", "node"),
-        batch_key="slide", library_key="slide",
-        bandwidth=20.0, max_neighbours=30, n_deg=20, n_neighbours=10, n_pert_genes=10, energy_max_cells=100,
+        tissue,
+        "Myeloid",
+        methods=("cellina", "mean_shift"),
+        perturbations=("edge", "node"),
+        batch_key="slide",
+        library_key="slide",
+        bandwidth=20.0,
+        max_neighbours=30,
+        n_deg=20,
+        n_neighbours=10,
+        n_pert_genes=10,
+        energy_max_cells=100,
         model_kwargs={"n_latent": 4, "n_hidden": 16, "n_layers": 1},
         train_kwargs={"max_epochs": 2, "batch_size": 256},
     )
@@ -172,16 +202,19 @@ def test_cellina_run_leaves_the_anndata_alone(tissue, cellina_run):
 
 def test_cellina_run_scores_are_finite(cellina_run):
     scores = cellina_run[1].scores.set_index(["perturbation", "method"])
-    assert set(scores.index) == {("edge", "cellina"), ("node", "cellina"), ("edge", "mean_shift"),
-                                 ("node", "mean_shift")}
+    assert set(scores.index) == {
+        ("edge", "cellina"),
+        ("node", "cellina"),
+        ("edge", "mean_shift"),
+        ("node", "mean_shift"),
+    }
     cols = ["pearson", "signed_precision", "energy_distance", "truth_pearson", "truth_skill", "null_change"]
     assert np.isfinite(scores[cols].to_numpy()).all()
 
 
 def test_cellina_run_probes_the_latents(cellina_run):
     probes = cellina_run[1].disentanglement["cellina"]
-    assert set(probes) == {"domain_from_z", "domain_from_s", "celltype_from_z", "domain_chance",
-                           "domain_from_z_pooled"}
+    assert set(probes) == {"domain_from_z", "domain_from_s", "celltype_from_z", "domain_chance", "domain_from_z_pooled"}
     assert all(0.0 <= v <= 1.0 for v in probes.values())
 
 
@@ -205,10 +238,23 @@ def test_metrics_import_needs_neither_torch_nor_qt():
 
 
 def test_the_ablation_of_a_type_gated_preset_trains(tissue):
-    res = leave_one_out(tissue, "Myeloid", methods=("cellina_no_aux",), preset="recommended", perturbations=("edge",),
-                        batch_key="slide", library_key="slide", bandwidth=20.0, max_neighbours=30, n_deg=20,
-                        n_neighbours=10, energy=False, probes=False, return_models=True,
-                        model_kwargs={"n_latent": 4, "n_hidden": 16, "n_layers": 1},
-                        train_kwargs={"max_epochs": 1, "batch_size": 256})
+    res = leave_one_out(
+        tissue,
+        "Myeloid",
+        methods=("cellina_no_aux",),
+        preset="recommended",
+        perturbations=("edge",),
+        batch_key="slide",
+        library_key="slide",
+        bandwidth=20.0,
+        max_neighbours=30,
+        n_deg=20,
+        n_neighbours=10,
+        energy=False,
+        probes=False,
+        return_models=True,
+        model_kwargs={"n_latent": 4, "n_hidden": 16, "n_layers": 1},
+        train_kwargs={"max_epochs": 1, "batch_size": 256},
+    )
     model = res.models["cellina_no_aux"]
     assert model.preset == "recommended" and model.module.niche_decoder == "factorised"

@@ -26,9 +26,16 @@ def trained(two_slide_tissue):
 
 
 def test_top_level_names_of_the_published_package():
-    for name in ("Cellina", "CellinaModule", "CellinaAdversarialTrainingPlan", "compute_spatial_features",
-                 "make_counterfactual_adata", "make_neighbor_perturbation", "make_perturbed_expression",
-                 "spatial_neighbors"):
+    for name in (
+        "Cellina",
+        "CellinaModule",
+        "CellinaAdversarialTrainingPlan",
+        "compute_spatial_features",
+        "make_counterfactual_adata",
+        "make_neighbor_perturbation",
+        "make_perturbed_expression",
+        "spatial_neighbors",
+    ):
         assert callable(getattr(cellina, name)), name
     assert cellina.CellinaAdversarialTrainingPlan is cellina.model.CellinaTrainingPlan
 
@@ -46,8 +53,14 @@ def test_module_internals_keep_the_published_names(trained):
         assert out[key].shape == (16, width), key
     assert out["classifier_logits"].shape[1] == trained.summary_stats.n_labels
     assert out["discriminator_logits"].shape[1] == 3  # healthy, margin, tumour
-    loss = module.loss(batch, out, module.generative(**module._get_generative_input(batch, out)),
-                       classifier_scale=2.0, discriminator_scale=3.0, domain_classifier_scale=4.0)
+    loss = module.loss(
+        batch,
+        out,
+        module.generative(**module._get_generative_input(batch, out)),
+        classifier_scale=2.0,
+        discriminator_scale=3.0,
+        domain_classifier_scale=4.0,
+    )
     assert set(loss.kl_local) == {"kl_divergence_z", "kl_divergence_s", "kl_divergence_l"}
     metrics = loss.extra_metrics
     for name, scale in (("classifier_loss", 2.0), ("fool_loss", 3.0), ("domain_classifier_loss", 4.0)):
@@ -72,7 +85,8 @@ def test_counterfactual_latents_take_a_latent_key(trained):
     # rewiring never changes z
     np.testing.assert_allclose(
         trained.get_counterfactual_latents(focal, pool, latent_key="z", anchor_donors=False, n_neighbors=5),
-        trained.get_latent_representation(indices=focal, latent_key="z"), rtol=1e-5,
+        trained.get_latent_representation(indices=focal, latent_key="z"),
+        rtol=1e-5,
     )
     with pytest.raises(ValueError, match="latent_key must be"):
         trained.get_counterfactual_latents(focal, pool, latent_key="x")
@@ -115,8 +129,12 @@ def test_held_out_cells_never_reach_an_anchor_niche(make_tissue):
     torch.manual_seed(0)
     model = Cellina(adata, **SMALL)
     rest = np.setdiff1d(np.arange(adata.n_obs), test)
-    model.train(max_epochs=1, batch_size=128, datasplitter_kwargs={"external_indexing": [rest, np.array([], int), test]},
-                **QUIET)
+    model.train(
+        max_epochs=1,
+        batch_size=128,
+        datasplitter_kwargs={"external_indexing": [rest, np.array([], int), test]},
+        **QUIET,
+    )
     np.testing.assert_array_equal(model.heldout_indices_, test)
     # anchors: the observed neighbours of one held-out cell, as in the published protocol
     held = test[0]
@@ -133,6 +151,7 @@ def test_held_out_cells_never_reach_an_anchor_niche(make_tissue):
     leaky = model.get_counterfactual_expression(focal, anchors, adata=extreme, seed=1, exclude_indices=None)
     assert not np.allclose(leaky, before, rtol=1e-3)
     # the pooled draw never takes a held-out donor either
-    _, donors = model.get_counterfactual_expression(focal, np.r_[anchors, test], precomputed=False,
-                                                    n_neighbours=3, return_donors=True)
+    _, donors = model.get_counterfactual_expression(
+        focal, np.r_[anchors, test], precomputed=False, n_neighbours=3, return_donors=True
+    )
     assert not np.isin(donors, test).any()

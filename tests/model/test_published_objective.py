@@ -30,8 +30,11 @@ def _nb_log_prob(x, mu, theta):
     """Negative-binomial log-probability written out by hand."""
     log_theta_mu = torch.log(theta + mu)
     return (
-        torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)
-        + theta * (torch.log(theta) - log_theta_mu) + x * (torch.log(mu) - log_theta_mu)
+        torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1)
+        + theta * (torch.log(theta) - log_theta_mu)
+        + x * (torch.log(mu) - log_theta_mu)
     )
 
 
@@ -82,8 +85,10 @@ def test_published_schedule_measures_epoch_zero_and_warms_up_over_400_epochs(ada
     moved = [n for n, p in model.module.named_parameters() if not torch.equal(p, before[n])]
     assert "decoder.px_decoder.fc_layers.Layer 0.0.weight" in moved
     # the validation monitor uses the current warm-up weight, as published
-    col = {k: hist[k].to_numpy(float).ravel() for k in ("vae_loss_validation", "reconstruction_loss_validation",
-                                                          "kl_z_validation", "kl_s_validation")}
+    col = {
+        k: hist[k].to_numpy(float).ravel()
+        for k in ("vae_loss_validation", "reconstruction_loss_validation", "kl_z_validation", "kl_s_validation")
+    }
     klw = hist["kl_weight"].to_numpy(float).ravel()
     np.testing.assert_allclose(
         col["vae_loss_validation"],
@@ -150,10 +155,10 @@ def test_sparse_niche_features_are_read_like_dense_ones(adata):
     model.train(max_epochs=1, batch_size=256, **QUIET)
     as_sparse = adata.copy()
     as_sparse.obsm["spatial_x"] = sp.csr_matrix(as_sparse.obsm["spatial_x"])
-    np.testing.assert_allclose(model.get_expression(as_sparse, indices=np.arange(30)),
-                               model.get_expression(indices=np.arange(30)), rtol=1e-5)
-    Cellina.setup_anndata(as_sparse, batch_key="slide", labels_key="coarse_type", domains_key="domain",
-                          layer="counts")
+    np.testing.assert_allclose(
+        model.get_expression(as_sparse, indices=np.arange(30)), model.get_expression(indices=np.arange(30)), rtol=1e-5
+    )
+    Cellina.setup_anndata(as_sparse, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     Cellina(as_sparse, **SMALL).train(max_epochs=1, batch_size=256, **QUIET)
     as_sparse.obsm["bad"] = sp.csr_matrix(np.full((as_sparse.n_obs, 3), np.nan))
     with pytest.raises(ValueError, match=r"obsm\['bad'\] holds NaN"):
@@ -161,8 +166,13 @@ def test_sparse_niche_features_are_read_like_dense_ones(adata):
 
 
 def test_published_head_options(adata):
-    model = Cellina(adata, domain_classifier_lambda=1.5, classifier_kwargs={"n_hidden": 24},
-                    discriminator_kwargs={"n_hidden": 12, "n_layers": 1}, **SMALL)
+    model = Cellina(
+        adata,
+        domain_classifier_lambda=1.5,
+        classifier_kwargs={"n_hidden": 24},
+        discriminator_kwargs={"n_hidden": 12, "n_layers": 1},
+        **SMALL,
+    )
     m = model.module
     assert m.domain_classifier is not None and m.domain_classifier_lambda == 1.5
     assert m.classifier.classifier[0].fc_layers[0][0].out_features == 24

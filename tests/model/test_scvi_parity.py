@@ -46,8 +46,7 @@ def test_normalized_expression_is_a_dataframe_like_scvis(pair):
 @pytest.mark.parametrize("library_size", [1e4, "latent"])
 def test_library_size_handling_matches_scvi(pair, two_slide_tissue, library_size):
     idx = np.arange(40)
-    ours, theirs = _both(pair, "get_normalized_expression", indices=idx, library_size=library_size,
-                         return_numpy=True)
+    ours, theirs = _both(pair, "get_normalized_expression", indices=idx, library_size=library_size, return_numpy=True)
     assert type(ours) is type(theirs) is np.ndarray and ours.shape == theirs.shape == (40, two_slide_tissue.n_vars)
     if library_size == "latent":
         # observed library: expected counts add up to each cell's own total, as in SCVI
@@ -69,8 +68,9 @@ def test_posterior_samples_are_averaged_or_stacked_as_in_scvi(pair):
     torch.manual_seed(3)
     again = pair[0].get_normalized_expression(indices=idx, n_samples=3, return_mean=False)
     np.testing.assert_allclose(mean, again.mean(0), rtol=1e-5)
-    overall, ref_overall = _both(pair, "get_normalized_expression", indices=idx, n_samples_overall=30,
-                                 return_numpy=True)
+    overall, ref_overall = _both(
+        pair, "get_normalized_expression", indices=idx, n_samples_overall=30, return_numpy=True
+    )
     assert overall.shape == ref_overall.shape == (30, stacked.shape[-1])
 
 

@@ -12,14 +12,23 @@ SMALL = {"n_hidden": 16, "n_latent": 4, "n_layers": 1}
 
 
 def _train(adata, **kwargs):
-    options = dict(labels_key="coarse_type", domains_key="domain", batch_key="slide", max_epochs=1,
-                   batch_size=128, model_kwargs=SMALL, **QUIET)
+    options = dict(
+        labels_key="coarse_type",
+        domains_key="domain",
+        batch_key="slide",
+        max_epochs=1,
+        batch_size=128,
+        model_kwargs=SMALL,
+        **QUIET,
+    )
     options.update(kwargs)
     return train_model(adata, **options)
 
 
 def test_same_inputs_and_seed_give_the_same_model(two_slide_tissue):
-    held = np.flatnonzero((two_slide_tissue.obs["coarse_type"] == "Myeloid") & (two_slide_tissue.obs["domain"] == "tumour"))
+    held = np.flatnonzero(
+        (two_slide_tissue.obs["coarse_type"] == "Myeloid") & (two_slide_tissue.obs["domain"] == "tumour")
+    )
     a = _train(two_slide_tissue.copy(), heldout=held, seed=3)
     b = _train(two_slide_tissue.copy(), heldout=held, seed=3)
     np.testing.assert_array_equal(a.heldout_indices_, held)

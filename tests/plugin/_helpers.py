@@ -8,8 +8,17 @@ import pandas as pd
 import scipy.sparse as sp
 
 
-def grid_tissue(nx: int, ny: int, spacing: float, n_genes: int, rate: float, types: tuple[str, ...],
-                keys: tuple[str, str, str, str], gene: str, cell: str) -> tuple[ad.AnnData, np.ndarray]:
+def grid_tissue(
+    nx: int,
+    ny: int,
+    spacing: float,
+    n_genes: int,
+    rate: float,
+    types: tuple[str, ...],
+    keys: tuple[str, str, str, str],
+    gene: str,
+    cell: str,
+) -> tuple[ad.AnnData, np.ndarray]:
     """Cells on an ``nx`` x ``ny`` grid (micrometres) with Poisson counts in X, random types, a
     healthy left half and a tumour right half, and the coordinates in 0.5 um pixels as two obs
     columns. ``keys`` names the type, domain, x and y columns. Returns the AnnData and (x, y) in um.
@@ -20,9 +29,12 @@ def grid_tissue(nx: int, ny: int, spacing: float, n_genes: int, rate: float, typ
     counts = sp.csr_matrix(rng.poisson(rate, size=(n, n_genes)).astype(np.float32))
     type_key, domain_key, x_key, y_key = keys
     obs = pd.DataFrame(
-        {type_key: pd.Categorical(rng.choice(list(types), n)),
-         domain_key: pd.Categorical(np.where(xy[:, 0] < nx * spacing / 2, "healthy", "tumour")),
-         x_key: xy[:, 0] * 2, y_key: xy[:, 1] * 2},
+        {
+            type_key: pd.Categorical(rng.choice(list(types), n)),
+            domain_key: pd.Categorical(np.where(xy[:, 0] < nx * spacing / 2, "healthy", "tumour")),
+            x_key: xy[:, 0] * 2,
+            y_key: xy[:, 1] * 2,
+        },
         index=[f"{cell}{i}" for i in range(n)],
     )
     return ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=[f"{gene}{j}" for j in range(n_genes)])), xy
@@ -51,17 +63,28 @@ def session_state(session) -> dict:
     """What a failed step must leave exactly as it was: the session's state and its AnnData's entries."""
     adata = session.adata
     state = {
-        "adata": adata, "keys": session.keys, "model": session.model, "source": session.model_source,
-        "runs": dict(session.runs), "current": session.current_run, "busy": session.busy,
+        "adata": adata,
+        "keys": session.keys,
+        "model": session.model,
+        "source": session.model_source,
+        "runs": dict(session.runs),
+        "current": session.current_run,
+        "busy": session.busy,
         "selections": {k: v.mask.copy() for k, v in session.selections.items()},
-        "shifts": session.gene_shifts.table.copy(), "export": session.last_export,
+        "shifts": session.gene_shifts.table.copy(),
+        "export": session.last_export,
     }
     if adata is not None:
-        state.update({
-            "obs": adata.obs.copy(), "obsm": {k: adata.obsm[k] for k in adata.obsm},
-            "obsp": {k: adata.obsp[k] for k in adata.obsp}, "uns": sorted(adata.uns.keys()),
-            "layers": sorted(adata.layers.keys()), "shape": adata.shape,
-        })
+        state.update(
+            {
+                "obs": adata.obs.copy(),
+                "obsm": {k: adata.obsm[k] for k in adata.obsm},
+                "obsp": {k: adata.obsp[k] for k in adata.obsp},
+                "uns": sorted(adata.uns.keys()),
+                "layers": sorted(adata.layers.keys()),
+                "shape": adata.shape,
+            }
+        )
     return state
 
 

@@ -11,8 +11,19 @@ from pathlib import Path
 import cellina.plugin
 
 PLUGIN = Path(cellina.plugin.__file__).parent
-QT_FREE = ("_state", "_tissue", "_steps", "_training", "_results", "_session", "_session_cells", "_session_jobs",
-           "_selection", "_colours", "_points")
+QT_FREE = (
+    "_state",
+    "_tissue",
+    "_steps",
+    "_training",
+    "_results",
+    "_session",
+    "_session_cells",
+    "_session_jobs",
+    "_selection",
+    "_colours",
+    "_points",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -37,8 +48,10 @@ def _imports() -> dict[str, set[str]]:
 
 def test_qt_free_layers_do_not_import_qt_or_napari():
     modules = ", ".join(f"cellina.plugin.{m}" for m in QT_FREE)
-    code = (f"import sys; import {modules}; bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('napari', 'qtpy', 'PyQt6', 'PyQt5', 'PySide6')]; print(bad); assert not bad")
+    code = (
+        f"import sys; import {modules}; bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('napari', 'qtpy', 'PyQt6', 'PyQt5', 'PySide6')]; print(bad); assert not bad"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -54,8 +67,13 @@ def test_steps_never_import_the_session():
 
 
 def test_docks_talk_to_the_session_not_to_the_steps():
-    steps = {"cellina.plugin._steps", "cellina.plugin._training", "cellina.plugin._results",
-             "cellina.plugin._session_jobs", "cellina.plugin._session_cells"}
+    steps = {
+        "cellina.plugin._steps",
+        "cellina.plugin._training",
+        "cellina.plugin._results",
+        "cellina.plugin._session_jobs",
+        "cellina.plugin._session_cells",
+    }
     for name, deps in _imports().items():
         if name.startswith("cellina.plugin.widgets"):
             assert not deps & steps, f"{name} imports {deps & steps}"

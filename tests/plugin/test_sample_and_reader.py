@@ -90,10 +90,15 @@ def _obs_only_h5ad(path, x_name: str, y_name: str, n: int = 120):
 
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 500, size=(n, 2))
-    obs = pd.DataFrame({x_name: xy[:, 0], y_name: xy[:, 1],
-                        "cell_type": pd.Categorical(rng.choice(["A", "B"], n)),
-                        "domain": pd.Categorical(rng.choice(["h", "t"], n))},
-                       index=[f"c{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {
+            x_name: xy[:, 0],
+            y_name: xy[:, 1],
+            "cell_type": pd.Categorical(rng.choice(["A", "B"], n)),
+            "domain": pd.Categorical(rng.choice(["h", "t"], n)),
+        },
+        index=[f"c{i}" for i in range(n)],
+    )
     counts = sp.csr_matrix(rng.poisson(2.0, (n, 20)).astype(np.float32))
     adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(20)]))
     adata.layers["counts"] = adata.X.copy()
@@ -101,8 +106,9 @@ def _obs_only_h5ad(path, x_name: str, y_name: str, n: int = 120):
     return xy
 
 
-@pytest.mark.parametrize("names", [("x_centroid", "y_centroid"), ("CenterX_global_px", "CenterY_global_px"),
-                                   ("X", "Y"), ("px_x", "px_y")])
+@pytest.mark.parametrize(
+    "names", [("x_centroid", "y_centroid"), ("CenterX_global_px", "CenterY_global_px"), ("X", "Y"), ("px_x", "px_y")]
+)
 def test_obs_column_coordinates_open_by_the_reader_and_the_dock(make_napari_viewer, tmp_path, names):
     from cellina.plugin.widgets import TissueWidget
     from cellina.plugin.widgets._tissue import OBS_COLUMNS

@@ -51,18 +51,27 @@ def scripted(tmp_path_factory):
     session.events.step.connect(lambda name, outcome: steps.append((name, outcome.status)))
     session.preprocess(n_top_genes=80, bandwidth_um=20, max_neighbours=15)
     session.train(max_epochs=2, batch_size=128, holdout_cell_type="myeloid_1", holdout_domain="tumour")
-    mask = session.select_polygons("focal", [whole(session.display_coordinates())],
-                                   cell_types=["myeloid_1"], domains=["healthy"])
-    pool = dict(pool="observed", observed_cell_type="myeloid_1", observed_domain="tumour", n_neighbours=10,
-                n_draws=3, seed=4)
+    mask = session.select_polygons(
+        "focal", [whole(session.display_coordinates())], cell_types=["myeloid_1"], domains=["healthy"]
+    )
+    pool = dict(
+        pool="observed", observed_cell_type="myeloid_1", observed_domain="tumour", n_neighbours=10, n_draws=3, seed=4
+    )
     edge, again = session.run_edge(**pool), session.run_edge(**pool)
     session.fill_from_contrast("healthy", "tumour", n_genes=5, holdout="myeloid_1")
     node = session.run_node()
     path = tmp_path_factory.mktemp("scripted") / "scripted.h5ad"
     session.export(str(path))
-    return {"session": session, "mask": mask, "edge": edge, "again": again, "node": node,
-            "pool": session.donor_pool("observed", observed_cell_type="myeloid_1", observed_domain="tumour"),
-            "back": ad.read_h5ad(path), "steps": steps}
+    return {
+        "session": session,
+        "mask": mask,
+        "edge": edge,
+        "again": again,
+        "node": node,
+        "pool": session.donor_pool("observed", observed_cell_type="myeloid_1", observed_domain="tumour"),
+        "back": ad.read_h5ad(path),
+        "steps": steps,
+    }
 
 
 def _expected_focal(adata) -> np.ndarray:
@@ -71,8 +80,15 @@ def _expected_focal(adata) -> np.ndarray:
 
 def test_each_step_ends_once_and_done(scripted):
     names = [name for name, _ in scripted["steps"]]
-    assert names == ["preprocessing", "training", "latents and clusters", "edge perturbation",
-                     "edge perturbation", "node perturbation", "export"]
+    assert names == [
+        "preprocessing",
+        "training",
+        "latents and clusters",
+        "edge perturbation",
+        "edge perturbation",
+        "node perturbation",
+        "export",
+    ]
     assert all(status == "done" for _, status in scripted["steps"]) and not scripted["session"].busy
 
 

@@ -161,8 +161,9 @@ def test_fill_from_contrast_matches_pseudobulk_per_type(tissue):
     table = session.fill_from_contrast("healthy", "tumour", n_genes=3, holdout="C").table
     assert len(table) == 9 and set(table["senders"].map(lambda s: s[0])) == {"A", "B", "C"}
     types, dom = tissue.obs["cell_type"].to_numpy(), tissue.obs["domain"].to_numpy()
-    lfc_a = (_log_pseudobulk(tissue, (types == "A") & (dom == "tumour"))
-             - _log_pseudobulk(tissue, (types == "A") & (dom == "healthy")))
+    lfc_a = _log_pseudobulk(tissue, (types == "A") & (dom == "tumour")) - _log_pseudobulk(
+        tissue, (types == "A") & (dom == "healthy")
+    )
     rows_a = table[table["senders"].map(lambda s: s == ("A",))]
     top = np.argsort(-np.abs(lfc_a))[:3]
     assert set(rows_a["gene"]) == {f"g{j}" for j in top}
@@ -173,8 +174,9 @@ def test_the_held_out_type_gets_the_global_shift_of_the_others(tissue):
     session = CellinaSession(tissue)
     table = session.fill_from_contrast("healthy", "tumour", n_genes=3, holdout="C").table
     types, dom = tissue.obs["cell_type"].to_numpy(), tissue.obs["domain"].to_numpy()
-    lfc_global = (_log_pseudobulk(tissue, (types != "C") & (dom == "tumour"))
-                  - _log_pseudobulk(tissue, (types != "C") & (dom == "healthy")))
+    lfc_global = _log_pseudobulk(tissue, (types != "C") & (dom == "tumour")) - _log_pseudobulk(
+        tissue, (types != "C") & (dom == "healthy")
+    )
     rows_c = table[table["senders"].map(lambda s: s == ("C",))]
     for gene, value in zip(rows_c["gene"], rows_c["value"]):
         assert value == pytest.approx(lfc_global[int(gene[1:])], rel=1e-5)
@@ -193,15 +195,23 @@ def test_sender_groups_match_row_by_row_resolution():
     n = 20_000
     types = np.array([f"type_{i}" for i in range(10)])
     obs = pd.DataFrame({"cell_type": pd.Categorical(rng.choice(types, n))}, index=np.arange(n).astype(str))
-    adata = ad.AnnData(X=sp.csr_matrix((n, 30), dtype=np.float32), obs=obs,
-                       var=pd.DataFrame(index=[f"g{j}" for j in range(30)]))
+    adata = ad.AnnData(
+        X=sp.csr_matrix((n, 30), dtype=np.float32), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(30)])
+    )
     adata.obsm["spatial"] = rng.uniform(0, 1000, (n, 2))
     adata.layers["counts"] = adata.X
     session = CellinaSession(adata, TissueKeys(domain_key=None))
     region = rng.random(n) < 0.3
     session.set_selection(FOCAL, region)
-    rows = [{"gene": f"g{j % 30}", "value": 0.1 * (j + 1), "senders": (str(types[j % 10]),) if j % 3 else (),
-             "region": j % 4 == 0} for j in range(200)]
+    rows = [
+        {
+            "gene": f"g{j % 30}",
+            "value": 0.1 * (j + 1),
+            "senders": (str(types[j % 10]),) if j % 3 else (),
+            "region": j % 4 == 0,
+        }
+        for j in range(200)
+    ]
     groups, perturbations = session.sender_groups(GeneShifts.from_rows(rows))
     # every cell's shifts equal the sum over the rows whose restrictions it meets
     labels = np.asarray(groups)

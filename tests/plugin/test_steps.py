@@ -27,8 +27,16 @@ def _failing(error: BaseException):
     raise error
 
 
-@pytest.mark.parametrize("error", [ValueError("bad value"), KeyError("gene"), RuntimeError("CUDA error"),
-                                   MemoryError("out of memory"), SessionError("no focal cells")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("bad value"),
+        KeyError("gene"),
+        RuntimeError("CUDA error"),
+        MemoryError("out of memory"),
+        SessionError("no focal cells"),
+    ],
+)
 def test_every_exception_becomes_a_failed_outcome(error):
     outcome = run_sync(outcome_of(_failing(error)))
     assert isinstance(outcome, Outcome) and outcome.status == "failed" and outcome.error is error
@@ -166,13 +174,17 @@ def test_a_node_run_groups_senders_in_the_worker_not_in_the_job_factory(trained_
     session = trained_two_slide
     threads = []
     original = GeneShifts.sender_groups
-    monkeypatch.setattr(GeneShifts, "sender_groups",
-                        lambda self, *a: (threads.append(threading.current_thread().name), original(self, *a))[1])
+    monkeypatch.setattr(
+        GeneShifts,
+        "sender_groups",
+        lambda self, *a: (threads.append(threading.current_thread().name), original(self, *a))[1],
+    )
     monkeypatch.setattr(session, "selections", {})
     monkeypatch.setattr(session, "gene_shifts", session.gene_shifts)
     session.set_selection(FOCAL, np.arange(20))
-    session.add_gene_shift(str(session.adata.var_names[1]), -10.0,
-                           senders=[str(session.adata.obs["cell_type"].iloc[0])])
+    session.add_gene_shift(
+        str(session.adata.var_names[1]), -10.0, senders=[str(session.adata.obs["cell_type"].iloc[0])]
+    )
     job = session.node_job()
     assert threads == []  # the main thread only checks and gathers references
     result = {}
@@ -192,4 +204,3 @@ def test_a_node_run_never_writes_to_the_tissue(trained_two_slide, monkeypatch):
     run = run_sync(session.node_job().steps)
     assert set(session.adata.obsm.keys()) == obsm
     assert run.spatial_x.shape == session.adata.obsm["spatial_x"].shape
-

@@ -40,14 +40,22 @@ def _held(adata) -> np.ndarray:
 
 
 def _graph_state(adata):
-    return (adata.obsp["spatial_connectivities"].copy(), adata.obsm["spatial_x"].copy(),
-            sorted(adata.obsp.keys()), sorted(adata.obs.columns))
+    return (
+        adata.obsp["spatial_connectivities"].copy(),
+        adata.obsm["spatial_x"].copy(),
+        sorted(adata.obsp.keys()),
+        sorted(adata.obs.columns),
+    )
 
 
 def _same_graph_state(adata, state):
     W, phi, obsp_keys, obs_columns = state
-    return ((adata.obsp["spatial_connectivities"] != W).nnz == 0 and np.array_equal(adata.obsm["spatial_x"], phi)
-            and sorted(adata.obsp.keys()) == obsp_keys and sorted(adata.obs.columns) == obs_columns)
+    return (
+        (adata.obsp["spatial_connectivities"] != W).nnz == 0
+        and np.array_equal(adata.obsm["spatial_x"], phi)
+        and sorted(adata.obsp.keys()) == obsp_keys
+        and sorted(adata.obs.columns) == obs_columns
+    )
 
 
 # ---------------------------------------------------------------------- presets

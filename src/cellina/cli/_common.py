@@ -68,8 +68,9 @@ def common_options(quiet: bool = True) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--debug", action="store_true", help="show the full traceback when something fails")
     if quiet:
-        parent.add_argument("-q", "--quiet", action="store_true",
-                            help="no progress bars, training summaries or closing message")
+        parent.add_argument(
+            "-q", "--quiet", action="store_true", help="no progress bars, training summaries or closing message"
+        )
     return parent
 
 

@@ -26,33 +26,53 @@ from ._common import (
 def _add_edge_options(edge: argparse.ArgumentParser) -> None:
     donors = edge.add_mutually_exclusive_group(required=True)
     donors.add_argument("--donors", default=None, help="obs query of the donor pool")
-    donors.add_argument("--donors-neighbours-of", default=None,
-                        help="obs query of target cells whose observed neighbours form the donor pool "
-                             "(the published protocol)")
+    donors.add_argument(
+        "--donors-neighbours-of",
+        default=None,
+        help="obs query of target cells whose observed neighbours form the donor pool (the published protocol)",
+    )
     edge.add_argument("--exclude", default=None, help="obs query of cells removed from the donor pool")
-    edge.add_argument("--connectivity-key", default=None,
-                      help=f"obsp graph of --donors-neighbours-of (default: {OBSP.UNMASKED!r}, the graph with "
-                           f"held-out cells, when present, else {OBSP.CONNECTIVITIES!r})")
-    edge.add_argument("--anchor", action="store_true",
-                      help="anchor mode: each focal cell takes the whole neighbourhood of one cell of the pool, "
-                           "instead of --n-neighbours donors drawn from it")
+    edge.add_argument(
+        "--connectivity-key",
+        default=None,
+        help=f"obsp graph of --donors-neighbours-of (default: {OBSP.UNMASKED!r}, the graph with "
+        f"held-out cells, when present, else {OBSP.CONNECTIVITIES!r})",
+    )
+    edge.add_argument(
+        "--anchor",
+        action="store_true",
+        help="anchor mode: each focal cell takes the whole neighbourhood of one cell of the pool, "
+        "instead of --n-neighbours donors drawn from it",
+    )
     edge.add_argument("--n-neighbours", type=positive_int, default=50, help="donors per focal cell")
     edge.add_argument("--n-draws", type=positive_int, default=1, help="independent donor draws to average")
 
 
 def _add_node_options(node: argparse.ArgumentParser) -> None:
-    node.add_argument("--shifts", required=True,
-                      help="CSV with columns gene,value and optionally senders (';'-separated groups) or group, "
-                           "and region (true/false); value is a natural-log fold change")
-    node.add_argument("--sender-key", "--groupby", dest="sender_key", default=None,
-                      help="obs column the CSV's senders name (default: the model's cell-type column)")
+    node.add_argument(
+        "--shifts",
+        required=True,
+        help="CSV with columns gene,value and optionally senders (';'-separated groups) or group, "
+        "and region (true/false); value is a natural-log fold change",
+    )
+    node.add_argument(
+        "--sender-key",
+        "--groupby",
+        dest="sender_key",
+        default=None,
+        help="obs column the CSV's senders name (default: the model's cell-type column)",
+    )
     node.add_argument("--region", default=None, help="obs query of the cells the CSV's region=true rows apply to")
-    node.add_argument("--on-counts", action="store_true",
-                      help="scale neighbours' counts by e**value instead of adding value to their "
-                           "log-normalised expression")
-    node.add_argument("--lognorm-layer", default=None,
-                      help="log-normalised layer to shift (default: rebuilt from the counts as the niche "
-                           "features were)")
+    node.add_argument(
+        "--on-counts",
+        action="store_true",
+        help="scale neighbours' counts by e**value instead of adding value to their log-normalised expression",
+    )
+    node.add_argument(
+        "--lognorm-layer",
+        default=None,
+        help="log-normalised layer to shift (default: rebuilt from the counts as the niche features were)",
+    )
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -67,17 +87,21 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     modes = cf.add_subparsers(dest="mode", metavar="MODE")
     modes.required = True
-    edge = modes.add_parser("edge", parents=[common], formatter_class=HelpFormatter,
-                            help="rewire focal cells' neighbourhoods to donors")
-    node = modes.add_parser("node", parents=[common], formatter_class=HelpFormatter,
-                            help="shift neighbours' expression of genes listed in a CSV")
+    edge = modes.add_parser(
+        "edge", parents=[common], formatter_class=HelpFormatter, help="rewire focal cells' neighbourhoods to donors"
+    )
+    node = modes.add_parser(
+        "node",
+        parents=[common],
+        formatter_class=HelpFormatter,
+        help="shift neighbours' expression of genes listed in a CSV",
+    )
     for mode in (edge, node):
         mode.add_argument("model", help="model folder written by 'cellina train'")
         mode.add_argument("output", help="output .h5ad")
         mode.add_argument("--data", default=None, help="AnnData to use (default: the model folder's adata.h5ad)")
         mode.add_argument("--focal", required=True, help="obs query of the focal cells")
-        mode.add_argument("--library-size", default="latent",
-                          help="'latent' (each cell's own) or a number such as 1e4")
+        mode.add_argument("--library-size", default="latent", help="'latent' (each cell's own) or a number such as 1e4")
         mode.add_argument("--seed", type=int, default=0, help="seed of the random draws (donors)")
         mode.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
         mode.set_defaults(handler=run_counterfactual)
@@ -97,8 +121,7 @@ def donor_pool(adata: Any, args: argparse.Namespace) -> np.ndarray:
         graph = args.connectivity_key or (OBSP.UNMASKED if OBSP.UNMASKED in adata.obsp else OBSP.CONNECTIVITIES)
         if graph not in adata.obsp:
             raise CliError(f"--connectivity-key {graph!r} is not in obsp (graphs: {sorted(adata.obsp.keys())})")
-        pool = observed_neighbour_pool(adata, args.donors_neighbours_of, connectivity_key=graph,
-                                       exclude=args.exclude)
+        pool = observed_neighbour_pool(adata, args.donors_neighbours_of, connectivity_key=graph, exclude=args.exclude)
     if pool.size == 0:
         raise CliError("the donor pool is empty")
     return pool
@@ -108,13 +131,26 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
     """Expected counts, their std over draws, the draws and the run's parameters."""
     pool = donor_pool(adata, args)
     predicted, std, donors = model.get_counterfactual_expression(
-        indices=focal, neighbour_indices=pool, adata=adata, precomputed=args.anchor, seed=args.seed,
-        n_neighbours=args.n_neighbours, n_draws=args.n_draws, return_std=True, return_donors=True,
+        indices=focal,
+        neighbour_indices=pool,
+        adata=adata,
+        precomputed=args.anchor,
+        seed=args.seed,
+        n_neighbours=args.n_neighbours,
+        n_draws=args.n_draws,
+        return_std=True,
+        return_donors=True,
         library_size=library_size,
     )
-    parameters = {"donors": args.donors, "donors_neighbours_of": args.donors_neighbours_of,
-                  "exclude": args.exclude, "anchor": args.anchor, "n_neighbours": args.n_neighbours,
-                  "n_draws": args.n_draws, "donor_pool": pool}
+    parameters = {
+        "donors": args.donors,
+        "donors_neighbours_of": args.donors_neighbours_of,
+        "exclude": args.exclude,
+        "anchor": args.anchor,
+        "n_neighbours": args.n_neighbours,
+        "n_draws": args.n_draws,
+        "donor_pool": pool,
+    }
     return predicted, std, donors, parameters
 
 
@@ -138,11 +174,26 @@ def run_node(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         region = np.zeros(adata.n_obs, dtype=bool)
         region[select(adata, args.region, "--region")] = True
     result = node_counterfactual(
-        model, adata, shifts, focal, sender_key=sender_key, region=region, layer=args.lognorm_layer,
-        add_shift=not args.on_counts, renormalize=True, random_state=args.seed, library_size=library_size,
+        model,
+        adata,
+        shifts,
+        focal,
+        sender_key=sender_key,
+        region=region,
+        layer=args.lognorm_layer,
+        add_shift=not args.on_counts,
+        renormalize=True,
+        random_state=args.seed,
+        library_size=library_size,
     )
-    parameters = {"shifts": args.shifts, "sender_key": sender_key, "region": args.region,
-                  "add_shift": not args.on_counts, "renormalize": True, "lognorm_layer": args.lognorm_layer}
+    parameters = {
+        "shifts": args.shifts,
+        "sender_key": sender_key,
+        "region": args.region,
+        "add_shift": not args.on_counts,
+        "renormalize": True,
+        "lognorm_layer": args.lognorm_layer,
+    }
     return result.expression, shifts.table, parameters
 
 
@@ -177,15 +228,24 @@ def run_counterfactual(args: argparse.Namespace) -> int:
         else:
             predicted, shifts, extra = run_node(model, adata, focal, args, library_size)
             std = donors = None
-    parameters = {"focal": args.focal, "model": str(model_dir), "data": str(data_path),
-                  "library_size": args.library_size, "preset": model.preset or "", **extra}
+    parameters = {
+        "focal": args.focal,
+        "model": str(model_dir),
+        "data": str(data_path),
+        "library_size": args.library_size,
+        "preset": model.preset or "",
+        **extra,
+    }
     run_name = f"{args.mode} 1"
     record = run_record(args.mode, parameters, focal=focal, seed=args.seed, donors=donors, gene_shifts=shifts)
     training = dict(adata.uns.get(UNS.ROOT, {}).get(TRAINING_RECORD, {}))
     out = perturbed_anndata(
-        adata, runs={run_name: record},
+        adata,
+        runs={run_name: record},
         current=CurrentRun(run_name, focal, np.asarray(predicted), np.asarray(factual), std),
-        model=model, model_source=str(model_dir), keys=training.get("keys"),
+        model=model,
+        model_source=str(model_dir),
+        keys=training.get("keys"),
     )
     write_h5ad_atomic(out, output)
     say(args, f"wrote {args.mode} counterfactuals for {focal.size} focal cells to {output}")

@@ -89,8 +89,10 @@ def _pixel_size(args: argparse.Namespace, coords: dict[str, Any]) -> float:
     if args.bandwidth is not None and looks_like_pixels(*names):
         sizes = ", ".join(f"{k} {v}" for k, v in PIXEL_SIZES_UM.items())
         shown = "/".join(n for n in names if n)
-        raise CliError(f"the coordinates {shown!r} look like pixels; pass --pixel-size in micrometres per pixel "
-                       f"({sizes}), or --pixel-size 1 if they are micrometres")
+        raise CliError(
+            f"the coordinates {shown!r} look like pixels; pass --pixel-size in micrometres per pixel "
+            f"({sizes}), or --pixel-size 1 if they are micrometres"
+        )
     return 1.0
 
 
@@ -106,8 +108,9 @@ def resolve_training_keys(adata: Any, args: argparse.Namespace) -> TrainingKeys:
     batch = _obs_key(adata, args.batch_key, guess.batch, "--batch-key", "", guessed)
     layer = _layer(adata, args.layer, guess.counts_layer, guessed)
     coords = _coordinates(adata, args, guess, guessed)
-    return TrainingKeys(labels, domains, batch, layer, pixel_size=_pixel_size(args, coords),
-                        guessed=tuple(guessed), **coords)
+    return TrainingKeys(
+        labels, domains, batch, layer, pixel_size=_pixel_size(args, coords), guessed=tuple(guessed), **coords
+    )
 
 
 def with_micrometre_coordinates(adata: Any, keys: TrainingKeys) -> None:

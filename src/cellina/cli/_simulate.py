@@ -27,8 +27,13 @@ def run_simulate(args: argparse.Namespace) -> int:
             bar.update(round(100 * fraction) - bar.n)
 
         adata = synthetic_tissue(
-            n_cells=args.n_cells, n_genes=args.n_genes, n_slides=args.n_slides, seed=args.seed,
-            library_size_median=args.library_size, store_means=not args.no_truth_layers, progress=progress,
+            n_cells=args.n_cells,
+            n_genes=args.n_genes,
+            n_slides=args.n_slides,
+            seed=args.seed,
+            library_size_median=args.library_size,
+            store_means=not args.no_truth_layers,
+            progress=progress,
         )
         bar.set_postfix_str("writing", refresh=True)
         write_h5ad_atomic(adata, output)
@@ -48,8 +53,7 @@ def run_view(args: argparse.Namespace) -> int:
     if not _has_display():
         # Qt would abort the whole process with a cryptic message.
         raise SystemExit(
-            "cellina view: no display found (DISPLAY is not set); on a headless machine run "
-            "'xvfb-run -a cellina view'"
+            "cellina view: no display found (DISPLAY is not set); on a headless machine run 'xvfb-run -a cellina view'"
         )
     if args.path and not Path(args.path).exists():
         raise SystemExit(f"cellina view: no such file: {args.path!r}")
@@ -71,7 +75,9 @@ def run_view(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any, common: argparse.ArgumentParser, plain: argparse.ArgumentParser) -> None:
     """Register ``cellina simulate`` and ``cellina view``."""
     sim = sub.add_parser(
-        "simulate", parents=[common], formatter_class=HelpFormatter,
+        "simulate",
+        parents=[common],
+        formatter_class=HelpFormatter,
         help="write a synthetic tissue with exact counterfactual truth to an .h5ad file",
         description="Generate a synthetic spatial tissue (micrometre coordinates, healthy / margin / "
         "tumour domains, fine and coarse cell types, niche effects with exact truth) and write it as "
@@ -84,13 +90,17 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, plain: argparse.Argum
     sim.add_argument("--n-slides", type=positive_int, default=1, help="number of slides")
     sim.add_argument("--seed", type=int, default=0, help="random seed (same seed, same tissue)")
     sim.add_argument("--library-size", type=positive_float, default=500.0, help="median counts per cell")
-    sim.add_argument("--no-truth-layers", action="store_true",
-                     help="do not store the dense true-mean layers (for very large tissues; truth stays recomputable)")
+    sim.add_argument(
+        "--no-truth-layers",
+        action="store_true",
+        help="do not store the dense true-mean layers (for very large tissues; truth stays recomputable)",
+    )
     sim.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     sim.set_defaults(handler=run_simulate)
 
     view = sub.add_parser(
-        "view", parents=[plain],
+        "view",
+        parents=[plain],
         help="open napari with the Cellina plugin on an .h5ad file or the built-in sample tissue",
         description="Open napari with the Cellina plugin. Without PATH, the built-in synthetic "
         "tumour section is shown.",

@@ -27,8 +27,17 @@ from ._common import (
 from ._keys import TrainingKeys, resolve_training_keys, with_micrometre_coordinates
 
 #: options that override a preset's model options (flag name -> constructor argument)
-MODEL_OVERRIDES = ("n_latent", "n_hidden", "n_layers", "classifier_lambda", "discriminator_lambda",
-                   "niche_decoder", "niche_rank", "spatial_decoding", "type_aware_discriminator")
+MODEL_OVERRIDES = (
+    "n_latent",
+    "n_hidden",
+    "n_layers",
+    "classifier_lambda",
+    "discriminator_lambda",
+    "niche_decoder",
+    "niche_rank",
+    "spatial_decoding",
+    "type_aware_discriminator",
+)
 
 
 def presets_epilog(width: int = 88) -> str:
@@ -49,47 +58,72 @@ def _add_data_options(train: argparse.ArgumentParser) -> None:
     keys = train.add_argument_group("keys (guessed from common names when not given; 'none' turns one off)")
     keys.add_argument("--labels-key", default=None, help="obs column of cell types (classifier on z)")
     keys.add_argument("--domains-key", default=None, help="obs column of spatial domains (adversary on z)")
-    keys.add_argument("--batch-key", default=None,
-                      help="obs column of slides or samples, used as the batch covariate")
+    keys.add_argument("--batch-key", default=None, help="obs column of slides or samples, used as the batch covariate")
     keys.add_argument("--layer", default=None, help="layer with raw counts (none: counts in X)")
     coords = train.add_argument_group("coordinates (guessed from common names when not given)")
     coords.add_argument("--spatial-key", default=None, help="obsm key of the cell coordinates (x, y)")
     coords.add_argument("--x-column", default=None, help="obs column of the x coordinates")
     coords.add_argument("--y-column", default=None, help="obs column of the y coordinates")
     sizes = ", ".join(f"{k} {v}" for k, v in PIXEL_SIZES_UM.items())
-    coords.add_argument("--pixel-size", type=positive_float, default=None,
-                        help=f"micrometres per coordinate unit ({sizes}); the coordinates are converted to "
-                             "micrometres in obsm['spatial'] (default: 1, refused for names that say pixels)")
+    coords.add_argument(
+        "--pixel-size",
+        type=positive_float,
+        default=None,
+        help=f"micrometres per coordinate unit ({sizes}); the coordinates are converted to "
+        "micrometres in obsm['spatial'] (default: 1, refused for names that say pixels)",
+    )
     graph = train.add_argument_group("graph and niche features")
     graph.add_argument("--spatial-obsm-key", default=OBSM.NICHE_FEATURES, help="obsm key of the niche features")
-    graph.add_argument("--bandwidth", type=positive_float, default=None,
-                       help="kernel bandwidth in micrometres; builds the graph and niche features")
+    graph.add_argument(
+        "--bandwidth",
+        type=positive_float,
+        default=None,
+        help="kernel bandwidth in micrometres; builds the graph and niche features",
+    )
     graph.add_argument("--max-neighbours", type=positive_int, default=50, help="neighbours per cell in the graph")
-    graph.add_argument("--library-key", default=None,
-                       help="obs column of slides: no edges across slides (default: the batch key)")
-    graph.add_argument("--hold-out", default=None,
-                       help="obs query of cells held out of training and of the graph, e.g. "
-                            "\"domain == 'tumour' and coarse_type == 'Myeloid'\"")
-    graph.add_argument("--validation-size", type=fraction, default=0.1,
-                       help="fraction of the other cells used for validation")
+    graph.add_argument(
+        "--library-key", default=None, help="obs column of slides: no edges across slides (default: the batch key)"
+    )
+    graph.add_argument(
+        "--hold-out",
+        default=None,
+        help="obs query of cells held out of training and of the graph, e.g. "
+        "\"domain == 'tumour' and coarse_type == 'Myeloid'\"",
+    )
+    graph.add_argument(
+        "--validation-size", type=fraction, default=0.1, help="fraction of the other cells used for validation"
+    )
 
 
 def _add_model_options(train: argparse.ArgumentParser) -> None:
     model = train.add_argument_group("model (the preset's values unless given)")
-    model.add_argument("--preset", choices=sorted(PRESETS), default="recommended",
-                       help="named option set the model starts from (see below)")
+    model.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="recommended",
+        help="named option set the model starts from (see below)",
+    )
     model.add_argument("--n-latent", type=positive_int, default=None, help="dimensions of z (and of s)")
     model.add_argument("--n-hidden", type=positive_int, default=None, help="hidden units per layer")
     model.add_argument("--n-layers", type=positive_int, default=None, help="hidden layers of the encoders")
     model.add_argument("--classifier-lambda", type=float, default=None, help="weight of the cell-type classifier on z")
     model.add_argument("--discriminator-lambda", type=float, default=None, help="weight of the domain adversary on z")
-    model.add_argument("--niche-decoder", choices=("concat", "factorised", "type_gated"), default=None,
-                       help=OPTION_NOTES["niche_decoder"] + " 'factorised': the low-rank part only.")
+    model.add_argument(
+        "--niche-decoder",
+        choices=("concat", "factorised", "type_gated"),
+        default=None,
+        help=OPTION_NOTES["niche_decoder"] + " 'factorised': the low-rank part only.",
+    )
     model.add_argument("--niche-rank", type=positive_int, default=None, help="rank of the factorised niche response")
-    model.add_argument("--spatial-decoding", choices=("sample", "mean"), default=None,
-                       help=OPTION_NOTES["spatial_decoding"])
-    model.add_argument("--type-aware-discriminator", action=argparse.BooleanOptionalAction, default=None,
-                       help=OPTION_NOTES["type_aware_discriminator"])
+    model.add_argument(
+        "--spatial-decoding", choices=("sample", "mean"), default=None, help=OPTION_NOTES["spatial_decoding"]
+    )
+    model.add_argument(
+        "--type-aware-discriminator",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=OPTION_NOTES["type_aware_discriminator"],
+    )
     fit = train.add_argument_group("training")
     fit.add_argument("--max-epochs", type=positive_int, default=100, help="passes over the training cells")
     fit.add_argument("--batch-size", type=positive_int, default=512, help="cells per minibatch")
@@ -102,7 +136,9 @@ def _add_model_options(train: argparse.ArgumentParser) -> None:
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register ``cellina train``."""
     train = sub.add_parser(
-        "train", parents=[common], formatter_class=HelpFormatter,
+        "train",
+        parents=[common],
+        formatter_class=HelpFormatter,
         help="train a Cellina model on an .h5ad file and save it to a folder",
         description="Train Cellina from a preset. Keys not given are guessed from common names and "
         "listed. If the niche features are missing (or --bandwidth is given), the counts are "
@@ -127,21 +163,31 @@ def _prepared(adata: Any, args: argparse.Namespace, keys: TrainingKeys, held_out
             raise CliError("--hold-out needs --bandwidth, so the graph is rebuilt without the held-out cells")
         return adata, keys.layer
     if args.bandwidth is None:
-        raise CliError(f"adata.obsm[{args.spatial_obsm_key!r}] (niche features) is missing; pass --bandwidth "
-                       "(in micrometres) to build the spatial graph and niche features")
+        raise CliError(
+            f"adata.obsm[{args.spatial_obsm_key!r}] (niche features) is missing; pass --bandwidth "
+            "(in micrometres) to build the spatial graph and niche features"
+        )
     if OBSM.SPATIAL not in adata.obsm:
         raise CliError("no cell coordinates found; pass --spatial-key or --x-column and --y-column")
     if args.spatial_obsm_key != OBSM.NICHE_FEATURES:
-        raise CliError(f"--bandwidth writes the niche features to obsm[{OBSM.NICHE_FEATURES!r}]; "
-                       "leave out --spatial-obsm-key")
+        raise CliError(
+            f"--bandwidth writes the niche features to obsm[{OBSM.NICHE_FEATURES!r}]; leave out --spatial-obsm-key"
+        )
+
     def progress(fraction: float, message: str) -> None:
         if fraction >= 1.0:
             say(args, f"cellina train: spatial graph {message.removeprefix('done: ')}", err=True)
 
     layer = keys.layer or LAYERS.COUNTS
-    prepared = prepare_tissue(adata, bandwidth=args.bandwidth, counts_layer=layer,
-                              max_neighbours=args.max_neighbours, library_key=args.library_key or keys.batch_key,
-                              test_indices=held_out, progress=progress)
+    prepared = prepare_tissue(
+        adata,
+        bandwidth=args.bandwidth,
+        counts_layer=layer,
+        max_neighbours=args.max_neighbours,
+        library_key=args.library_key or keys.batch_key,
+        test_indices=held_out,
+        progress=progress,
+    )
     return prepared, layer
 
 
@@ -170,18 +216,37 @@ def run_train(args: argparse.Namespace) -> int:
     extra = {"early_stopping_monitor": "vae_loss_validation"} if args.early_stopping else {}
     with quiet_run(args.quiet) as trainer_kwargs:
         model = train_model(
-            adata, labels_key=keys.labels_key, domains_key=keys.domains_key, batch_key=keys.batch_key,
-            layer=layer, spatial_obsm_key=args.spatial_obsm_key, heldout=held_out,
-            validation_size=args.validation_size, seed=args.seed, preset=args.preset,
-            model_kwargs=model_kwargs, plan_kwargs=plan_kwargs, max_epochs=args.max_epochs,
-            batch_size=args.batch_size, early_stopping=args.early_stopping, accelerator=args.accelerator,
-            **extra, **trainer_kwargs,
+            adata,
+            labels_key=keys.labels_key,
+            domains_key=keys.domains_key,
+            batch_key=keys.batch_key,
+            layer=layer,
+            spatial_obsm_key=args.spatial_obsm_key,
+            heldout=held_out,
+            validation_size=args.validation_size,
+            seed=args.seed,
+            preset=args.preset,
+            model_kwargs=model_kwargs,
+            plan_kwargs=plan_kwargs,
+            max_epochs=args.max_epochs,
+            batch_size=args.batch_size,
+            early_stopping=args.early_stopping,
+            accelerator=args.accelerator,
+            **extra,
+            **trainer_kwargs,
         )
-    model.adata.uns.setdefault(UNS.ROOT, {})[TRAINING_RECORD] = to_h5ad_value({
-        "preset": args.preset, "keys": {**keys.record(), "layer": layer or ""},
-        "model_overrides": model_kwargs, "plan_overrides": plan_kwargs, "hold_out": args.hold_out or "",
-        "seed": args.seed, "max_epochs": args.max_epochs, "batch_size": args.batch_size,
-    })
+    model.adata.uns.setdefault(UNS.ROOT, {})[TRAINING_RECORD] = to_h5ad_value(
+        {
+            "preset": args.preset,
+            "keys": {**keys.record(), "layer": layer or ""},
+            "model_overrides": model_kwargs,
+            "plan_overrides": plan_kwargs,
+            "hold_out": args.hold_out or "",
+            "seed": args.seed,
+            "max_epochs": args.max_epochs,
+            "batch_size": args.batch_size,
+        }
+    )
     model.save(str(output), save_anndata=True, overwrite=args.overwrite)
     say(args, f"saved the model ({args.preset} preset) and its prepared AnnData to {output}")
     return 0

@@ -63,8 +63,13 @@ def _rewired_graph(graph: sp.csr_matrix, focal: np.ndarray, donor_rows: sp.csr_m
 
 
 def _anchor_features(
-    Xrep: sp.csr_matrix, graph: sp.csr_matrix, anchors: np.ndarray, n_focal: int,
-    exclude: np.ndarray | None, random_state: Any, where: str,
+    Xrep: sp.csr_matrix,
+    graph: sp.csr_matrix,
+    anchors: np.ndarray,
+    n_focal: int,
+    exclude: np.ndarray | None,
+    random_state: Any,
+    where: str,
 ) -> sp.csr_matrix:
     """One anchor per focal cell; each anchor's niche recomputed without ``exclude``."""
     kept = usable_anchors(graph, anchors, exclude, where, stacklevel=4)
@@ -80,8 +85,7 @@ def _check_anchor_width(adata: Any, spatial_column: str) -> None:
     """Anchor mode rebuilds features over every gene; a narrower stored matrix cannot match."""
     if spatial_column not in adata.obsm:
         raise CellinaKeyError(
-            f"spatial_column={spatial_column!r} is not in adata.obsm "
-            f"(available: {sorted(adata.obsm.keys())})."
+            f"spatial_column={spatial_column!r} is not in adata.obsm (available: {sorted(adata.obsm.keys())})."
         )
     width = adata.obsm[spatial_column].shape[1]
     if width != adata.n_vars:

@@ -48,9 +48,7 @@ def _rows(counts: Any, rows: np.ndarray) -> Any:
     return counts[rows] if not sp.issparse(counts) else sp.csr_matrix(counts)[rows]
 
 
-def pooled_niche_features(
-    counts: Any, donors: np.ndarray, record: Mapping[str, Any]
-) -> np.ndarray:
+def pooled_niche_features(counts: Any, donors: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
     """Niche features of focal cells whose neighbours are replaced by ``donors``.
 
     Every donor gets weight ``1/k``: rewired donors have no distance to the focal cell,
@@ -239,8 +237,14 @@ def default_anchor_graph(adata: Any, record: Mapping[str, Any]) -> str:
 
 
 def _anchor_draw(
-    adata: Any, counts: Any, focal: np.ndarray, pool: np.ndarray, record: Mapping[str, Any],
-    rng: np.random.Generator, connectivity_key: str, exclude: np.ndarray | None,
+    adata: Any,
+    counts: Any,
+    focal: np.ndarray,
+    pool: np.ndarray,
+    record: Mapping[str, Any],
+    rng: np.random.Generator,
+    connectivity_key: str,
+    exclude: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     if connectivity_key not in adata.obsp:
         raise ValueError(
@@ -327,8 +331,6 @@ def rewired_niche_features(
     if exclude is not None and exclude.size:
         pool = np.setdiff1d(np.asarray(pool, dtype=np.int64), exclude)
         if pool.size == 0:
-            raise ValueError(
-                "Every cell of the donor pool (neighbour_indices) is excluded; no donors are left."
-            )
+            raise ValueError("Every cell of the donor pool (neighbour_indices) is excluded; no donors are left.")
     donors = sample_donors(focal, pool, n_neighbours, rng)
     return pooled_niche_features(counts, donors, record), donors

@@ -139,9 +139,17 @@ def node_counterfactual(
         uns={UNS.ROOT: {UNS.SPATIAL_FEATURES: {features_key: record}}},
     )
     make_neighbor_perturbation(
-        work, perturbations=perturbations, groupby=_GROUP_COLUMN, connectivity_key=graph_key,
-        obsm_key_out=OBSM.PERTURBED_NICHE, base=np.e, renormalize=renormalize, add_shift=add_shift,
-        perturb_fraction=perturb_fraction, random_state=random_state, features_key=features_key,
+        work,
+        perturbations=perturbations,
+        groupby=_GROUP_COLUMN,
+        connectivity_key=graph_key,
+        obsm_key_out=OBSM.PERTURBED_NICHE,
+        base=np.e,
+        renormalize=renormalize,
+        add_shift=add_shift,
+        perturb_fraction=perturb_fraction,
+        random_state=random_state,
+        features_key=features_key,
     )
     spatial_x = work.obsm[OBSM.PERTURBED_NICHE]
     expression = model.predict_from_niche(adata, focal, spatial_x[focal], "expression", library_size, batch_size)

@@ -58,8 +58,7 @@ def observed_neighbour_pool(
     """
     if connectivity_key not in adata.obsp:
         raise KeyError(
-            f"connectivity key {connectivity_key!r} not found in adata.obsp "
-            f"(available: {sorted(adata.obsp.keys())})"
+            f"connectivity key {connectivity_key!r} not found in adata.obsp (available: {sorted(adata.obsp.keys())})"
         )
     target_rows = select_cells(adata, targets, "targets")
     if target_rows.size == 0:
@@ -69,9 +68,7 @@ def observed_neighbour_pool(
     if exclude is not None:
         pool = pool[~_mask(adata, exclude, "exclude")[pool]]
     if pool.size == 0:
-        raise ValueError(
-            f"the targets' neighbours in obsp[{connectivity_key!r}] are empty after exclusion: no donors"
-        )
+        raise ValueError(f"the targets' neighbours in obsp[{connectivity_key!r}] are empty after exclusion: no donors")
     return pool
 
 

@@ -116,8 +116,17 @@ def edge_counterfactual(
     stats, draws = _Welford(), []
     for _ in range(int(n_draws)):
         spatial_x, drawn = rewired_niche_features(
-            adata, source, focal, pool, obsm_key=obsm_key, rng=rng, precomputed=anchor,
-            n_neighbours=n_neighbours, connectivity_key=connectivity_key, exclude=exclude, record=record,
+            adata,
+            source,
+            focal,
+            pool,
+            obsm_key=obsm_key,
+            rng=rng,
+            precomputed=anchor,
+            n_neighbours=n_neighbours,
+            connectivity_key=connectivity_key,
+            exclude=exclude,
+            record=record,
         )
         stats.add(model.predict_from_niche(adata, focal, spatial_x, output, library_size, batch_size, give_mean))
         draws.append(drawn)

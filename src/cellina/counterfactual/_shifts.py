@@ -126,8 +126,9 @@ class GeneShifts:
         lfc = pseudobulk_lfc(adata, labels_key, domains_key, control_domain, target_domain, layer=layer)
         global_lfc = None
         if holdout:
-            global_lfc = global_pseudobulk_lfc(adata, domains_key, control_domain, target_domain,
-                                               labels_key=labels_key, exclude=holdout, layer=layer)
+            global_lfc = global_pseudobulk_lfc(
+                adata, domains_key, control_domain, target_domain, labels_key=labels_key, exclude=holdout, layer=layer
+            )
         per_type = perturbation_table(lfc, n_genes=n_genes, holdout=holdout or None, global_lfc=global_lfc)
         rows = [{"gene": g, "value": v, "senders": (str(t),)} for t, s in per_type.items() for g, v in s.items()]
         if not rows:

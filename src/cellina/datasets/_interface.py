@@ -94,5 +94,7 @@ def truth_for(adata: Any) -> TissueTruth | WorldTruth:
         return WorldTruth(adata)
     if TRUTH_KEY in adata.uns:
         return TissueTruth(adata)
-    raise TruthKeyError(f"adata has neither uns[{WORLD_KEY!r}] (make_world) nor uns[{TRUTH_KEY!r}] "
-                        "(synthetic_tissue): it carries no exact truth")
+    raise TruthKeyError(
+        f"adata has neither uns[{WORLD_KEY!r}] (make_world) nor uns[{TRUTH_KEY!r}] "
+        "(synthetic_tissue): it carries no exact truth"
+    )

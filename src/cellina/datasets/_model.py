@@ -88,9 +88,7 @@ class TissueModel:
         return TissueModel(**{**self.__dict__, "l_ref": float(l_ref)})
 
     # ----------------------------------------------------------------- intrinsic expression
-    def intrinsic_log_mean(
-        self, codes: np.ndarray, state: np.ndarray, cols: np.ndarray | None = None
-    ) -> np.ndarray:
+    def intrinsic_log_mean(self, codes: np.ndarray, state: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
         """log of the intrinsic (niche-free) expected count per unit size, cells x genes (or ``cols``)."""
         if cols is None:
             base, types, alpha = self.baseline, self.type_effects, self.state_effect

@@ -15,9 +15,7 @@ from scipy.spatial import cKDTree
 from cellina.datasets._tissue_settings import TissueSettings
 
 
-def tissue_geometry(
-    settings: TissueSettings, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tissue_geometry(settings: TissueSettings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coordinates (um), slide code and domain code (0 healthy, 1 margin, 2 tumour) per cell."""
     n_cells, n_slides = settings.n_cells, settings.n_slides
     tumour_fraction, margin_fraction = settings.tumour_fraction, settings.margin_fraction
@@ -71,8 +69,11 @@ def _blob_distance(
     cos3, sin3 = cos2 * cos1 - sin2 * sin1, sin2 * cos1 + cos2 * sin1
     cos4, sin4 = cos2 * cos2 - sin2 * sin2, 2.0 * cos2 * sin2
     wobble = (
-        a_cos[near, 0] * cos2 - a_sin[near, 0] * sin2
-        + a_cos[near, 1] * cos3 - a_sin[near, 1] * sin3
-        + a_cos[near, 2] * cos4 - a_sin[near, 2] * sin4
+        a_cos[near, 0] * cos2
+        - a_sin[near, 0] * sin2
+        + a_cos[near, 1] * cos3
+        - a_sin[near, 1] * sin3
+        + a_cos[near, 2] * cos4
+        - a_sin[near, 2] * sin4
     )
     return (dist - radii[near] * (1.0 + wobble)).min(axis=1)

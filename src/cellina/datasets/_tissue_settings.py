@@ -126,9 +126,7 @@ def check_settings(
     tumour_fraction = check_positive(tumour_fraction, "tumour_fraction")
     margin_fraction = check_positive(margin_fraction, "margin_fraction")
     if tumour_fraction + margin_fraction >= 1.0:
-        raise ValueError(
-            f"tumour_fraction + margin_fraction must be < 1, got {tumour_fraction} + {margin_fraction}"
-        )
+        raise ValueError(f"tumour_fraction + margin_fraction must be < 1, got {tumour_fraction} + {margin_fraction}")
     probabilities = check_composition(composition)
     if progress is not None and not callable(progress):
         raise DatasetTypeError(f"progress must be callable(fraction, message) or None, got {type(progress).__name__}")

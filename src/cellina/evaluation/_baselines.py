@@ -61,9 +61,7 @@ def mean_shift_delta(
     shared = sorted(set(gs) & set(gt))
     if not shared:
         raise ValueError("no group is present in both the source and the target reference cells.")
-    deltas = [
-        _log_mean(tgt[gt == g], target_sum) - _log_mean(src[gs == g], target_sum) for g in shared
-    ]
+    deltas = [_log_mean(tgt[gt == g], target_sum) - _log_mean(src[gs == g], target_sum) for g in shared]
     return np.mean(deltas, axis=0)
 
 

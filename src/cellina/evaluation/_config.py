@@ -130,5 +130,10 @@ class LeaveOneOutConfig:
 
     def train_options(self) -> dict[str, Any]:
         """Options of ``train`` for every model of the run (the protocol's defaults, then ``train_kwargs``)."""
-        return {"max_epochs": 50, "batch_size": 256, "early_stopping": False, "enable_progress_bar": False,
-                **dict(self.train_kwargs or {})}
+        return {
+            "max_epochs": 50,
+            "batch_size": 256,
+            "early_stopping": False,
+            "enable_progress_bar": False,
+            **dict(self.train_kwargs or {}),
+        }

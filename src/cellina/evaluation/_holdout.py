@@ -64,8 +64,14 @@ class HoldoutTissue:
 
     def indices(self) -> dict[str, np.ndarray]:
         """The positions the result reports."""
-        return {"train": self.train, "validation": self.validation, "test": self.target,
-                "control": self.control, "target": self.target, "neighbours": self.pool}
+        return {
+            "train": self.train,
+            "validation": self.validation,
+            "test": self.target,
+            "control": self.control,
+            "target": self.target,
+            "neighbours": self.pool,
+        }
 
 
 def check_inputs(adata: Any, holdout: str, config: LeaveOneOutConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -79,13 +85,15 @@ def check_inputs(adata: Any, holdout: str, config: LeaveOneOutConfig) -> tuple[n
     domains = adata.obs[config.domains_key].astype(str).to_numpy()
     for d in (config.control_domain, config.target_domain):
         if d not in set(domains):
-            raise ValueError(f"domain {d!r} not found in adata.obs[{config.domains_key!r}] "
-                             f"(values: {sorted(set(domains))}).")
+            raise ValueError(
+                f"domain {d!r} not found in adata.obs[{config.domains_key!r}] (values: {sorted(set(domains))})."
+            )
     if config.control_domain == config.target_domain:
         raise ValueError(f"`control_domain` and `target_domain` are both {config.control_domain!r}.")
     if str(holdout) not in set(labels):
-        raise ValueError(f"held-out type {holdout!r} not found in adata.obs[{config.labels_key!r}] "
-                         f"(values: {sorted(set(labels))}).")
+        raise ValueError(
+            f"held-out type {holdout!r} not found in adata.obs[{config.labels_key!r}] (values: {sorted(set(labels))})."
+        )
     for d in (config.control_domain, config.target_domain):
         if not np.any((labels == str(holdout)) & (domains == d)):
             raise ValueError(f"held-out type {holdout!r} has no cells in domain {d!r}.")
@@ -100,20 +108,38 @@ def _prepared(adata: Any, config: LeaveOneOutConfig, target: np.ndarray) -> ad.A
 
     counts = adata.X if config.layer is None else adata.layers[config.layer]
     # a light AnnData sharing the caller's matrices: prepare_tissue makes the one copy
-    base = ad.AnnData(X=counts, obs=adata.obs, var=adata.var, obsm={OBSM.SPATIAL: adata.obsm[OBSM.SPATIAL]},
-                      layers={config.counts_layer: counts})
-    return prepare_tissue(base, bandwidth=config.bandwidth, counts_layer=config.counts_layer,
-                          max_neighbours=config.max_neighbours, cutoff=config.cutoff,
-                          library_key=config.library_key, test_indices=target)
+    base = ad.AnnData(
+        X=counts,
+        obs=adata.obs,
+        var=adata.var,
+        obsm={OBSM.SPATIAL: adata.obsm[OBSM.SPATIAL]},
+        layers={config.counts_layer: counts},
+    )
+    return prepare_tissue(
+        base,
+        bandwidth=config.bandwidth,
+        counts_layer=config.counts_layer,
+        max_neighbours=config.max_neighbours,
+        cutoff=config.cutoff,
+        library_key=config.library_key,
+        test_indices=target,
+    )
 
 
 def _node_shifts(work: ad.AnnData, holdout: str, config: LeaveOneOutConfig):
     """Pseudobulk shifts per sender type; the held-out type gets the shift of all other types."""
     from cellina.counterfactual import GeneShifts
 
-    shifts = GeneShifts.from_contrast(work, config.labels_key, config.domains_key, config.control_domain,
-                                      config.target_domain, n_genes=config.n_pert_genes, holdout=holdout,
-                                      layer=config.counts_layer)
+    shifts = GeneShifts.from_contrast(
+        work,
+        config.labels_key,
+        config.domains_key,
+        config.control_domain,
+        config.target_domain,
+        n_genes=config.n_pert_genes,
+        holdout=holdout,
+        layer=config.counts_layer,
+    )
     table: dict[str, dict[str, float]] = {}
     for row in shifts.table.itertuples(index=False):
         table.setdefault(row.senders[0], {})[row.gene] = row.value
@@ -135,8 +161,21 @@ def prepare_holdout(adata: Any, holdout: str, config: LeaveOneOutConfig) -> Hold
     try:
         pool = observed_neighbour_pool(work, target, connectivity_key=OBSP.UNMASKED, exclude=is_holdout)
     except ValueError:
-        raise ValueError(f"the held-out {holdout!r} cells in {config.target_domain!r} have no neighbours "
-                         "of another type.") from None
+        raise ValueError(
+            f"the held-out {holdout!r} cells in {config.target_domain!r} have no neighbours of another type."
+        ) from None
     shifts, table = _node_shifts(work, holdout, config) if "node" in config.perturbations else (None, None)
-    return HoldoutTissue(work, holdout, labels, domains, train, validation, target, control, pool, shifts, table,
-                         counts_layer=config.counts_layer)
+    return HoldoutTissue(
+        work,
+        holdout,
+        labels,
+        domains,
+        train,
+        validation,
+        target,
+        control,
+        pool,
+        shifts,
+        table,
+        counts_layer=config.counts_layer,
+    )

@@ -198,9 +198,7 @@ def pseudobulk(
     grouped = adata.obs[cols].iloc[rows].astype(str).groupby(cols, sort=True)
     codes = grouped.ngroup().to_numpy()
     sizes = grouped.size()
-    indicator = sp.csr_matrix(
-        (np.ones(len(rows)), (codes, rows)), shape=(len(sizes), adata.n_obs)
-    )
+    indicator = sp.csr_matrix((np.ones(len(rows)), (codes, rows)), shape=(len(sizes), adata.n_obs))
     counts = as_matrix(_get_counts(adata, layer), "counts")
     summed = indicator @ counts
     summed = summed.toarray() if sp.issparse(summed) else np.asarray(summed)
@@ -275,8 +273,9 @@ def pseudobulk_lfc(
         if len(ctrl) and len(targ):
             rows.append(logx[targ[0]] - logx[ctrl[0]])
             names.append(ct)
-    out = pd.DataFrame(np.asarray(rows).reshape(len(rows), -1), index=pd.Index(names, name=labels_key),
-                       columns=adata.var_names.copy())
+    out = pd.DataFrame(
+        np.asarray(rows).reshape(len(rows), -1), index=pd.Index(names, name=labels_key), columns=adata.var_names.copy()
+    )
     return out
 
 

@@ -41,8 +41,9 @@ class MethodRun:
             if self.truth is not None:
                 self.truth.set_edge(self.donors)
         elif self.truth is not None and not np.array_equal(donors, self.donors):
-            raise RuntimeError("the models drew different donors for the same seed; the edge truth "
-                               "would not match the prediction.")
+            raise RuntimeError(
+                "the models drew different donors for the same seed; the edge truth would not match the prediction."
+            )
 
 
 def cellina_model_kwargs(method: str, model_kwargs: Any, preset: str | None = None) -> dict[str, Any]:
@@ -66,19 +67,33 @@ def train_cellina(run: MethodRun, method: str) -> Any:
 
     cfg, tissue = run.config, run.tissue
     return train_model(
-        tissue.work, labels_key=cfg.labels_key, domains_key=cfg.domains_key, batch_key=cfg.batch_key,
-        layer=cfg.counts_layer, spatial_obsm_key=OBSM.NICHE_FEATURES, heldout=tissue.target,
-        validation_size=cfg.validation_size, seed=cfg.seed, preset=cfg.preset,
+        tissue.work,
+        labels_key=cfg.labels_key,
+        domains_key=cfg.domains_key,
+        batch_key=cfg.batch_key,
+        layer=cfg.counts_layer,
+        spatial_obsm_key=OBSM.NICHE_FEATURES,
+        heldout=tissue.target,
+        validation_size=cfg.validation_size,
+        seed=cfg.seed,
+        preset=cfg.preset,
         model_kwargs=cellina_model_kwargs(method, cfg.model_kwargs, cfg.preset),
-        plan_kwargs={"normalize_losses": True, **dict(cfg.plan_kwargs or {})}, **cfg.train_options(),
+        plan_kwargs={"normalize_losses": True, **dict(cfg.plan_kwargs or {})},
+        **cfg.train_options(),
     )
 
 
 def edge_prediction(model: Any, tissue: HoldoutTissue, config: LeaveOneOutConfig) -> tuple[np.ndarray, np.ndarray]:
     """Expected counts of the control cells with pooled donors from the target cells' neighbours, and the donors."""
     out, donors = model.get_counterfactual_expression(
-        indices=tissue.control, neighbour_indices=tissue.pool, adata=tissue.work, batch_size=config.batch_size,
-        seed=config.seed, precomputed=False, n_neighbours=config.n_neighbours, return_donors=True,
+        indices=tissue.control,
+        neighbour_indices=tissue.pool,
+        adata=tissue.work,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        precomputed=False,
+        n_neighbours=config.n_neighbours,
+        return_donors=True,
     )
     return np.asarray(out), np.asarray(donors)[0]
 
@@ -87,16 +102,26 @@ def node_prediction(model: Any, tissue: HoldoutTissue, config: LeaveOneOutConfig
     """Expected counts (at 1e4) of the control cells with every sender type shifted by the table."""
     from cellina.counterfactual import node_counterfactual
 
-    result = node_counterfactual(model, tissue.work, tissue.shifts, tissue.control, sender_key=config.labels_key,
-                                 add_shift=True, renormalize=True, library_size=1e4, batch_size=config.batch_size)
+    result = node_counterfactual(
+        model,
+        tissue.work,
+        tissue.shifts,
+        tissue.control,
+        sender_key=config.labels_key,
+        add_shift=True,
+        renormalize=True,
+        library_size=1e4,
+        batch_size=config.batch_size,
+    )
     return np.asarray(result.expression)
 
 
 def _run_cellina(run: MethodRun, method: str) -> Any:
     cfg, tissue = run.config, run.tissue
     model = train_cellina(run, method)
-    factual = np.asarray(model.get_expression(adata=tissue.work, indices=tissue.control,
-                                              batch_size=cfg.batch_size, library_size=1e4))
+    factual = np.asarray(
+        model.get_expression(adata=tissue.work, indices=tissue.control, batch_size=cfg.batch_size, library_size=1e4)
+    )
     if "edge" in cfg.perturbations:
         pred, donors = edge_prediction(model, tissue, cfg)
         run.use_donors(donors)
@@ -104,10 +129,15 @@ def _run_cellina(run: MethodRun, method: str) -> Any:
     if "node" in cfg.perturbations:
         run.score("node", method, node_prediction(model, tissue, cfg), factual)
     if cfg.probes:
-        z, s = (model.get_latent_representation(adata=tissue.work, indices=tissue.train, latent_key=key,
-                                                 batch_size=cfg.batch_size) for key in ("z", "s"))
-        run.probes[method] = disentanglement_scores(z, s, tissue.labels[tissue.train],
-                                                    tissue.domains[tissue.train], cfg.seed)
+        z, s = (
+            model.get_latent_representation(
+                adata=tissue.work, indices=tissue.train, latent_key=key, batch_size=cfg.batch_size
+            )
+            for key in ("z", "s")
+        )
+        run.probes[method] = disentanglement_scores(
+            z, s, tissue.labels[tissue.train], tissue.domains[tissue.train], cfg.seed
+        )
     return model
 
 
@@ -120,20 +150,24 @@ def _run_scvi(run: MethodRun, method: str) -> Any:
     extra = {"categorical_covariate_keys": [cfg.batch_key]} if cfg.batch_key is not None else {}
     scvi.model.SCVI.setup_anndata(tissue.work, layer=cfg.counts_layer, batch_key=cfg.domains_key, **extra)
     model = scvi.model.SCVI(tissue.work, **kwargs)
-    options = {k: v for k, v in cfg.train_options().items()
-               if k not in ("callbacks", "enable_checkpointing", "early_stopping_monitor")}
+    options = {
+        k: v
+        for k, v in cfg.train_options().items()
+        if k not in ("callbacks", "enable_checkpointing", "early_stopping_monitor")
+    }
     split = [tissue.train, tissue.validation, tissue.target]
     model.train(**{"check_val_every_n_epoch": 1, **options}, datasplitter_kwargs={"external_indexing": split})
-    pred = model.get_normalized_expression(indices=tissue.control, transform_batch=cfg.target_domain,
-                                           batch_size=cfg.batch_size, return_numpy=True)
-    factual = model.get_normalized_expression(indices=tissue.control, batch_size=cfg.batch_size,
-                                              return_numpy=True)
+    pred = model.get_normalized_expression(
+        indices=tissue.control, transform_batch=cfg.target_domain, batch_size=cfg.batch_size, return_numpy=True
+    )
+    factual = model.get_normalized_expression(indices=tissue.control, batch_size=cfg.batch_size, return_numpy=True)
     for pert in cfg.perturbations:
         run.score(pert, method, pred, factual)
     if cfg.probes:
         z = model.get_latent_representation(indices=tissue.train, batch_size=cfg.batch_size)
-        run.probes[method] = disentanglement_scores(z, None, tissue.labels[tissue.train],
-                                                    tissue.domains[tissue.train], cfg.seed)
+        run.probes[method] = disentanglement_scores(
+            z, None, tissue.labels[tissue.train], tissue.domains[tissue.train], cfg.seed
+        )
     return model
 
 
@@ -158,8 +192,11 @@ def _run_mean_shift(run: MethodRun, method: str) -> None:
 
 
 _RUNNERS: dict[str, Callable[[MethodRun, str], Any]] = {
-    "cellina": _run_cellina, "cellina_no_aux": _run_cellina, "scvi": _run_scvi,
-    "oracle": _run_oracle, "mean_shift": _run_mean_shift,
+    "cellina": _run_cellina,
+    "cellina_no_aux": _run_cellina,
+    "scvi": _run_scvi,
+    "oracle": _run_oracle,
+    "mean_shift": _run_mean_shift,
 }
 
 

@@ -114,8 +114,9 @@ class _Scores:
             # Expected values have no count noise, observed cells do: sample counts before comparing
             # the populations, or the energy distance measures noise rather than the change.
             cells = _poisson_cells(pred, self.control_totals, cfg.seed) if expected else pred
-            row["energy_distance"] = energy_distance(cells, tissue.target_counts, max_cells=cfg.energy_max_cells,
-                                                     seed=cfg.seed)
+            row["energy_distance"] = energy_distance(
+                cells, tissue.target_counts, max_cells=cfg.energy_max_cells, seed=cfg.seed
+            )
         frame = pd.DataFrame({"true_lfc": true_lfc, "pred_lfc": pred_lfc}, index=tissue.work.var_names.copy())
         frame["is_deg"] = False
         frame.iloc[deg, frame.columns.get_loc("is_deg")] = True
@@ -178,8 +179,10 @@ def leave_one_out(
         if tissue.table is not None:
             truth.set_node(tissue.table, groupby=config.labels_key)
     elif "oracle" in config.methods:
-        raise ValueError("method 'oracle' needs the exact truth of a cellina.datasets synthetic tissue (truth=False "
-                         "or adata.uns['cellina_truth'] missing).")
+        raise ValueError(
+            "method 'oracle' needs the exact truth of a cellina.datasets synthetic tissue (truth=False "
+            "or adata.uns['cellina_truth'] missing)."
+        )
     timings = {"prepare": time.perf_counter() - t0}
     scores = _Scores(tissue, config, truth)
     run = MethodRun(tissue, config, scores.add, truth)
@@ -193,8 +196,12 @@ def leave_one_out(
         timings[method] = time.perf_counter() - t1
     indices = {**tissue.indices(), **({"donors": run.donors} if run.donors is not None else {})}
     return LeaveOneOutResult(
-        holdout=tissue.holdout, scores=pd.DataFrame(scores.rows), lfc=scores.frames, indices=indices,
-        disentanglement=run.probes, timings=timings, models=run.models,
+        holdout=tissue.holdout,
+        scores=pd.DataFrame(scores.rows),
+        lfc=scores.frames,
+        indices=indices,
+        disentanglement=run.probes,
+        timings=timings,
+        models=run.models,
         predictions=scores.predictions,
     )
-

@@ -57,8 +57,10 @@ def responsive_genes(adata: Any, cell_type: str) -> np.ndarray:
     from cellina.datasets import has_truth, truth_for
 
     if not has_truth(adata):
-        raise ValueError(f"adata.var has no {PROGRAMME_COLUMN!r}: only cellina.datasets tissues and worlds "
-                         "know their responsive genes.")
+        raise ValueError(
+            f"adata.var has no {PROGRAMME_COLUMN!r}: only cellina.datasets tissues and worlds "
+            "know their responsive genes."
+        )
     return truth_for(adata).responsive(cell_type)
 
 

@@ -41,9 +41,27 @@ class CellinaCounterfactualMixin:
             raise ValueError("exclude_indices must be a 1-D integer array of cell positions.")
         return as_indices(values, adata.n_obs, "exclude_indices", allow_empty=True)
 
-    def _edge(self, output: str, indices, neighbour_indices, adata, batch_size, seed, precomputed,
-              n_neighbours, n_draws, return_std, library_size, connectivity_key, return_donors,
-              anchor_donors, n_neighbors, exclude_indices, layer, give_mean=True):
+    def _edge(
+        self,
+        output: str,
+        indices,
+        neighbour_indices,
+        adata,
+        batch_size,
+        seed,
+        precomputed,
+        n_neighbours,
+        n_draws,
+        return_std,
+        library_size,
+        connectivity_key,
+        return_donors,
+        anchor_donors,
+        n_neighbors,
+        exclude_indices,
+        layer,
+        give_mean=True,
+    ):
         from cellina.counterfactual import edge_counterfactual
 
         self._check_if_trained(warn=False)
@@ -53,13 +71,23 @@ class CellinaCounterfactualMixin:
         anchor = bool(_merged("precomputed", precomputed, "anchor_donors", anchor_donors, True))
         k = int(_merged("n_neighbours", n_neighbours, "n_neighbors", n_neighbors, 50))
         return edge_counterfactual(
-            self, adata,
+            self,
+            adata,
             as_indices(indices, adata.n_obs, "indices"),
             as_indices(neighbour_indices, adata.n_obs, "neighbour_indices"),
-            output=output, anchor=anchor, n_neighbours=k, n_draws=n_draws, seed=seed,
-            exclude=self._exclusion(adata, exclude_indices), connectivity_key=connectivity_key,
-            layer=layer, library_size=library_size, batch_size=batch_size,
-            return_std=return_std, return_donors=return_donors, give_mean=give_mean,
+            output=output,
+            anchor=anchor,
+            n_neighbours=k,
+            n_draws=n_draws,
+            seed=seed,
+            exclude=self._exclusion(adata, exclude_indices),
+            connectivity_key=connectivity_key,
+            layer=layer,
+            library_size=library_size,
+            batch_size=batch_size,
+            return_std=return_std,
+            return_donors=return_donors,
+            give_mean=give_mean,
         )
 
     def get_counterfactual_expression(
@@ -138,9 +166,23 @@ class CellinaCounterfactualMixin:
             draws (``return_donors``).
         """
         return self._edge(
-            "expression", indices, neighbour_indices, adata, batch_size, seed, precomputed,
-            n_neighbours, n_draws, return_std, library_size, connectivity_key, return_donors,
-            anchor_donors, n_neighbors, exclude_indices, layer,
+            "expression",
+            indices,
+            neighbour_indices,
+            adata,
+            batch_size,
+            seed,
+            precomputed,
+            n_neighbours,
+            n_draws,
+            return_std,
+            library_size,
+            connectivity_key,
+            return_donors,
+            anchor_donors,
+            n_neighbors,
+            exclude_indices,
+            layer,
         )
 
     def get_counterfactual_latents(
@@ -178,9 +220,24 @@ class CellinaCounterfactualMixin:
         if latent_key not in ("s", "z", "shifted"):
             raise ValueError(f"latent_key must be 's', 'z' or 'shifted', got {latent_key!r}.")
         return self._edge(
-            latent_key, indices, neighbour_indices, adata, batch_size, seed, precomputed,
-            n_neighbours, n_draws, return_std, "latent", connectivity_key, return_donors,
-            anchor_donors, n_neighbors, exclude_indices, layer, give_mean,
+            latent_key,
+            indices,
+            neighbour_indices,
+            adata,
+            batch_size,
+            seed,
+            precomputed,
+            n_neighbours,
+            n_draws,
+            return_std,
+            "latent",
+            connectivity_key,
+            return_donors,
+            anchor_donors,
+            n_neighbors,
+            exclude_indices,
+            layer,
+            give_mean,
         )
 
     def _make_counterfactual_adata(self, indices, neighbour_indices, seed: int = 0, **kwargs) -> AnnData:

@@ -85,5 +85,3 @@ class FactorisedNicheDecoder(torch.nn.Module):
             niche = niche + gated @ self.type_niche_loadings
         px_scale = torch.softmax(torch.log(px_scale + 1e-12) + niche, dim=-1)
         return px_scale, px_r, torch.exp(library) * px_scale, px_dropout
-
-

@@ -106,15 +106,22 @@ class AuxiliaryHeadsMixin:
             labels = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
             logits = inference_outputs.get(MK.CLASSIFIER_LOGITS_KEY)
             logits = self.classifier(z) if logits is None else logits
-            add(METRIC_CLF_LOSS, F.cross_entropy(logits, labels), self.classifier_lambda * scales["classifier"],
-                (METRIC_CLF_ACC, (logits.argmax(-1) == labels).float().mean()))
+            add(
+                METRIC_CLF_LOSS,
+                F.cross_entropy(logits, labels),
+                self.classifier_lambda * scales["classifier"],
+                (METRIC_CLF_ACC, (logits.argmax(-1) == labels).float().mean()),
+            )
         if self.discriminator is not None:
             raw = self._adversarial_loss(z, tensors.get(REGISTRY_KEYS.LABELS_KEY), domains)
             add(METRIC_FOOL_LOSS, raw, self.discriminator_lambda * scales["discriminator"])
         if self.domain_classifier is not None:
             target = domains.view(-1).long()
             logits = self.domain_classifier(inference_outputs[MK.S_KEY])
-            add(METRIC_DOMCLF_LOSS, F.cross_entropy(logits, target),
+            add(
+                METRIC_DOMCLF_LOSS,
+                F.cross_entropy(logits, target),
                 self.domain_classifier_lambda * scales["domain_classifier"],
-                (METRIC_DOMCLF_ACC, (logits.argmax(-1) == target).float().mean()))
+                (METRIC_DOMCLF_ACC, (logits.argmax(-1) == target).float().mean()),
+            )
         return out

@@ -34,9 +34,7 @@ def uniform_target_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -F.log_softmax(logits, dim=-1).mean(dim=-1).mean()
 
 
-def nb_log_likelihood(
-    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8
-) -> torch.Tensor:
+def nb_log_likelihood(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Per-cell negative-binomial log-likelihood summed over genes.
 
     The same quantity as ``scvi.distributions.NegativeBinomial(mu, theta).log_prob(x)
@@ -70,7 +68,6 @@ def nb_log_likelihood(
         per_gene = (theta * torch.log(theta + eps) - torch.lgamma(theta)).sum()
         return per_entry.sum(-1) + per_gene - constant
     return (per_entry + theta * torch.log(theta + eps) - torch.lgamma(theta)).sum(-1) - constant
-
 
 
 def negative_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

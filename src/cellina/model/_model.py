@@ -135,31 +135,28 @@ class Cellina(
         self.preset = None if preset is None else get_preset(preset).name
         effective_classifier_lambda = self._classifier_weight(classifier_lambda, niche_decoder)
         self._check_registered_keys(discriminator_lambda, domain_classifier_lambda, type_aware_discriminator)
-        n_batch = self.summary_stats.n_batch
-        library_log_means = library_log_vars = None
-        if not use_observed_lib_size:
-            manager = self.adata_manager
-            library_log_means, library_log_vars = library_size_prior(
-                manager.get_from_registry(REGISTRY_KEYS.X_KEY),
-                manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY),
-                n_batch,
-            )
         self.module = self._module_cls(
-            n_input=self.summary_stats.n_vars,
-            n_spatial=self.summary_stats[f"n_{RK.SPATIAL_KEY}"],
-            n_batch=n_batch,
-            n_labels=self.summary_stats.n_labels,
-            n_domains=self.summary_stats[f"n_{RK.DOMAINS_KEY}"],
-            n_hidden=n_hidden, n_latent=n_latent, n_latent_spatial=n_latent_spatial, n_layers=n_layers,
-            dropout_rate=dropout_rate, dispersion=dispersion, gene_likelihood=gene_likelihood,
+            **self._data_dimensions(use_observed_lib_size),
+            n_hidden=n_hidden,
+            n_latent=n_latent,
+            n_latent_spatial=n_latent_spatial,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            dispersion=dispersion,
+            gene_likelihood=gene_likelihood,
             use_observed_lib_size=use_observed_lib_size,
-            library_log_means=library_log_means, library_log_vars=library_log_vars,
-            classifier_lambda=effective_classifier_lambda, discriminator_lambda=discriminator_lambda,
+            classifier_lambda=effective_classifier_lambda,
+            discriminator_lambda=discriminator_lambda,
             domain_classifier_lambda=domain_classifier_lambda,
-            classifier_kwargs=classifier_kwargs, discriminator_kwargs=discriminator_kwargs,
-            encode_batch=encode_batch, adversarial_loss=adversarial_loss,
-            condition_on_intrinsic=condition_on_intrinsic, spatial_kl_weight=spatial_kl_weight,
-            niche_decoder=niche_decoder, niche_rank=niche_rank, spatial_decoding=spatial_decoding,
+            classifier_kwargs=classifier_kwargs,
+            discriminator_kwargs=discriminator_kwargs,
+            encode_batch=encode_batch,
+            adversarial_loss=adversarial_loss,
+            condition_on_intrinsic=condition_on_intrinsic,
+            spatial_kl_weight=spatial_kl_weight,
+            niche_decoder=niche_decoder,
+            niche_rank=niche_rank,
+            spatial_decoding=spatial_decoding,
             type_aware_discriminator=type_aware_discriminator,
             **module_kwargs,
         )
@@ -187,6 +184,27 @@ class Cellina(
         return cls(adata, **chosen.model_kwargs(**overrides), preset=chosen.name)
 
     # ------------------------------------------------------------------ construction checks
+    def _data_dimensions(self, use_observed_lib_size: bool) -> dict[str, Any]:
+        """The module's sizes read off the registered data (and the library prior when learnt)."""
+        stats = self.summary_stats
+        dims = {
+            "n_input": stats.n_vars,
+            "n_spatial": stats[f"n_{RK.SPATIAL_KEY}"],
+            "n_batch": stats.n_batch,
+            "n_labels": stats.n_labels,
+            "n_domains": stats[f"n_{RK.DOMAINS_KEY}"],
+            "library_log_means": None,
+            "library_log_vars": None,
+        }
+        if not use_observed_lib_size:
+            manager = self.adata_manager
+            dims["library_log_means"], dims["library_log_vars"] = library_size_prior(
+                manager.get_from_registry(REGISTRY_KEYS.X_KEY),
+                manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY),
+                stats.n_batch,
+            )
+        return dims
+
     def _classifier_weight(self, classifier_lambda: float, niche_decoder: str) -> float:
         labels_key = self.adata_manager.registry["setup_args"].get("labels_key")
         if labels_key is None:
@@ -205,26 +223,25 @@ class Cellina(
             )
         if classifier_lambda > 0 and self.summary_stats.n_labels < 2:
             raise ValueError(
-                f"adata.obs[{labels_key!r}] has a single label; the classifier needs >= 2 "
-                "(or set classifier_lambda=0)."
+                f"adata.obs[{labels_key!r}] has a single label; the classifier needs >= 2 (or set classifier_lambda=0)."
             )
         return float(classifier_lambda)
 
     def _check_registered_keys(self, discriminator_lambda, domain_classifier_lambda, type_aware) -> None:
         setup_args = self.adata_manager.registry["setup_args"]
         domains_key = setup_args.get("domains_key")
-        for name, value in (("discriminator_lambda", discriminator_lambda),
-                            ("domain_classifier_lambda", domain_classifier_lambda)):
+        for name, value in (
+            ("discriminator_lambda", discriminator_lambda),
+            ("domain_classifier_lambda", domain_classifier_lambda),
+        ):
             if value > 0 and domains_key is None:
                 raise ValueError(
-                    f"{name} > 0 needs spatial domains: pass domains_key to Cellina.setup_anndata, "
-                    f"or set {name}=0."
+                    f"{name} > 0 needs spatial domains: pass domains_key to Cellina.setup_anndata, or set {name}=0."
                 )
             n_domains = self.summary_stats[f"n_{RK.DOMAINS_KEY}"]
             if value > 0 and n_domains < 2:
                 raise ValueError(
-                    f"adata.obs[{domains_key!r}] has {n_domains} domain(s); {name} > 0 needs >= 2 "
-                    f"(or set {name}=0)."
+                    f"adata.obs[{domains_key!r}] has {n_domains} domain(s); {name} > 0 needs >= 2 (or set {name}=0)."
                 )
         if type_aware and discriminator_lambda > 0 and setup_args.get("labels_key") is None:
             raise ValueError(
@@ -236,9 +253,12 @@ class Cellina(
         m = self.module
         mode = "with" if m.discriminator is not None else "without"
         parts = [
-            f"n_latent {m.n_latent}", f"n_latent_spatial {m.n_latent_spatial}",
-            f"gene_likelihood {m.gene_likelihood}", f"classifier_lambda {m.classifier_lambda}",
-            f"discriminator_lambda {m.discriminator_lambda}", f"spatial_kl_weight {m.spatial_kl_weight}",
+            f"n_latent {m.n_latent}",
+            f"n_latent_spatial {m.n_latent_spatial}",
+            f"gene_likelihood {m.gene_likelihood}",
+            f"classifier_lambda {m.classifier_lambda}",
+            f"discriminator_lambda {m.discriminator_lambda}",
+            f"spatial_kl_weight {m.spatial_kl_weight}",
             f"niche_decoder {m.niche_decoder}"
             + (f" (rank {m.decoder.state_directions.out_features})" if m.niche_decoder != "concat" else ""),
             f"spatial_decoding {m.spatial_decoding}",

@@ -18,12 +18,12 @@ from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._decoders import FactorisedNicheDecoder
 from ._heads import AuxiliaryHeadsMixin
-from ._objective import ObjectiveMixin
-from ._module_evaluation import ModuleEvaluationMixin
 from ._losses import (
     ADVERSARIAL_LOSSES,
     AdversarialLoss,
 )
+from ._module_evaluation import ModuleEvaluationMixin
+from ._objective import ObjectiveMixin
 
 GeneLikelihood = Literal["nb", "zinb", "poisson"]
 NicheDecoder = Literal["concat", "factorised", "type_gated"]
@@ -188,9 +188,7 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         )
         n_disc_input = n_latent + (n_labels if self.type_aware_discriminator else 0)
         self.discriminator = (
-            _head(n_disc_input, n_domains, DISCRIMINATOR_DEFAULTS, discriminator_kwargs)
-            if self.use_adversary
-            else None
+            _head(n_disc_input, n_domains, DISCRIMINATOR_DEFAULTS, discriminator_kwargs) if self.use_adversary else None
         )
         self.domain_classifier = (
             _head(self.n_latent_spatial, n_domains, CLASSIFIER_DEFAULTS, classifier_kwargs)
@@ -249,9 +247,7 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         self.register_buffer("alpha_adversarial", torch.tensor(1.0))
         self.register_buffer("alphas_frozen", torch.tensor(False))
         # Only models with a domain classifier save its factor: older models still load.
-        self.register_buffer(
-            "alpha_domain_classifier", torch.tensor(1.0), persistent=self.use_domain_classifier
-        )
+        self.register_buffer("alpha_domain_classifier", torch.tensor(1.0), persistent=self.use_domain_classifier)
 
     def _build_networks(self, n_hidden: int, n_layers: int, dropout_rate: float, niche_rank: int) -> None:
         n_cat = max(self.n_batch, 1)
@@ -265,18 +261,24 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         n_s_input = self.n_spatial + (self.n_latent if self.condition_on_intrinsic else 0)
         self.s_encoder = Encoder(n_s_input, self.n_latent_spatial, n_cat_list=encoder_cats, **common)
         if not self.use_observed_lib_size:
-            self.l_encoder = Encoder(
-                self.n_input, 1, n_cat_list=encoder_cats, **{**common, "n_layers": 1}
-            )
+            self.l_encoder = Encoder(self.n_input, 1, n_cat_list=encoder_cats, **{**common, "n_layers": 1})
         if self.niche_decoder == "concat":
             self.decoder = DecoderSCVI(
-                self.n_latent + self.n_latent_spatial, self.n_input, n_cat_list=[n_cat],
-                n_layers=n_layers, n_hidden=n_hidden,
+                self.n_latent + self.n_latent_spatial,
+                self.n_input,
+                n_cat_list=[n_cat],
+                n_layers=n_layers,
+                n_hidden=n_hidden,
             )
         else:
             self.decoder = FactorisedNicheDecoder(
-                self.n_latent, self.n_latent_spatial, self.n_input, n_cat, rank=niche_rank,
-                n_layers=n_layers, n_hidden=n_hidden,
+                self.n_latent,
+                self.n_latent_spatial,
+                self.n_input,
+                n_cat,
+                rank=niche_rank,
+                n_layers=n_layers,
+                n_hidden=n_hidden,
                 n_types=self.n_labels if self.niche_decoder == "type_gated" else 0,
             )
 
@@ -359,9 +361,17 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
             ql, library = self._encode(self.l_encoder, x_log, batch_index)
         z, s, library = self._draw(qz, z, qs, s, ql, library, give_mean, n_samples)
         out = {
-            MK.Z_KEY: z, MK.QZ_KEY: qz, MK.QZM_KEY: qz.loc, MK.QZV_KEY: qz.scale.square(),
-            MK.S_KEY: s, MK.QS_KEY: qs, MK.QSM_KEY: qs.loc, MK.QSV_KEY: qs.scale.square(),
-            MK.SHIFTED_KEY: torch.cat([z, s], dim=-1), MK.QL_KEY: ql, MK.LIBRARY_KEY: library,
+            MK.Z_KEY: z,
+            MK.QZ_KEY: qz,
+            MK.QZM_KEY: qz.loc,
+            MK.QZV_KEY: qz.scale.square(),
+            MK.S_KEY: s,
+            MK.QS_KEY: qs,
+            MK.QSM_KEY: qs.loc,
+            MK.QSV_KEY: qs.scale.square(),
+            MK.SHIFTED_KEY: torch.cat([z, s], dim=-1),
+            MK.QL_KEY: ql,
+            MK.LIBRARY_KEY: library,
         }
         if self.classifier is not None:
             out[MK.CLASSIFIER_LOGITS_KEY] = self.classifier(z)

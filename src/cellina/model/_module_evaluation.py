@@ -36,7 +36,9 @@ class ModuleEvaluationMixin:
             On the CPU, ``(n_cells, n_input)`` for one sample, else ``(n_cells, n_input, n_samples)``.
         """
         _, gen = self.forward(
-            tensors, inference_kwargs={"n_samples": n_samples}, generative_kwargs=generative_kwargs,
+            tensors,
+            inference_kwargs={"n_samples": n_samples},
+            generative_kwargs=generative_kwargs,
             compute_loss=False,
         )
         dist = gen[MK.PX_KEY]

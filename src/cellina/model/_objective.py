@@ -60,9 +60,7 @@ class ObjectiveMixin:
         """
         rec = self._reconstruction_loss(tensors[REGISTRY_KEYS.X_KEY], generative_outputs)
         kl = self._kl_terms(inference_outputs, generative_outputs)
-        vae_loss = torch.mean(
-            rec + kl_weight * (kl[MK.KL_Z] + self.spatial_kl_weight * kl[MK.KL_S]) + kl[MK.KL_L]
-        )
+        vae_loss = torch.mean(rec + kl_weight * (kl[MK.KL_Z] + self.spatial_kl_weight * kl[MK.KL_S]) + kl[MK.KL_L])
         scales = {
             "classifier": classifier_scale,
             "discriminator": discriminator_scale,

@@ -66,8 +66,12 @@ def train_model(
         The trained model.
     """
     Cellina.setup_anndata(
-        adata, batch_key=batch_key, labels_key=labels_key, domains_key=domains_key,
-        spatial_obsm_key=spatial_obsm_key, layer=layer,
+        adata,
+        batch_key=batch_key,
+        labels_key=labels_key,
+        domains_key=domains_key,
+        spatial_obsm_key=spatial_obsm_key,
+        layer=layer,
     )
     held = None if heldout is None else np.asarray(heldout)
     if held is not None and held.dtype == bool:

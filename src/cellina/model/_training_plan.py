@@ -362,7 +362,7 @@ class CellinaTrainingPlan(TrainingPlan):
             return
         means = (sums[:-1] / sums[-1]).tolist()
         m = self.module
-        for (name, buffer), mean in zip(_HEADS, means[1:]):
+        for (_, buffer), mean in zip(_HEADS, means[1:]):
             if mean > 0:
                 getattr(m, buffer).fill_(means[0] / (mean + self.normalization_eps))
         m.alphas_frozen.fill_(True)
@@ -422,8 +422,12 @@ class CellinaTrainingPlan(TrainingPlan):
         scheds = []
         if self.reduce_lr_on_plateau:
             plateau = ReduceLROnPlateau(
-                opt_vae, patience=self.lr_patience, factor=self.lr_factor, threshold=self.lr_threshold,
-                min_lr=self.lr_min, threshold_mode="abs",
+                opt_vae,
+                patience=self.lr_patience,
+                factor=self.lr_factor,
+                threshold=self.lr_threshold,
+                min_lr=self.lr_min,
+                threshold_mode="abs",
             )
             scheds.append({"scheduler": plateau, "monitor": self.lr_scheduler_metric})
         opts = [opt_vae]
@@ -431,7 +435,10 @@ class CellinaTrainingPlan(TrainingPlan):
             disc_params = self.module.discriminator_parameters()
             opts.append(
                 torch.optim.Adam(
-                    disc_params, lr=self.discriminator_lr, eps=self.eps, weight_decay=self.weight_decay,
+                    disc_params,
+                    lr=self.discriminator_lr,
+                    eps=self.eps,
+                    weight_decay=self.weight_decay,
                     fused=all(p.device.type in ("cpu", "cuda") for p in disc_params),
                 )
             )

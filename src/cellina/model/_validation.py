@@ -31,8 +31,7 @@ def check_counts(matrix: Any, where: str, chunk_rows: int = 4096) -> None:
             raise ValueError(f"{where} holds NaN or infinite values; Cellina needs raw counts.")
         if values.min() < 0:
             raise ValueError(
-                f"{where} holds negative values (min {values.min():g}); Cellina needs raw "
-                "non-negative integer counts."
+                f"{where} holds negative values (min {values.min():g}); Cellina needs raw non-negative integer counts."
             )
         frac = np.abs(values - np.round(values))
         if frac.max() > 1e-6:
@@ -50,9 +49,7 @@ def check_obs_column(adata: AnnData, key: str, arg: str) -> pd.Series:
     col = adata.obs[key]
     n_missing = int(col.isna().sum())
     if n_missing:
-        raise ValueError(
-            f"adata.obs[{key!r}] ({arg}) has {n_missing} missing values; drop or fill them first."
-        )
+        raise ValueError(f"adata.obs[{key!r}] ({arg}) has {n_missing} missing values; drop or fill them first.")
     return col
 
 
@@ -69,8 +66,7 @@ def check_niche_features(adata: AnnData, key: str) -> None:
     shape = getattr(phi, "shape", None)
     if shape is None or len(shape) != 2 or shape[0] != adata.n_obs:
         raise ValueError(
-            f"adata.obsm[{key!r}] must be a cells x features matrix with {adata.n_obs} rows, got "
-            f"shape {shape}."
+            f"adata.obsm[{key!r}] must be a cells x features matrix with {adata.n_obs} rows, got shape {shape}."
         )
     values = phi.data if sp.issparse(phi) else np.asarray(phi)
     if values.dtype.kind not in "biuf":

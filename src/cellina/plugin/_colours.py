@@ -84,8 +84,13 @@ def continuous_colours(
     return lut[idx], ColourInfo(name=name, kind="continuous", vmin=lo, vmax=hi, cmap=cmap)
 
 
-def colours_for(adata: ad.AnnData, key: str, layer: str | None = "cellina_lognorm",
-                cmap: str = "viridis", values: pd.Series | np.ndarray | None = None) -> tuple[np.ndarray, ColourInfo]:
+def colours_for(
+    adata: ad.AnnData,
+    key: str,
+    layer: str | None = "cellina_lognorm",
+    cmap: str = "viridis",
+    values: pd.Series | np.ndarray | None = None,
+) -> tuple[np.ndarray, ColourInfo]:
     """Colour every cell by an obs column or a gene; categories get a legend, numbers a colorbar.
 
     ``values`` are :func:`values_for`'s result when the caller already has them.

@@ -44,7 +44,7 @@ def _is_numeric(series: pd.Series) -> bool:
 
 def _xy_partners(name: str) -> list[str]:
     """Names that pair with a lower-case ``name`` by swapping one of its x for a y."""
-    return [name[:i] + "y" + name[i + 1:] for i, ch in enumerate(name) if ch == "x"]
+    return [name[:i] + "y" + name[i + 1 :] for i, ch in enumerate(name) if ch == "x"]
 
 
 def find_coordinates(adata: ad.AnnData) -> tuple[str | None, str | None, str | None]:
@@ -106,8 +106,7 @@ def cell_coordinates(
         return adata.obs[[y_column, x_column]].to_numpy(dtype=np.float64)
     if spatial_key not in adata.obsm:
         raise KeyError(
-            f"coordinates key {spatial_key!r} not found in adata.obsm "
-            f"(available: {sorted(adata.obsm.keys())})"
+            f"coordinates key {spatial_key!r} not found in adata.obsm (available: {sorted(adata.obsm.keys())})"
         )
     coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] < 2:
@@ -154,7 +153,12 @@ def points_layer_data(
         "face_color": face_color,
         "border_width": 0,
         "size": point_size,
-        "metadata": {"adata": adata, "color_by": color_by, "spatial_key": spatial_key,
-                     "x_column": x_column, "y_column": y_column},
+        "metadata": {
+            "adata": adata,
+            "color_by": color_by,
+            "spatial_key": spatial_key,
+            "x_column": x_column,
+            "y_column": y_column,
+        },
     }
     return data, kwargs, "points"

@@ -46,5 +46,13 @@ def read_h5ad_cells(path: str | list[str]) -> list[tuple]:
     if color_by is None:
         adata.obs["cellina_all"] = "cell"
         color_by = "cellina_all"
-    return [points_layer_data(adata, color_by=color_by, name=Path(path).stem, spatial_key=spatial_key,
-                              x_column=x_column, y_column=y_column)]
+    return [
+        points_layer_data(
+            adata,
+            color_by=color_by,
+            name=Path(path).stem,
+            spatial_key=spatial_key,
+            x_column=x_column,
+            y_column=y_column,
+        )
+    ]

@@ -22,13 +22,25 @@ def top_changed_genes(var_names: pd.Index, run: RunResult, n: int = 20) -> pd.Da
 
     lfc = safe_log2_fold_change(mean_normalized_expression(run.expression), mean_normalized_expression(run.factual))
     order = np.argsort(-np.abs(lfc), kind="stable")[: int(n)]
-    return pd.DataFrame({"gene": var_names[order].astype(str), "log2fc": lfc[order].astype(float),
-                         "factual": run.factual[:, order].mean(axis=0),
-                         "counterfactual": run.expression[:, order].mean(axis=0)})
+    return pd.DataFrame(
+        {
+            "gene": var_names[order].astype(str),
+            "log2fc": lfc[order].astype(float),
+            "factual": run.factual[:, order].mean(axis=0),
+            "counterfactual": run.expression[:, order].mean(axis=0),
+        }
+    )
 
 
-def observed_vs_predicted(adata: ad.AnnData, cell_type_key: str | None, domain_key: str | None, run: RunResult,
-                          target_cell_type: str, target_domain: str, n_deg: int = 50) -> dict[str, Any]:
+def observed_vs_predicted(
+    adata: ad.AnnData,
+    cell_type_key: str | None,
+    domain_key: str | None,
+    run: RunResult,
+    target_cell_type: str,
+    target_domain: str,
+    n_deg: int = 50,
+) -> dict[str, Any]:
     """The tutorial's figure data: observed (target vs focal) and predicted (counterfactual vs focal) log2FC.
 
     Returns ``true_lfc``, ``pred_lfc``, ``deg`` (top genes by |observed|), ``pearson`` on

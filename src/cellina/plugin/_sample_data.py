@@ -14,6 +14,5 @@ def synthetic_tumour_section() -> list[tuple]:
     """Our synthetic tissue (one slide unless ``SAMPLE_N_SLIDES`` says more), cells coloured by cell type."""
     from cellina.datasets import synthetic_tissue
 
-    adata = synthetic_tissue(n_cells=SAMPLE_N_CELLS, n_genes=SAMPLE_N_GENES, n_slides=SAMPLE_N_SLIDES,
-                             seed=SAMPLE_SEED)
+    adata = synthetic_tissue(n_cells=SAMPLE_N_CELLS, n_genes=SAMPLE_N_GENES, n_slides=SAMPLE_N_SLIDES, seed=SAMPLE_SEED)
     return [points_layer_data(adata, color_by="cell_type", name="synthetic tumour section")]

@@ -46,13 +46,35 @@ from cellina.plugin._state import (
 from cellina.plugin._steps import outcome_of, run_sync
 from cellina.plugin._tissue import coordinates, guess_keys, validate_keys
 
-__all__ = ["DONORS", "FOCAL", "KNOCKOUT_LFC", "CellinaSession", "PreprocessParams", "SessionError",
-           "SessionEvents", "TissueKeys", "TrainParams"]
+__all__ = [
+    "DONORS",
+    "FOCAL",
+    "KNOCKOUT_LFC",
+    "CellinaSession",
+    "PreprocessParams",
+    "SessionError",
+    "SessionEvents",
+    "TissueKeys",
+    "TrainParams",
+]
 
 log = logging.getLogger(__name__)
 # state a failed apply puts back; dicts are copied, everything else is kept by reference
-_STATE = ("adata", "keys", "model", "model_source", "preprocess_params", "train_params", "history",
-          "selections", "gene_shifts", "runs", "current_run", "last_export", "_display")
+_STATE = (
+    "adata",
+    "keys",
+    "model",
+    "model_source",
+    "preprocess_params",
+    "train_params",
+    "history",
+    "selections",
+    "gene_shifts",
+    "runs",
+    "current_run",
+    "last_export",
+    "_display",
+)
 
 
 class SessionEvents(SignalGroup):
@@ -84,8 +106,11 @@ class _Snapshot:
     def __init__(self, session: CellinaSession):
         self.attrs = {name: _shallow(getattr(session, name)) for name in _STATE}
         adata = session.adata
-        self.parts = None if adata is None else (
-            adata.obs.copy(deep=False), dict(adata.obsm), dict(adata.obsp), dict(adata.uns), dict(adata.layers))
+        self.parts = (
+            None
+            if adata is None
+            else (adata.obs.copy(deep=False), dict(adata.obsm), dict(adata.obsp), dict(adata.uns), dict(adata.layers))
+        )
 
     def restore(self, session: CellinaSession) -> None:
         for name, value in self.attrs.items():
@@ -300,11 +325,19 @@ class CellinaSession(CellsMixin, JobsMixin):
         """Genes whose mean predicted expression changes most in a run (see :func:`top_changed_genes`)."""
         return top_changed_genes(self.require_adata().var_names, self.require_run(name), n)
 
-    def observed_vs_predicted(self, target_cell_type: str, target_domain: str, n_deg: int = 50,
-                              name: str | None = None) -> dict[str, Any]:
+    def observed_vs_predicted(
+        self, target_cell_type: str, target_domain: str, n_deg: int = 50, name: str | None = None
+    ) -> dict[str, Any]:
         """Observed (target vs focal) against predicted (counterfactual vs focal) log2 fold changes."""
-        return observed_vs_predicted(self.require_adata(), self.keys.cell_type_key, self.keys.domain_key,
-                                     self.require_run(name), target_cell_type, target_domain, n_deg)
+        return observed_vs_predicted(
+            self.require_adata(),
+            self.keys.cell_type_key,
+            self.keys.domain_key,
+            self.require_run(name),
+            target_cell_type,
+            target_domain,
+            n_deg,
+        )
 
     # ------------------------------------------------------------------ running jobs
     def start(self, job: Job) -> Steps:
@@ -386,8 +419,12 @@ class CellinaSession(CellsMixin, JobsMixin):
 
     def _announce(self, fired: list[tuple[str, tuple]]) -> None:
         """Emit again, with the restored state, every signal a failed apply emitted."""
-        current = {"adata": (self.adata,), "keys": (self.keys,), "model": (self.model,),
-                   "current_run": (self.current_run or "",)}
+        current = {
+            "adata": (self.adata,),
+            "keys": (self.keys,),
+            "model": (self.model,),
+            "current_run": (self.current_run or "",),
+        }
         seen = set()
         for name, args in fired:
             key = name if name in current else (name, args)

@@ -172,9 +172,7 @@ class CellsMixin:
             raise SessionError(f"niche cluster {niche_cluster!r} not found in obs[{column!r}]") from err
 
     # ------------------------------------------------------------------ gene shifts
-    def add_gene_shift(
-        self, gene: str, value: float, senders: Sequence[str] = (), region: bool = False
-    ) -> None:
+    def add_gene_shift(self, gene: str, value: float, senders: Sequence[str] = (), region: bool = False) -> None:
         """Shift ``gene`` in the neighbours' expression by ``value`` (natural-log fold change).
 
         ``senders`` restricts the shift to neighbours of those cell types; ``region`` to
@@ -240,8 +238,16 @@ class CellsMixin:
             raise SessionError("filling from a contrast needs the cell-type and domain keys")
         layer = "counts" if "counts" in adata.layers else keys.counts_layer
         try:
-            shifts = GeneShifts.from_contrast(adata, keys.cell_type_key, keys.domain_key, control_domain,
-                                              target_domain, n_genes=n_genes, holdout=holdout, layer=layer)
+            shifts = GeneShifts.from_contrast(
+                adata,
+                keys.cell_type_key,
+                keys.domain_key,
+                control_domain,
+                target_domain,
+                n_genes=n_genes,
+                holdout=holdout,
+                layer=layer,
+            )
         except ValueError as err:
             raise SessionError(str(err)) from err
         self.gene_shifts = shifts

@@ -76,8 +76,13 @@ class JobsMixin:
         adata = self.require_adata()
         params = params or TrainParams()
         cancel = threading.Event()
-        return Job("training", train_steps(adata, self.keys, params, cancel), lambda r: self._apply_trained(adata, r),
-                   follow_up=lambda: self.latents_job(method, n_clusters), cancel=cancel)
+        return Job(
+            "training",
+            train_steps(adata, self.keys, params, cancel),
+            lambda r: self._apply_trained(adata, r),
+            follow_up=lambda: self.latents_job(method, n_clusters),
+            cancel=cancel,
+        )
 
     def _apply_trained(self, adata: ad.AnnData, result: Trained) -> str:
         self._same_inputs(adata, what="training")
@@ -114,8 +119,12 @@ class JobsMixin:
             self.set_model(loaded.model, source=loaded.path)
             return f"model loaded from {loaded.path}"
 
-        return Job("loading the model", steps.load_steps(adata, str(path)), apply,
-                   follow_up=lambda: self.latents_job(method, n_clusters))
+        return Job(
+            "loading the model",
+            steps.load_steps(adata, str(path)),
+            apply,
+            follow_up=lambda: self.latents_job(method, n_clusters),
+        )
 
     def latents_job(self, method: str = "kmeans", n_clusters: int = 8) -> Job:
         """``z`` and ``s`` of every cell and their clusters (obs columns, colour-by choices)."""
@@ -148,11 +157,26 @@ class JobsMixin:
             raise SessionError("the donor pool holds only focal cells; a cell cannot be its own donor")
         if int(n_neighbours) < 1 or int(n_draws) < 1:
             raise SessionError("donors per cell and number of draws must be >= 1")
-        params = {"pool": pool, "observed_cell_type": observed_cell_type, "observed_domain": observed_domain,
-                  "niche_cluster": niche_cluster, "n_neighbours": int(n_neighbours), "n_draws": int(n_draws),
-                  "seed": int(seed), "n_donor_pool": int(donors.size), "preset": model.preset}
-        job = EdgeJob(model=model, adata=adata, focal=focal, donors=donors, params=params,
-                      name=name or self.next_run_name("edge"), connectivity_key=graph_key(adata))
+        params = {
+            "pool": pool,
+            "observed_cell_type": observed_cell_type,
+            "observed_domain": observed_domain,
+            "niche_cluster": niche_cluster,
+            "n_neighbours": int(n_neighbours),
+            "n_draws": int(n_draws),
+            "seed": int(seed),
+            "n_donor_pool": int(donors.size),
+            "preset": model.preset,
+        }
+        job = EdgeJob(
+            model=model,
+            adata=adata,
+            focal=focal,
+            donors=donors,
+            params=params,
+            name=name or self.next_run_name("edge"),
+            connectivity_key=graph_key(adata),
+        )
         return Job("edge perturbation", steps.edge_steps(job), lambda run: self._apply_run(adata, model, run))
 
     def node_job(self, name: str | None = None, library_size: Any = "latent") -> Job:
@@ -167,10 +191,17 @@ class JobsMixin:
         except ValueError as err:
             raise SessionError(str(err)) from err
         sender_key, region = self.sender_inputs(shifts)
-        job = NodeJob(model=model, adata=adata, focal=focal, shifts=shifts, sender_key=sender_key, region=region,
-                      params={"library_size": library_size, "add_shift": True, "preset": model.preset},
-                      name=name or self.next_run_name("node"),
-                      layer=LAYERS.LOGNORM if LAYERS.LOGNORM in adata.layers else None)
+        job = NodeJob(
+            model=model,
+            adata=adata,
+            focal=focal,
+            shifts=shifts,
+            sender_key=sender_key,
+            region=region,
+            params={"library_size": library_size, "add_shift": True, "preset": model.preset},
+            name=name or self.next_run_name("node"),
+            layer=LAYERS.LOGNORM if LAYERS.LOGNORM in adata.layers else None,
+        )
         return Job("node perturbation", steps.node_steps(job), lambda run: self._apply_run(adata, model, run))
 
     def _apply_run(self, adata: ad.AnnData, model: Any, run: RunResult) -> str:
@@ -189,9 +220,13 @@ class JobsMixin:
         adata = self.require_adata()
         runs = {
             run.name: run_record(
-                run.kind, {k: ("" if v is None else v) for k, v in run.params.items()}, focal=run.indices,
-                seed=int(run.params.get("seed", 0)), donors=run.donors,
-                gene_shifts=None if run.gene_shifts is None else run.gene_shifts.table, created=run.created,
+                run.kind,
+                {k: ("" if v is None else v) for k, v in run.params.items()},
+                focal=run.indices,
+                seed=int(run.params.get("seed", 0)),
+                donors=run.donors,
+                gene_shifts=None if run.gene_shifts is None else run.gene_shifts.table,
+                created=run.created,
             )
             for run in self.runs.values()
         }
@@ -199,7 +234,8 @@ class JobsMixin:
         return {
             "adata": adata,
             "runs": runs,
-            "current": None if current is None
+            "current": None
+            if current is None
             else CurrentRun(current.name, current.indices, current.expression, current.factual, current.std),
             "model": self.model,
             "model_source": self.model_source or "",

@@ -112,9 +112,14 @@ class TrainParams:
     def model_kwargs(self) -> dict[str, Any]:
         """Constructor options on top of the preset's."""
         options = {name: getattr(self, name) for name in PRESET_OPTIONS}
-        return {"n_latent": self.n_latent, "n_hidden": self.n_hidden, "n_layers": self.n_layers,
-                "classifier_lambda": self.classifier_lambda,
-                "discriminator_lambda": self.discriminator_lambda, **options}
+        return {
+            "n_latent": self.n_latent,
+            "n_hidden": self.n_hidden,
+            "n_layers": self.n_layers,
+            "classifier_lambda": self.classifier_lambda,
+            "discriminator_lambda": self.discriminator_lambda,
+            **options,
+        }
 
     def plan_kwargs(self) -> dict[str, Any]:
         """Training-plan options on top of the preset's."""

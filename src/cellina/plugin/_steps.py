@@ -73,8 +73,9 @@ def outcome_of(steps: Steps) -> Generator[Progress, None, Outcome]:
     return Outcome("done", value)
 
 
-def in_thread(work: Callable[[Report], Any], cancel: threading.Event | None = None,
-              name: str = "cellina-step") -> Steps:
+def in_thread(
+    work: Callable[[Report], Any], cancel: threading.Event | None = None, name: str = "cellina-step"
+) -> Steps:
     """Run ``work(report)`` in an inner thread and yield what it reports, as it comes.
 
     Library calls report progress through a callback; a generator cannot yield from inside
@@ -113,8 +114,11 @@ def light_copy(adata: ad.AnnData, X: Any = None) -> ad.AnnData:
     the caller's AnnData is never written to from a worker.
     """
     return ad.AnnData(
-        X=adata.X if X is None else X, obs=adata.obs.copy(), var=adata.var.copy(),
-        obsm={k: adata.obsm[k] for k in adata.obsm}, obsp={k: adata.obsp[k] for k in adata.obsp},
+        X=adata.X if X is None else X,
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        obsm={k: adata.obsm[k] for k in adata.obsm},
+        obsp={k: adata.obsp[k] for k in adata.obsp},
         layers={k: adata.layers[k] for k in adata.layers},
         uns={k: v for k, v in adata.uns.items() if not str(k).startswith("_scvi")},
     )
@@ -136,9 +140,7 @@ def _counts_matrix(adata: ad.AnnData, keys: TissueKeys) -> sp.csr_matrix:
     counts = sp.csr_matrix(counts, dtype=np.float32)
     values = counts.data
     if values.size and (values.min() < 0 or not np.all(values == np.round(values))):
-        raise SessionError(
-            f"{where} does not hold raw counts (negative or non-integer values); pick the counts layer"
-        )
+        raise SessionError(f"{where} does not hold raw counts (negative or non-integer values); pick the counts layer")
     return counts
 
 
@@ -186,10 +188,16 @@ def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessPara
 
     def work(report: Report) -> ad.AnnData:
         return prepare_tissue(
-            base, bandwidth=params.bandwidth_um / keys.pixel_size, counts_layer=LAYERS.COUNTS,
-            max_neighbours=params.max_neighbours, cutoff=params.cutoff, spatial_key=OBSM.SPATIAL,
-            library_key=library_key, min_counts_cell=params.min_counts_cell,
-            min_counts_gene=params.min_counts_gene, n_top_genes=params.n_top_genes,
+            base,
+            bandwidth=params.bandwidth_um / keys.pixel_size,
+            counts_layer=LAYERS.COUNTS,
+            max_neighbours=params.max_neighbours,
+            cutoff=params.cutoff,
+            spatial_key=OBSM.SPATIAL,
+            library_key=library_key,
+            min_counts_cell=params.min_counts_cell,
+            min_counts_gene=params.min_counts_gene,
+            n_top_genes=params.n_top_genes,
             target_sum=params.target_sum,
             progress=lambda fraction, message: report(Progress(int(round(fraction * total)), total, message)),
         )
@@ -200,8 +208,15 @@ def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessPara
         raise SessionError(f"preprocessing failed: {err}") from err
     out.uns[UNS.ROOT] = {**out.uns.get(UNS.ROOT, {}), "preprocess": params_dict(params)}
     yield Progress(total, total, f"done: {out.n_obs} cells x {out.n_vars} genes")
-    new_keys = TissueKeys(**{**params_dict(keys), "spatial_key": OBSM.SPATIAL, "x_column": None,
-                             "y_column": None, "counts_layer": LAYERS.COUNTS})
+    new_keys = TissueKeys(
+        **{
+            **params_dict(keys),
+            "spatial_key": OBSM.SPATIAL,
+            "x_column": None,
+            "y_column": None,
+            "counts_layer": LAYERS.COUNTS,
+        }
+    )
     return Preprocessed(out, new_keys, params)
 
 
@@ -217,8 +232,9 @@ def cluster_labels(x: np.ndarray, method: str = "kmeans", n_clusters: int = 8, s
     if method == "leiden":
         import scanpy as sc
 
-        tmp = ad.AnnData(obsm={"x": np.asarray(x, dtype=np.float32)},
-                         obs=pd.DataFrame(index=np.arange(len(x)).astype(str)))
+        tmp = ad.AnnData(
+            obsm={"x": np.asarray(x, dtype=np.float32)}, obs=pd.DataFrame(index=np.arange(len(x)).astype(str))
+        )
         sc.pp.neighbors(tmp, use_rep="x", random_state=seed)
         sc.tl.leiden(tmp, random_state=seed, flavor="igraph", n_iterations=2)
         return tmp.obs["leiden"].astype(str).to_numpy()
@@ -248,14 +264,29 @@ def edge_steps(job: EdgeJob) -> Steps:
     factual = job.model.get_expression(job.adata, indices=job.focal)
     yield Progress(1, 2, f"rewiring {job.focal.size} cells, {params['n_draws']} draw(s)")
     expression, std, drawn = job.model.get_counterfactual_expression(
-        indices=job.focal, neighbour_indices=job.donors, adata=job.adata, precomputed=False,
-        seed=params["seed"], n_neighbours=params["n_neighbours"], n_draws=params["n_draws"],
-        return_std=True, return_donors=True, connectivity_key=job.connectivity_key,
+        indices=job.focal,
+        neighbour_indices=job.donors,
+        adata=job.adata,
+        precomputed=False,
+        seed=params["seed"],
+        n_neighbours=params["n_neighbours"],
+        n_draws=params["n_draws"],
+        return_std=True,
+        return_donors=True,
+        connectivity_key=job.connectivity_key,
     )
     yield Progress(2, 2, "done")
-    return RunResult(name=job.name, kind="edge", indices=job.focal, expression=expression, factual=factual,
-                     params=params, std=std if params["n_draws"] > 1 else None,
-                     donors=np.asarray(drawn), created=utc_now())
+    return RunResult(
+        name=job.name,
+        kind="edge",
+        indices=job.focal,
+        expression=expression,
+        factual=factual,
+        params=params,
+        std=std if params["n_draws"] > 1 else None,
+        donors=np.asarray(drawn),
+        created=utc_now(),
+    )
 
 
 def node_steps(job: NodeJob) -> Steps:
@@ -272,13 +303,29 @@ def node_steps(job: NodeJob) -> Steps:
     factual = job.model.get_expression(job.adata, indices=job.focal, library_size=library_size)
     yield Progress(1, 2, f"perturbing neighbours and decoding {job.focal.size} cells")
     result = node_counterfactual(
-        job.model, job.adata, job.shifts, job.focal, sender_key=job.sender_key, region=job.region,
-        layer=job.layer, add_shift=job.params["add_shift"], renormalize=True, library_size=library_size,
+        job.model,
+        job.adata,
+        job.shifts,
+        job.focal,
+        sender_key=job.sender_key,
+        region=job.region,
+        layer=job.layer,
+        add_shift=job.params["add_shift"],
+        renormalize=True,
+        library_size=library_size,
     )
     yield Progress(2, 2, "done")
-    return RunResult(name=job.name, kind="node", indices=job.focal, expression=result.expression,
-                     factual=factual, params=job.params, gene_shifts=job.shifts, created=utc_now(),
-                     spatial_x=result.spatial_x)
+    return RunResult(
+        name=job.name,
+        kind="node",
+        indices=job.focal,
+        expression=result.expression,
+        factual=factual,
+        params=job.params,
+        gene_shifts=job.shifts,
+        created=utc_now(),
+        spatial_x=result.spatial_x,
+    )
 
 
 # ---------------------------------------------------------------------- export and load

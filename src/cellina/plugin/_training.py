@@ -63,8 +63,11 @@ def training_data(adata: ad.AnnData, keys: TissueKeys, test_idx: np.ndarray) -> 
     record = adata.uns.get(UNS.ROOT, {}).get(UNS.SPATIAL_FEATURES, {}).get(OBSM.NICHE_FEATURES, {})
     spatial_key = str(graph.get("spatial_key") or OBSM.SPATIAL)
     base = ad.AnnData(
-        X=counts, obs=adata.obs.copy(), var=adata.var.copy(),
-        obsm={spatial_key: adata.obsm[spatial_key]}, layers={LAYERS.COUNTS: counts},
+        X=counts,
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        obsm={spatial_key: adata.obsm[spatial_key]},
+        layers={LAYERS.COUNTS: counts},
         uns={k: v for k, v in adata.uns.items() if k == UNS.ROOT},
     )
     try:
@@ -109,7 +112,8 @@ def _report_and_cancel(report: Report, cancel: threading.Event, max_epochs: int)
         def on_train_epoch_end(self, trainer, pl_module):  # noqa: ARG002
             self.completed += 1
             metrics = {
-                k: float(v) for k, v in trainer.callback_metrics.items()
+                k: float(v)
+                for k, v in trainer.callback_metrics.items()
                 if "loss" in k and getattr(v, "numel", lambda: 1)() == 1
             }
             report(Progress(trainer.current_epoch + 1, max_epochs, "training", metrics))
@@ -157,17 +161,28 @@ def train_steps(
         try:
             model = train_model(
                 data,
-                labels_key=keys.cell_type_key if params.classifier_lambda > 0 or params.type_aware_discriminator
+                labels_key=keys.cell_type_key
+                if params.classifier_lambda > 0 or params.type_aware_discriminator
                 else None,
                 domains_key=keys.domain_key if params.discriminator_lambda > 0 else None,
-                batch_key=keys.batch_key, layer=counts_layer_of(data, keys), heldout=test_idx,
-                validation_size=params.validation_size, seed=params.seed, preset=params.preset,
-                model_kwargs=params.model_kwargs(), plan_kwargs=params.plan_kwargs(),
-                max_epochs=params.max_epochs, batch_size=params.batch_size, accelerator="cpu", devices=1,
+                batch_key=keys.batch_key,
+                layer=counts_layer_of(data, keys),
+                heldout=test_idx,
+                validation_size=params.validation_size,
+                seed=params.seed,
+                preset=params.preset,
+                model_kwargs=params.model_kwargs(),
+                plan_kwargs=params.plan_kwargs(),
+                max_epochs=params.max_epochs,
+                batch_size=params.batch_size,
+                accelerator="cpu",
+                devices=1,
                 early_stopping=params.early_stopping and params.validation_size > 0,
                 early_stopping_patience=params.early_stopping_patience,
-                early_stopping_monitor="vae_loss_validation", callbacks=[callback],
-                enable_progress_bar=False, enable_model_summary=False,
+                early_stopping_monitor="vae_loss_validation",
+                callbacks=[callback],
+                enable_progress_bar=False,
+                enable_model_summary=False,
             )
         finally:
             torch.set_num_threads(previous)
@@ -177,8 +192,16 @@ def train_steps(
     if cancel.is_set() and epochs == 0:
         raise TrainingCancelled("training cancelled before the first epoch finished; no model was kept")
     history = {k: [float(x) for x in np.ravel(v.to_numpy())] for k, v in (model.history or {}).items()}
-    return Trained(model=model, data=data, params=params, history=history, epochs=epochs,
-                   cancelled=cancel.is_set(), holdout=test_idx, rebuilt=rebuilt)
+    return Trained(
+        model=model,
+        data=data,
+        params=params,
+        history=history,
+        epochs=epochs,
+        cancelled=cancel.is_set(),
+        holdout=test_idx,
+        rebuilt=rebuilt,
+    )
 
 
 def swap_training_graph(adata: ad.AnnData, data: ad.AnnData) -> dict[str, dict[str, Any]]:

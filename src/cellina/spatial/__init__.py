@@ -9,7 +9,8 @@ from ._features import (
     representation_matrix,
 )
 from ._graph import KERNELS, spatial_neighbors
-from ._perturb import _node_perturbation, make_neighbor_perturbation, make_perturbed_expression
+from ._perturb import _node_perturbation as _node_perturbation
+from ._perturb import make_neighbor_perturbation, make_perturbed_expression
 from ._validation import CellinaKeyError, CellinaTypeError, check_positions
 
 __all__ = [

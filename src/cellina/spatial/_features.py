@@ -11,8 +11,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._validation import (
-    CellinaTypeError,
     CellinaKeyError,
+    CellinaTypeError,
     _show,
     check_connectivities,
     check_nonempty,
@@ -203,8 +203,7 @@ def expression_representation(
         if (positions < 0).any():
             missing = [g for g, p in zip(genes, positions) if p < 0]
             raise CellinaKeyError(
-                f"Gene(s) of the spatial-features record are missing from the AnnData: "
-                f"{_show(missing)}."
+                f"Gene(s) of the spatial-features record are missing from the AnnData: {_show(missing)}."
             )
         n_vars = source.n_vars
     else:
@@ -346,9 +345,7 @@ def aggregate_neighbours(W: Any, Xrep: Any) -> np.ndarray:
     """
     W = W.tocsr() if sp.issparse(W) else sp.csr_matrix(np.asarray(W))
     if W.shape[1] != Xrep.shape[0]:
-        raise ValueError(
-            f"W has {W.shape[1]} columns but Xrep has {Xrep.shape[0]} rows; they must match."
-        )
+        raise ValueError(f"W has {W.shape[1]} columns but Xrep has {Xrep.shape[0]} rows; they must match.")
     W = W.astype(np.float32, copy=False)
     degree = np.asarray(W.sum(axis=1), dtype=np.float64).ravel()
     inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
@@ -430,10 +427,7 @@ def compute_spatial_features(
     check_nonempty(adata)
     if neighbor_genes is not None:
         if genes is not None:
-            raise ValueError(
-                "Pass the gene subset as `genes` or as `neighbor_genes` (the published "
-                "name), not both."
-            )
+            raise ValueError("Pass the gene subset as `genes` or as `neighbor_genes` (the published name), not both.")
         genes = neighbor_genes
     if not isinstance(obsm_key, str) or not obsm_key:
         raise CellinaTypeError(f"`obsm_key` must be a non-empty string, got {obsm_key!r}.")

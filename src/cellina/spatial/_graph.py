@@ -50,9 +50,7 @@ def _reach(bandwidth: float, cutoff: float, kernel: str) -> float:
     return -bandwidth * float(np.log(cutoff))
 
 
-def _knn_excluding_self(
-    coords: np.ndarray, k: int, reach: float = np.inf
-) -> tuple[np.ndarray, np.ndarray]:
+def _knn_excluding_self(coords: np.ndarray, k: int, reach: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
     """k nearest other points of every point of ``coords``.
 
     Returns ``(idx, dist)`` of shape ``(m, min(k, m - 1))`` with local positions. The
@@ -173,9 +171,7 @@ def spatial_neighbors(
     )
     coords = get_coordinates(adata, spatial_key)
     n = coords.shape[0]
-    held_out = (
-        np.zeros(0, dtype=np.int64) if test_indices is None else check_test_indices(test_indices, n)
-    )
+    held_out = np.zeros(0, dtype=np.int64) if test_indices is None else check_test_indices(test_indices, n)
     codes = _library_codes(adata, library_key, n)
 
     active = np.ones(n, dtype=bool)
@@ -310,9 +306,7 @@ def _sorted_graph(
     return conn, dist
 
 
-def _store_graph(
-    adata: Any, key_added: str, conn: sp.csr_matrix, dist: sp.csr_matrix, params: dict[str, Any]
-) -> None:
+def _store_graph(adata: Any, key_added: str, conn: sp.csr_matrix, dist: sp.csr_matrix, params: dict[str, Any]) -> None:
     """Write the graph under squidpy's keys."""
     conns_key = f"{key_added}_connectivities"
     dists_key = f"{key_added}_distances"

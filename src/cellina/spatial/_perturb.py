@@ -85,8 +85,16 @@ def _u_blocks(plan: _Plan, add_shift: bool, base: float, start: int = 0, stop: i
 
 
 def _stack_columns(
-    plan: _Plan, add_shift: bool, base: float, scale: np.ndarray, kind: str,
-    keep: np.ndarray, targets: np.ndarray, n_cols: int, start: int = 0, stop: int | None = None,
+    plan: _Plan,
+    add_shift: bool,
+    base: float,
+    scale: np.ndarray,
+    kind: str,
+    keep: np.ndarray,
+    targets: np.ndarray,
+    n_cols: int,
+    start: int = 0,
+    stop: int | None = None,
 ) -> sp.csr_matrix:
     """Mapped perturbed values of the columns ``U[keep]`` placed at ``targets``, as CSR.
 
@@ -156,14 +164,18 @@ def _mapped_csr(src: sp.csr_matrix, scale: np.ndarray, kind: str, drop_cols: np.
     return sp.csr_matrix((data, src.indices, src.indptr), shape=src.shape, copy=False)
 
 
-def _perturbed_matrix(
-    plan: _Plan, add_shift: bool, base: float, scale: np.ndarray, kind: str
-) -> sp.csr_matrix:
+def _perturbed_matrix(plan: _Plan, add_shift: bool, base: float, scale: np.ndarray, kind: str) -> sp.csr_matrix:
     """The whole perturbed source matrix, every row mapped by its ``scale`` (float32 CSR)."""
     src = plan.source
     A = _mapped_csr(src, scale, kind, plan.columns)
     B = _stack_columns(
-        plan, add_shift, base, scale, kind, np.ones(plan.columns.size, dtype=bool), plan.columns,
+        plan,
+        add_shift,
+        base,
+        scale,
+        kind,
+        np.ones(plan.columns.size, dtype=bool),
+        plan.columns,
         src.shape[1],
     )
     out = (A + B).tocsr().astype(np.float32)
@@ -173,8 +185,13 @@ def _perturbed_matrix(
 
 
 def _perturbed_niche(
-    plan: _Plan, W: sp.csr_matrix, positions: np.ndarray, add_shift: bool, base: float,
-    scale: np.ndarray, kind: str,
+    plan: _Plan,
+    W: sp.csr_matrix,
+    positions: np.ndarray,
+    add_shift: bool,
+    base: float,
+    scale: np.ndarray,
+    kind: str,
 ) -> np.ndarray:
     """``D^-1 W (A + B)`` over the output genes, never holding B for all cells at once."""
     src = plan.source
@@ -198,9 +215,7 @@ def _perturbed_niche(
     n = W.shape[0]
     for a in range(0, n, _SENDER_SLAB):
         b = min(a + _SENDER_SLAB, n)
-        B = _stack_columns(
-            plan, add_shift, base, scale, kind, in_out, out_of[in_out], sel.shape[1], a, b
-        )
+        B = _stack_columns(plan, add_shift, base, scale, kind, in_out, out_of[in_out], sel.shape[1], a, b)
         _sparse_product_into(W32[:, a:b].tocsr(), B, phi)
     phi *= inv.astype(np.float32)[:, None]
     return phi
@@ -307,9 +322,7 @@ def make_neighbor_perturbation(
 
     adata.obsm[obsm_key_out] = phi
     if layer_key is not None:
-        adata.layers[layer_key] = _perturbed_matrix(
-            plan, add_shift, base, r, "log_rescale" if add_shift else "scale"
-        )
+        adata.layers[layer_key] = _perturbed_matrix(plan, add_shift, base, r, "log_rescale" if add_shift else "scale")
     cellina_uns = adata.uns.setdefault("cellina", {})
     cellina_uns.setdefault("neighbor_perturbation", {})[obsm_key_out] = {
         "perturbations": plan.record,

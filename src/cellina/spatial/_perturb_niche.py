@@ -49,9 +49,13 @@ def _check_representation(plan: _Plan, add_shift: bool, record: dict[str, Any] |
             UserWarning,
             stacklevel=3,
         )
-    elif add_shift and record is not None and (
-        record["transform"] != transform
-        or (transform == "log1p_normalize_total" and not np.isclose(record["target_sum"], target_sum))
+    elif (
+        add_shift
+        and record is not None
+        and (
+            record["transform"] != transform
+            or (transform == "log1p_normalize_total" and not np.isclose(record["target_sum"], target_sum))
+        )
     ):
         warnings.warn(
             f"{plan.source_name} looks like {transform!r} (target_sum={target_sum}), but the "
@@ -91,9 +95,7 @@ def _neighbor_gene_positions(adata: Any, neighbor_genes: Any) -> np.ndarray:
     return positions
 
 
-def _niche_transform(
-    add_shift: bool, record: dict[str, Any] | None, features_key: str
-) -> tuple[str, float | None]:
+def _niche_transform(add_shift: bool, record: dict[str, Any] | None, features_key: str) -> tuple[str, float | None]:
     """How perturbed values become niche features: shifted log values are used as they are."""
     if add_shift:
         return "identity", None

@@ -75,9 +75,7 @@ def _gene_shifts(spec: Any, where: str) -> pd.Series:
     elif isinstance(spec, Mapping):
         series = pd.Series(dict(spec), dtype=object)
     else:
-        raise CellinaTypeError(
-            f"{where} must be a dict {{gene: value}} or a pandas Series, got {type(spec).__name__}."
-        )
+        raise CellinaTypeError(f"{where} must be a dict {{gene: value}} or a pandas Series, got {type(spec).__name__}.")
     index = pd.Index([str(g) for g in series.index])
     if index.has_duplicates:
         raise ValueError(f"{where} names gene(s) more than once: {_show(index[index.duplicated()].unique())}.")
@@ -94,9 +92,7 @@ def _gene_shifts(spec: Any, where: str) -> pd.Series:
 def _rng(random_state: Any) -> np.random.Generator:
     if isinstance(random_state, np.random.Generator):
         return random_state
-    if random_state is None or (
-        isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
-    ):
+    if random_state is None or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)):
         return np.random.default_rng(random_state)
     raise CellinaTypeError(f"`random_state` must be an int, None or a numpy Generator, got {random_state!r}.")
 
@@ -125,12 +121,9 @@ def _ungrouped_specs(perturbations: Any, n: int) -> tuple[list[tuple[Any, pd.Ser
     """One gene-shift spec whose senders are all cells."""
     if isinstance(perturbations, pd.DataFrame):
         raise CellinaTypeError("A DataFrame of shifts needs `groupby` (its rows are groups).")
-    if isinstance(perturbations, Mapping) and any(
-        isinstance(v, (Mapping, pd.Series)) for v in perturbations.values()
-    ):
+    if isinstance(perturbations, Mapping) and any(isinstance(v, (Mapping, pd.Series)) for v in perturbations.values()):
         raise ValueError(
-            "`perturbations` maps groups to gene shifts; pass `groupby=` naming the "
-            "adata.obs column of those groups."
+            "`perturbations` maps groups to gene shifts; pass `groupby=` naming the adata.obs column of those groups."
         )
     return [(None, _gene_shifts(perturbations, "`perturbations`"))], {None: np.arange(n)}
 
@@ -186,8 +179,7 @@ def _locate_genes(
         )
     if unknown:
         described = "; ".join(
-            f"{('group ' + repr(g) + ': ') if groupby is not None else ''}{_show(v, 10)}"
-            for g, v in unknown.items()
+            f"{('group ' + repr(g) + ': ') if groupby is not None else ''}{_show(v, 10)}" for g, v in unknown.items()
         )
         # stacklevel: the caller of the public function, past _plan
         warnings.warn(

@@ -103,8 +103,7 @@ def check_obs_key(adata: Any, key: str, argname: str, allow_missing: bool = Fals
         raise CellinaTypeError(f"`{argname}` must be a column name of adata.obs, got {key!r}.")
     if key not in adata.obs.columns:
         raise CellinaKeyError(
-            f"{argname}={key!r} is not a column of adata.obs "
-            f"(available: {_show(adata.obs.columns) or 'none'})."
+            f"{argname}={key!r} is not a column of adata.obs (available: {_show(adata.obs.columns) or 'none'})."
         )
     col = adata.obs[key]
     if allow_missing:
@@ -127,8 +126,7 @@ def get_coordinates(adata: Any, spatial_key: str) -> np.ndarray:
         raise CellinaTypeError(f"`spatial_key` must be a string, got {spatial_key!r}.")
     if spatial_key not in adata.obsm:
         raise CellinaKeyError(
-            f"spatial_key={spatial_key!r} is not in adata.obsm "
-            f"(available: {_show(adata.obsm.keys()) or 'none'})."
+            f"spatial_key={spatial_key!r} is not in adata.obsm (available: {_show(adata.obsm.keys()) or 'none'})."
         )
     raw = adata.obsm[spatial_key]
     if isinstance(raw, pd.DataFrame):
@@ -143,14 +141,9 @@ def get_coordinates(adata: Any, spatial_key: str) -> np.ndarray:
         raise CellinaTypeError(f"adata.obsm[{spatial_key!r}] must be a dense array, not a sparse matrix.")
     arr = np.asarray(raw)
     if arr.dtype.kind not in "iuf":
-        raise CellinaTypeError(
-            f"adata.obsm[{spatial_key!r}] must hold numeric coordinates, got dtype {arr.dtype}."
-        )
+        raise CellinaTypeError(f"adata.obsm[{spatial_key!r}] must hold numeric coordinates, got dtype {arr.dtype}.")
     if arr.ndim != 2 or arr.shape[1] not in (2, 3):
-        raise ValueError(
-            f"adata.obsm[{spatial_key!r}] must have shape (n_obs, 2) or (n_obs, 3), "
-            f"got {arr.shape}."
-        )
+        raise ValueError(f"adata.obsm[{spatial_key!r}] must have shape (n_obs, 2) or (n_obs, 3), got {arr.shape}.")
     arr = np.asarray(arr, dtype=np.float64)
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
@@ -176,9 +169,7 @@ def check_test_indices(test_indices: Any, n_obs: int) -> np.ndarray:
         raise ValueError(f"`test_indices` must be one-dimensional, got shape {arr.shape}.")
     if arr.dtype.kind == "b":
         if arr.size != n_obs:
-            raise ValueError(
-                f"`test_indices` is a boolean mask of length {arr.size}, expected n_obs={n_obs}."
-            )
+            raise ValueError(f"`test_indices` is a boolean mask of length {arr.size}, expected n_obs={n_obs}.")
         return np.flatnonzero(arr).astype(np.int64)
     if arr.size and arr.dtype.kind not in "iu":
         raise CellinaTypeError(
@@ -207,8 +198,7 @@ def check_positions(values: Any, n_obs: int, name: str) -> np.ndarray:
     out_of_range = (arr < 0) | (arr >= n_obs)
     if out_of_range.any():
         raise ValueError(
-            f"`{name}` has {int(out_of_range.sum())} position(s) outside [0, {n_obs}): "
-            f"{_show(arr[out_of_range])}."
+            f"`{name}` has {int(out_of_range.sum())} position(s) outside [0, {n_obs}): {_show(arr[out_of_range])}."
         )
     return arr.astype(np.int64)
 
@@ -223,8 +213,7 @@ def get_matrix(adata: Any, layer: str | None) -> Any:
         raise CellinaTypeError(f"`layer` must be a string or None, got {layer!r}.")
     if layer not in adata.layers:
         raise CellinaKeyError(
-            f"layer={layer!r} is not in adata.layers "
-            f"(available: {_show(adata.layers.keys()) or 'none'})."
+            f"layer={layer!r} is not in adata.layers (available: {_show(adata.layers.keys()) or 'none'})."
         )
     return adata.layers[layer]
 
@@ -243,7 +232,5 @@ def check_connectivities(adata: Any, connectivity_key: str) -> sp.csr_matrix:
     W = sp.csr_matrix(W) if not sp.issparse(W) else W.tocsr()
     data = W.data
     if not np.isfinite(data).all() or (data < 0).any():
-        raise ValueError(
-            f"adata.obsp[{connectivity_key!r}] must hold finite, non-negative weights."
-        )
+        raise ValueError(f"adata.obsp[{connectivity_key!r}] must hold finite, non-negative weights.")
     return W

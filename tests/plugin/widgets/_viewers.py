@@ -17,8 +17,14 @@ from cellina.plugin.widgets import (
     TissueWidget,
 )
 
-DOCK_CLASSES = {"tissue": TissueWidget, "model": ModelWidget, "edge": EdgeWidget, "node": NodeWidget,
-                "results": ResultsWidget, "export": ExportWidget}
+DOCK_CLASSES = {
+    "tissue": TissueWidget,
+    "model": ModelWidget,
+    "edge": EdgeWidget,
+    "node": NodeWidget,
+    "results": ResultsWidget,
+    "export": ExportWidget,
+}
 
 
 @contextmanager

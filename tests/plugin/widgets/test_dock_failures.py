@@ -51,8 +51,15 @@ def _inject_library(step: str, error: type[BaseException], monkeypatch) -> None:
 
 
 # the session event each step's apply emits; a view failing on it is an error while applying
-APPLY_EVENTS = {"preprocess": "adata", "train": "model", "latents": "latents", "edge": "runs", "node": "runs",
-                "export": "exported", "load": "model"}
+APPLY_EVENTS = {
+    "preprocess": "adata",
+    "train": "model",
+    "latents": "latents",
+    "edge": "runs",
+    "node": "runs",
+    "export": "exported",
+    "load": "model",
+}
 
 
 def _inject_apply(step: str, session) -> None:
@@ -77,8 +84,14 @@ def saved_model(trained_two_slide, tmp_path_factory):
 def docks(make_napari_viewer, trained_two_slide, monkeypatch):
     """All six docks, asynchronous, on a copy of a trained two-slide tissue with lassos and a shift."""
     viewer = make_napari_viewer()
-    w = {"tissue": TissueWidget(viewer), "model": ModelWidget(viewer), "edge": EdgeWidget(viewer),
-         "node": NodeWidget(viewer), "results": ResultsWidget(viewer), "export": ExportWidget(viewer)}
+    w = {
+        "tissue": TissueWidget(viewer),
+        "model": ModelWidget(viewer),
+        "edge": EdgeWidget(viewer),
+        "node": NodeWidget(viewer),
+        "results": ResultsWidget(viewer),
+        "export": ExportWidget(viewer),
+    }
     adata = trained_two_slide.adata.copy()
     for key in [k for k in adata.uns if str(k).startswith("_scvi")]:
         del adata.uns[key]
@@ -116,9 +129,16 @@ def _start(step: str, w, folder, saved_model):
 
 
 def _buttons(w):
-    return [w["tissue"].preprocess_button, w["model"].train_button, w["model"].save_button,
-            w["model"].load_button, w["model"].cluster_button, w["edge"].run_button, w["node"].run_button,
-            w["export"].export_button]
+    return [
+        w["tissue"].preprocess_button,
+        w["model"].train_button,
+        w["model"].save_button,
+        w["model"].load_button,
+        w["model"].cluster_button,
+        w["edge"].run_button,
+        w["node"].run_button,
+        w["export"].export_button,
+    ]
 
 
 def _run_failing(step, w, qtbot, tmp_path, saved_model):
@@ -137,8 +157,9 @@ STEPS = list(APPLY_EVENTS)
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda e: e.__name__)
 @pytest.mark.parametrize("step", STEPS)
-def test_a_step_that_raises_fails_once_and_frees_the_plugin(step, error, docks, qtbot, errors, tmp_path,
-                                                            saved_model, monkeypatch):
+def test_a_step_that_raises_fails_once_and_frees_the_plugin(
+    step, error, docks, qtbot, errors, tmp_path, saved_model, monkeypatch
+):
     viewer, w = docks
     _inject_library(step, error, monkeypatch)
     ends, before = _run_failing(step, w, qtbot, tmp_path, saved_model)
@@ -149,8 +170,9 @@ def test_a_step_that_raises_fails_once_and_frees_the_plugin(step, error, docks, 
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_an_error_while_applying_fails_once_and_puts_the_session_back(step, docks, qtbot, errors, tmp_path,
-                                                                      saved_model):
+def test_an_error_while_applying_fails_once_and_puts_the_session_back(
+    step, docks, qtbot, errors, tmp_path, saved_model
+):
     viewer, w = docks
     session = w["tissue"].session
     _inject_apply(step, session)

@@ -7,8 +7,11 @@ import pytest
 from cellina.model.presets import OPTION_NOTES, PRESETS, PUBLISHED, RECOMMENDED
 from cellina.plugin.widgets import ModelWidget
 
-OPTIONS = {"niche_decoder": "niche_decoder", "spatial_decoding": "spatial_decoding",
-           "type_aware_discriminator": "discriminator_input"}
+OPTIONS = {
+    "niche_decoder": "niche_decoder",
+    "spatial_decoding": "spatial_decoding",
+    "type_aware_discriminator": "discriminator_input",
+}
 
 
 @pytest.fixture

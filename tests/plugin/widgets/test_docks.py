@@ -47,8 +47,12 @@ def test_legend_shows_categories_and_colorbar(qtbot):
     _, info = categorical_colours(pd.Series(["b", "a", "c", "a"]), "kind")
     legend.show_info(info)
     assert legend.labels() == ["a", "b", "c"] and "kind" in legend.title.text()
-    many = ColourInfo(name="cluster", kind="categorical", categories=[str(i) for i in range(30)],
-                      colours=np.ones((30, 4), dtype=np.float32))
+    many = ColourInfo(
+        name="cluster",
+        kind="categorical",
+        categories=[str(i) for i in range(30)],
+        colours=np.ones((30, 4), dtype=np.float32),
+    )
     legend.show_info(many)
     assert "... 6 more" in legend.labels() and len(legend.labels()) == 25
     legend.show_info(ColourInfo(name="G1", kind="continuous", vmin=-1.5, vmax=2.25, cmap="RdBu_r"))
@@ -88,8 +92,15 @@ def pixel_dock(make_napari_viewer, pixel_tissue, monkeypatch):
     viewer = make_napari_viewer()
     tissue = TissueWidget(viewer)
     layer = viewer.add_points(np.zeros((adata.n_obs, 2)), name="section", metadata={"adata": adata})
-    keys = TissueKeys(spatial_key=None, x_column="px_x", y_column="px_y", pixel_size=0.5,
-                      cell_type_key="ct", domain_key="region", counts_layer=None)
+    keys = TissueKeys(
+        spatial_key=None,
+        x_column="px_x",
+        y_column="px_y",
+        pixel_size=0.5,
+        cell_type_key="ct",
+        domain_key="region",
+        counts_layer=None,
+    )
     get_bridge(viewer).adopt_layer(layer, keys)
     return viewer, tissue, layer, xy_um
 
@@ -201,14 +212,22 @@ def test_lasso_shapes_become_selections_live(make_napari_viewer, pixel_tissue):
     bridge = get_bridge(viewer)
     from cellina.plugin._session import TissueKeys
 
-    bridge.adopt_layer(viewer.add_points(xy_um[:, ::-1], metadata={"adata": adata}),
-                       TissueKeys(cell_type_key="ct", domain_key="region", counts_layer=None))
+    bridge.adopt_layer(
+        viewer.add_points(xy_um[:, ::-1], metadata={"adata": adata}),
+        TissueKeys(cell_type_key="ct", domain_key="region", counts_layer=None),
+    )
     donors = bridge.lasso_layer("donors")
     assert donors.mode == "add_polygon_lasso" and viewer.layers.selection.active is donors
     # an ellipse is stored by its bounding box; the selection follows the ellipse itself
     centre, radii = np.array([36.0, 76.0]), np.array([20.0, 30.0])  # (row, col) = (y, x)
-    box = np.array([centre - radii, [centre[0] - radii[0], centre[1] + radii[1]], centre + radii,
-                    [centre[0] + radii[0], centre[1] - radii[1]]])
+    box = np.array(
+        [
+            centre - radii,
+            [centre[0] - radii[0], centre[1] + radii[1]],
+            centre + radii,
+            [centre[0] + radii[0], centre[1] - radii[1]],
+        ]
+    )
     donors.add(box, shape_type="ellipse")
     yx = xy_um[:, ::-1]
     inside = (((yx - centre) / radii) ** 2).sum(axis=1) < 0.97

@@ -52,16 +52,31 @@ SUBTYPES: dict[str, tuple[str, str, float]] = {
 # tumour and its healthy cells rewired to tumour donors.
 COMPOSITION: dict[str, dict[str, float]] = {
     "healthy": {
-        "Epithelial": 0.44, "Malignant": 0.0, "Fibroblast": 0.18, "Endothelial": 0.07,
-        "T_cell": 0.11, "B_cell": 0.08, "Myeloid": 0.12,
+        "Epithelial": 0.44,
+        "Malignant": 0.0,
+        "Fibroblast": 0.18,
+        "Endothelial": 0.07,
+        "T_cell": 0.11,
+        "B_cell": 0.08,
+        "Myeloid": 0.12,
     },
     "margin": {
-        "Epithelial": 0.16, "Malignant": 0.16, "Fibroblast": 0.18, "Endothelial": 0.07,
-        "T_cell": 0.17, "B_cell": 0.10, "Myeloid": 0.16,
+        "Epithelial": 0.16,
+        "Malignant": 0.16,
+        "Fibroblast": 0.18,
+        "Endothelial": 0.07,
+        "T_cell": 0.17,
+        "B_cell": 0.10,
+        "Myeloid": 0.16,
     },
     "tumour": {
-        "Epithelial": 0.05, "Malignant": 0.44, "Fibroblast": 0.18, "Endothelial": 0.07,
-        "T_cell": 0.10, "B_cell": 0.04, "Myeloid": 0.12,
+        "Epithelial": 0.05,
+        "Malignant": 0.44,
+        "Fibroblast": 0.18,
+        "Endothelial": 0.07,
+        "T_cell": 0.10,
+        "B_cell": 0.04,
+        "Myeloid": 0.12,
     },
 }
 

@@ -28,8 +28,9 @@ def _resolve(spec_or_name: WorldSpec | str, overrides: dict) -> WorldSpec:
     elif isinstance(spec_or_name, WorldSpec):
         spec = spec_or_name
     else:
-        raise DatasetTypeError(f"spec_or_name must be a WorldSpec or a registered world name, got "
-                               f"{type(spec_or_name).__name__}")
+        raise DatasetTypeError(
+            f"spec_or_name must be a WorldSpec or a registered world name, got {type(spec_or_name).__name__}"
+        )
     changes = {k: v for k, v in overrides.items() if v is not None}
     # replace() re-runs the validation, so an override is checked like any other field
     return dataclasses.replace(spec, **changes) if changes else spec
@@ -82,8 +83,9 @@ def make_world(
         if progress is not None:
             progress(float(fraction), message)
 
-    spec = _resolve(spec_or_name, {"seed": seed, "n_cells": n_cells, "n_genes": n_genes, "n_slides": n_slides,
-                                   "depth": depth})
+    spec = _resolve(
+        spec_or_name, {"seed": seed, "n_cells": n_cells, "n_genes": n_genes, "n_slides": n_slides, "depth": depth}
+    )
     genes_ss, layout_ss, cells_ss, counts_ss = np.random.SeedSequence(spec.seed).spawn(4)
     report(0.0, "gene panel")
     panel = draw_panel(spec, np.random.default_rng(genes_ss))
@@ -91,8 +93,9 @@ def make_world(
     gap = 2.0 * max(c.reach for c in spec.channels) + 100.0  # no niche reaches across slides
     placement = place_cells(spec, np.random.default_rng(layout_ss), gap)
     state, size = _cell_draws(spec, placement.domain, np.random.default_rng(cells_ss))
-    cells = Cells(placement.coords, placement.slide, placement.fine, state, size, placement.structure,
-                  placement.gradient)
+    cells = Cells(
+        placement.coords, placement.slide, placement.fine, state, size, placement.structure, placement.gradient
+    )
     report(0.2, "niche signals")
     model = build_model(spec, panel)
     everyone = np.arange(cells.fine.size)
@@ -100,7 +103,10 @@ def make_world(
     model = model.calibrated(sensed, placement.domain == 0)
     report(0.4, "sampling counts")
     counts = sample_counts(
-        everyone.size, panel.theta, lambda rows: model.expected(cells, everyone[rows], sensed[rows]), counts_ss,
+        everyone.size,
+        panel.theta,
+        lambda rows: model.expected(cells, everyone[rows], sensed[rows]),
+        counts_ss,
         lambda f: report(0.4 + 0.5 * f, "sampling counts"),
     )
     report(0.95, "assembling AnnData")

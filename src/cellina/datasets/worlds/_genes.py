@@ -49,8 +49,15 @@ def panel_size(spec: WorldSpec) -> int:
     subtyped = 2 * len(SUBTYPES)
     ligands = sum(_LIGAND_GENES for c in spec.channels if c.sensed == "ligand")
     responses = sum(c.n_genes for c in spec.channels)
-    return (len(LINEAGES) * _LINEAGE_MARKERS + subtyped * _SUBTYPE_MARKERS + _MALIGNANT_MARKERS + _STATE_GENES
-            + ligands + responses + _MIN_NULL)
+    return (
+        len(LINEAGES) * _LINEAGE_MARKERS
+        + subtyped * _SUBTYPE_MARKERS
+        + _MALIGNANT_MARKERS
+        + _STATE_GENES
+        + ligands
+        + responses
+        + _MIN_NULL
+    )
 
 
 def _signed(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
@@ -151,4 +158,6 @@ def draw_panel(spec: WorldSpec, rng: np.random.Generator) -> Panel:
     }
     ligand = {name: np.array([index[g] for g in genes]) for name, genes in groups["ligand"].items()}
     batch = rng.normal(0.0, spec.batch_sd, (n, spec.n_slides))
-    return Panel(names, programme, channel, baseline, theta, type_effects, state_effect, ligand, response, batch, groups)
+    return Panel(
+        names, programme, channel, baseline, theta, type_effects, state_effect, ligand, response, batch, groups
+    )

@@ -192,8 +192,10 @@ class WorldModel:
             if high <= low:  # a rare property: fall back to the full range
                 low, high = float(seen.min()), float(seen.max())
             if high <= low:
-                raise ValueError(f"channel {channel.name!r} senses the same level {low} in every cell: "
-                                 "its senders are absent or everywhere")
+                raise ValueError(
+                    f"channel {channel.name!r} senses the same level {low} in every cell: "
+                    "its senders are absent or everywhere"
+                )
             scaled = replace(channel, low=float(low), high=float(high), reference=0.0)
             ref = scaled.raw_dose(level[healthy & np.isfinite(level)])
             channels.append(replace(scaled, reference=float(ref.mean()) if ref.size else 0.0))

@@ -300,8 +300,9 @@ class WorldSpec:
 def spec_to_dict(spec: WorldSpec) -> dict[str, Any]:
     """Plain nested dictionary of a specification (lists and numbers only, .h5ad-safe)."""
     out = asdict(spec)
-    out["channels"] = {c["name"]: {k: (list(v) if isinstance(v, tuple) else v) for k, v in c.items()}
-                       for c in out["channels"]}
+    out["channels"] = {
+        c["name"]: {k: (list(v) if isinstance(v, tuple) else v) for k, v in c.items()} for c in out["channels"]
+    }
     out["channel_order"] = [c.name for c in spec.channels]
     out["dispersion"] = list(spec.dispersion)
     return out

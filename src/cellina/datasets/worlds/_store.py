@@ -38,16 +38,29 @@ BATCH_KEY = "cellina_world_batch"
 RESPONSE_PREFIX = "cellina_world_response_"
 SENSED_PREFIX = "cellina_world_sensed_"
 _VAR = ("cellina_true_baseline", "cellina_true_state_effect")
-_OBS = ("slide", "cell_type", "cellina_true_size", "cellina_true_state", "cellina_world_structure",
-        "cellina_world_gradient")
+_OBS = (
+    "slide",
+    "cell_type",
+    "cellina_true_size",
+    "cellina_true_state",
+    "cellina_world_structure",
+    "cellina_world_gradient",
+)
 
 
 def build_model(spec: WorldSpec, panel: Panel) -> WorldModel:
     """The (not yet calibrated) model of ``spec`` on ``panel``."""
     channels = tuple(
         ChannelModel(
-            name=c.name, sensed=c.sensed, kernel=c.kernel, scale=c.scale, reach=c.reach, dose=c.dose,
-            half_saturation=c.half_saturation, threshold=c.threshold, width=c.width,
+            name=c.name,
+            sensed=c.sensed,
+            kernel=c.kernel,
+            scale=c.scale,
+            reach=c.reach,
+            dose=c.dose,
+            half_saturation=c.half_saturation,
+            threshold=c.threshold,
+            width=c.width,
             senders=np.array([1.0 if f in c.sender_types else 0.0 for f in FINE_TYPES]),
             ligand=panel.ligand.get(c.name, np.zeros(0, dtype=np.int64)),
             response=panel.response[c.name],
@@ -55,17 +68,29 @@ def build_model(spec: WorldSpec, panel: Panel) -> WorldModel:
         for c in spec.channels
     )
     return WorldModel(
-        baseline=panel.baseline, type_effects=panel.type_effects, state_effect=panel.state_effect,
-        batch=panel.batch, fine_to_coarse=np.array([COARSE_TYPES.index(FINE_TO_COARSE[f]) for f in FINE_TYPES]),
-        channels=channels, target_sum=TARGET_SUM,
+        baseline=panel.baseline,
+        type_effects=panel.type_effects,
+        state_effect=panel.state_effect,
+        batch=panel.batch,
+        fine_to_coarse=np.array([COARSE_TYPES.index(FINE_TO_COARSE[f]) for f in FINE_TYPES]),
+        channels=channels,
+        target_sum=TARGET_SUM,
     )
 
 
 def _channel_record(channel: ChannelModel, names: list[str]) -> dict[str, Any]:
     return {
-        "sensed": channel.sensed, "kernel": channel.kernel, "scale": channel.scale, "reach": channel.reach,
-        "dose": channel.dose, "half_saturation": channel.half_saturation, "threshold": channel.threshold,
-        "width": channel.width, "low": channel.low, "high": channel.high, "reference": channel.reference,
+        "sensed": channel.sensed,
+        "kernel": channel.kernel,
+        "scale": channel.scale,
+        "reach": channel.reach,
+        "dose": channel.dose,
+        "half_saturation": channel.half_saturation,
+        "threshold": channel.threshold,
+        "width": channel.width,
+        "low": channel.low,
+        "high": channel.high,
+        "reference": channel.reference,
         "senders": [f for f, on in zip(FINE_TYPES, channel.senders, strict=True) if on],
         "ligand_genes": [names[g] for g in channel.ligand],
         "response_key": RESPONSE_PREFIX + channel.name,
@@ -93,13 +118,20 @@ def _obs(spec: WorldSpec, cells: Cells, domain: np.ndarray, model: WorldModel, s
 
 
 def write_world(
-    spec: WorldSpec, panel: Panel, cells: Cells, domain: np.ndarray, model: WorldModel, sensed: np.ndarray,
+    spec: WorldSpec,
+    panel: Panel,
+    cells: Cells,
+    domain: np.ndarray,
+    model: WorldModel,
+    sensed: np.ndarray,
     counts: sp.csr_matrix,
 ) -> ad.AnnData:
     """Assemble the AnnData of a generated world, truth included."""
     var = pd.DataFrame(
         {
-            "cellina_programme": pd.Categorical(panel.programme, categories=["marker", "state", "ligand", "response", "null"]),
+            "cellina_programme": pd.Categorical(
+                panel.programme, categories=["marker", "state", "ligand", "response", "null"]
+            ),
             "cellina_world_channel": panel.channel,
             "cellina_true_baseline": panel.baseline,
             "cellina_true_theta": panel.theta,
@@ -126,8 +158,12 @@ def write_world(
         "n_genes": len(panel.names),
     }
     adata = ad.AnnData(
-        X=counts, obs=_obs(spec, cells, domain, model, sensed), var=var, obsm={"spatial": cells.coords},
-        varm=varm, uns={WORLD_KEY: truth},
+        X=counts,
+        obs=_obs(spec, cells, domain, model, sensed),
+        var=var,
+        obsm={"spatial": cells.coords},
+        varm=varm,
+        uns={WORLD_KEY: truth},
     )
     adata.layers["counts"] = counts.copy()
     return adata
@@ -175,27 +211,40 @@ def read_world(adata: Any) -> tuple[WorldModel, Cells]:
     channels = []
     for name in as_str_list(truth["channel_order"]):
         rec = truth["channels"][name]
-        channels.append(ChannelModel(
-            name=name, sensed=str(rec["sensed"]), kernel=str(rec["kernel"]), scale=float(rec["scale"]),
-            reach=float(rec["reach"]), dose=str(rec["dose"]), half_saturation=float(rec["half_saturation"]),
-            threshold=float(rec["threshold"]), width=float(rec["width"]),
-            senders=np.array([1.0 if f in set(as_str_list(rec["senders"])) else 0.0 for f in fine_types]),
-            ligand=np.array([index[g] for g in as_str_list(rec["ligand_genes"])], dtype=np.int64),
-            response=np.asarray(adata.varm[str(rec["response_key"])], dtype=np.float64),
-            low=float(rec["low"]), high=float(rec["high"]), reference=float(rec["reference"]),
-        ))
+        channels.append(
+            ChannelModel(
+                name=name,
+                sensed=str(rec["sensed"]),
+                kernel=str(rec["kernel"]),
+                scale=float(rec["scale"]),
+                reach=float(rec["reach"]),
+                dose=str(rec["dose"]),
+                half_saturation=float(rec["half_saturation"]),
+                threshold=float(rec["threshold"]),
+                width=float(rec["width"]),
+                senders=np.array([1.0 if f in set(as_str_list(rec["senders"])) else 0.0 for f in fine_types]),
+                ligand=np.array([index[g] for g in as_str_list(rec["ligand_genes"])], dtype=np.int64),
+                response=np.asarray(adata.varm[str(rec["response_key"])], dtype=np.float64),
+                low=float(rec["low"]),
+                high=float(rec["high"]),
+                reference=float(rec["reference"]),
+            )
+        )
     model = WorldModel(
         baseline=adata.var["cellina_true_baseline"].to_numpy(np.float64),
         type_effects=np.asarray(adata.varm[TYPE_EFFECTS_KEY], dtype=np.float64),
         state_effect=adata.var["cellina_true_state_effect"].to_numpy(np.float64),
         batch=np.asarray(adata.varm[BATCH_KEY], dtype=np.float64),
         fine_to_coarse=np.array([coarse_types.index(fine_to_coarse[f]) for f in fine_types]),
-        channels=tuple(channels), target_sum=float(truth["target_sum"]),
+        channels=tuple(channels),
+        target_sum=float(truth["target_sum"]),
     )
     obs = adata.obs
     cells = Cells(
-        coords=np.asarray(adata.obsm["spatial"], dtype=np.float64), slide=np.asarray(slide_codes, dtype=np.int64),
-        fine=fine, state=obs["cellina_true_state"].to_numpy(np.float64),
+        coords=np.asarray(adata.obsm["spatial"], dtype=np.float64),
+        slide=np.asarray(slide_codes, dtype=np.int64),
+        fine=fine,
+        state=obs["cellina_true_state"].to_numpy(np.float64),
         size=obs["cellina_true_size"].to_numpy(np.float64),
         structure=obs["cellina_world_structure"].to_numpy(np.float64),
         gradient=obs["cellina_world_gradient"].to_numpy(np.float64),

@@ -85,8 +85,10 @@ class WorldTruth:
         name = str(cell_type)
         coarse = self.fine_to_coarse.get(name, name)
         if coarse not in self.coarse_types:
-            raise TruthKeyError(f"cell_type {cell_type!r} is neither a coarse nor a fine type of this world "
-                                f"({self.coarse_types + sorted(self.fine_to_coarse)})")
+            raise TruthKeyError(
+                f"cell_type {cell_type!r} is neither a coarse nor a fine type of this world "
+                f"({self.coarse_types + sorted(self.fine_to_coarse)})"
+            )
         k = self.coarse_types.index(coarse)
         out = np.zeros(self.model.n_genes, dtype=bool)
         for channel in self.model.channels:

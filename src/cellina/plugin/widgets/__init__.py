@@ -8,8 +8,17 @@ from cellina.plugin.widgets._node import NodeWidget
 from cellina.plugin.widgets._results import ResultsWidget
 from cellina.plugin.widgets._tissue import TissueWidget
 
-__all__ = ["DOCKS", "add_cellina_docks", "CellinaDock", "EdgeWidget", "ExportWidget", "ModelWidget", "NodeWidget",
-           "ResultsWidget", "TissueWidget"]
+__all__ = [
+    "DOCKS",
+    "add_cellina_docks",
+    "CellinaDock",
+    "EdgeWidget",
+    "ExportWidget",
+    "ModelWidget",
+    "NodeWidget",
+    "ResultsWidget",
+    "TissueWidget",
+]
 
 DOCKS = (
     ("1. Tissue", TissueWidget),

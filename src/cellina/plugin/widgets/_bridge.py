@@ -120,8 +120,13 @@ class ViewerBridge:
         adata = self.session.adata
         keys = self.session.keys
         features = pd.DataFrame({"cell_id": adata.obs_names.to_numpy()})
-        wanted = [keys.cell_type_key, keys.domain_key, keys.batch_key, *DEFAULT_HOVER_COLUMNS,
-                  *CLUSTER_COLUMNS.values()]
+        wanted = [
+            keys.cell_type_key,
+            keys.domain_key,
+            keys.batch_key,
+            *DEFAULT_HOVER_COLUMNS,
+            *CLUSTER_COLUMNS.values(),
+        ]
         for column in dict.fromkeys(c for c in wanted if c):
             if column in adata.obs:
                 features[column] = adata.obs[column].to_numpy()
@@ -139,8 +144,13 @@ class ViewerBridge:
         layer = self.cells_layer
         if layer is None:
             layer = viewer.add_points(
-                data, name=CELLS, features=self._features(), face_color=colours, border_width=0,
-                size=self.point_size_um, metadata={"adata": adata, "cellina_session": self.session},
+                data,
+                name=CELLS,
+                features=self._features(),
+                face_color=colours,
+                border_width=0,
+                size=self.point_size_um,
+                metadata={"adata": adata, "cellina_session": self.session},
             )
             self._cells_layer = layer
         elif layer.metadata.get("adata") is adata and np.array_equal(np.asarray(layer.data), data):
@@ -214,13 +224,29 @@ class ViewerBridge:
             result.size = self.point_size_um * 1.3
 
     # ------------------------------------------------------------------ overlays
-    def _points_overlay(self, name: str, data: np.ndarray, colours: np.ndarray, features: pd.DataFrame,
-                        size: float, visible: bool = True, border: float = 0.0):
+    def _points_overlay(
+        self,
+        name: str,
+        data: np.ndarray,
+        colours: np.ndarray,
+        features: pd.DataFrame,
+        size: float,
+        visible: bool = True,
+        border: float = 0.0,
+    ):
         viewer = self.viewer
         layer = self.find_layer(name)
         if layer is None:
-            layer = viewer.add_points(data, name=name, face_color=colours, border_width=border, size=size,
-                                      border_color="black", features=features, visible=visible)
+            layer = viewer.add_points(
+                data,
+                name=name,
+                face_color=colours,
+                border_width=border,
+                size=size,
+                border_color="black",
+                features=features,
+                visible=visible,
+            )
         else:
             with layer.events.blocker_all():
                 layer.data = data
@@ -290,8 +316,11 @@ class ViewerBridge:
         layer = self.find_layer(layer_name)
         if layer is None:
             layer = self.viewer.add_shapes(
-                name=layer_name, edge_color=LASSO_COLOURS[name], face_color="transparent",
-                edge_width=3.0, opacity=1.0,
+                name=layer_name,
+                edge_color=LASSO_COLOURS[name],
+                face_color="transparent",
+                edge_width=3.0,
+                opacity=1.0,
             )
             layer.events.data.connect(lambda event, n=name: self._on_lasso_event(n, event))
         if draw:
@@ -309,8 +338,11 @@ class ViewerBridge:
         layer = self.find_layer(LASSO_LAYERS[name])
         if layer is None or self.session.adata is None:
             return
-        polygons = [lasso_outline(p, kind) for p, kind in zip(layer.data, layer.shape_type)
-                    if kind in ("polygon", "rectangle", "ellipse")]
+        polygons = [
+            lasso_outline(p, kind)
+            for p, kind in zip(layer.data, layer.shape_type)
+            if kind in ("polygon", "rectangle", "ellipse")
+        ]
         selection = self.session.selections.get(name)
         cell_types = selection.cell_types if selection else ()
         domains = selection.domains if selection else ()

@@ -20,8 +20,11 @@ from cellina.plugin.widgets._bridge import LASSO_LAYERS
 from cellina.plugin.widgets._common import CellinaDock, fill_combo, obs_levels
 from cellina.plugin.widgets._tissue import _spin
 
-POOLS = {"cells in the donor lasso": "lasso", "observed neighbours of type X in domain Y": "observed",
-         "a niche cluster of s": "niche"}
+POOLS = {
+    "cells in the donor lasso": "lasso",
+    "observed neighbours of type X in domain Y": "observed",
+    "a niche cluster of s": "niche",
+}
 
 
 def _multi_list() -> QListWidget:
@@ -100,8 +103,10 @@ class EdgeWidget(CellinaDock):
         if adata is None:
             return
         keys = self.session.keys
-        for widgets, key in (((self.refine_types, self.pool_type), keys.cell_type_key),
-                             ((self.refine_domains, self.pool_domain), keys.domain_key)):
+        for widgets, key in (
+            ((self.refine_types, self.pool_type), keys.cell_type_key),
+            ((self.refine_domains, self.pool_domain), keys.domain_key),
+        ):
             values = obs_levels(adata, key)
             widgets[0].clear()
             widgets[0].addItems(values)

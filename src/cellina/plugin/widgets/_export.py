@@ -31,8 +31,11 @@ class ExportWidget(CellinaDock):
 
     def _show_run(self) -> None:
         run = self.session.current_run
-        self.run_label.setText(f"writes run <b>{run}</b> into the layers, and every run's record"
-                               if run else "no run yet: writes the tissue, selections and latents")
+        self.run_label.setText(
+            f"writes run <b>{run}</b> into the layers, and every run's record"
+            if run
+            else "no run yet: writes the tissue, selections and latents"
+        )
 
     def _on_step(self, name: str, outcome: Outcome) -> None:
         if name == "export" and outcome.status == "done":
@@ -45,8 +48,9 @@ class ExportWidget(CellinaDock):
         None when nothing was started. The written AnnData is kept in ``last_written``.
         """
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export perturbed AnnData", "perturbed.h5ad",
-                                                  "AnnData (*.h5ad)")
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export perturbed AnnData", "perturbed.h5ad", "AnnData (*.h5ad)"
+            )
             if not path:
                 return None
         self.last_written = None

@@ -82,15 +82,16 @@ def _preset_tooltip(name: str) -> str:
     from cellina.model.presets import OPTION_NOTES, get_preset
 
     preset = get_preset(name)
-    rows = [f"<li><b>{key}</b> = {value}: {OPTION_NOTES.get(key, '')}</li>"
-            for key, value in {**preset.model, **preset.plan}.items()]
+    rows = [
+        f"<li><b>{key}</b> = {value}: {OPTION_NOTES.get(key, '')}</li>"
+        for key, value in {**preset.model, **preset.plan}.items()
+    ]
     return f"<p><b>{preset.name}</b>: {preset.summary}.</p><ul>{''.join(rows)}</ul>"
 
 
 #: options of the preset the dock shows: row label, then choice label -> value
 OPTION_CHOICES = {
-    "niche_decoder": ("niche decoder", {"type-gated": "type_gated", "factorised": "factorised",
-                                        "concat": "concat"}),
+    "niche_decoder": ("niche decoder", {"type-gated": "type_gated", "factorised": "factorised", "concat": "concat"}),
     "spatial_decoding": ("niche code", {"posterior mean": "mean", "sample": "sample"}),
     "type_aware_discriminator": ("discriminator sees", {"z and cell type": True, "z only": False}),
 }
@@ -139,9 +140,14 @@ class ModelWidget(CellinaDock):
         self.early_stopping.setChecked(d.early_stopping)
         self.patience = _spin(1, 1000, d.early_stopping_patience)
         self.holdout_type, self.holdout_domain = QComboBox(), QComboBox()
-        for label, widget in (("n_latent", self.n_latent), ("n_hidden", self.n_hidden), ("epochs", self.max_epochs),
-                              ("batch size", self.batch_size), ("classifier lambda", self.classifier_lambda),
-                              ("discriminator lambda", self.discriminator_lambda)):
+        for label, widget in (
+            ("n_latent", self.n_latent),
+            ("n_hidden", self.n_hidden),
+            ("epochs", self.max_epochs),
+            ("batch size", self.batch_size),
+            ("classifier lambda", self.classifier_lambda),
+            ("discriminator lambda", self.discriminator_lambda),
+        ):
             self.form.addRow(label, widget)
         self.form.addRow(self.early_stopping, self.patience)
         self.form.addRow("hold out type", self.holdout_type)
@@ -173,8 +179,11 @@ class ModelWidget(CellinaDock):
         self.layout().addWidget(cluster_box)
 
     def _option_combos(self) -> dict[str, QComboBox]:
-        return {"niche_decoder": self.niche_decoder, "spatial_decoding": self.spatial_decoding,
-                "type_aware_discriminator": self.discriminator_input}
+        return {
+            "niche_decoder": self.niche_decoder,
+            "spatial_decoding": self.spatial_decoding,
+            "type_aware_discriminator": self.discriminator_input,
+        }
 
     def _preset_chosen(self) -> None:
         """A preset sets the options it names; the user may change them afterwards."""
@@ -219,8 +228,11 @@ class ModelWidget(CellinaDock):
     def on_progress(self, report: Progress) -> None:
         if report.losses:
             self.loss_curve.add(report.step, report.losses)
-            text = ", ".join(f"{k} {v:.4g}" for k, v in sorted(report.losses.items()) if k in
-                             ("vae_loss_train", "vae_loss_validation"))
+            text = ", ".join(
+                f"{k} {v:.4g}"
+                for k, v in sorted(report.losses.items())
+                if k in ("vae_loss_train", "vae_loss_validation")
+            )
             self.progress.setFormat(f"epoch %v/%m  {text}")
 
     # ------------------------------------------------------------------ actions

@@ -108,8 +108,11 @@ class NodeWidget(CellinaDock):
     def add_shift(self) -> None:
         """Add the picked gene with its value and restrictions (unknown genes are refused)."""
         gene = self.gene.currentText().strip()
-        self.guarded(lambda: self.session.add_gene_shift(gene, self.value.value(), _chosen(self.senders),
-                                                         self.region.isChecked()))
+        self.guarded(
+            lambda: self.session.add_gene_shift(
+                gene, self.value.value(), _chosen(self.senders), self.region.isChecked()
+            )
+        )
 
     def remove_selected(self) -> None:
         rows = sorted({index.row() for index in self.table.selectedIndexes()}, reverse=True)
@@ -118,9 +121,14 @@ class NodeWidget(CellinaDock):
 
     def fill_from_contrast(self) -> None:
         """The tutorial's shifts: top observed pseudobulk log-fold changes per sender type."""
-        self.guarded(lambda: self.session.fill_from_contrast(
-            self.control_domain.currentText(), self.target_domain.currentText(), int(self.n_genes.value()),
-            combo_value(self.holdout, NONE)))
+        self.guarded(
+            lambda: self.session.fill_from_contrast(
+                self.control_domain.currentText(),
+                self.target_domain.currentText(),
+                int(self.n_genes.value()),
+                combo_value(self.holdout, NONE),
+            )
+        )
 
     def run(self):
         """Check the table and focal cells now, then perturb and decode in a worker."""

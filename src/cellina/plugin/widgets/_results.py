@@ -91,8 +91,9 @@ class ResultsWidget(CellinaDock):
         self.layout().addWidget(self.top_table)
         self.finish_layout()
 
-        self.run_choice.activated.connect(lambda _i: self.guarded(
-            lambda: self.session.set_current_run(self.run_choice.currentText())))
+        self.run_choice.activated.connect(
+            lambda _i: self.guarded(lambda: self.session.set_current_run(self.run_choice.currentText()))
+        )
         self.show_button.clicked.connect(self.show_result)
         self.mode.activated.connect(lambda _i: self.show_result())
         self.gene.activated.connect(lambda _i: self.show_result())
@@ -149,8 +150,9 @@ class ResultsWidget(CellinaDock):
 
         def plot():
             run = self.session.require_run()
-            data = self.session.observed_vs_predicted(self.target_type.currentText(),
-                                                      self.target_domain.currentText(), int(self.n_deg.value()))
+            data = self.session.observed_vs_predicted(
+                self.target_type.currentText(), self.target_domain.currentText(), int(self.n_deg.value())
+            )
             self.plot.show_data(data, np.asarray(self.session.adata.var_names), run.name)
             return data
 

@@ -136,8 +136,11 @@ class TissueWidget(CellinaDock):
             fill_combo(combo, numeric, keep=False)
             if value:
                 combo.setCurrentText(value)
-        for combo, value in ((self.cell_type, keys.cell_type_key), (self.domain, keys.domain_key),
-                             (self.batch, keys.batch_key)):
+        for combo, value in (
+            (self.cell_type, keys.cell_type_key),
+            (self.domain, keys.domain_key),
+            (self.batch, keys.batch_key),
+        ):
             fill_combo(combo, obs, keep=False, none_item=NONE)
             combo.setCurrentText(value or NONE)
         fill_combo(self.counts, [*adata.layers.keys(), X_MATRIX], keep=False)
