@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from cellina.keys import OBSM, OBSP
 from cellina.spatial import CellinaKeyError, aggregate_neighbours, check_positions, representation_matrix
 from cellina.spatial._validation import check_connectivities, check_nonempty
 
@@ -123,10 +124,10 @@ def make_counterfactual_adata(
     n_neighbors: int | None = 50,
     random_state: Any = 0,
     layer: str | None = None,
-    connectivity_key: str = "spatial_connectivities",
+    connectivity_key: str = OBSP.CONNECTIVITIES,
     exclude_indices: Any = None,
     cf_conn_key: str = "spatial_connectivities_cf",
-    cf_obsm_key: str = "spatial_x_cf",
+    cf_obsm_key: str = OBSM.PERTURBED_NICHE,
 ) -> Any:
     """An AnnData of the focal cells whose niche features come from elsewhere in the tissue.
 

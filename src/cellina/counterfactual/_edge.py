@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from cellina.keys import OBSP
 from cellina.spatial import aggregate_neighbours, check_positions, expression_representation
 
 from ._donors import sample_anchors, sample_donors
@@ -231,9 +232,9 @@ def anchor_niche_features(
 def default_anchor_graph(adata: Any, record: Mapping[str, Any]) -> str:
     """The graph anchors' neighbourhoods come from when none is named: the unmasked graph kept
     beside a held-out training graph, else the graph the niche features were computed on."""
-    if "spatial_connectivities_orig" in adata.obsp:
-        return "spatial_connectivities_orig"
-    return str(record.get("connectivity_key") or "spatial_connectivities")
+    if OBSP.UNMASKED in adata.obsp:
+        return OBSP.UNMASKED
+    return str(record.get("connectivity_key") or OBSP.CONNECTIVITIES)
 
 
 def _anchor_draw(
@@ -270,7 +271,7 @@ def rewired_niche_features(
     rng: np.random.Generator,
     precomputed: bool = False,
     n_neighbours: int = 50,
-    connectivity_key: str | None = "spatial_connectivities_orig",
+    connectivity_key: str | None = OBSP.UNMASKED,
     exclude: np.ndarray | None = None,
     record: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:

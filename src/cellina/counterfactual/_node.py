@@ -9,7 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from cellina.keys import OBSM, UNS
+from cellina.keys import OBSM, OBSP, UNS
 from cellina.spatial import expression_representation, make_neighbor_perturbation
 
 from ._edge import spatial_features_record
@@ -120,7 +120,7 @@ def node_counterfactual(
         raise ValueError("focal selects no cells.")
     features_key = model.spatial_obsm_key
     record = dict(spatial_features_record(adata, features_key))
-    graph_key = connectivity_key or str(record.get("connectivity_key") or "spatial_connectivities")
+    graph_key = connectivity_key or str(record.get("connectivity_key") or OBSP.CONNECTIVITIES)
     if graph_key not in adata.obsp:
         raise ValueError(f"adata.obsp[{graph_key!r}] (the niche graph) is missing.")
     if sender_key is not None and sender_key not in adata.obs:

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cellina.keys import OBSP
+
 
 def _mask(adata: Any, selection: Any, name: str) -> np.ndarray:
     """A boolean mask over cells from a mask, positions or a pandas query on ``obs``."""
@@ -47,7 +49,7 @@ def observed_neighbour_pool(
     adata: Any,
     targets: Any,
     *,
-    connectivity_key: str = "spatial_connectivities",
+    connectivity_key: str = OBSP.CONNECTIVITIES,
     exclude: Any = None,
 ) -> np.ndarray:
     """Cells observed as graph neighbours of ``targets``, minus ``exclude``.

@@ -18,6 +18,8 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.distributions import Poisson
 
+from cellina.keys import OBSM
+
 from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._validation import LibrarySize, as_indices, check_library_size
@@ -165,7 +167,7 @@ class CellinaGettersMixin:
         batch_size: int | None = None,
         return_dist: bool = False,
         latent_key: LatentKey = "shifted",
-        perturbed_obsm_key: str = "spatial_x_cf",
+        perturbed_obsm_key: str = OBSM.PERTURBED_NICHE,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Posterior of the intrinsic latent ``z``, the spatial latent ``s``, or both joined.
 
@@ -245,7 +247,7 @@ class CellinaGettersMixin:
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
-        spatial_obsm_key: str = "spatial_x_cf",
+        spatial_obsm_key: str = OBSM.PERTURBED_NICHE,
         batch_size: int | None = None,
         library_size: LibrarySize = "latent",
     ) -> np.ndarray:
@@ -272,7 +274,7 @@ class CellinaGettersMixin:
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
-        spatial_obsm_key: str = "spatial_x_cf",
+        spatial_obsm_key: str = OBSM.PERTURBED_NICHE,
         batch_size: int | None = None,
         give_mean: bool = True,
     ) -> np.ndarray:

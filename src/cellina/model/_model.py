@@ -14,6 +14,8 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
 from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
 
+from cellina.keys import OBSM
+
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._counterfactual import CellinaCounterfactualMixin
 from ._getters import CellinaGettersMixin
@@ -281,7 +283,7 @@ class Cellina(
         batch_key: str | None = None,
         labels_key: str | None = None,
         domains_key: str | None = None,
-        spatial_obsm_key: str = "spatial_x",
+        spatial_obsm_key: str = OBSM.NICHE_FEATURES,
         layer: str | None = None,
         **kwargs,
     ) -> None:

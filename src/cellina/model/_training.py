@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from anndata import AnnData
 
+from cellina.keys import OBSM
+
 from ._model import Cellina
 from ._splits import holdout_split
 from .presets import Preset
@@ -20,7 +22,7 @@ def train_model(
     domains_key: str | None,
     batch_key: str | None = None,
     layer: str | None = "counts",
-    spatial_obsm_key: str = "spatial_x",
+    spatial_obsm_key: str = OBSM.NICHE_FEATURES,
     heldout: Any = None,
     validation_size: float = 0.1,
     seed: int = 0,

@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 from matplotlib import colormaps
 
+from cellina.keys import LAYERS
 from cellina.plugin._points import category_colours
 
 MISSING_RGBA = np.array([0.5, 0.5, 0.5, 1.0], dtype=np.float32)
@@ -35,7 +36,7 @@ class ColourInfo:
     cmap: str = "viridis"
 
 
-def values_for(adata: ad.AnnData, key: str, layer: str | None = "cellina_lognorm") -> pd.Series | np.ndarray:
+def values_for(adata: ad.AnnData, key: str, layer: str | None = LAYERS.LOGNORM) -> pd.Series | np.ndarray:
     """An obs column, or a gene's expression (from ``layer`` when present, else ``X``)."""
     if key in adata.obs:
         return adata.obs[key]
@@ -87,7 +88,7 @@ def continuous_colours(
 def colours_for(
     adata: ad.AnnData,
     key: str,
-    layer: str | None = "cellina_lognorm",
+    layer: str | None = LAYERS.LOGNORM,
     cmap: str = "viridis",
     values: pd.Series | np.ndarray | None = None,
 ) -> tuple[np.ndarray, ColourInfo]:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from cellina.keys import OBSM, OBSP
+
 from ._validation import (
     CellinaKeyError,
     CellinaTypeError,
@@ -381,8 +383,8 @@ def _gene_positions(adata: Any, genes: Sequence[str] | str | None) -> np.ndarray
 
 def compute_spatial_features(
     adata: Any,
-    connectivity_key: str = "spatial_connectivities",
-    obsm_key: str = "spatial_x",
+    connectivity_key: str = OBSP.CONNECTIVITIES,
+    obsm_key: str = OBSM.NICHE_FEATURES,
     layer: str | None = None,
     genes: Sequence[str] | None = None,
     neighbor_genes: Sequence[str] | None = None,

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from cellina.keys import OBSM, OBSP
+
 from ._features import _expm1_row_sums, _sparse_product_into
 from ._perturb_niche import (
     _check_representation,
@@ -225,16 +227,16 @@ def make_neighbor_perturbation(
     adata: Any,
     perturbations: Any,
     groupby: str | None = None,
-    connectivity_key: str = "spatial_connectivities",
+    connectivity_key: str = OBSP.CONNECTIVITIES,
     layer: str | None = None,
-    obsm_key_out: str = "spatial_x_cf",
+    obsm_key_out: str = OBSM.PERTURBED_NICHE,
     base: float = np.e,
     renormalize: bool = True,
     add_shift: bool = False,
     perturb_fraction: float = 1.0,
     random_state: Any = 0,
     *,
-    features_key: str = "spatial_x",
+    features_key: str = OBSM.NICHE_FEATURES,
     layer_key: str | None = None,
     neighbor_genes: Any = None,
 ) -> None:
