@@ -77,9 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from cellina.datasets import synthetic_tissue
-    from cellina.plugin._points import category_colours
-    from cellina.plugin.widgets import add_cellina_docks
-    from cellina.plugin.widgets._bridge import get_bridge
+    from cellina.plugin import category_colours
+    from cellina.plugin.widgets import add_cellina_docks, get_bridge
 
     t0 = time.perf_counter()
     adata = synthetic_tissue(n_cells=args.n_cells, n_genes=args.n_genes, seed=0, store_means=False)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CellinaSession", "TissueKeys"]
+# public name -> module that defines it (loaded on first use; none of them imports Qt)
+_NAMES = {"CellinaSession": "_session", "TissueKeys": "_state", "category_colours": "_points"}
+__all__ = sorted(_NAMES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from cellina.plugin import _session
+    if name in _NAMES:
+        import importlib
 
-        return getattr(_session, name)
+        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
     raise AttributeError(f"module 'cellina.plugin' has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """Cellina dock widgets: thin Qt views over the session (all science lives in the library)."""
 
+from cellina.plugin.widgets._bridge import get_bridge
 from cellina.plugin.widgets._common import CellinaDock
 from cellina.plugin.widgets._edge import EdgeWidget
 from cellina.plugin.widgets._export import ExportWidget
@@ -18,6 +19,7 @@ __all__ = [
     "NodeWidget",
     "ResultsWidget",
     "TissueWidget",
+    "get_bridge",
 ]
 
 DOCKS = (
