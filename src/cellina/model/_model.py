@@ -23,7 +23,6 @@ from ._module import CellinaModule
 from ._training_plan import CellinaTrainingPlan, auto_kl_warmup_epochs
 from ._validation import (
     check_counts,
-    check_lambdas,
     check_niche_features,
     check_obs_column,
     library_size_prior,
@@ -129,11 +128,6 @@ class Cellina(
         super().__init__(adata)
         if adata is None:
             raise ValueError("Cellina needs an AnnData registered with Cellina.setup_anndata.")
-        check_lambdas(
-            classifier_lambda=classifier_lambda,
-            discriminator_lambda=discriminator_lambda,
-            domain_classifier_lambda=domain_classifier_lambda,
-        )
         self.preset = None if preset is None else get_preset(preset).name
         effective_classifier_lambda = self._classifier_weight(classifier_lambda, niche_decoder)
         self._check_registered_keys(discriminator_lambda, domain_classifier_lambda, type_aware_discriminator)
@@ -217,7 +211,8 @@ class Cellina(
                 )
             if classifier_lambda > 0:
                 logger.info("No labels_key registered: the cell-type classifier is off.")
-            return 0.0
+            # a negative weight is still refused, by the module that owns the weights
+            return min(float(classifier_lambda), 0.0)
         if niche_decoder == "type_gated" and classifier_lambda <= 0:
             raise ValueError(
                 "niche_decoder='type_gated' weights the niche response by the cell-type classifier "
@@ -239,11 +234,6 @@ class Cellina(
             if value > 0 and domains_key is None:
                 raise ValueError(
                     f"{name} > 0 needs spatial domains: pass domains_key to Cellina.setup_anndata, or set {name}=0."
-                )
-            n_domains = self.summary_stats[f"n_{RK.DOMAINS_KEY}"]
-            if value > 0 and n_domains < 2:
-                raise ValueError(
-                    f"adata.obs[{domains_key!r}] has {n_domains} domain(s); {name} > 0 needs >= 2 (or set {name}=0)."
                 )
         if type_aware and discriminator_lambda > 0 and setup_args.get("labels_key") is None:
             raise ValueError(

@@ -107,13 +107,6 @@ def check_library_size(library_size: LibrarySize) -> float | None:
     return value
 
 
-def check_lambdas(**lambdas: float) -> None:
-    """Refuse negative loss weights, naming each one."""
-    bad = {k: v for k, v in lambdas.items() if not float(v) >= 0}
-    if bad:
-        raise ValueError("loss weights must be >= 0, got " + ", ".join(f"{k}={v}" for k, v in bad.items()) + ".")
-
-
 def resolve_devices(accelerator: str, devices: Any) -> tuple[str, Any]:
     """Map a GPU device request to the CPU when no GPU exists, instead of crashing."""
     wants_gpu_ids = isinstance(devices, (list, tuple)) or (

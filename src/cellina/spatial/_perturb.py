@@ -325,23 +325,30 @@ def make_neighbor_perturbation(
     adata.obsm[obsm_key_out] = phi
     if layer_key is not None:
         adata.layers[layer_key] = _perturbed_matrix(plan, add_shift, base, r, "log_rescale" if add_shift else "scale")
-    cellina_uns = adata.uns.setdefault("cellina", {})
-    cellina_uns.setdefault("neighbor_perturbation", {})[obsm_key_out] = {
+    record = _shift_record(plan, groupby, layer, base, renormalize, add_shift, perturb_fraction, random_state)
+    record.update(
+        connectivity_key=connectivity_key,
+        layer_key=layer_key,
+        features_key=features_key,
+        transform=transform,
+        target_sum=target_sum,
+        genes=[str(g) for g in adata.var_names[positions]],
+    )
+    adata.uns.setdefault("cellina", {}).setdefault("neighbor_perturbation", {})[obsm_key_out] = record
+
+
+def _shift_record(plan, groupby, layer, base, renormalize, add_shift, perturb_fraction, random_state) -> dict:
+    """Provenance of a sender shift, shared by the niche-feature and the expression outputs."""
+    return {
         "perturbations": plan.record,
         "groupby": groupby,
-        "connectivity_key": connectivity_key,
         "layer": layer,
-        "layer_key": layer_key,
-        "features_key": features_key,
-        "transform": transform,
-        "target_sum": target_sum,
         "base": float(base),
         "renormalize": renormalize,
         "add_shift": add_shift,
         "perturb_fraction": float(perturb_fraction),
         "random_state": random_state if isinstance(random_state, numbers.Integral) else None,
         "perturbed_cells": plan.perturbed_cells,
-        "genes": [str(g) for g in adata.var_names[positions]],
     }
 
 
@@ -380,18 +387,8 @@ def make_perturbed_expression(
     r = _ratio(old_total, new_total) if renormalize else np.ones_like(old_total)
     kind = "log_rescale" if add_shift else "scale"
     adata.layers[layer_key] = _perturbed_matrix(plan, add_shift, base, r, kind)
-    cellina_uns = adata.uns.setdefault("cellina", {})
-    cellina_uns.setdefault("perturbed_expression", {})[layer_key] = {
-        "perturbations": plan.record,
-        "groupby": groupby,
-        "layer": layer,
-        "base": float(base),
-        "renormalize": renormalize,
-        "add_shift": add_shift,
-        "perturb_fraction": float(perturb_fraction),
-        "random_state": random_state if isinstance(random_state, numbers.Integral) else None,
-        "perturbed_cells": plan.perturbed_cells,
-    }
+    record = _shift_record(plan, groupby, layer, base, renormalize, add_shift, perturb_fraction, random_state)
+    adata.uns.setdefault("cellina", {}).setdefault("perturbed_expression", {})[layer_key] = record
 
 
 def _node_perturbation(
