@@ -141,3 +141,18 @@ def test_energy_distance_rejects_bad_input(counts_and_shifted):
         energy_distance(x, y, space="umap")
     with pytest.raises(ValueError, match="features"):
         energy_distance(x, y[:, :5])
+
+
+def test_separation_auroc_is_the_mann_whitney_statistic():
+    from cellina.evaluation._metrics import separation_auroc, truth_scores
+
+    assert separation_auroc([3, 4], [1, 2]) == 1.0
+    assert separation_auroc([1, 2], [3, 4]) == 0.0
+    assert separation_auroc([1, 3], [2, 2]) == 0.5  # one win, one loss
+    assert separation_auroc([2], [2]) == 0.5  # a tie counts one half
+    assert np.isnan(separation_auroc([], [1.0]))
+    true = np.array([1.0, -1.0, 0.5, 0.0, 0.0, 0.0])
+    good = truth_scores(true * 0.8, true, responsive=[0, 1, 2], null=[3, 4, 5])
+    assert good["truth_auroc"] == 1.0
+    noisy = truth_scores(np.array([0.1, 0.0, 0.1, 0.9, 0.8, 0.0]), true, responsive=[0, 1, 2], null=[3, 4, 5])
+    assert noisy["truth_auroc"] < 0.5

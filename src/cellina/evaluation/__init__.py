@@ -36,6 +36,7 @@ _NAMES: dict[str, str] = {
     "spearman_top_k": "_metrics",
     "top_k_degs": "_metrics",
     "truth_scores": "_metrics",
+    "separation_auroc": "_metrics",
     "latent_probe_scores": "_probes",
     "within_group_probe_scores": "_probes",
     "LeaveOneOutResult": "_protocol",

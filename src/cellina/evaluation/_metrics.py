@@ -204,7 +204,8 @@ def truth_scores(
         size, 0.1: a tenth of it); ``null_change`` the
         root-mean-square predicted change on null genes and ``null_change_true`` the same for
         the truth (non-zero only through library normalisation); ``responsive_change_true``
-        the root-mean-square true change on responsive genes, for scale.
+        the root-mean-square true change on responsive genes, for scale; ``truth_auroc`` how well
+        the size of the predicted change separates responsive from null genes (0.5: not at all).
     """
     t, p = _pair(true_change, pred_change)
     resp = _as_index(responsive, t.shape[0], "responsive")
@@ -220,7 +221,23 @@ def truth_scores(
         nul = _as_index(null, t.shape[0], "null")
         out["null_change"] = float(np.sqrt(np.mean(p[nul] ** 2))) if nul.size else float("nan")
         out["null_change_true"] = float(np.sqrt(np.mean(t[nul] ** 2))) if nul.size else float("nan")
+        out["truth_auroc"] = separation_auroc(np.abs(p[resp]), np.abs(p[nul]))
     return out
+
+
+def separation_auroc(positive: Any, negative: Any) -> float:
+    """Area under the ROC curve of scores that should be larger for ``positive`` than ``negative``.
+
+    The Mann-Whitney statistic: the chance that a random positive scores above a random negative,
+    ties counting one half. NaN when either side is empty.
+    """
+    from scipy.stats import rankdata
+
+    pos, neg = np.asarray(positive, dtype=np.float64).ravel(), np.asarray(negative, dtype=np.float64).ravel()
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
 
 
 def _slope(pred: np.ndarray, true: np.ndarray) -> float:
