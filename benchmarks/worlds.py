@@ -1,0 +1,180 @@
+"""Counterfactual accuracy on the evaluation worlds: tissues the model was not designed on.
+
+For every world of a split (``cellina.datasets.list_worlds``) and every held-out coarse type with
+enough cells in the healthy and the tumour domain, the leave-one-type-out protocol
+(``cellina.evaluation.leave_one_out``) is run with the same tissue, graph, epochs and seed for:
+the ``recommended`` preset, the ``published`` preset, a space-blind scvi-tools SCVI (domain as
+batch) and the global mean shift. Scores against the world's exact counterfactual on the type's
+responsive genes: Pearson, skill (1 - |pred - true|^2 / |true|^2), slope (1 = the right size),
+AUROC of responsive against null genes; and the tutorial's top-50 Pearson on observed changes.
+
+The evaluation worlds were fixed before the model changes they judge; tune on the development
+worlds (``--split development``) and report on the evaluation ones.
+
+Usage::
+
+    python benchmarks/worlds.py --split development --worlds dev_two_channels --types Myeloid --no-write
+    python benchmarks/worlds.py --split evaluation --csv worlds_eval.csv   # hours on 2 cores
+
+Figures go into the ``worlds-<split>`` section of ``docs/benchmarks.md`` and plots into docs/img/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_section import write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ["truth_pearson", "truth_skill", "truth_slope", "truth_auroc", "pearson"]
+#: method label -> (protocol method, preset)
+RUNS = {
+    "recommended": ("cellina", "recommended"),
+    "published": ("cellina", "published"),
+    "scvi": ("scvi", None),
+    "mean_shift": ("mean_shift", None),
+}
+MIN_CELLS = 30
+
+
+def holdout_types(adata) -> list[str]:
+    """Coarse types with enough cells in both the healthy and the tumour domain."""
+    from cellina.datasets import HOLDOUT_TYPES
+
+    counts = pd.crosstab(adata.obs["coarse_type"], adata.obs["domain"])
+    return [t for t in HOLDOUT_TYPES if t in counts.index and min(counts.loc[t, ["healthy", "tumour"]]) >= MIN_CELLS]
+
+
+def run_world(name: str, types: list[str] | None, cfg: dict, labels: list[str]) -> pd.DataFrame:
+    """Every requested method on every held-out type of one world, as one long table."""
+    from cellina.datasets import make_world
+    from cellina.evaluation import leave_one_out
+
+    adata = make_world(name)
+    frames = []
+    for holdout in types or holdout_types(adata):
+        for label in labels:
+            method, preset = RUNS[label]
+            t0 = time.perf_counter()
+            res = leave_one_out(
+                adata,
+                holdout,
+                methods=(method,),
+                preset=preset,
+                batch_key="slide",
+                library_key="slide",
+                perturbations=("edge", "node"),
+                bandwidth=cfg["bandwidth"],
+                max_neighbours=cfg["max_neighbours"],
+                model_kwargs=cfg["model"],
+                train_kwargs=cfg["train"],
+                n_deg=50,
+                n_deg_node=20,
+                n_pert_genes=max(20, adata.n_vars // 10),
+                energy=False,
+                probes=False,
+                seed=cfg["seed"],
+            )
+            frames.append(res.scores.assign(world=name, holdout=holdout, method=label))
+            print(f"{name} {holdout} {label}: {time.perf_counter() - t0:.0f} s", flush=True)
+            print(res.scores[["perturbation", *[m for m in METRICS if m in res.scores]]].to_string(), flush=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _fmt(x: float) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.2f}"
+
+
+def tables(scores: pd.DataFrame) -> list[str]:
+    """Per-world edge table (every type and method), the node table, and the means per method."""
+    lines = []
+    cols = [c for c in METRICS if c in scores]
+    for pert in ("edge", "node"):
+        sub = scores[scores["perturbation"] == pert]
+        if sub.empty:
+            continue
+        lines += [
+            f"### {pert.capitalize()} perturbation",
+            "",
+            "| world | held-out type | method | " + " | ".join(cols) + " |",
+            "|---|---|---|" + "---|" * len(cols),
+        ]
+        for _, row in sub.sort_values(["world", "holdout", "method"]).iterrows():
+            lines.append(
+                f"| {row['world']} | {row['holdout']} | {row['method']} | "
+                + " | ".join(_fmt(row[c]) for c in cols)
+                + " |"
+            )
+        means = sub.groupby("method")[cols].mean()
+        lines += [
+            "",
+            f"Mean over worlds and types ({pert}):",
+            "",
+            "| method | " + " | ".join(cols) + " |",
+            "|---|" + "---|" * len(cols),
+        ]
+        lines += [f"| {m} | " + " | ".join(_fmt(means.loc[m, c]) for c in cols) + " |" for m in means.index]
+        lines.append("")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=("development", "evaluation"), default="evaluation")
+    parser.add_argument("--worlds", default=None, help="comma-separated world names (default: the whole split)")
+    parser.add_argument("--types", default=None, help="comma-separated held-out types (default: every evaluable one)")
+    parser.add_argument("--methods", default=",".join(RUNS), help=f"comma-separated, from {list(RUNS)}")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--csv", default=None, help="also write every score to this CSV file")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+
+    from cellina.datasets import list_worlds
+
+    worlds = args.worlds.split(",") if args.worlds else list(list_worlds(args.split))
+    labels = args.methods.split(",")
+    cfg = {
+        "bandwidth": 20.0,
+        "max_neighbours": 50,
+        "seed": args.seed,
+        "model": {"n_latent": 10, "n_hidden": 128, "n_layers": 2},
+        "train": {"max_epochs": args.epochs, "batch_size": 512},
+    }
+    start = time.perf_counter()
+    types = args.types.split(",") if args.types else None
+    scores = pd.concat([run_world(name, types, cfg, labels) for name in worlds], ignore_index=True)
+    if args.csv:
+        scores.to_csv(args.csv, index=False)
+    minutes = (time.perf_counter() - start) / 60
+    body = [
+        f"## Evaluation worlds ({args.split} split)",
+        "",
+        f"`python benchmarks/worlds.py --split {args.split} --epochs {args.epochs}` — measured "
+        f"{time.strftime('%Y-%m-%d', time.gmtime())} on {os.cpu_count()} CPU cores "
+        f"({platform.processor() or platform.machine()}, shared), {minutes:.0f} min; worlds "
+        f"{', '.join(worlds)}; model {cfg['model']}, {args.epochs} epochs, batch 512, seed {args.seed}; the model's "
+        f"graph: gaussian kernel, bandwidth {cfg['bandwidth']:g} um, {cfg['max_neighbours']} neighbours (the "
+        "project's default, whatever the world's true reach). The worlds are described in docs/worlds.md.",
+        "",
+        *tables(scores),
+    ]
+    text = "\n".join(body)
+    if args.no_write:
+        print(text)
+    else:
+        write_section(f"worlds-{args.split}", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
