@@ -9,6 +9,8 @@ from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton
 from cellina.plugin._state import Outcome
 from cellina.plugin.widgets._common import CellinaDock
 
+EXPORT_TEXT = "Export perturbed AnnData..."
+
 
 class ExportWidget(CellinaDock):
     """Write the tissue with counterfactual layers, selections, latents and provenance to .h5ad."""
@@ -18,7 +20,7 @@ class ExportWidget(CellinaDock):
         self.run_label = QLabel("")
         self.run_label.setWordWrap(True)
         self.layout().addWidget(self.run_label)
-        self.export_button = QPushButton("Export perturbed AnnData...")
+        self.export_button = QPushButton(EXPORT_TEXT)
         self.layout().addWidget(self.export_button)
         self.finish_layout()
         self.last_written = None
@@ -30,12 +32,19 @@ class ExportWidget(CellinaDock):
         self._show_run()
 
     def _show_run(self) -> None:
-        run = self.session.current_run
+        name = self.session.current_run
+        run = self.session.runs.get(name) if name else None
+        if run is None:
+            self.run_label.setText("no run yet: writes the tissue, selections and latents")
+            self.export_button.setText(EXPORT_TEXT)
+            return
+        preset = run.params.get("preset") or "no"
+        others = len(self.session.runs) - 1
         self.run_label.setText(
-            f"writes run <b>{run}</b> into the layers, and every run's record"
-            if run
-            else "no run yet: writes the tissue, selections and latents"
+            f"writes run <b>{run.name}</b> ({run.kind} perturbation of {run.indices.size} focal cells, "
+            f"{preset} preset) into the layers" + (f", and the records of {others} other run(s)" if others else "")
         )
+        self.export_button.setText(f"Export run '{run.name}'...")
 
     def _on_step(self, name: str, outcome: Outcome) -> None:
         if name == "export" and outcome.status == "done":
