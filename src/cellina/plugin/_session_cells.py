@@ -29,23 +29,28 @@ class CellsMixin:
     gene_shifts: GeneShifts
 
     # ------------------------------------------------------------------ coordinates
-    def units_problem(self, keys: TissueKeys | None = None) -> str | None:
-        """Why the tissue's coordinates, read through ``keys`` (default: the session's), do not look like
-        micrometres (pixels with a pixel size of 1, usually), or None (:func:`cellina.io_keys.units_problem`).
-
-        The median distance between neighbouring cells is measured once per tissue and coordinates.
-        """
+    def cell_spacing(self, keys: TissueKeys | None = None) -> float:
+        """Median distance between neighbouring cells in the coordinates' own unit, read through
+        ``keys`` (default: the session's); measured once per tissue and coordinates."""
         from cellina import io_keys
 
         adata = self.require_adata()
         keys = keys or self.keys
-        where = (id(adata), keys.spatial_key, keys.x_column, keys.y_column)
+        where = (id(adata), adata.n_obs, keys.spatial_key, keys.x_column, keys.y_column)
         cached = getattr(self, "_spacing", None)
         if cached is None or cached[0] != where:
             cached = (where, io_keys.median_nearest_distance(coordinates(adata, keys)))
             self._spacing = cached
+        return cached[1]
+
+    def units_problem(self, keys: TissueKeys | None = None) -> str | None:
+        """Why the coordinates read through ``keys`` (default: the session's) do not look like
+        micrometres (pixels with a pixel size of 1, usually), or None (:func:`cellina.io_keys.units_problem`)."""
+        from cellina import io_keys
+
+        keys = keys or self.keys
         names = (keys.x_column, keys.y_column) if keys.spatial_key is None else (keys.spatial_key,)
-        return io_keys.units_problem(cached[1], keys.pixel_size, names)
+        return io_keys.units_problem(self.cell_spacing(keys), keys.pixel_size, names)
 
     # ------------------------------------------------------------------ selections
     def select_polygons(

@@ -106,3 +106,18 @@ def test_a_contrast_fill_says_what_it_filled_and_which_way(cosmx_viewer):
 
 def _rgb(hex_colour: str) -> np.ndarray:
     return np.array([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+
+
+def test_the_donors_an_edge_run_drew_are_ringed_until_a_node_run_is_shown(cosmx_viewer):
+    from cellina.plugin._state import RunResult
+
+    viewer, docks = cosmx_viewer
+    session = docks["tissue"].session
+    focal, values = np.array([0, 1]), np.ones((2, session.adata.n_vars))
+    drawn = np.array([[[5, 6, 7], [6, 8, 9]]])
+    session.add_run(RunResult("edge 1", "edge", focal, values, values, {}, donors=drawn))
+    np.testing.assert_allclose(viewer.layers[RING_LAYERS[DONORS]].data, session.display_coordinates()[[5, 6, 7, 8, 9]])
+    session.add_run(RunResult("node 1", "node", focal, values, values, {}))
+    assert RING_LAYERS[DONORS] not in viewer.layers
+    session.set_current_run("edge 1")
+    assert len(viewer.layers[RING_LAYERS[DONORS]].data) == 5

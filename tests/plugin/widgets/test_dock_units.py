@@ -72,6 +72,14 @@ def test_pixels_are_detected_and_preprocessing_waits_for_a_pixel_size(cosmx_dock
     assert not tissue.session.busy and "spatial_x" not in tissue.session.adata.obsm
 
 
+def test_cells_in_pixels_are_drawn_as_large_as_their_spacing_until_the_pixel_size_is_chosen(cosmx_dock):
+    _, tissue, layer, _ = cosmx_dock
+    spacing_px = tissue.session.cell_spacing()
+    assert spacing_px > 50 and np.allclose(layer.size, 0.8 * spacing_px)
+    _choose(tissue.instrument, "CosMx")
+    assert np.allclose(layer.size, tissue.bridge.point_size_um)
+
+
 def test_choosing_the_instrument_gives_its_full_pixel_size_and_micrometres(cosmx_dock):
     _, tissue, layer, xy_um = cosmx_dock
     _choose(tissue.instrument, "CosMx")

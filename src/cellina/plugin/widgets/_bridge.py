@@ -162,6 +162,19 @@ class ViewerBridge(OverlaysMixin):
         self.color_by = None
         return np.tile(np.asarray(PLAIN_RGBA, dtype=np.float32), (adata.n_obs, 1)), None
 
+    def cell_size(self) -> float:
+        """The cells' point size in display units: the chosen size in micrometres, or, while the
+        coordinates do not look like micrometres, most of the distance between neighbouring cells,
+        so the cells stay visible (and coloured) whatever their unit."""
+        session = self.session
+        try:
+            if session.units_problem() is None:
+                return self.point_size_um
+            spacing = session.cell_spacing() * session.keys.pixel_size
+        except SessionError:
+            return self.point_size_um
+        return 0.8 * spacing if np.isfinite(spacing) and spacing > 0 else self.point_size_um
+
     def _on_adata(self, adata) -> None:
         if self.viewer is None or adata is None:
             return
@@ -193,7 +206,7 @@ class ViewerBridge(OverlaysMixin):
                 features=self._features(),
                 face_color=colours,
                 border_width=0,
-                size=self.point_size_um,
+                size=self.cell_size(),
                 metadata={"adata": adata, "cellina_session": self.session},
             )
             self._cells_layer = layer
@@ -202,12 +215,13 @@ class ViewerBridge(OverlaysMixin):
             if shown != self.color_by or self.color_by is None:
                 layer.face_color = colours
             layer.features = self._features()
+            layer.size = self.cell_size()
         else:
             with layer.events.blocker_all():
                 layer.data = data
             layer.features = self._features()
             layer.face_color = colours
-            layer.size = self.point_size_um
+            layer.size = self.cell_size()
             layer.metadata["adata"] = adata
             layer.refresh()
         layer.metadata["cellina_session"] = self.session
@@ -248,7 +262,7 @@ class ViewerBridge(OverlaysMixin):
             raise SessionError(f"point size must be > 0 micrometres, got {size_um}")
         self.point_size_um = float(size_um)
         if self.cells_layer is not None:
-            self.cells_layer.size = self.point_size_um
+            self.cells_layer.size = self.cell_size()
         result = self.find_layer(RESULT_LAYER)
         if result is not None:
             result.size = self.point_size_um * 1.3

@@ -7,6 +7,7 @@ from typing import Any
 from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton
 
 from cellina.plugin._state import Outcome
+from cellina.plugin._tissue import source_coordinates
 from cellina.plugin.widgets._common import CellinaDock
 
 EXPORT_TEXT = "Export perturbed AnnData..."
@@ -20,6 +21,9 @@ class ExportWidget(CellinaDock):
         self.run_label = QLabel("")
         self.run_label.setWordWrap(True)
         self.layout().addWidget(self.run_label)
+        self.keys_label = QLabel("")
+        self.keys_label.setWordWrap(True)
+        self.layout().addWidget(self.keys_label)
         self.export_button = QPushButton(EXPORT_TEXT)
         self.layout().addWidget(self.export_button)
         self.finish_layout()
@@ -29,7 +33,26 @@ class ExportWidget(CellinaDock):
         self.session.events.current_run.connect(lambda _name: self._show_run())
         self.session.events.runs.connect(self._show_run)
         self.session.events.step.connect(self._on_step)
+        self.session.events.keys.connect(lambda _keys: self._show_keys())
+        self.follow_adata(lambda _adata: self._show_keys())
         self._show_run()
+
+    def _show_keys(self) -> None:
+        """The keys the provenance records, coordinates as the file named them."""
+        adata, keys = self.session.adata, self.session.keys
+        if adata is None:
+            self.keys_label.setText("")
+            return
+        source = source_coordinates(adata, keys)
+        where = (
+            f"obs columns {source['x_column']}/{source['y_column']}"
+            if source["x_column"]
+            else f"obsm[{source['spatial_key']!r}]"
+        )
+        self.keys_label.setText(
+            f"provenance records the keys: cell type {keys.cell_type_key!r}, domain {keys.domain_key!r}, "
+            f"batch {keys.batch_key!r}; coordinates from {where} at {source['pixel_size']:g} um per unit"
+        )
 
     def _show_run(self) -> None:
         name = self.session.current_run

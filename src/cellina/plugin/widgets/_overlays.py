@@ -177,9 +177,12 @@ class OverlaysMixin:
         self._ring(name, None if selection is None or selection.mask is None else np.flatnonzero(selection.mask))
 
     def _on_current_run(self, name: str) -> None:
-        """The donors an edge run drew are ringed, unless a donor lasso is drawn."""
+        """The donors the current edge run drew are ringed (a node run has none), unless a donor lasso is drawn."""
+        if DONORS in self.session.selections:
+            return
         run = self.session.runs.get(name)
-        if DONORS in self.session.selections or run is None or run.donors is None:
+        if run is None or run.donors is None:
+            self._ring(DONORS, None)
             return
         drawn = np.unique(np.asarray(run.donors).ravel())
         self._ring(DONORS, drawn[(drawn >= 0) & (drawn < self.session.adata.n_obs)])
