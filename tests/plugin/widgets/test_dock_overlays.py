@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from cellina.plugin._state import DONORS, FOCAL
-from cellina.plugin.widgets import CellinaDock, EdgeWidget, NodeWidget, ResultsWidget, TissueWidget
+from cellina.plugin.widgets import CellinaDock
 from cellina.plugin.widgets._bridge import LASSO_COLOURS, RING_LAYERS, get_bridge
 from cellina.plugin.widgets._overlays import LASSO_WIDTH_PX, RING_MIN_PX
 
 from .._helpers import cosmx_style, quadrant
+from ._viewers import DOCK_CLASSES
 
 
 @pytest.fixture
@@ -22,12 +23,7 @@ def cosmx_viewer(make_napari_viewer, monkeypatch):
     monkeypatch.setattr(CellinaDock, "synchronous", True)
     adata, _ = cosmx_style(n_cells=320)
     viewer = make_napari_viewer()
-    docks = {
-        "tissue": TissueWidget(viewer),
-        "edge": EdgeWidget(viewer),
-        "node": NodeWidget(viewer),
-        "results": ResultsWidget(viewer),
-    }
+    docks = {name: DOCK_CLASSES[name](viewer) for name in ("tissue", "edge", "node", "results")}
     keys = TissueKeys(
         x_column="CenterX_global_px",
         y_column="CenterY_global_px",
