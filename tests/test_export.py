@@ -100,6 +100,7 @@ def test_bad_selection_is_named(adata):
 def test_registration_columns_are_left_out(adata):
     adata.obs["_scvi_batch"] = 0
     adata.obs["slide"] = "s1"
+    adata.obs["cellina_all"] = "cell"  # what older readers added to colour the cells
     adata.uns["_scvi_uuid"] = "abc"
     out = perturbed_anndata(adata, runs={})
     assert list(out.obs.columns) == ["slide"] and "_scvi_uuid" not in out.uns

@@ -104,3 +104,39 @@ def test_unreadable_coordinates_are_named(kwargs, message):
     adata = _adata({"x": [1.0, np.nan], "y": [1.0, 2.0]})
     with pytest.raises(ValueError, match=message):
         read_coordinates(adata, **kwargs)
+
+
+def test_the_median_nearest_distance_of_a_grid():
+    from cellina.io_keys import median_nearest_distance
+
+    grid = np.c_[np.repeat(np.arange(30), 30), np.tile(np.arange(30), 30)] * 12.0
+    assert median_nearest_distance(grid) == pytest.approx(12.0)
+    # sampled queries on a large tissue give the same answer
+    assert median_nearest_distance(grid, max_queries=100) == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "pixel_size", "names", "expected"),
+    [
+        (83.0, 1.0, ("CenterX_global_px", "CenterY_global_px"), "in pixels? CosMx writes its pixel coordinates"),
+        (83.0, 0.12028, ("CenterX_global_px", "CenterY_global_px"), None),
+        (10.0, 1.0, ("x_centroid", "y_centroid"), None),
+        (10.0, 1.0, ("pos_x_px", "pos_y_px"), "say pixels, but the pixel size is 1 um"),
+        (0.01, 1.0, ("x", "y"), "millimetres"),
+        (400.0, 0.2125, ("x", "y"), "85 um apart"),
+    ],
+)
+def test_coordinates_that_are_not_micrometres_are_explained(spacing, pixel_size, names, expected):
+    from cellina.io_keys import units_problem
+
+    problem = units_problem(spacing, pixel_size, names)
+    assert problem is None if expected is None else expected in problem
+
+
+def test_a_file_that_states_its_pixel_size_is_read():
+    from cellina.io_keys import file_pixel_size
+
+    adata = _adata({"a": [1, 2]})
+    assert file_pixel_size(adata) is None
+    adata.uns["spatial"] = {"lib": {"scalefactors": {"microns_per_pixel": 0.2738}}}
+    assert file_pixel_size(adata) == 0.2738

@@ -161,11 +161,14 @@ def _check_current(adata: ad.AnnData, run: CurrentRun) -> np.ndarray:
 
 #: prefix of the columns and entries scvi-tools adds when it registers an AnnData
 _REGISTRY_PREFIX = "_scvi"
+#: obs columns earlier versions of the plugin's reader added only to colour the cells
+_INTERNAL_COLUMNS = ("cellina_all",)
 
 
 def _drop_bookkeeping(adata: ad.AnnData) -> None:
-    """Remove scvi-tools' registration columns and entries: an export carries the user's data only."""
-    internal = [c for c in adata.obs.columns if str(c).startswith(_REGISTRY_PREFIX)]
+    """Remove scvi-tools' registration columns and entries and our own colouring column:
+    an export carries the user's data and our results only."""
+    internal = [c for c in adata.obs.columns if str(c).startswith(_REGISTRY_PREFIX) or c in _INTERNAL_COLUMNS]
     if internal:
         adata.obs = adata.obs.drop(columns=internal)
     for key in [k for k in adata.uns if str(k).startswith(_REGISTRY_PREFIX)]:
@@ -188,7 +191,8 @@ def perturbed_anndata(
     ``runs`` maps run names to :func:`run_record` outputs; ``current`` holds the arrays of
     the run shown in the layers (it must be one of ``runs``). Everything is validated
     before anything is built, and the caller's AnnData is never modified. scvi-tools'
-    registration columns (``obs["_scvi_*"]``) and entries (``uns["_scvi_*"]``) are left out.
+    registration columns (``obs["_scvi_*"]``) and entries (``uns["_scvi_*"]``), and the colouring
+    column older readers added (``obs["cellina_all"]``), are left out.
     """
     focal = None
     if current is not None:

@@ -51,11 +51,26 @@ XY_COLUMN_NAMES = (
     ("x_coord", "y_coord"),
     ("imagecol", "imagerow"),
 )
-#: micrometres per coordinate unit of the instruments that write pixel coordinates
+#: micrometres per coordinate unit of the instruments that write pixel (or bin) coordinates
 PIXEL_SIZES_UM: Mapping[str, float] = MappingProxyType(
-    {"CosMx": 0.12028, "Xenium image": 0.2125, "MERSCOPE mosaic": 0.108}
+    {
+        "CosMx": 0.12028,
+        "Xenium image": 0.2125,
+        "MERSCOPE mosaic": 0.108,
+        "Visium HD 2 um bins": 2.0,
+        "Visium HD 8 um bins": 8.0,
+        "Visium HD 16 um bins": 16.0,
+    }
 )
+#: coordinate columns only one instrument writes, in pixels: the instrument (a key of PIXEL_SIZES_UM)
+INSTRUMENT_COLUMNS: Mapping[str, str] = MappingProxyType({"centerx_global_px": "CosMx", "centerx_local_px": "CosMx"})
+#: median distances between neighbouring cell centres that look like micrometres (a cell is 5-30 um)
+CELL_SPACING_UM = (1.5, 50.0)
 _PIXEL_MARKS = ("px", "pixel", "imagecol", "imagerow")
+
+
+class CoordinatesNotFoundError(ValueError):
+    """No cell coordinates under any of the names :func:`guess_keys` knows."""
 
 
 @dataclass(frozen=True)
@@ -197,3 +212,83 @@ def read_coordinates(
     if not np.all(np.isfinite(xy)):
         raise ValueError("the coordinates hold NaN or infinite values")
     return xy
+
+
+def require_coordinates(adata: Any) -> KeyGuesses:
+    """:func:`guess_keys`, or a :class:`CoordinatesNotFoundError` saying what was looked for."""
+    guess = guess_keys(adata)
+    if guess.spatial_key is None and guess.x_column is None:
+        pairs = ", ".join(f"{x}/{y}" for x, y in XY_COLUMN_NAMES[:4])
+        raise CoordinatesNotFoundError(
+            f"no cell coordinates: none of obsm {list(SPATIAL_OBSM_NAMES)} "
+            f"(obsm has {sorted(adata.obsm.keys())}), and no pair of numeric obs columns such as "
+            f"{pairs}, ... (obs has {list(map(str, adata.obs.columns))[:12]})"
+        )
+    return guess
+
+
+def instrument_of(*names: str | None) -> str | None:
+    """The instrument whose pixel coordinates carry one of these names (``CenterX_global_px``: CosMx)."""
+    return next((INSTRUMENT_COLUMNS[str(n).lower()] for n in names if n and str(n).lower() in INSTRUMENT_COLUMNS), None)
+
+
+def file_pixel_size(adata: Any) -> float | None:
+    """Micrometres per pixel that the file states itself (Space Ranger's ``microns_per_pixel``), or None."""
+    libraries = adata.uns.get("spatial", {})
+    for library in libraries.values() if isinstance(libraries, Mapping) else ():
+        value = (library.get("scalefactors", {}) if isinstance(library, Mapping) else {}).get("microns_per_pixel")
+        if value is not None and np.isfinite(float(value)) and float(value) > 0:
+            return float(value)
+    return None
+
+
+def median_nearest_distance(xy: np.ndarray, max_queries: int = 20_000, seed: int = 0) -> float:
+    """Median distance from a cell to its nearest other cell (NaN for fewer than two cells).
+
+    The tree holds every cell; at most ``max_queries`` cells, drawn at random, are asked,
+    so a large tissue costs a fraction of a second. Cells at the very same place are skipped.
+    """
+    from scipy.spatial import cKDTree
+
+    xy = np.asarray(xy, dtype=np.float64)[:, :2]
+    if len(xy) < 2:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    queries = xy if len(xy) <= max_queries else xy[rng.choice(len(xy), max_queries, replace=False)]
+    distances = cKDTree(xy).query(queries, k=4)[0][:, 1:]
+    nearest = np.where(distances > 0, distances, np.inf).min(axis=1)
+    nearest = nearest[np.isfinite(nearest)]
+    return float(np.median(nearest)) if nearest.size else float("nan")
+
+
+def units_problem(spacing: float, pixel_size: float, names: Iterable[str | None] = ()) -> str | None:
+    """Why coordinates times ``pixel_size`` do not look like micrometres, or None when they do.
+
+    ``spacing`` is the median distance between neighbouring cells in the coordinates' own
+    unit (:func:`median_nearest_distance`). Two signals: a spacing far from a cell's size once
+    multiplied by the pixel size (:data:`CELL_SPACING_UM`), and names that say pixels
+    (``CenterX_global_px``) with a pixel size of 1.
+    """
+    names = [n for n in names if n]
+    spacing_um = float(spacing) * float(pixel_size)
+    shown = f"the coordinates ({'/'.join(names)})" if names else "the coordinates"
+    instrument = instrument_of(*names)
+    hint = (
+        f"{instrument} writes its pixel coordinates under these names: {PIXEL_SIZES_UM[instrument]} um per pixel"
+        if instrument
+        else "choose the instrument's pixel size"
+    )
+    low, high = CELL_SPACING_UM
+    if np.isfinite(spacing_um) and spacing_um > high:
+        return (
+            f"at a pixel size of {pixel_size:g} um, neighbouring cells would be {spacing_um:.3g} um apart (median), "
+            f"far more than a cell's size: are {shown} in pixels? {hint}"
+        )
+    if np.isfinite(spacing_um) and spacing_um < low:
+        return (
+            f"at a pixel size of {pixel_size:g} um, neighbouring cells would be {spacing_um:.3g} um apart (median), "
+            "far less than a cell's size: are the coordinates in millimetres (pixel size 1000)?"
+        )
+    if pixel_size == 1.0 and looks_like_pixels(*names):
+        return f"the names of {shown} say pixels, but the pixel size is 1 um: {hint}"
+    return None

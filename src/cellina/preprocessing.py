@@ -90,12 +90,16 @@ def _check_connected(adata: ad.AnnData, connectivity_key: str, spatial_key: str,
     summary = graph_summary(adata, connectivity_key)
     if summary["isolated_fraction"] <= MAX_ISOLATED_FRACTION or adata.n_obs < 2:
         return summary
+    from cellina.io_keys import PIXEL_SIZES_UM
+
     coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
     nearest = float(np.median(cKDTree(coords).query(coords, k=2)[0][:, 1]))
+    sizes = ", ".join(f"{name} {size:g}" for name, size in list(PIXEL_SIZES_UM.items())[:3])
     raise ValueError(
         f"{summary['isolated_fraction']:.0%} of the cells have no neighbour within the bandwidth "
         f"({bandwidth:g} coordinate units), while the median distance to the nearest cell is {nearest:.3g}: "
-        "are the coordinates in pixels? Give the pixel size, or a larger bandwidth"
+        f"are the coordinates in pixels? Give the pixel size in micrometres ({sizes}, ...), "
+        "or a larger bandwidth"
     )
 
 

@@ -107,3 +107,34 @@ def assert_same_state(session, before: dict) -> None:
             assert now is value, key
         else:
             assert now == value, key
+
+
+#: CosMx's pixel size (micrometres) and the domain names of a CosMx-style study
+COSMX_PIXEL_UM = 0.12028
+COSMX_DOMAINS = {"healthy": "232_REF", "margin": "232_TVA", "tumour": "232_CRC"}
+
+
+def cosmx_style(n_cells: int = 640, seed: int = 1) -> tuple[ad.AnnData, np.ndarray]:
+    """A two-slide synthetic tissue laid out as a CosMx export we did not make.
+
+    Counts in ``X`` only; coordinates only as the obs columns ``CenterX_global_px`` /
+    ``CenterY_global_px`` in pixels of 0.12028 um; the domain in ``typ`` (232_REF, 232_TVA,
+    232_CRC), the fine cell type in ``ist`` and the slide in ``sid``. Returns it and the
+    cells' (x, y) in micrometres.
+    """
+    from cellina.datasets import synthetic_tissue
+
+    tissue = synthetic_tissue(n_cells=n_cells, n_genes=100, n_slides=2, seed=seed, store_means=False)
+    xy_um = np.asarray(tissue.obsm["spatial"], dtype=np.float64)
+    obs = pd.DataFrame(
+        {
+            "CenterX_global_px": xy_um[:, 0] / COSMX_PIXEL_UM,
+            "CenterY_global_px": xy_um[:, 1] / COSMX_PIXEL_UM,
+            "typ": tissue.obs["domain"].astype(str).map(COSMX_DOMAINS).to_numpy(),
+            "ist": tissue.obs["cell_type"].astype(str).to_numpy(),
+            "sid": tissue.obs["slide"].astype(str).map({"slide_0": "S1", "slide_1": "S2"}).to_numpy(),
+        },
+        index=tissue.obs_names,
+    )
+    counts = sp.csr_matrix(tissue.layers["counts"], dtype=np.float32)
+    return ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=tissue.var_names)), xy_um

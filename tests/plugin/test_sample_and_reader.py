@@ -25,7 +25,8 @@ def test_sample_is_points_coloured_by_cell_type(sample_layer_tuple):
     np.testing.assert_array_equal(data[:, 0], adata.obsm["spatial"][:, 1])
     np.testing.assert_array_equal(data[:, 1], adata.obsm["spatial"][:, 0])
     features = kwargs["features"]
-    assert list(features.columns[:4]) == ["cell_id", "cell_type", "coarse_type", "domain"]
+    # the guessed cell type and domain first, then the other annotations
+    assert list(features.columns[:4]) == ["cell_id", "cell_type", "domain", "coarse_type"]
     assert features["cell_id"].tolist() == adata.obs_names.tolist()
     colours = kwargs["face_color"]
     assert colours.shape == (adata.n_obs, 4)
@@ -40,7 +41,7 @@ def test_points_layer_data_errors_name_the_key(sample_layer_tuple):
     adata = sample_layer_tuple[1]["metadata"]["adata"]
     with pytest.raises(KeyError, match="no_such_column"):
         points_layer_data(adata, color_by="no_such_column")
-    with pytest.raises(KeyError, match="xy_um"):
+    with pytest.raises(ValueError, match="xy_um"):
         points_layer_data(adata, spatial_key="xy_um")
 
 
@@ -129,7 +130,7 @@ def test_obs_column_coordinates_open_by_the_reader_and_the_dock(make_napari_view
 
 
 def test_reader_without_coordinates_names_the_file_and_what_it_looked_for(tmp_path):
-    from cellina.plugin._points import CoordinatesNotFoundError
+    from cellina.io_keys import CoordinatesNotFoundError
     from cellina.plugin._reader import read_h5ad_cells
 
     path = tmp_path / "no_xy.h5ad"

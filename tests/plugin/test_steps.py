@@ -117,11 +117,28 @@ def test_preprocess_steps_do_not_touch_the_input(tissue):
     np.testing.assert_array_equal(tissue.X.toarray(), before.X.toarray())
 
 
-def test_preprocessed_keys_read_the_new_layout(tissue):
-    keys = TissueKeys(spatial_key=None, x_column="x_px", y_column="y_px", pixel_size=0.5)
+def test_preprocessed_keys_read_micrometres_and_remember_the_source(tissue):
+    keys = TissueKeys(x_column="x_px", y_column="y_px", pixel_size=0.5)
     result = run_sync(preprocess_steps(tissue, keys, PARAMS))
     assert (result.keys.spatial_key, result.keys.x_column, result.keys.counts_layer) == ("spatial", None, "counts")
-    assert result.keys.pixel_size == 0.5 and result.params is PARAMS
+    # obsm["spatial"] holds micrometres: the pixel columns times the pixel size
+    assert result.keys.pixel_size == 1.0 and result.params is PARAMS
+    np.testing.assert_allclose(result.adata.obsm["spatial"], tissue.obsm["spatial"])
+    source = result.adata.uns["cellina"]["preprocess"]["coordinates"]
+    assert (source["x_column"], source["y_column"], source["pixel_size"]) == ("x_px", "y_px", 0.5)
+
+
+def test_preprocessing_reports_the_graph(tissue):
+    result = run_sync(preprocess_steps(tissue, TissueKeys(), PARAMS))
+    # a 10 um grid with a 15 um bandwidth: 8 neighbours within the cut-off, at 10 and 14.1 um
+    assert "median 8 neighbours per cell at a median 14.1 um" in result.message
+
+
+def test_pixels_taken_for_micrometres_are_refused_with_the_reason(tissue):
+    # 0.5 um pixels read as 5 um: cells 100 um apart, none within a 15 um bandwidth
+    keys = TissueKeys(x_column="x_px", y_column="y_px", pixel_size=5.0)
+    with pytest.raises(SessionError, match=r"^100% of the cells have no neighbour.*nearest cell is 100.*pixel size"):
+        run_sync(preprocess_steps(tissue, keys, PARAMS))
 
 
 def test_niche_features_are_the_weighted_neighbour_mean_of_lognormalised_expression(tissue):

@@ -175,8 +175,8 @@ def _prepared(adata: Any, args: argparse.Namespace, keys: TrainingKeys, held_out
         )
 
     def progress(fraction: float, message: str) -> None:
-        if fraction >= 1.0:
-            say(args, f"cellina train: spatial graph {message.removeprefix('done: ')}", err=True)
+        if fraction >= 1.0:  # the coordinates are micrometres by now
+            say(args, f"cellina train: spatial graph {message.removeprefix('done: ')} um", err=True)
 
     layer = keys.layer or LAYERS.COUNTS
     prepared = prepare_tissue(

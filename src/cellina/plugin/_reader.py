@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cellina.plugin._points import CoordinatesNotFoundError, find_coordinates, points_layer_data
-
-_COLOUR_CANDIDATES = ("cell_type", "coarse_type", "domain", "leiden")
+from cellina.io_keys import CoordinatesNotFoundError, require_coordinates
+from cellina.plugin._points import points_layer_data
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]] | None:
@@ -22,11 +21,12 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]
 
 
 def read_h5ad_cells(path: str | list[str]) -> list[tuple]:
-    """Read an .h5ad file and show its cells, coloured by the first annotation found.
+    """Read an .h5ad file and show its cells, coloured by the guessed cell type (else domain).
 
-    Coordinates come from obsm (``spatial``, ``X_spatial``, ...) or a pair of numeric obs
-    columns (``x``/``y``, ``x_centroid``/``y_centroid``, ...), found by
-    :func:`cellina.plugin._points.find_coordinates`.
+    Keys and coordinates are guessed by :func:`cellina.io_keys.guess_keys` (the rule the
+    docks and the command line share): obsm (``spatial``, ``X_spatial``, ...) or a pair of
+    numeric obs columns (``x``/``y``, ``x_centroid``/``y_centroid``,
+    ``CenterX_global_px``/``CenterY_global_px``, ...). Nothing is added to the AnnData.
 
     Raises
     ------
@@ -39,20 +39,16 @@ def read_h5ad_cells(path: str | list[str]) -> list[tuple]:
         path = path[0]
     adata = read_h5ad(path)
     try:
-        spatial_key, x_column, y_column = find_coordinates(adata)
+        guess = require_coordinates(adata)
     except CoordinatesNotFoundError as err:
         raise CoordinatesNotFoundError(f"{str(path)!r}: {err}") from None
-    color_by = next((c for c in _COLOUR_CANDIDATES if c in adata.obs), None)
-    if color_by is None:
-        adata.obs["cellina_all"] = "cell"
-        color_by = "cellina_all"
     return [
         points_layer_data(
             adata,
-            color_by=color_by,
+            color_by=guess.cell_type or guess.domain,
             name=Path(path).stem,
-            spatial_key=spatial_key,
-            x_column=x_column,
-            y_column=y_column,
+            spatial_key=guess.spatial_key,
+            x_column=guess.x_column,
+            y_column=guess.y_column,
         )
     ]

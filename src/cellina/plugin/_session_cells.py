@@ -16,7 +16,7 @@ import pandas as pd
 from cellina.counterfactual import GeneShifts
 from cellina.plugin._selection import Engine, points_in_polygons
 from cellina.plugin._state import CLUSTER_COLUMNS, DONORS, FOCAL, Selection, SessionError, TissueKeys
-from cellina.plugin._tissue import as_mask, graph_key, matches
+from cellina.plugin._tissue import as_mask, coordinates, counts_layer_of, graph_key, matches
 
 
 class CellsMixin:
@@ -27,6 +27,30 @@ class CellsMixin:
     events: Any
     selections: dict[str, Selection]
     gene_shifts: GeneShifts
+
+    # ------------------------------------------------------------------ coordinates
+    def cell_spacing(self, keys: TissueKeys | None = None) -> float:
+        """Median distance between neighbouring cells in the coordinates' own unit, read through
+        ``keys`` (default: the session's); measured once per tissue and coordinates."""
+        from cellina import io_keys
+
+        adata = self.require_adata()
+        keys = keys or self.keys
+        where = (id(adata), adata.n_obs, keys.spatial_key, keys.x_column, keys.y_column)
+        cached = getattr(self, "_spacing", None)
+        if cached is None or cached[0] != where:
+            cached = (where, io_keys.median_nearest_distance(coordinates(adata, keys)))
+            self._spacing = cached
+        return cached[1]
+
+    def units_problem(self, keys: TissueKeys | None = None) -> str | None:
+        """Why the coordinates read through ``keys`` (default: the session's) do not look like
+        micrometres (pixels with a pixel size of 1, usually), or None (:func:`cellina.io_keys.units_problem`)."""
+        from cellina import io_keys
+
+        keys = keys or self.keys
+        names = (keys.x_column, keys.y_column) if keys.spatial_key is None else (keys.spatial_key,)
+        return io_keys.units_problem(self.cell_spacing(keys), keys.pixel_size, names)
 
     # ------------------------------------------------------------------ selections
     def select_polygons(
@@ -236,7 +260,7 @@ class CellsMixin:
         keys = self.keys
         if keys.cell_type_key is None or keys.domain_key is None:
             raise SessionError("filling from a contrast needs the cell-type and domain keys")
-        layer = "counts" if "counts" in adata.layers else keys.counts_layer
+        layer = counts_layer_of(adata, keys)
         try:
             shifts = GeneShifts.from_contrast(
                 adata,

@@ -35,7 +35,7 @@ from cellina.plugin._state import (
     TrainParams,
     params_dict,
 )
-from cellina.plugin._tissue import graph_key, validate_keys
+from cellina.plugin._tissue import graph_key, source_coordinates, validate_keys
 from cellina.plugin._training import swap_training_graph, train_steps
 
 
@@ -64,7 +64,7 @@ class JobsMixin:
             self._same_inputs(adata, what="preprocessing")
             self.set_adata(result.adata, result.keys)
             self.preprocess_params = result.params
-            return f"{result.adata.n_obs} cells x {result.adata.n_vars} genes"
+            return result.message
 
         return Job("preprocessing", steps.preprocess_steps(adata, keys, params), apply)
 
@@ -240,7 +240,7 @@ class JobsMixin:
             "model": self.model,
             "model_source": self.model_source or "",
             "selections": {f"cellina_{name}": sel.mask.copy() for name, sel in self.selections.items()},
-            "keys": params_dict(self.keys),
+            "keys": {**params_dict(self.keys), **source_coordinates(adata, self.keys)},
         }
 
     def build_export(self) -> ad.AnnData:

@@ -14,12 +14,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from cellina.keys import OBSM
+
 FOCAL = "focal"
 DONORS = "donors"
 # A log fold change this negative is a knockout: exp(-10) leaves < 0.005% of the expression.
 KNOCKOUT_LFC = -10.0
 #: obs columns of the latent clusters
 CLUSTER_COLUMNS = {"z": "cellina_z_cluster", "s": "cellina_s_cluster"}
+
 #: model options the Model dock shows; their defaults come from the chosen preset
 PRESET_OPTIONS = ("niche_decoder", "spatial_decoding", "type_aware_discriminator")
 
@@ -36,23 +39,49 @@ class TrainingCancelled(StepCancelled):
     """Training was cancelled before a usable model existed."""
 
 
+#: ``TissueKeys.counts_layer`` value that reads the counts from ``X`` even when a counts layer exists
+COUNTS_IN_X = "X"
+
+
 @dataclass
 class TissueKeys:
     """Where the tissue's annotations live in the AnnData.
 
-    Coordinates come from ``obsm[spatial_key]`` (x then y) or, when ``spatial_key`` is
-    None, from the obs columns ``x_column`` and ``y_column``; ``pixel_size`` is the size of
-    one coordinate unit in micrometres.
+    Coordinates come from ``obsm[spatial_key]`` (x then y) or from the obs columns
+    ``x_column`` and ``y_column``: giving the two columns is enough (the default obsm key is
+    then not used); ``pixel_size`` is the size of one coordinate unit in micrometres. The
+    counts come from ``layers[counts_layer]``; left at None, from ``layers["counts"]`` when
+    the AnnData has one, else from ``X`` (:data:`COUNTS_IN_X` forces ``X``). ``guessed``
+    names the fields that were guessed from common names rather than chosen.
+
+    Raises
+    ------
+    SessionError
+        Only one of the two columns, or the columns together with another obsm key.
     """
 
-    spatial_key: str | None = "spatial"
+    spatial_key: str | None = OBSM.SPATIAL
     x_column: str | None = None
     y_column: str | None = None
     pixel_size: float = 1.0
     cell_type_key: str | None = "cell_type"
     domain_key: str | None = "domain"
     batch_key: str | None = None
-    counts_layer: str | None = "counts"
+    counts_layer: str | None = None
+    guessed: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.x_column is None) != (self.y_column is None):
+            given = "x_column" if self.x_column is not None else "y_column"
+            raise SessionError(f"give both x_column and y_column, not only {given}")
+        if self.x_column is not None and self.spatial_key is not None:
+            if self.spatial_key != OBSM.SPATIAL:
+                raise SessionError(
+                    f"give the coordinates either as obsm[{self.spatial_key!r}] or as the obs columns "
+                    f"{self.x_column!r}/{self.y_column!r}, not both"
+                )
+            self.spatial_key = None
+        self.guessed = tuple(self.guessed)
 
 
 @dataclass
@@ -175,11 +204,12 @@ class RunResult:
 # ---------------------------------------------------------------------- step results
 @dataclass(frozen=True)
 class Preprocessed:
-    """A preprocessed copy of the tissue and the keys that read it."""
+    """A preprocessed copy of the tissue, the keys that read it, and what to tell the user (cells, genes, graph)."""
 
     adata: Any
     keys: TissueKeys
     params: PreprocessParams
+    message: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from cellina.plugin._state import (
     TissueKeys,
     params_dict,
 )
-from cellina.plugin._tissue import coordinates, validate_keys
+from cellina.plugin._tissue import coordinates, counts_layer_of, source_coordinates, validate_keys
 
 Report = Callable[[Progress], None]
 
@@ -134,10 +135,9 @@ def require_preprocessed(adata: ad.AnnData) -> None:
 
 
 # ---------------------------------------------------------------------- preprocess
-def _counts_matrix(adata: ad.AnnData, keys: TissueKeys) -> sp.csr_matrix:
-    where = f"layers[{keys.counts_layer!r}]" if keys.counts_layer else "X"
-    counts = adata.layers[keys.counts_layer] if keys.counts_layer else adata.X
-    counts = sp.csr_matrix(counts, dtype=np.float32)
+def _counts_matrix(adata: ad.AnnData, layer: str | None) -> sp.csr_matrix:
+    where = f"layers[{layer!r}]" if layer else "X"
+    counts = sp.csr_matrix(adata.layers[layer] if layer else adata.X, dtype=np.float32)
     values = counts.data
     if values.size and (values.min() < 0 or not np.all(values == np.round(values))):
         raise SessionError(f"{where} does not hold raw counts (negative or non-integer values); pick the counts layer")
@@ -145,9 +145,10 @@ def _counts_matrix(adata: ad.AnnData, keys: TissueKeys) -> sp.csr_matrix:
 
 
 def _annotated_base(adata: ad.AnnData, keys: TissueKeys) -> ad.AnnData:
-    """A light AnnData of the cells with a cell type and domain: counts, coordinates, annotations."""
-    counts = _counts_matrix(adata, keys)
-    xy = coordinates(adata, keys)
+    """A light AnnData of the cells with a cell type and domain: counts, coordinates in um, annotations."""
+    layer = counts_layer_of(adata, keys)
+    counts = _counts_matrix(adata, layer)
+    xy_um = coordinates(adata, keys) * float(keys.pixel_size)
     keep = np.ones(adata.n_obs, dtype=bool)
     for column in (keys.cell_type_key, keys.domain_key):
         if column is not None:
@@ -158,12 +159,21 @@ def _annotated_base(adata: ad.AnnData, keys: TissueKeys) -> ad.AnnData:
         X=subset(counts),
         obs=adata.obs.loc[keep].copy(),
         var=adata.var.copy(),
-        obsm={OBSM.SPATIAL: xy[keep]},
+        obsm={OBSM.SPATIAL: xy_um[keep]},
         uns={k: v for k, v in adata.uns.items() if k != UNS.ROOT},
-        layers={name: subset(layer) for name, layer in adata.layers.items() if name != keys.counts_layer},
+        layers={name: subset(matrix) for name, matrix in adata.layers.items() if name != layer},
     )
     base.layers[LAYERS.COUNTS] = base.X
     return base
+
+
+def _graph_message(adata: ad.AnnData) -> str:
+    from cellina.preprocessing import graph_summary
+
+    summary = graph_summary(adata)
+    return (
+        f"median {summary['median_neighbours']:g} neighbours per cell at a median {summary['median_distance']:.3g} um"
+    )
 
 
 def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessParams) -> Steps:
@@ -172,9 +182,11 @@ def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessPara
     Works on a copy (through :func:`cellina.preprocessing.prepare_tissue`, shared with the
     command line); returns the preprocessed AnnData with raw counts in ``X`` and
     ``layers["counts"]``, log1p(CP10K) in ``layers["cellina_lognorm"]``, coordinates in
-    ``obsm["spatial"]``, the graph in ``obsp["spatial_connectivities"]`` and niche features
-    in ``obsm["spatial_x"]``, with the keys that read it. Cells without a cell type or
-    domain are left out.
+    micrometres in ``obsm["spatial"]`` (the file's own coordinates times the pixel size, whose
+    names and pixel size ``uns["cellina"]["preprocess"]["coordinates"]`` keeps), the graph in
+    ``obsp["spatial_connectivities"]`` and niche features in ``obsm["spatial_x"]``, with the
+    keys that read it. Cells without a cell type or domain are left out. A graph in which most
+    cells have no neighbour is refused with the reason (coordinates in pixels, usually).
     """
     from cellina.preprocessing import prepare_tissue
 
@@ -189,7 +201,7 @@ def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessPara
     def work(report: Report) -> ad.AnnData:
         return prepare_tissue(
             base,
-            bandwidth=params.bandwidth_um / keys.pixel_size,
+            bandwidth=params.bandwidth_um,
             counts_layer=LAYERS.COUNTS,
             max_neighbours=params.max_neighbours,
             cutoff=params.cutoff,
@@ -205,19 +217,18 @@ def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessPara
     try:
         out = yield from in_thread(work)
     except ValueError as err:
-        raise SessionError(f"preprocessing failed: {err}") from err
-    out.uns[UNS.ROOT] = {**out.uns.get(UNS.ROOT, {}), "preprocess": params_dict(params)}
-    yield Progress(total, total, f"done: {out.n_obs} cells x {out.n_vars} genes")
-    new_keys = TissueKeys(
-        **{
-            **params_dict(keys),
-            "spatial_key": OBSM.SPATIAL,
-            "x_column": None,
-            "y_column": None,
-            "counts_layer": LAYERS.COUNTS,
-        }
+        raise SessionError(str(err)) from err
+    source = source_coordinates(adata, keys)
+    out.uns[UNS.ROOT] = {
+        **out.uns.get(UNS.ROOT, {}),
+        "preprocess": {**params_dict(params), "coordinates": {k: "" if v is None else v for k, v in source.items()}},
+    }
+    message = f"{out.n_obs} cells x {out.n_vars} genes; {_graph_message(out)}"
+    yield Progress(total, total, message)
+    new_keys = replace(
+        keys, spatial_key=OBSM.SPATIAL, x_column=None, y_column=None, pixel_size=1.0, counts_layer=LAYERS.COUNTS
     )
-    return Preprocessed(out, new_keys, params)
+    return Preprocessed(out, new_keys, params, message)
 
 
 # ---------------------------------------------------------------------- latents

@@ -119,12 +119,16 @@ def _results(w, seen) -> None:
     results.run_choice.setCurrentText("edge 1")
     results.run_choice.activated.emit(0)
     seen["current after switch"] = results.session.current_run
+    results.show_result()
+    seen["lfc legend"] = results.legend.info.name
+    seen["table header"] = results.top_table.horizontalHeaderItem(1).text()
     results.mode.setCurrentText("std across draws")
     results.show_result()
     seen["std legend"] = results.legend.info.name
     results.target_type.setCurrentText("myeloid_1")
     results.target_domain.setCurrentText("tumour")
     seen["plot"] = results.plot_comparison()
+    seen["layer order"] = [layer.name for layer in results.viewer.layers]
 
 
 def _export(w, seen, folder) -> None:
@@ -267,7 +271,21 @@ def test_switching_back_to_an_earlier_run(workflow):
 
 def test_the_spread_across_draws_is_shown(workflow):
     _, _, seen = workflow
-    assert seen["std legend"].endswith("std across draws")
+    assert seen["std legend"].endswith("std of the counterfactual across draws")
+
+
+def test_results_are_drawn_above_the_cells_and_below_rings_and_lassos(workflow):
+    _, _, seen = workflow
+    order = seen["layer order"]
+    cells = seen["sample"].name
+    assert order.index(cells) < order.index(RESULT_LAYER) < order.index("focal cells") < order.index("focal lasso")
+    assert order[-1] in ("focal lasso", "donor lasso")
+
+
+def test_every_log_fold_change_names_its_base_and_reference(workflow):
+    _, _, seen = workflow
+    assert seen["lfc legend"].endswith("log2 fold change, counterfactual vs factual (per cell)")
+    assert seen["table header"] == "log2FC, counterfactual vs factual (focal mean)"
 
 
 def test_observed_versus_predicted(workflow):

@@ -121,12 +121,16 @@ def _preprocess(tissue) -> None:
     assert tissue.last_error is None, tissue.last_error
 
 
-def test_the_graph_is_built_on_pixels_with_the_bandwidth_converted(pixel_dock):
-    _, tissue, _, _ = pixel_dock
+def test_pixel_coordinates_become_micrometres_and_the_dock_shows_their_source(pixel_dock):
+    _, tissue, _, xy_um = pixel_dock
     _preprocess(tissue)
     session = tissue.session
-    assert session.adata.uns["spatial_neighbors"]["params"]["bandwidth"] == pytest.approx(16.0)
-    assert session.keys.spatial_key == "spatial" and session.keys.pixel_size == 0.5
+    assert session.adata.uns["spatial_neighbors"]["params"]["bandwidth"] == pytest.approx(8.0)
+    np.testing.assert_allclose(session.adata.obsm["spatial"], xy_um)
+    assert session.keys.spatial_key == "spatial" and session.keys.pixel_size == 1.0
+    # the greyed x/y boxes name the columns the micrometres were made from, never another column
+    assert (tissue.x_column.currentText(), tissue.y_column.currentText()) == ("px_x", "px_y")
+    assert not tissue.x_column.isEnabled() and "px_x/px_y x 0.5 um per pixel" in tissue.units.text()
 
 
 def test_preprocessing_updates_the_same_layer_in_place(pixel_dock):

@@ -17,15 +17,35 @@ import pandas as pd
 from psygnal import Signal
 
 from cellina.plugin._colours import ColourInfo, colours_for, continuous_colours, values_for
-from cellina.plugin._points import DEFAULT_HOVER_COLUMNS
+from cellina.plugin._points import DEFAULT_HOVER_COLUMNS, PLAIN_RGBA
 from cellina.plugin._session import CellinaSession
-from cellina.plugin._state import CLUSTER_COLUMNS, DONORS, FOCAL, SessionError, TissueKeys
+from cellina.plugin._state import CLUSTER_COLUMNS, SessionError, TissueKeys
 from cellina.plugin._tissue import guess_keys
+from cellina.plugin.widgets._overlays import (
+    LASSO_COLOURS,
+    LASSO_LAYERS,
+    RESULT_LAYER,
+    RING_LAYERS,
+    OverlaysMixin,
+    lasso_outline,
+)
+
+__all__ = [
+    "CELLS",
+    "LFC_LABEL",
+    "LASSO_COLOURS",
+    "LASSO_LAYERS",
+    "RESULT_LAYER",
+    "RING_LAYERS",
+    "ViewerBridge",
+    "get_bridge",
+    "lasso_outline",
+    "unwrap",
+]
 
 CELLS = "cells"
-RESULT_LAYER = "counterfactual"
-LASSO_LAYERS = {FOCAL: "focal lasso", DONORS: "donor lasso"}
-LASSO_COLOURS = {FOCAL: "#ff7f0e", DONORS: "#1f77b4"}
+#: what every log-fold change of a run is: its base and its reference
+LFC_LABEL = "log2 fold change, counterfactual vs factual"
 
 _BRIDGES: dict[int, ViewerBridge] = {}
 
@@ -47,7 +67,7 @@ def get_bridge(viewer: Any) -> ViewerBridge:
     return bridge
 
 
-class ViewerBridge:
+class ViewerBridge(OverlaysMixin):
     """Session plus the napari layers that show it.
 
     Parameters
@@ -63,12 +83,14 @@ class ViewerBridge:
     def __init__(self, viewer: Any):
         self._viewer = weakref.ref(viewer)
         self.session = CellinaSession()
-        self.color_by = "cell_type"
+        self.color_by: str | None = None
         self.point_size_um = 10.0
         self.colour_info: ColourInfo | None = None
         self._cells_layer = None
         self.session.events.adata.connect(self._on_adata)
+        self.session.events.keys.connect(self._on_keys)
         self.session.events.latents.connect(self._on_latents)
+        self._connect_overlays()
 
     @property
     def viewer(self) -> Any:
@@ -76,13 +98,6 @@ class ViewerBridge:
         return self._viewer()
 
     # ------------------------------------------------------------------ cells layer
-    def find_layer(self, name: str):
-        """The viewer's layer called ``name``, or None."""
-        viewer = self.viewer
-        if viewer is None:
-            return None
-        return viewer.layers[name] if name in viewer.layers else None
-
     @property
     def cells_layer(self):
         """The Points layer of the session's cells (None until a tissue is shown)."""
@@ -109,7 +124,7 @@ class ViewerBridge:
         keys = keys or guess_keys(adata)
         previous = (self._cells_layer, self.color_by)
         self._cells_layer = layer
-        self.color_by = layer.metadata.get("color_by", self.color_by)
+        self.color_by = layer.metadata.get("color_by") or keys.cell_type_key
         try:
             self.session.set_adata(adata, keys)
         except SessionError:
@@ -132,58 +147,87 @@ class ViewerBridge:
                 features[column] = adata.obs[column].to_numpy()
         return features
 
+    def _cell_colours(self, adata) -> tuple[np.ndarray, ColourInfo | None]:
+        """Colours of the cells by ``color_by``, else the cell type, else the domain, else one plain colour."""
+        keys = self.session.keys
+        candidates = (self.color_by, keys.cell_type_key, keys.domain_key)
+        for key in candidates:
+            if key is not None and (key in adata.obs or key in adata.var_names):
+                try:
+                    colours, info = colours_for(adata, key)
+                except ValueError:  # an identifier column: too many values to colour by
+                    continue
+                self.color_by = key
+                return colours, info
+        self.color_by = None
+        return np.tile(np.asarray(PLAIN_RGBA, dtype=np.float32), (adata.n_obs, 1)), None
+
+    def cell_size(self) -> float:
+        """The cells' point size in display units: the chosen size in micrometres, or, while the
+        coordinates do not look like micrometres, most of the distance between neighbouring cells,
+        so the cells stay visible (and coloured) whatever their unit."""
+        session = self.session
+        try:
+            if session.units_problem() is None:
+                return self.point_size_um
+            spacing = session.cell_spacing() * session.keys.pixel_size
+        except SessionError:
+            return self.point_size_um
+        return 0.8 * spacing if np.isfinite(spacing) and spacing > 0 else self.point_size_um
+
     def _on_adata(self, adata) -> None:
-        viewer = self.viewer
-        if viewer is None or adata is None:
+        if self.viewer is None or adata is None:
             return
+        self._show_cells(adata)
+        old = self.find_layer(RESULT_LAYER)
+        if old is not None:
+            self.viewer.layers.remove(old)
+        self._draw_lassos()
+
+    def _on_keys(self, _keys: TissueKeys) -> None:
+        """New keys may move the cells (another pixel size) or change what they are coloured by."""
+        adata = self.session.adata
+        if self.viewer is None or adata is None or self.cells_layer is None:
+            return
+        self._show_cells(adata)
+        for name in RING_LAYERS:
+            self._on_selection(name)
+
+    def _show_cells(self, adata) -> None:
         # napari may edit layer data in place (moving points); the session's copy stays read-only
         data = self.session.display_coordinates().copy()
-        if self.color_by not in adata.obs and self.color_by not in adata.var_names:
-            self.color_by = self.session.keys.cell_type_key or adata.obs.columns[0]
-        colours, info = colours_for(adata, self.color_by)
+        shown = None if self.cells_layer is None else self.cells_layer.metadata.get("color_by")
+        colours, info = self._cell_colours(adata)
         layer = self.cells_layer
         if layer is None:
-            layer = viewer.add_points(
+            layer = self.viewer.add_points(
                 data,
                 name=CELLS,
                 features=self._features(),
                 face_color=colours,
                 border_width=0,
-                size=self.point_size_um,
+                size=self.cell_size(),
                 metadata={"adata": adata, "cellina_session": self.session},
             )
             self._cells_layer = layer
         elif layer.metadata.get("adata") is adata and np.array_equal(np.asarray(layer.data), data):
             # an adopted layer already shows this AnnData: redrawing 500k points would only cost time
-            layer.metadata["cellina_session"] = self.session
+            if shown != self.color_by or self.color_by is None:
+                layer.face_color = colours
+            layer.features = self._features()
+            layer.size = self.cell_size()
         else:
             with layer.events.blocker_all():
                 layer.data = data
             layer.features = self._features()
             layer.face_color = colours
-            layer.size = self.point_size_um
+            layer.size = self.cell_size()
             layer.metadata["adata"] = adata
-            layer.metadata["cellina_session"] = self.session
             layer.refresh()
+        layer.metadata["cellina_session"] = self.session
         layer.metadata["color_by"] = self.color_by
         self.colour_info = info
         self.colouring.emit(info)
-        old = self.find_layer(RESULT_LAYER)
-        if old is not None:
-            viewer.layers.remove(old)
-        self._draw_lassos()
-
-    def _draw_lassos(self) -> None:
-        """Lasso layers show the session's selections (none for a new tissue)."""
-        for name, layer_name in LASSO_LAYERS.items():
-            layer = self.find_layer(layer_name)
-            if layer is None:
-                continue
-            selection = self.session.selections.get(name)
-            with layer.events.data.blocker():
-                layer.data = []
-                if selection is not None and selection.polygons:
-                    layer.add(list(selection.polygons), shape_type="polygon")
 
     def recolour(self, key: str) -> ColourInfo:
         """Colour the cells by an obs column or a gene (in place)."""
@@ -218,10 +262,14 @@ class ViewerBridge:
             raise SessionError(f"point size must be > 0 micrometres, got {size_um}")
         self.point_size_um = float(size_um)
         if self.cells_layer is not None:
-            self.cells_layer.size = self.point_size_um
+            self.cells_layer.size = self.cell_size()
         result = self.find_layer(RESULT_LAYER)
         if result is not None:
             result.size = self.point_size_um * 1.3
+        for name in RING_LAYERS.values():
+            ring = self.find_layer(name)
+            if ring is not None:
+                ring.size = self.point_size_um * 1.8
 
     # ------------------------------------------------------------------ overlays
     def _points_overlay(
@@ -269,15 +317,12 @@ class ViewerBridge:
         if self.color_by in CLUSTER_COLUMNS.values():
             self.recolour(self.color_by)
 
-    def _raise_to_top(self, layers: list) -> None:
-        viewer = self.viewer
-        for layer in layers:
-            if layer is not None:
-                index = viewer.layers.index(layer)
-                viewer.layers.move(index, len(viewer.layers))
-
     def show_result(self, gene: str, mode: str = "lfc") -> ColourInfo:
-        """Overlay the current run on its focal cells: ``"expression"``, ``"lfc"`` or ``"std"``."""
+        """Overlay the current run on its focal cells: ``"expression"``, ``"lfc"`` or ``"std"``.
+
+        The log-fold change is log2 of the counterfactual over the factual prediction of the
+        same cell (the model's own reference), as in the Results dock's table.
+        """
         session = self.session
         if session.current_run is None:
             raise SessionError("no counterfactual run yet: run an edge or node perturbation first")
@@ -287,78 +332,25 @@ class ViewerBridge:
             raise SessionError(f"unknown gene {gene!r}: not in the AnnData's var_names")
         j = int(adata.var_names.get_loc(gene))
         if mode == "expression":
-            values, cmap, label = run.expression[:, j], "viridis", f"{gene} predicted expression"
+            values, cmap, label = run.expression[:, j], "viridis", f"{gene}: predicted expression (counts)"
             colours, info = continuous_colours(values, label, cmap)
         elif mode == "lfc":
-            values = run.log_fold_change(j)
+            values = run.log_fold_change(j) / np.float32(np.log(2.0))
             bound = float(np.nanmax(np.abs(values))) if values.size else 1.0
             bound = bound if bound > 0 else 1.0
-            colours, info = continuous_colours(values, f"{gene} log-fold change vs factual", "RdBu_r", (-bound, bound))
+            label = f"{gene}: {LFC_LABEL} (per cell)"
+            colours, info = continuous_colours(values, label, "RdBu_r", (-bound, bound))
         elif mode == "std":
             if run.std is None:
                 raise SessionError(f"run {run.name!r} has one draw, so no spread across draws; use several draws")
             values = run.std[:, j]
-            colours, info = continuous_colours(values, f"{gene} std across draws", "magma")
+            colours, info = continuous_colours(values, f"{gene}: std of the counterfactual across draws", "magma")
         else:
             raise SessionError(f"unknown display mode {mode!r}; use 'expression', 'lfc' or 'std'")
         data = session.display_coordinates()[run.indices]
         features = pd.DataFrame({"cell_id": adata.obs_names[run.indices].to_numpy(), info.name: values})
         # a thin dark ring sets the focal cells apart from the cells layer underneath
         self._points_overlay(RESULT_LAYER, data, colours, features, self.point_size_um * 1.3, border=0.15)
-        self._raise_to_top([self.find_layer(n) for n in LASSO_LAYERS.values()])
+        self.order_layers()
         self.result_colouring.emit(info)
         return info
-
-    # ------------------------------------------------------------------ lassos
-    def lasso_layer(self, name: str, draw: bool = True):
-        """The Shapes layer of a named lasso (created on demand), in polygon-lasso mode if ``draw``."""
-        layer_name = LASSO_LAYERS[name]
-        layer = self.find_layer(layer_name)
-        if layer is None:
-            layer = self.viewer.add_shapes(
-                name=layer_name,
-                edge_color=LASSO_COLOURS[name],
-                face_color="transparent",
-                edge_width=3.0,
-                opacity=1.0,
-            )
-            layer.events.data.connect(lambda event, n=name: self._on_lasso_event(n, event))
-        if draw:
-            self.viewer.layers.selection.active = layer
-            layer.mode = "add_polygon_lasso"
-        return layer
-
-    def _on_lasso_event(self, name: str, event: Any) -> None:
-        # napari announces each edit twice (adding/added, ...): select once, when the shape is finished
-        action = str(getattr(event, "action", "added"))
-        if action in ("added", "removed", "changed"):
-            self._on_lasso(name)
-
-    def _on_lasso(self, name: str) -> None:
-        layer = self.find_layer(LASSO_LAYERS[name])
-        if layer is None or self.session.adata is None:
-            return
-        polygons = [
-            lasso_outline(p, kind)
-            for p, kind in zip(layer.data, layer.shape_type)
-            if kind in ("polygon", "rectangle", "ellipse")
-        ]
-        selection = self.session.selections.get(name)
-        cell_types = selection.cell_types if selection else ()
-        domains = selection.domains if selection else ()
-        try:
-            self.session.select_polygons(name, polygons, cell_types=cell_types, domains=domains)
-        except SessionError as err:
-            self.message.emit(str(err))
-
-
-def lasso_outline(vertices: np.ndarray, kind: str, n_ellipse: int = 64) -> np.ndarray:
-    """Outline of a Shapes-layer shape as polygon vertices (napari stores ellipses by their box)."""
-    vertices = np.asarray(vertices, dtype=np.float64)[:, -2:]
-    if kind != "ellipse":
-        return vertices
-    centre = vertices.mean(axis=0)
-    axis_a = (vertices[1] - vertices[0]) / 2
-    axis_b = (vertices[3] - vertices[0]) / 2
-    angles = np.linspace(0, 2 * np.pi, n_ellipse, endpoint=False)
-    return centre + np.cos(angles)[:, None] * axis_a + np.sin(angles)[:, None] * axis_b

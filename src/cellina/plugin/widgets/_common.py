@@ -229,3 +229,19 @@ def obs_levels(adata, key: str | None) -> list[str]:
         present = np.bincount(codes[codes >= 0], minlength=len(series.cat.categories)) > 0
         return sorted(str(c) for c in series.cat.categories[present])
     return sorted(str(v) for v in pd.unique(series.dropna()))
+
+
+def domain_levels(adata, key: str | None) -> list[str]:
+    """A domain column's values, healthy/reference names first (``232_REF`` before ``232_CRC``)."""
+    from cellina.plugin._tissue import reference_first
+
+    return reference_first(obs_levels(adata, key))
+
+
+def set_target(combo: QComboBox, levels: list[str], avoid: str | None = None) -> None:
+    """Point a domain box at the likeliest target of a contrast that is not ``avoid`` (a diseased name first)."""
+    from cellina.plugin._tissue import target_first
+
+    others = [v for v in target_first(levels) if v != avoid]
+    if others:
+        combo.setCurrentText(others[0])

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
 
 from cellina.plugin._state import CLUSTER_COLUMNS, DONORS, FOCAL
 from cellina.plugin.widgets._bridge import LASSO_LAYERS
-from cellina.plugin.widgets._common import CellinaDock, fill_combo, obs_levels
+from cellina.plugin.widgets._common import CellinaDock, domain_levels, fill_combo, obs_levels, set_target
 from cellina.plugin.widgets._tissue import _spin
 
 POOLS = {
@@ -103,14 +103,15 @@ class EdgeWidget(CellinaDock):
         if adata is None:
             return
         keys = self.session.keys
-        for widgets, key in (
-            ((self.refine_types, self.pool_type), keys.cell_type_key),
-            ((self.refine_domains, self.pool_domain), keys.domain_key),
+        for widgets, values in (
+            ((self.refine_types, self.pool_type), obs_levels(adata, keys.cell_type_key)),
+            ((self.refine_domains, self.pool_domain), domain_levels(adata, keys.domain_key)),
         ):
-            values = obs_levels(adata, key)
             widgets[0].clear()
             widgets[0].addItems(values)
             fill_combo(widgets[1], values)
+        # donors come from the tissue the focal cells are moved into: a diseased domain by default
+        set_target(self.pool_domain, domain_levels(adata, keys.domain_key))
         self._on_latents()
         self._on_selection("")
 

@@ -7,7 +7,10 @@ from typing import Any
 from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton
 
 from cellina.plugin._state import Outcome
+from cellina.plugin._tissue import source_coordinates
 from cellina.plugin.widgets._common import CellinaDock
+
+EXPORT_TEXT = "Export perturbed AnnData..."
 
 
 class ExportWidget(CellinaDock):
@@ -18,7 +21,10 @@ class ExportWidget(CellinaDock):
         self.run_label = QLabel("")
         self.run_label.setWordWrap(True)
         self.layout().addWidget(self.run_label)
-        self.export_button = QPushButton("Export perturbed AnnData...")
+        self.keys_label = QLabel("")
+        self.keys_label.setWordWrap(True)
+        self.layout().addWidget(self.keys_label)
+        self.export_button = QPushButton(EXPORT_TEXT)
         self.layout().addWidget(self.export_button)
         self.finish_layout()
         self.last_written = None
@@ -27,15 +33,41 @@ class ExportWidget(CellinaDock):
         self.session.events.current_run.connect(lambda _name: self._show_run())
         self.session.events.runs.connect(self._show_run)
         self.session.events.step.connect(self._on_step)
+        self.session.events.keys.connect(lambda _keys: self._show_keys())
+        self.follow_adata(lambda _adata: self._show_keys())
         self._show_run()
 
-    def _show_run(self) -> None:
-        run = self.session.current_run
-        self.run_label.setText(
-            f"writes run <b>{run}</b> into the layers, and every run's record"
-            if run
-            else "no run yet: writes the tissue, selections and latents"
+    def _show_keys(self) -> None:
+        """The keys the provenance records, coordinates as the file named them."""
+        adata, keys = self.session.adata, self.session.keys
+        if adata is None:
+            self.keys_label.setText("")
+            return
+        source = source_coordinates(adata, keys)
+        where = (
+            f"obs columns {source['x_column']}/{source['y_column']}"
+            if source["x_column"]
+            else f"obsm[{source['spatial_key']!r}]"
         )
+        self.keys_label.setText(
+            f"provenance records the keys: cell type {keys.cell_type_key!r}, domain {keys.domain_key!r}, "
+            f"batch {keys.batch_key!r}; coordinates from {where} at {source['pixel_size']:g} um per unit"
+        )
+
+    def _show_run(self) -> None:
+        name = self.session.current_run
+        run = self.session.runs.get(name) if name else None
+        if run is None:
+            self.run_label.setText("no run yet: writes the tissue, selections and latents")
+            self.export_button.setText(EXPORT_TEXT)
+            return
+        preset = run.params.get("preset") or "no"
+        others = len(self.session.runs) - 1
+        self.run_label.setText(
+            f"writes run <b>{run.name}</b> ({run.kind} perturbation of {run.indices.size} focal cells, "
+            f"{preset} preset) into the layers" + (f", and the records of {others} other run(s)" if others else "")
+        )
+        self.export_button.setText(f"Export run '{run.name}'...")
 
     def _on_step(self, name: str, outcome: Outcome) -> None:
         if name == "export" and outcome.status == "done":

@@ -16,8 +16,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from cellina.plugin._state import Progress, TrainParams
+from cellina.plugin._state import CLUSTER_COLUMNS, Progress, TrainParams
 from cellina.plugin.widgets._common import CellinaDock, PlotWidget, combo_value, fill_combo, obs_levels
+from cellina.plugin.widgets._legend import LegendWidget
 from cellina.plugin.widgets._tissue import _spin
 
 NONE = "(none)"
@@ -126,6 +127,12 @@ class ModelWidget(CellinaDock):
         self.save_button.clicked.connect(lambda: self.save_model())
         self.load_button.clicked.connect(lambda: self.load_model())
         self.cluster_button.clicked.connect(self.compute_latents)
+        self.show_s.clicked.connect(lambda: self.colour_by_clusters("s"))
+        self.show_z.clicked.connect(lambda: self.colour_by_clusters("z"))
+        self.bridge.colouring.connect(self.legend.show_info)
+        self.legend.show_info(self.bridge.colour_info)
+        self.session.events.latents.connect(self._on_latents)
+        self._on_latents()
         self.session.events.busy.connect(self._on_busy)
         self.follow_adata(self._on_adata)
 
@@ -167,7 +174,7 @@ class ModelWidget(CellinaDock):
         io.addWidget(self.save_button)
         io.addWidget(self.load_button)
         self.layout().addLayout(io)
-        cluster_box = QGroupBox("latent clusters (colour the cells by them in the tissue dock)")
+        cluster_box = QGroupBox("latent clusters")
         cluster_form = QFormLayout(cluster_box)
         self.cluster_method = QComboBox()
         self.cluster_method.addItems(["kmeans", "leiden"])
@@ -176,7 +183,24 @@ class ModelWidget(CellinaDock):
         cluster_form.addRow("method", self.cluster_method)
         cluster_form.addRow("clusters (k-means)", self.n_clusters)
         cluster_form.addRow(self.cluster_button)
+        show = QHBoxLayout()
+        self.show_s, self.show_z = QPushButton("Colour by niches (s)"), QPushButton("Colour by z clusters")
+        show.addWidget(self.show_s)
+        show.addWidget(self.show_z)
+        cluster_form.addRow(show)
+        # what the cells are coloured by, with its legend, whichever dock recoloured them
+        self.legend = LegendWidget()
+        cluster_form.addRow(self.legend)
         self.layout().addWidget(cluster_box)
+
+    def _on_latents(self) -> None:
+        adata = self.session.adata
+        for latent, button in (("s", self.show_s), ("z", self.show_z)):
+            button.setEnabled(adata is not None and CLUSTER_COLUMNS[latent] in adata.obs)
+
+    def colour_by_clusters(self, latent: str) -> None:
+        """Colour the cells by the clusters of ``s`` (niches) or ``z``; the legend below says which is which."""
+        self.guarded(lambda: self.bridge.recolour(CLUSTER_COLUMNS[latent]))
 
     def _option_combos(self) -> dict[str, QComboBox]:
         return {
@@ -196,6 +220,7 @@ class ModelWidget(CellinaDock):
     def _on_adata(self, adata) -> None:
         if adata is None:
             return
+        self._on_latents()
         keys = self.session.keys
         for combo, key in ((self.holdout_type, keys.cell_type_key), (self.holdout_domain, keys.domain_key)):
             values = obs_levels(adata, key)

@@ -10,13 +10,22 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
 )
 
 from cellina.plugin._state import KNOCKOUT_LFC
-from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo, obs_levels, search_combo
+from cellina.plugin.widgets._common import (
+    CellinaDock,
+    combo_value,
+    domain_levels,
+    fill_combo,
+    obs_levels,
+    search_combo,
+    set_target,
+)
 from cellina.plugin.widgets._edge import _chosen, _multi_list
 from cellina.plugin.widgets._tissue import _spin
 
@@ -38,13 +47,13 @@ class NodeWidget(CellinaDock):
         self.region = QCheckBox("only neighbours inside the focal lasso")
         self.add_button = QPushButton("Add shift")
         self.form.addRow("gene", self.gene)
-        self.form.addRow("log fold change", value_row)
+        self.form.addRow("shift (ln fold change)", value_row)
         self.form.addRow("sender types", self.senders)
         self.form.addRow(self.region)
         self.form.addRow(self.add_button)
 
         self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["gene", "lfc", "senders", "region"])
+        self.table.setHorizontalHeaderLabels(["gene", "shift (ln FC)", "senders", "region"])
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(140)
@@ -61,8 +70,11 @@ class NodeWidget(CellinaDock):
         self.control_domain, self.target_domain, self.holdout = QComboBox(), QComboBox(), QComboBox()
         self.n_genes = _spin(1, 5000, 20)
         self.fill_button = QPushButton("Fill from contrast")
+        self.direction = QLabel("")
+        self.direction.setWordWrap(True)
         contrast_form.addRow("control domain", self.control_domain)
         contrast_form.addRow("target domain", self.target_domain)
+        contrast_form.addRow(self.direction)
         contrast_form.addRow("top genes per type", self.n_genes)
         contrast_form.addRow("held-out type (global shift)", self.holdout)
         contrast_form.addRow(self.fill_button)
@@ -77,6 +89,8 @@ class NodeWidget(CellinaDock):
         self.clear_button.clicked.connect(self.session.clear_gene_shifts)
         self.fill_button.clicked.connect(self.fill_from_contrast)
         self.run_button.clicked.connect(self.run)
+        self.control_domain.currentTextChanged.connect(lambda _t: self._show_direction())
+        self.target_domain.currentTextChanged.connect(lambda _t: self._show_direction())
         self.session.events.gene_shifts.connect(self._on_table)
         self.session.events.busy.connect(lambda busy: self.run_button.setEnabled(not busy))
         self.follow_adata(self._on_adata)
@@ -87,15 +101,25 @@ class NodeWidget(CellinaDock):
         fill_combo(self.gene, list(adata.var_names))
         keys = self.session.keys
         types = obs_levels(adata, keys.cell_type_key)
-        domains = obs_levels(adata, keys.domain_key)
+        domains = domain_levels(adata, keys.domain_key)
         self.senders.clear()
         self.senders.addItems(types)
-        fill_combo(self.control_domain, domains)
-        fill_combo(self.target_domain, domains)
-        if len(domains) > 1 and self.target_domain.currentIndex() == self.control_domain.currentIndex():
-            self.target_domain.setCurrentIndex(1)
+        # healthy/reference first: the control defaults to it, the target to a diseased domain
+        fill_combo(self.control_domain, domains, keep=False)
+        fill_combo(self.target_domain, domains, keep=False)
+        set_target(self.target_domain, domains, avoid=self.control_domain.currentText())
         fill_combo(self.holdout, types, none_item=NONE)
+        self._show_direction()
         self._on_table()
+
+    def _show_direction(self) -> None:
+        control, target = self.control_domain.currentText(), self.target_domain.currentText()
+        self.direction.setText(
+            f"control <b>{control}</b> -> target <b>{target}</b>: each shift is the target's log-fold "
+            "change over the control"
+            if control and target
+            else ""
+        )
 
     def _on_table(self) -> None:
         table = self.session.gene_shifts.table
@@ -121,14 +145,17 @@ class NodeWidget(CellinaDock):
 
     def fill_from_contrast(self) -> None:
         """The tutorial's shifts: top observed pseudobulk log-fold changes per sender type."""
-        self.guarded(
-            lambda: self.session.fill_from_contrast(
-                self.control_domain.currentText(),
-                self.target_domain.currentText(),
-                int(self.n_genes.value()),
-                combo_value(self.holdout, NONE),
-            )
+        control, target = self.control_domain.currentText(), self.target_domain.currentText()
+        n_genes = int(self.n_genes.value())
+        shifts = self.guarded(
+            lambda: self.session.fill_from_contrast(control, target, n_genes, combo_value(self.holdout, NONE))
         )
+        if shifts is not None:
+            types = shifts.table["senders"].map(tuple).nunique()
+            self.notify(
+                f"filled {len(shifts)} shifts, the top {n_genes} genes of {types} sender types: "
+                f"control {control} -> target {target}"
+            )
 
     def run(self):
         """Check the table and focal cells now, then perturb and decode in a worker."""

@@ -15,12 +15,25 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from cellina.plugin.widgets._bridge import RESULT_LAYER
-from cellina.plugin.widgets._common import CellinaDock, PlotWidget, fill_combo, obs_levels, search_combo
+from cellina.plugin.widgets._bridge import LFC_LABEL, RESULT_LAYER
+from cellina.plugin.widgets._common import (
+    CellinaDock,
+    PlotWidget,
+    domain_levels,
+    fill_combo,
+    obs_levels,
+    search_combo,
+    set_target,
+)
 from cellina.plugin.widgets._legend import LegendWidget
 from cellina.plugin.widgets._tissue import _spin
 
-MODES = {"log-fold change vs factual": "lfc", "predicted expression": "expression", "std across draws": "std"}
+MODES = {LFC_LABEL: "lfc", "predicted expression": "expression", "std across draws": "std"}
+#: the table's log-fold change: the focal cells' mean counterfactual over their mean factual prediction
+TABLE_LFC = "log2FC, counterfactual vs factual (focal mean)"
+#: the plot's axes: both changes are taken against the focal cells' observed counts
+OBSERVED_AXIS = "observed log2FC: target vs focal (observed)"
+PREDICTED_AXIS = "predicted log2FC: counterfactual vs focal (observed)"
 
 
 class LfcPlot(PlotWidget):
@@ -44,8 +57,8 @@ class LfcPlot(PlotWidget):
             ax.annotate(str(gene_names[i]), (t[i], p[i]), fontsize=6)
         lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.set_xlabel("observed log2FC", fontsize=8)
-        ax.set_ylabel("predicted log2FC", fontsize=8)
+        ax.set_xlabel(OBSERVED_AXIS, fontsize=7)
+        ax.set_ylabel(PREDICTED_AXIS, fontsize=7)
         ax.set_title(f"{title} (Pearson r = {data['pearson']:.2f})", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, frameon=False, loc="upper left")
@@ -84,7 +97,7 @@ class ResultsWidget(CellinaDock):
         self.plot.setVisible(False)
         self.layout().addWidget(self.plot)
         self.top_table = QTableWidget(0, 2)
-        self.top_table.setHorizontalHeaderLabels(["gene", "log2FC vs factual"])
+        self.top_table.setHorizontalHeaderLabels(["gene", TABLE_LFC])
         self.top_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.top_table.setMinimumHeight(160)
         self.top_table.horizontalHeader().setStretchLastSection(True)
@@ -109,8 +122,10 @@ class ResultsWidget(CellinaDock):
             return
         fill_combo(self.gene, list(adata.var_names))
         keys = self.session.keys
-        for combo, key in ((self.target_type, keys.cell_type_key), (self.target_domain, keys.domain_key)):
-            fill_combo(combo, obs_levels(adata, key))
+        domains = domain_levels(adata, keys.domain_key)
+        fill_combo(self.target_type, obs_levels(adata, keys.cell_type_key))
+        fill_combo(self.target_domain, domains)
+        set_target(self.target_domain, domains)
         self._on_runs()
 
     def _on_runs(self) -> None:

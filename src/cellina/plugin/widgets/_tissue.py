@@ -1,26 +1,38 @@
-"""Tissue dock: choose the data's keys, preprocess in a worker, colour the cells."""
+"""Tissue dock: choose the data's keys and its pixel size, preprocess in a worker, colour the cells."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from qtpy.QtGui import QDoubleValidator
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
     QPushButton,
     QSpinBox,
 )
 
-from cellina.plugin._state import PreprocessParams, SessionError, TissueKeys
+from cellina.io_keys import PIXEL_SIZES_UM, file_pixel_size
+from cellina.plugin._state import COUNTS_IN_X, PreprocessParams, SessionError, TissueKeys
+from cellina.plugin._tissue import source_coordinates
 from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo, search_combo
 from cellina.plugin.widgets._legend import LegendWidget
 
 NONE = "(none)"
 OBS_COLUMNS = "(two obs columns)"
-X_MATRIX = "X"
+NOT_USED = "(not used)"
+X_MATRIX = COUNTS_IN_X
+CHOOSE = "choose the instrument..."
+MICROMETRES = "micrometres already: 1"
+WARNING_STYLE = "color: #e0a030"
+#: the dock's key boxes and the TissueKeys field each sets
+KEY_FIELDS = {"cell_type": "cell_type_key", "domain": "domain_key", "batch": "batch_key", "counts": "counts_layer"}
 
 
 def _spin(low: float, high: float, value: float, step: float = 1.0, decimals: int | None = None):
@@ -38,8 +50,13 @@ def _spin(low: float, high: float, value: float, step: float = 1.0, decimals: in
     return box
 
 
+def pixel_text(value: float) -> str:
+    """A pixel size as typed: every digit it has (0.12028, not 0.1203), no trailing zeros."""
+    return format(float(value), ".12g")
+
+
 class TissueWidget(CellinaDock):
-    """Load a tissue (sample or .h5ad layer), set its keys, preprocess, colour by any column or gene."""
+    """Load a tissue (sample or .h5ad layer), set its keys and pixel size, preprocess, colour the cells."""
 
     def __init__(self, napari_viewer: Any):
         super().__init__(napari_viewer)
@@ -47,23 +64,69 @@ class TissueWidget(CellinaDock):
         self.use_button = QPushButton("Use this layer")
         self.form.addRow("tissue layer", self.source)
         self.form.addRow("", self.use_button)
+        self._build_keys()
+        self._build_preprocessing()
+        view_box = QGroupBox("display")
+        view_form = QFormLayout(view_box)
+        self.color_by = search_combo()
+        self.point_size = _spin(0.1, 1000, self.bridge.point_size_um, 1.0, decimals=1)
+        view_form.addRow("colour by", self.color_by)
+        view_form.addRow("point size (um)", self.point_size)
+        self.legend = LegendWidget()
+        view_form.addRow(self.legend)
+        self.layout().addWidget(view_box)
+        self.finish_layout()
+        self._pixel_size_chosen = False
 
+        self.use_button.clicked.connect(self.use_layer)
+        self.spatial.activated.connect(lambda _i: self._keys_edited("spatial"))
+        for name in ("x_column", "y_column", *KEY_FIELDS):
+            getattr(self, name).activated.connect(lambda _i, n=name: self._keys_edited(n))
+        self.pixel_size.editingFinished.connect(self._pixel_size_typed)
+        self.instrument.activated.connect(lambda _i: self._instrument_chosen())
+        self.preprocess_button.clicked.connect(self.preprocess)
+        self.color_by.activated.connect(lambda _i: self.recolour(self.color_by.currentText()))
+        self.point_size.valueChanged.connect(lambda v: self.guarded(lambda: self.bridge.set_point_size(v)))
+        self.bridge.colouring.connect(self._on_colouring)
+        self.bridge.message.connect(self.notify_error)
+        self.session.events.latents.connect(self._on_latents)
+        self.session.events.keys.connect(lambda _keys: self._show_keys())
+        self.session.events.busy.connect(lambda busy: self.preprocess_button.setEnabled(not busy))
+        self.viewer.layers.events.inserted.connect(self._on_layers_changed)
+        self.viewer.layers.events.removed.connect(self._on_layers_changed)
+        self._on_layers_changed()
+        self.follow_adata(self._on_adata)
+
+    def _build_keys(self) -> None:
         keys_box = QGroupBox("keys")
         keys_form = QFormLayout(keys_box)
+        self.guesses = QLabel("")
+        self.guesses.setWordWrap(True)
         self.spatial = QComboBox()
         self.x_column, self.y_column = QComboBox(), QComboBox()
-        self.pixel_size = _spin(1e-4, 1e4, 1.0, 0.1, decimals=4)
+        self.pixel_size = QLineEdit("1")
+        self.pixel_size.setValidator(QDoubleValidator(1e-9, 1e9, 12))
+        self.pixel_size.setToolTip("micrometres per coordinate unit; every digit typed is kept")
+        self.instrument = QComboBox()
+        self.units = QLabel("")
+        self.units.setWordWrap(True)
+        pixel_row = QHBoxLayout()
+        pixel_row.addWidget(self.pixel_size, 1)
+        pixel_row.addWidget(self.instrument, 2)
         self.cell_type, self.domain, self.batch, self.counts = QComboBox(), QComboBox(), QComboBox(), QComboBox()
+        keys_form.addRow(self.guesses)
         keys_form.addRow("coordinates", self.spatial)
         keys_form.addRow("x column", self.x_column)
         keys_form.addRow("y column", self.y_column)
-        keys_form.addRow("pixel size (um)", self.pixel_size)
+        keys_form.addRow("pixel size (um)", pixel_row)
+        keys_form.addRow(self.units)
         keys_form.addRow("cell type", self.cell_type)
         keys_form.addRow("domain", self.domain)
         keys_form.addRow("batch / slide", self.batch)
         keys_form.addRow("counts", self.counts)
         self.layout().addWidget(keys_box)
 
+    def _build_preprocessing(self) -> None:
         pre_box = QGroupBox("preprocessing")
         pre_form = QFormLayout(pre_box)
         defaults = PreprocessParams()
@@ -82,31 +145,6 @@ class TissueWidget(CellinaDock):
         self.preprocess_button = QPushButton("Preprocess")
         pre_form.addRow(self.preprocess_button)
         self.layout().addWidget(pre_box)
-
-        view_box = QGroupBox("display")
-        view_form = QFormLayout(view_box)
-        self.color_by = search_combo()
-        self.point_size = _spin(0.1, 1000, self.bridge.point_size_um, 1.0, decimals=1)
-        view_form.addRow("colour by", self.color_by)
-        view_form.addRow("point size (um)", self.point_size)
-        self.legend = LegendWidget()
-        view_form.addRow(self.legend)
-        self.layout().addWidget(view_box)
-        self.finish_layout()
-
-        self.use_button.clicked.connect(self.use_layer)
-        self.spatial.currentTextChanged.connect(self._coordinate_mode)
-        self.preprocess_button.clicked.connect(self.preprocess)
-        self.color_by.activated.connect(lambda _i: self.recolour(self.color_by.currentText()))
-        self.point_size.valueChanged.connect(lambda v: self.guarded(lambda: self.bridge.set_point_size(v)))
-        self.bridge.colouring.connect(self._on_colouring)
-        self.bridge.message.connect(self.notify_error)
-        self.session.events.latents.connect(self._on_latents)
-        self.session.events.busy.connect(lambda busy: self.preprocess_button.setEnabled(not busy))
-        self.viewer.layers.events.inserted.connect(self._on_layers_changed)
-        self.viewer.layers.events.removed.connect(self._on_layers_changed)
-        self._on_layers_changed()
-        self.follow_adata(self._on_adata)
 
     # ------------------------------------------------------------------ layers and keys
     def _on_layers_changed(self, event=None) -> None:
@@ -127,29 +165,146 @@ class TissueWidget(CellinaDock):
     def _on_adata(self, adata) -> None:
         if adata is None:
             return
-        keys = self.session.keys
+        self._pixel_size_chosen = False
         obs = list(adata.obs.columns)
         fill_combo(self.spatial, [*adata.obsm.keys(), OBS_COLUMNS], keep=False)
-        self.spatial.setCurrentText(keys.spatial_key or OBS_COLUMNS)
         numeric = [c for c in obs if adata.obs[c].dtype.kind in "fiu"]
-        for combo, value in ((self.x_column, keys.x_column), (self.y_column, keys.y_column)):
-            fill_combo(combo, numeric, keep=False)
-            if value:
-                combo.setCurrentText(value)
-        for combo, value in (
-            (self.cell_type, keys.cell_type_key),
-            (self.domain, keys.domain_key),
-            (self.batch, keys.batch_key),
-        ):
+        for combo in (self.x_column, self.y_column):
+            fill_combo(combo, numeric, keep=False, none_item=NOT_USED)
+        for combo in (self.cell_type, self.domain, self.batch):
             fill_combo(combo, obs, keep=False, none_item=NONE)
-            combo.setCurrentText(value or NONE)
         fill_combo(self.counts, [*adata.layers.keys(), X_MATRIX], keep=False)
-        self.counts.setCurrentText(keys.counts_layer or X_MATRIX)
-        self.pixel_size.setValue(keys.pixel_size)
+        self.instrument.clear()
+        self.instrument.addItem(CHOOSE, None)
+        self.instrument.addItem(MICROMETRES, 1.0)
+        stated = file_pixel_size(adata)
+        if stated is not None:
+            self.instrument.addItem(f"this file's scale factors: {pixel_text(stated)}", stated)
+        for name, size in PIXEL_SIZES_UM.items():
+            self.instrument.addItem(f"{name}: {pixel_text(size)}", size)
         fill_combo(self.color_by, [*obs, *adata.var_names], keep=False)
-        self.color_by.setCurrentText(self.bridge.color_by)
-        self._coordinate_mode(self.spatial.currentText())
+        self.color_by.setCurrentText(self.bridge.color_by or "")
+        self._show_keys()
         self.status.setText(f"{adata.n_obs} cells x {adata.n_vars} genes")
+
+    def _show_keys(self) -> None:
+        """The boxes show the session's keys; x/y show the columns the coordinates came from, or none."""
+        adata, keys = self.session.adata, self.session.keys
+        if adata is None:
+            return
+        self.spatial.setCurrentText(keys.spatial_key or OBS_COLUMNS)
+        source = source_coordinates(adata, keys)
+        for combo, column in ((self.x_column, source["x_column"]), (self.y_column, source["y_column"])):
+            combo.setCurrentText(column if column and combo.findText(column) >= 0 else NOT_USED)
+        for box, field in KEY_FIELDS.items():
+            value = getattr(keys, field)
+            if box == "counts":
+                value = value or ("counts" if "counts" in adata.layers else X_MATRIX)
+            getattr(self, box).setCurrentText(value or NONE)
+        self.pixel_size.setText(pixel_text(keys.pixel_size))
+        by_columns = keys.spatial_key is None
+        self.x_column.setEnabled(by_columns)
+        self.y_column.setEnabled(by_columns)
+        self._show_guesses(keys)
+        self._show_units(adata, keys, source)
+
+    def _show_guesses(self, keys: TissueKeys) -> None:
+        shown = {
+            "cell_type_key": "cell type",
+            "domain_key": "domain",
+            "batch_key": "batch",
+            "counts_layer": "counts",
+            "x_column": "x",
+            "y_column": "y",
+            "spatial_key": "coordinates",
+        }
+        parts = [f"{shown[f]} {getattr(keys, f)!r}" for f in shown if f in keys.guessed and getattr(keys, f)]
+        self.guesses.setText(
+            f"<i>guessed from the names: {', '.join(parts)}. Check them.</i>" if parts else "<i>keys as chosen</i>"
+        )
+        for box, field in (*KEY_FIELDS.items(), ("x_column", "x_column"), ("y_column", "y_column")):
+            combo = getattr(self, box)
+            guessed = field in keys.guessed
+            font = combo.font()
+            font.setItalic(guessed)
+            combo.setFont(font)
+            combo.setToolTip("guessed from the column names; choose another if it is wrong" if guessed else "")
+
+    def _show_units(self, adata, keys: TissueKeys, source: dict) -> None:
+        problem = self.guarded(lambda: self.session.units_problem())
+        if problem:
+            self.units.setText(f"Units: {problem}")
+            self.units.setStyleSheet(WARNING_STYLE)
+        elif keys.spatial_key is not None and source["x_column"]:
+            self.units.setText(
+                f"coordinates: obsm[{keys.spatial_key!r}] in um, made from {source['x_column']}/"
+                f"{source['y_column']} x {pixel_text(source['pixel_size'])} um per pixel"
+            )
+            self.units.setStyleSheet("")
+        else:
+            self.units.setText("")
+            self.units.setStyleSheet("")
+
+    def _keys_edited(self, _box: str) -> None:
+        """A key chosen by the user applies at once: the cells move or recolour, the guess note follows."""
+        if self.session.adata is None:
+            return
+        by_columns = self.spatial.currentText() == OBS_COLUMNS
+        self.x_column.setEnabled(by_columns)
+        self.y_column.setEnabled(by_columns)
+        if by_columns and NOT_USED in (self.x_column.currentText(), self.y_column.currentText()):
+            self.status.setText("choose the x and the y column")
+            return
+        self.guarded(lambda: self.session.set_keys(self.keys()))
+
+    def _pixel_size_typed(self) -> None:
+        self._pixel_size_chosen = True
+        self.instrument.setCurrentIndex(0)
+        self._keys_edited("pixel_size")
+
+    def _instrument_chosen(self) -> None:
+        size = self.instrument.currentData()
+        if size is None:
+            return
+        self.pixel_size.setText(pixel_text(size))
+        self._pixel_size_chosen = True
+        self._keys_edited("pixel_size")
+
+    def pixel_size_value(self) -> float:
+        """The typed pixel size (a :class:`SessionError` naming the text when it is not a positive number)."""
+        text = self.pixel_size.text().strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise SessionError(f"pixel size {text!r} is not a number of micrometres") from None
+        if not value > 0:
+            raise SessionError(f"pixel size must be a positive number of micrometres, got {text!r}")
+        return value
+
+    def keys(self) -> TissueKeys:
+        """The keys as chosen in the dock; a key still as guessed stays marked as a guess."""
+        by_columns = self.spatial.currentText() == OBS_COLUMNS
+        chosen = {
+            "spatial_key": None if by_columns else self.spatial.currentText() or None,
+            "x_column": combo_value(self.x_column, NOT_USED) if by_columns else None,
+            "y_column": combo_value(self.y_column, NOT_USED) if by_columns else None,
+            "cell_type_key": combo_value(self.cell_type, NONE),
+            "domain_key": combo_value(self.domain, NONE),
+            "batch_key": combo_value(self.batch, NONE),
+            "counts_layer": combo_value(self.counts, ""),
+        }
+        before = self.session.keys
+        guessed = tuple(f for f in before.guessed if f in chosen and chosen[f] == getattr(before, f))
+        return TissueKeys(pixel_size=self.pixel_size_value(), guessed=guessed, **chosen)
+
+    def params(self) -> PreprocessParams:
+        return PreprocessParams(
+            min_counts_cell=int(self.min_counts_cell.value()),
+            min_counts_gene=int(self.min_counts_gene.value()),
+            n_top_genes=int(self.n_top_genes.value()) if self.use_hvg.isChecked() else None,
+            bandwidth_um=float(self.bandwidth.value()),
+            max_neighbours=int(self.max_neighbours.value()),
+        )
 
     def _on_colouring(self, info) -> None:
         # the legend and the "colour by" box follow the cells layer, whoever recoloured it
@@ -165,40 +320,28 @@ class TissueWidget(CellinaDock):
         if adata is not None:
             fill_combo(self.color_by, [*adata.obs.columns, *adata.var_names])
 
-    def _coordinate_mode(self, text: str) -> None:
-        by_columns = text == OBS_COLUMNS
-        self.x_column.setEnabled(by_columns)
-        self.y_column.setEnabled(by_columns)
-
-    def keys(self) -> TissueKeys:
-        """The keys as chosen in the dock."""
-        by_columns = self.spatial.currentText() == OBS_COLUMNS
-        counts = self.counts.currentText()
-        return TissueKeys(
-            spatial_key=None if by_columns else self.spatial.currentText() or None,
-            x_column=self.x_column.currentText() if by_columns else None,
-            y_column=self.y_column.currentText() if by_columns else None,
-            pixel_size=float(self.pixel_size.value()),
-            cell_type_key=combo_value(self.cell_type, NONE),
-            domain_key=combo_value(self.domain, NONE),
-            batch_key=combo_value(self.batch, NONE),
-            counts_layer=None if counts in ("", X_MATRIX) else counts,
-        )
-
-    def params(self) -> PreprocessParams:
-        return PreprocessParams(
-            min_counts_cell=int(self.min_counts_cell.value()),
-            min_counts_gene=int(self.min_counts_gene.value()),
-            n_top_genes=int(self.n_top_genes.value()) if self.use_hvg.isChecked() else None,
-            bandwidth_um=float(self.bandwidth.value()),
-            max_neighbours=int(self.max_neighbours.value()),
-        )
-
     # ------------------------------------------------------------------ actions
+    def _check_units(self, keys: TissueKeys) -> None:
+        """Refuse coordinates that look like pixels until the user has chosen a pixel size."""
+        if self._pixel_size_chosen or keys.pixel_size != 1.0 or self.session.adata is None:
+            return
+        problem = self.session.units_problem(keys)
+        if problem:
+            raise SessionError(
+                f"{problem}. Choose the pixel size in the keys box (or type 1 there if the coordinates are "
+                "micrometres), then preprocess"
+            )
+
     def preprocess(self):
         """QC, HVG, log-normalisation, graph and niche features in a worker."""
         params = self.params()
-        return self.run_job(lambda: self.session.preprocess_job(params, self.keys()))
+
+        def job():
+            keys = self.keys()
+            self._check_units(keys)
+            return self.session.preprocess_job(params, keys)
+
+        return self.run_job(job)
 
     def recolour(self, key: str) -> None:
         """Colour the cells by an obs column or gene (errors become notifications)."""
