@@ -17,9 +17,24 @@ from ._constants import (
     METRIC_DOMCLF_ACC,
     METRIC_DOMCLF_LOSS,
     METRIC_FOOL_LOSS,
+    METRIC_NICHE_FOOL_LOSS,
     RAW,
 )
 from ._losses import negative_cross_entropy, soft_target_cross_entropy, uniform_target_cross_entropy
+
+#: weight of a new minibatch in each type's running mean niche code
+S_MEAN_MOMENTUM = 0.05
+
+
+def niche_regressor(n_input: int, n_output: int, n_hidden: int = 64) -> torch.nn.Module:
+    """The niche adversary: an MLP from ``[z; one-hot type]`` to the niche code ``s``."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(n_input, n_hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(n_hidden, n_hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(n_hidden, n_output),
+    )
 
 
 class AuxiliaryHeadsMixin:
@@ -32,6 +47,43 @@ class AuxiliaryHeadsMixin:
             raise ValueError("the type-aware discriminator needs the cell-type labels of the minibatch.")
         onehot = F.one_hot(labels.view(-1).long(), self.n_labels).to(z.dtype)
         return self.discriminator(torch.cat([z, onehot], dim=-1))
+
+    # ------------------------------------------------------------------ niche adversary
+    def _type_onehot(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if self.n_labels == 0:
+            return z.new_zeros(z.shape[0], 0)
+        if labels is None:
+            raise ValueError("the niche adversary needs the cell-type labels of the minibatch.")
+        return F.one_hot(labels.view(-1).long(), self.n_labels).to(z.dtype)
+
+    def _type_codes(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return z.new_zeros(z.shape[0], dtype=torch.long) if self.n_labels == 0 else labels.view(-1).long()
+
+    def niche_regressor_loss(self, z: torch.Tensor, s: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Mean squared error of the regressor predicting the niche code ``s`` from ``z`` and the type.
+
+        The plan passes detached tensors; each type's running mean of ``s`` is updated here.
+        """
+        self._update_s_means(s, self._type_codes(z, labels))
+        pred = self.niche_regressor(torch.cat([z, self._type_onehot(z, labels)], dim=-1))
+        return F.mse_loss(pred, s)
+
+    @torch.no_grad()
+    def _update_s_means(self, s: torch.Tensor, codes: torch.Tensor) -> None:
+        n_types = self.s_mean_by_type.shape[0]
+        counts = torch.bincount(codes, minlength=n_types).to(s.dtype)
+        sums = torch.zeros_like(self.s_mean_by_type).index_add_(0, codes, s)
+        seen = counts > 0
+        batch_means = sums[seen] / counts[seen].unsqueeze(-1)
+        fresh = seen & (self.s_mean_by_type.abs().sum(-1) == 0)
+        old = self.s_mean_by_type[seen]
+        updated = torch.where(fresh[seen].unsqueeze(-1), batch_means, old + S_MEAN_MOMENTUM * (batch_means - old))
+        self.s_mean_by_type[seen] = updated
+
+    def _niche_fool_loss(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The encoder's objective against the niche regressor: make it predict only the type's mean ``s``."""
+        pred = self.niche_regressor(torch.cat([z, self._type_onehot(z, labels)], dim=-1))
+        return F.mse_loss(pred, self.s_mean_by_type[self._type_codes(z, labels)])
 
     def domain_mix_by_type(self) -> torch.Tensor:
         """Each type's domain frequencies among the training cells seen so far (add-one smoothed).
@@ -115,6 +167,9 @@ class AuxiliaryHeadsMixin:
         if self.discriminator is not None:
             raw = self._adversarial_loss(z, tensors.get(REGISTRY_KEYS.LABELS_KEY), domains)
             add(METRIC_FOOL_LOSS, raw, self.discriminator_lambda * scales["discriminator"])
+        if self.niche_regressor is not None:
+            raw = self._niche_fool_loss(z, tensors.get(REGISTRY_KEYS.LABELS_KEY))
+            add(METRIC_NICHE_FOOL_LOSS, raw, self.niche_adversary_lambda * scales["niche_adversary"])
         if self.domain_classifier is not None:
             target = domains.view(-1).long()
             logits = self.domain_classifier(inference_outputs[MK.S_KEY])

@@ -72,6 +72,9 @@ class Cellina(
         Weight of the domain adversary on ``z``; ``0`` turns it off.
     domain_classifier_lambda
         Weight of a classifier of the domain from ``s`` (off by default).
+    niche_adversary_lambda
+        Weight of the niche adversary, which keeps the niche code ``s`` out of ``z`` beyond the
+        cell type (off by default; see :class:`~cellina.model.CellinaModule`).
     classifier_kwargs, discriminator_kwargs
         Extra :class:`scvi.module.Classifier` arguments of the heads (e.g. ``n_hidden``).
     condition_on_intrinsic
@@ -110,6 +113,7 @@ class Cellina(
         classifier_lambda: float = 1.0,
         discriminator_lambda: float = 1.0,
         domain_classifier_lambda: float = 0.0,
+        niche_adversary_lambda: float = 0.0,
         classifier_kwargs: dict | None = None,
         discriminator_kwargs: dict | None = None,
         condition_on_intrinsic: bool = False,
@@ -144,6 +148,7 @@ class Cellina(
             classifier_lambda=effective_classifier_lambda,
             discriminator_lambda=discriminator_lambda,
             domain_classifier_lambda=domain_classifier_lambda,
+            niche_adversary_lambda=niche_adversary_lambda,
             classifier_kwargs=classifier_kwargs,
             discriminator_kwargs=discriminator_kwargs,
             encode_batch=encode_batch,

@@ -17,7 +17,7 @@ from torch.distributions import Normal
 from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._decoders import FactorisedNicheDecoder
-from ._heads import AuxiliaryHeadsMixin
+from ._heads import AuxiliaryHeadsMixin, niche_regressor
 from ._losses import (
     ADVERSARIAL_LOSSES,
     AdversarialLoss,
@@ -120,6 +120,13 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         towards that type's domain mix among the training cells, so the adversary removes
         what ``z`` knows about the domain beyond the type instead of the type itself (types
         differ in where they live). Needs labels; ignored without the adversary.
+    niche_adversary_lambda
+        Weight of an adversary that keeps the niche out of ``z`` directly: a regressor learns to
+        predict the niche code ``s`` (posterior mean, detached) from ``z`` and the cell's type,
+        and the encoder is pushed to make it predict only the type's mean ``s``. The domain
+        adversary sees only domain labels; a niche signal that varies within a domain can hide
+        in ``z`` from it, and the decoder then explains the niche response from ``z`` instead of
+        ``s``, so counterfactual changes come out too small. ``0`` (default) builds no regressor.
     """
 
     def __init__(
@@ -142,6 +149,7 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         classifier_lambda: float = 1.0,
         discriminator_lambda: float = 1.0,
         domain_classifier_lambda: float = 0.0,
+        niche_adversary_lambda: float = 0.0,
         classifier_kwargs: dict | None = None,
         discriminator_kwargs: dict | None = None,
         encode_batch: bool = True,
@@ -164,6 +172,7 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
             ("classifier_lambda", classifier_lambda),
             ("discriminator_lambda", discriminator_lambda),
             ("domain_classifier_lambda", domain_classifier_lambda),
+            ("niche_adversary_lambda", niche_adversary_lambda),
         ):
             if not float(value) >= 0:
                 raise ValueError(f"{name}={value} must be >= 0.")
@@ -171,6 +180,7 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         self.classifier_lambda = float(classifier_lambda)
         self.discriminator_lambda = float(discriminator_lambda)
         self.domain_classifier_lambda = float(domain_classifier_lambda)
+        self.niche_adversary_lambda = float(niche_adversary_lambda)
         self._check_heads(n_labels, n_domains, type_aware_discriminator)
         self.n_input, self.n_spatial, self.n_batch = n_input, n_spatial, n_batch
         self.n_labels, self.n_domains, self.n_latent = n_labels, n_domains, n_latent
@@ -195,6 +205,9 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
             if self.use_domain_classifier
             else None
         )
+        self.niche_regressor = (
+            niche_regressor(n_latent + n_labels, self.n_latent_spatial) if self.use_niche_adversary else None
+        )
 
     # ------------------------------------------------------------------ construction
     @property
@@ -208,6 +221,10 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
     @property
     def use_domain_classifier(self) -> bool:
         return self.domain_classifier_lambda > 0
+
+    @property
+    def use_niche_adversary(self) -> bool:
+        return self.niche_adversary_lambda > 0
 
     @property
     def domain_discriminator(self) -> Classifier | None:
@@ -248,6 +265,11 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         self.register_buffer("alphas_frozen", torch.tensor(False))
         # Only models with a domain classifier save its factor: older models still load.
         self.register_buffer("alpha_domain_classifier", torch.tensor(1.0), persistent=self.use_domain_classifier)
+        niche = self.use_niche_adversary
+        self.register_buffer("alpha_niche_adversary", torch.tensor(1.0), persistent=niche)
+        # Each type's mean niche code s: what the type alone says about the niche.
+        means = torch.zeros(max(self.n_labels, 1), self.n_latent_spatial) if niche else torch.zeros(0)
+        self.register_buffer("s_mean_by_type", means, persistent=niche)
 
     def _build_networks(self, n_hidden: int, n_layers: int, dropout_rate: float, niche_rank: int) -> None:
         n_cat = max(self.n_batch, 1)
@@ -284,13 +306,14 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
 
     # ------------------------------------------------------------------ parameters
     def vae_parameters(self) -> list[torch.nn.Parameter]:
-        """Parameters optimised by the VAE step (everything but the discriminator)."""
-        disc = set() if self.discriminator is None else {id(p) for p in self.discriminator.parameters()}
-        return [p for p in self.parameters() if id(p) not in disc]
+        """Parameters optimised by the VAE step (everything but the adversaries)."""
+        adversaries = {id(p) for p in self.discriminator_parameters()}
+        return [p for p in self.parameters() if id(p) not in adversaries]
 
     def discriminator_parameters(self) -> list[torch.nn.Parameter]:
-        """Parameters optimised by the discriminator step."""
-        return [] if self.discriminator is None else list(self.discriminator.parameters())
+        """Parameters optimised by the adversary step: the domain discriminator and the niche regressor."""
+        heads = [h for h in (self.discriminator, self.niche_regressor) if h is not None]
+        return [p for head in heads for p in head.parameters()]
 
     # ------------------------------------------------------------------ inputs
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:

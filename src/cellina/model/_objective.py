@@ -8,7 +8,14 @@ from scvi.module.base import LossOutput
 from torch.distributions import kl_divergence
 
 from ._constants import CELLINA_MODULE_KEYS as MK
-from ._constants import METRIC_CLF_LOSS, METRIC_DOMCLF_LOSS, METRIC_FOOL_LOSS, METRIC_VAE_LOSS, RAW
+from ._constants import (
+    METRIC_CLF_LOSS,
+    METRIC_DOMCLF_LOSS,
+    METRIC_FOOL_LOSS,
+    METRIC_NICHE_FOOL_LOSS,
+    METRIC_VAE_LOSS,
+    RAW,
+)
 from ._losses import nb_log_likelihood
 from ._module_evaluation import standard_normal
 
@@ -41,14 +48,16 @@ class ObjectiveMixin:
         classifier_scale: float | torch.Tensor = 1.0,
         discriminator_scale: float | torch.Tensor = 1.0,
         domain_classifier_scale: float | torch.Tensor = 1.0,
+        niche_adversary_scale: float | torch.Tensor = 1.0,
     ) -> LossOutput:
-        """``L_VAE + lambda_clf a_clf L_clf + lambda_adv a_adv L_adv + lambda_dc a_dc L_dc``.
+        """``L_VAE + lambda_clf a_clf L_clf + lambda_adv a_adv L_adv + lambda_dc a_dc L_dc + lambda_n a_n L_n``.
 
         ``L_VAE`` is the mean over cells of the negative log-likelihood plus
         ``kl_weight * (KL(z) + spatial_kl_weight * KL(s)) + KL(l)``. ``L_clf`` is the
         cross-entropy of the cell-type classifier on ``z``; ``L_adv`` the encoder's adversarial
         objective (``adversarial_loss``); ``L_dc`` the cross-entropy of the domain classifier
-        on ``s``. The ``lambda`` are the module's weights, the ``a`` (``*_scale``) the plan's
+        on ``s``; ``L_n`` the encoder's objective against the niche regressor (the distance of its
+        prediction from the type's mean ``s``). The ``lambda`` are the module's weights, the ``a`` (``*_scale``) the plan's
         loss-normalisation factors.
 
         Returns
@@ -65,10 +74,11 @@ class ObjectiveMixin:
             "classifier": classifier_scale,
             "discriminator": discriminator_scale,
             "domain_classifier": domain_classifier_scale,
+            "niche_adversary": niche_adversary_scale,
         }
         heads = self._head_terms(tensors, inference_outputs, scales)
         total = vae_loss
-        for name in (METRIC_CLF_LOSS, METRIC_FOOL_LOSS, METRIC_DOMCLF_LOSS):
+        for name in (METRIC_CLF_LOSS, METRIC_FOOL_LOSS, METRIC_DOMCLF_LOSS, METRIC_NICHE_FOOL_LOSS):
             if name in heads:
                 total = total + heads[name]
         extra = {

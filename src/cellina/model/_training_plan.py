@@ -16,12 +16,15 @@ from ._constants import (
     METRIC_ALPHA_ADV,
     METRIC_ALPHA_CLF,
     METRIC_ALPHA_DOMCLF,
+    METRIC_ALPHA_NICHE,
     METRIC_CLF_LOSS,
     METRIC_DISC_ACC,
     METRIC_DISC_LOSS,
     METRIC_DOMCLF_LOSS,
     METRIC_FOOL_LOSS,
     METRIC_KL_WEIGHT,
+    METRIC_NICHE_FOOL_LOSS,
+    METRIC_NICHE_REG_LOSS,
     METRIC_VAE_LOSS,
     RAW,
 )
@@ -34,6 +37,7 @@ _HEADS = (
     (METRIC_CLF_LOSS, "alpha_classifier"),
     (METRIC_FOOL_LOSS, "alpha_adversarial"),
     (METRIC_DOMCLF_LOSS, "alpha_domain_classifier"),
+    (METRIC_NICHE_FOOL_LOSS, "alpha_niche_adversary"),
 )
 
 
@@ -233,6 +237,7 @@ class CellinaTrainingPlan(TrainingPlan):
             "classifier_scale": m.alpha_classifier,
             "discriminator_scale": m.alpha_adversarial,
             "domain_classifier_scale": m.alpha_domain_classifier,
+            "niche_adversary_scale": m.alpha_niche_adversary,
         }
 
     @property
@@ -250,7 +255,7 @@ class CellinaTrainingPlan(TrainingPlan):
         inference_outputs, generative_outputs = self.module(batch, compute_loss=False)
         step_metrics = {}
         if opt_disc is not None:
-            step_metrics = self._discriminator_step(opt_disc, batch, inference_outputs[MK.Z_KEY].detach())
+            step_metrics = self._discriminator_step(opt_disc, batch, inference_outputs)
         self.toggle_optimizer(opt_vae)
         loss_output = self.module.loss(
             batch, inference_outputs, generative_outputs, kl_weight=self.kl_weight, **self._scales()
@@ -265,16 +270,27 @@ class CellinaTrainingPlan(TrainingPlan):
         self._accumulate("train", step_metrics, n_obs)
         return loss_output.loss.detach()
 
-    def _discriminator_step(self, opt_disc, batch: dict, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.toggle_optimizer(opt_disc)
+    def _discriminator_step(self, opt_disc, batch: dict, inference_outputs: dict) -> dict[str, torch.Tensor]:
+        """The adversaries learn from detached latents: the domain from ``z``, the niche code from ``z``."""
+        module, metrics = self.module, {}
+        z = inference_outputs[MK.Z_KEY].detach()
         labels = batch.get(REGISTRY_KEYS.LABELS_KEY)
-        self.module.count_domains(labels, batch[RK.DOMAINS_KEY])
-        disc_loss, disc_acc = self.module.discriminator_loss(z, batch[RK.DOMAINS_KEY], labels)
+        self.toggle_optimizer(opt_disc)
+        loss = torch.zeros((), device=z.device)
+        if module.discriminator is not None:
+            module.count_domains(labels, batch[RK.DOMAINS_KEY])
+            disc_loss, disc_acc = module.discriminator_loss(z, batch[RK.DOMAINS_KEY], labels)
+            loss = loss + module.discriminator_lambda * disc_loss
+            metrics.update({METRIC_DISC_LOSS: disc_loss.detach(), METRIC_DISC_ACC: disc_acc})
+        if module.niche_regressor is not None:
+            reg_loss = module.niche_regressor_loss(z, inference_outputs[MK.QSM_KEY].detach(), labels)
+            loss = loss + module.niche_adversary_lambda * reg_loss
+            metrics[METRIC_NICHE_REG_LOSS] = reg_loss.detach()
         opt_disc.zero_grad()
-        self.manual_backward(self.module.discriminator_lambda * disc_loss)
+        self.manual_backward(loss)
         opt_disc.step()
         self.untoggle_optimizer(opt_disc)
-        return {METRIC_DISC_LOSS: disc_loss.detach(), METRIC_DISC_ACC: disc_acc}
+        return metrics
 
     def _measure_only(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Epoch 0 of the published normalisation: measure the loss magnitudes, train nothing."""
@@ -378,6 +394,8 @@ class CellinaTrainingPlan(TrainingPlan):
         metrics[METRIC_ALPHA_ADV] = self.module.alpha_adversarial.detach().clone()
         if self.module.domain_classifier is not None:
             metrics[METRIC_ALPHA_DOMCLF] = self.module.alpha_domain_classifier.detach().clone()
+        if self.module.niche_regressor is not None:
+            metrics[METRIC_ALPHA_NICHE] = self.module.alpha_niche_adversary.detach().clone()
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=False)
         if self.reduce_lr_on_plateau and "validation" not in self.lr_scheduler_metric:
             self.lr_schedulers().step(self.trainer.callback_metrics[self.lr_scheduler_metric])
@@ -431,8 +449,8 @@ class CellinaTrainingPlan(TrainingPlan):
             )
             scheds.append({"scheduler": plateau, "monitor": self.lr_scheduler_metric})
         opts = [opt_vae]
-        if self.module.discriminator is not None:
-            disc_params = self.module.discriminator_parameters()
+        disc_params = self.module.discriminator_parameters()
+        if disc_params:
             opts.append(
                 torch.optim.Adam(
                     disc_params,
