@@ -1,7 +1,12 @@
 """Cellina on scvi-tools: module, model, adversarial training plan and presets."""
 
 from . import presets
+from ._attention import attention_by_group
 from ._decoders import FactorisedNicheDecoder
+from ._gcn_model import CellinaGCN
+from ._gcn_module import CellinaGCNModule
+from ._graph_data import GraphDataSplitter
+from ._graph_encoder import GraphEncoder
 from ._model import Cellina
 from ._module import CellinaModule
 from ._splits import holdout_split
@@ -18,10 +23,15 @@ __all__ = [
     "RECOMMENDED",
     "Cellina",
     "CellinaAdversarialTrainingPlan",
+    "CellinaGCN",
+    "CellinaGCNModule",
     "CellinaModule",
     "CellinaTrainingPlan",
     "FactorisedNicheDecoder",
+    "GraphDataSplitter",
+    "GraphEncoder",
     "Preset",
+    "attention_by_group",
     "auto_kl_warmup_epochs",
     "get_preset",
     "holdout_split",
