@@ -12,12 +12,14 @@ from ._module import CellinaModule
 from ._splits import holdout_split
 from ._training import train_model
 from ._training_plan import CellinaTrainingPlan, auto_kl_warmup_epochs, linear_warmup
+from ._variants import MODEL_VARIANTS, load_model, model_class, variant_name
 from .presets import PRESETS, PUBLISHED, RECOMMENDED, Preset, get_preset
 
 #: the published name of the training plan
 CellinaAdversarialTrainingPlan = CellinaTrainingPlan
 
 __all__ = [
+    "MODEL_VARIANTS",
     "PRESETS",
     "PUBLISHED",
     "RECOMMENDED",
@@ -36,6 +38,9 @@ __all__ = [
     "get_preset",
     "holdout_split",
     "linear_warmup",
+    "load_model",
+    "model_class",
     "presets",
     "train_model",
+    "variant_name",
 ]

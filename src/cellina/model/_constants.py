@@ -76,6 +76,8 @@ class _GraphBatchKeys(NamedTuple):
     DEGREE: str = "graph_degree"
     #: domain code of each node the last block updates (contrastive negatives)
     DOMAINS: str = "graph_domains"
+    #: position of each node in the AnnData
+    NODES: str = "graph_nodes"
 
 
 GRAPH_KEYS = _GraphBatchKeys()

@@ -210,6 +210,7 @@ class SampledGraphBatches(Dataset):
         batch[GK.BATCH] = _codes(inputs.batch, nodes)
         batch[GK.DEGREE] = torch.from_numpy(inputs.degree[nodes])
         batch[GK.DOMAINS] = _codes(inputs.domains, nodes[: sizes[-1]]).reshape(-1)
+        batch[GK.NODES] = torch.from_numpy(nodes)
         return batch
 
 

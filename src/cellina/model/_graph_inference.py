@@ -155,6 +155,7 @@ class GraphPredictionBatches:
         batch[GK.X] = x
         batch[GK.BATCH] = _codes(inputs.batch, nodes)
         batch[GK.DEGREE] = torch.from_numpy(inputs.degree[nodes])
+        batch[GK.NODES] = torch.from_numpy(nodes)
         return batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
