@@ -6,7 +6,8 @@ from ._decoders import FactorisedNicheDecoder
 from ._gcn_model import CellinaGCN
 from ._gcn_module import CellinaGCNModule
 from ._graph_data import GraphDataSplitter
-from ._graph_encoder import GraphEncoder
+from ._graph_encoder import CONVOLUTION_TYPES, GraphEncoder
+from ._graph_sampler import SUBGRAPH_TYPES
 from ._model import Cellina
 from ._module import CellinaModule
 from ._splits import holdout_split
@@ -19,10 +20,12 @@ from .presets import PRESETS, PUBLISHED, RECOMMENDED, Preset, get_preset
 CellinaAdversarialTrainingPlan = CellinaTrainingPlan
 
 __all__ = [
+    "CONVOLUTION_TYPES",
     "MODEL_VARIANTS",
     "PRESETS",
     "PUBLISHED",
     "RECOMMENDED",
+    "SUBGRAPH_TYPES",
     "Cellina",
     "CellinaAdversarialTrainingPlan",
     "CellinaGCN",
