@@ -97,9 +97,27 @@ def test_blocks_are_trimmed_to_what_the_seeds_need():
     assert sizes == [9, 5, 1]
     assert edges[1].shape[1] == 4 and np.all(edges[1][1] == 0)
     assert np.all(edges[0][1] < 5) and np.all(edges[0][0] < 9)
-    # the contrastive loss needs s of the seed's neighbours too: the last layer updates them
-    sizes, edges = sub.blocks(2, extra_hops=1)
-    assert sizes == [9, 9, 5]
+    # the contrastive loss needs s of the seed's neighbours too: the last layer updates them from
+    # the cells the first layer updated anyway; the seed's own edges are unchanged
+    sizes, candidate_edges = sub.blocks(2, candidates=True)
+    assert sizes == [9, 5, 5]
+    assert np.array_equal(candidate_edges[0], edges[0])
+    last = candidate_edges[1]
+    assert np.all(last < 5) and np.array_equal(last[:, last[1] == 0], edges[1])
+    # hop 1 is [8, 9, 11, 12]: 8 reads 9 and 10 of the first hop, 9 reads 8, 10 and 11, ...
+    assert np.bincount(last[1], minlength=5).tolist() == [4, 2, 3, 3, 2]
+
+
+def test_directional_candidates_read_their_near_neighbours():
+    graph = prepare_graph(_ring(40, reach=2), 40)
+    sub = sample_subgraph(graph, np.array([10]), (2, 2), np.random.default_rng(0), "directional", candidates=True)
+    sizes, edges = sub.blocks(2, candidates=True)
+    assert sizes[-1] == 3 and sizes[1] == 3
+    hop1 = sub.nodes[1:3]
+    into = {int(sub.nodes[t]) for t in edges[1][1] if t > 0}
+    assert into == set(hop1.tolist())
+    for s_, t in edges[1].T:
+        assert graph[sub.nodes[t], sub.nodes[s_]] == 1
 
 
 def test_receptive_field_and_full_blocks():

@@ -199,8 +199,10 @@ class SampledGraphBatches(Dataset):
     def __getitem__(self, items: Any) -> dict[str, torch.Tensor]:
         inputs, options = self.inputs, self.options
         seeds = self.positions[np.atleast_1d(np.asarray(items, dtype=np.int64))]
-        sub = sample_subgraph(inputs.graph, seeds, options.fanouts, self._rng(seeds), options.subgraph_type)
-        sizes, edges = sub.blocks(options.n_layers, extra_hops=int(options.contrastive))
+        sub = sample_subgraph(
+            inputs.graph, seeds, options.fanouts, self._rng(seeds), options.subgraph_type, options.contrastive
+        )
+        sizes, edges = sub.blocks(options.n_layers, candidates=options.contrastive)
         nodes = sub.nodes[: sizes[0]]
         raw = inputs.features.raw(nodes)
         seed_counts = raw[: seeds.size] if inputs.features_are_counts else None

@@ -148,13 +148,19 @@ class Subgraph:
     hop_bounds: tuple[int, ...]
     sources: np.ndarray
     targets: np.ndarray
+    #: directional subgraphs: graph edges into the first hop's cells from cells within one hop
+    near_sources: np.ndarray | None = None
+    near_targets: np.ndarray | None = None
 
-    def blocks(self, n_layers: int, extra_hops: int = 0) -> tuple[list[int], list[np.ndarray]]:
-        """Node counts and edges of each layer, trimmed to what the final targets need.
+    def blocks(self, n_layers: int, candidates: bool = False) -> tuple[list[int], list[np.ndarray]]:
+        """Node counts and edges of each layer, trimmed to what the seeds need.
 
-        Layer ``l`` updates the nodes within ``n_layers - 1 - l + extra_hops`` hops (capped at
-        the sampled depth) from the nodes one hop further out. ``extra_hops=1`` makes the last
-        layer update the seeds' sampled neighbours too (the contrastive loss needs their ``s``).
+        Layer ``l`` updates the nodes within ``n_layers - 1 - l`` hops of the seeds (capped at the
+        sampled depth) from the nodes one hop further out. With ``candidates`` the last layer
+        also updates the seeds' sampled neighbours (the contrastive loss compares their ``s``),
+        from those of their neighbours that the layers before have updated anyway (the cells
+        within one hop of the seeds): nothing else is computed for them, and the seeds' own
+        computation is unchanged.
 
         Returns
         -------
@@ -164,13 +170,20 @@ class Subgraph:
             ``(source, target)`` pairs of layer ``l``.
         """
         depth = len(self.hop_bounds) - 1
-        reach = [min(n_layers - 1 - layer + extra_hops, depth) for layer in range(n_layers)]
+        reach = [min(n_layers - 1 - layer, depth) for layer in range(n_layers)]
         sizes = [self.hop_bounds[min(reach[0] + 1, depth)]]
         edges = []
         for layer in range(n_layers):
             n_src, n_dst = self.hop_bounds[min(reach[layer] + 1, depth)], self.hop_bounds[reach[layer]]
             keep = (self.targets < n_dst) & (self.sources < n_src)
-            edges.append(np.stack([self.sources[keep], self.targets[keep]]))
+            if candidates and layer == n_layers - 1 and depth >= 1:
+                n_near = self.hop_bounds[1]
+                keep |= (self.targets < n_near) & (self.sources < n_near)
+                n_dst = n_near
+            block = np.stack([self.sources[keep], self.targets[keep]])
+            if candidates and layer == n_layers - 1 and self.near_sources is not None:
+                block = np.concatenate([block, np.stack([self.near_sources, self.near_targets])], axis=1)
+            edges.append(block)
             sizes.append(n_dst)
         return sizes, edges
 
@@ -181,6 +194,7 @@ def sample_subgraph(
     fanouts: tuple[int | None, ...],
     rng: np.random.Generator | None,
     subgraph_type: str = "induced",
+    candidates: bool = False,
 ) -> Subgraph:
     """Seeds plus their sampled ``len(fanouts)``-hop neighbourhoods.
 
@@ -201,6 +215,9 @@ def sample_subgraph(
         Source of randomness of the fan-out draws.
     subgraph_type
         ``"induced"`` or ``"directional"``.
+    candidates
+        Also keep, in directional subgraphs, the graph edges between cells within one hop
+        that enter the first hop's cells (see :meth:`Subgraph.blocks`).
     """
     if subgraph_type not in SUBGRAPH_TYPES:
         raise ValueError(f"subgraph_type={subgraph_type!r}: use one of {SUBGRAPH_TYPES}.")
@@ -229,6 +246,12 @@ def sample_subgraph(
             return order[np.searchsorted(sorted_nodes, ids)]
 
         sources, targets = local(np.concatenate(sampled_src)), local(np.concatenate(sampled_dst))
+        if candidates and len(bounds) > 1:
+            near = graph[nodes[: bounds[1]]][:, nodes[: bounds[1]]].tocoo()
+            into_hop1 = near.row >= bounds[0]
+            return Subgraph(
+                nodes, tuple(bounds), sources, targets, near.col[into_hop1].astype(np.int64), near.row[into_hop1]
+            )
     return Subgraph(nodes, tuple(bounds), sources, targets)
 
 
