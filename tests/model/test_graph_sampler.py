@@ -92,7 +92,7 @@ def test_directional_subgraphs_keep_only_the_sampled_edges():
 
 def test_blocks_are_trimmed_to_what_the_seeds_need():
     graph = prepare_graph(_ring(40, reach=2), 40)
-    sub = sample_subgraph(graph, np.array([10]), (None, None), None, "induced")
+    sub = sample_subgraph(graph, np.array([10]), (None, None), None, "induced", positives=None)
     sizes, edges = sub.blocks(2)
     assert sizes == [9, 5, 1]
     assert edges[1].shape[1] == 4 and np.all(edges[1][1] == 0)
@@ -110,7 +110,7 @@ def test_blocks_are_trimmed_to_what_the_seeds_need():
 
 def test_directional_candidates_read_their_near_neighbours():
     graph = prepare_graph(_ring(40, reach=2), 40)
-    sub = sample_subgraph(graph, np.array([10]), (2, 2), np.random.default_rng(0), "directional", candidates=True)
+    sub = sample_subgraph(graph, np.array([10]), (2, 2), np.random.default_rng(0), "directional", positives=None)
     sizes, edges = sub.blocks(2, candidates=True)
     assert sizes[-1] == 3 and sizes[1] == 3
     hop1 = sub.nodes[1:3]
@@ -118,6 +118,19 @@ def test_directional_candidates_read_their_near_neighbours():
     assert into == set(hop1.tolist())
     for s_, t in edges[1].T:
         assert graph[sub.nodes[t], sub.nodes[s_]] == 1
+
+
+def test_the_contrastive_candidates_are_a_few_sampled_neighbours_per_seed():
+    graph = prepare_graph(_ring(60, reach=4), 60)
+    seeds = np.array([5, 30])
+    sub = sample_subgraph(graph, seeds, (None, 2), np.random.default_rng(2), "induced", positives=3)
+    assert sub.n_candidates == 6 and sub.hop_bounds[1] == 2 + 16
+    candidates = sub.nodes[2:8]
+    assert sum(abs(int(c) - 5) <= 4 for c in candidates) == 3 and sum(abs(int(c) - 30) <= 4 for c in candidates) == 3
+    sizes, edges = sub.blocks(2, candidates=True)
+    assert sizes[-1] == 8 and np.all(edges[1] < sub.hop_bounds[1])
+    none = sample_subgraph(graph, seeds, (None, 2), np.random.default_rng(2), "induced", positives=0)
+    assert none.n_candidates == 0 and none.blocks(2, candidates=True)[0][-1] == 2
 
 
 def test_receptive_field_and_full_blocks():

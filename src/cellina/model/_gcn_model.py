@@ -81,6 +81,10 @@ class CellinaGCN(GraphGettersMixin, Cellina):
     subgraph_type
         ``"induced"`` (every graph edge between sampled cells) or ``"directional"`` (only the
         sampled edges: each cell reads the neighbours drawn for it).
+    supcon_positives
+        How many of a seed's sampled neighbours the contrastive loss compares it with (``None``:
+        all). Their ``s`` is computed from their neighbours within one hop of the seeds, in the
+        last graph layer only, so the loss costs little beyond the seeds' own computation.
     **kwargs
         Further :class:`Cellina` options (``dropout_rate``, ``niche_decoder``,
         ``spatial_kl_weight``, ``preset``, ...).
@@ -115,6 +119,7 @@ class CellinaGCN(GraphGettersMixin, Cellina):
         use_observed_lib_size: bool = True,
         convolution_type: Literal["gat", "gcn", "gin", "sg", "mean"] = "gat",
         subgraph_type: Literal["induced", "directional"] = "induced",
+        supcon_positives: int | None = 2,
         **kwargs,
     ):
         if adata is None:
@@ -132,6 +137,9 @@ class CellinaGCN(GraphGettersMixin, Cellina):
         source = adata.layers[x_spatial_layer] if x_spatial_layer is not None else None
         self.node_feature_transform = "log1p" if source is None or looks_like_counts(source) else "identity"
         self.subgraph_type = subgraph_type
+        if supcon_positives is not None and (isinstance(supcon_positives, bool) or int(supcon_positives) < 1):
+            raise ValueError(f"supcon_positives={supcon_positives!r} must be a positive int or None (all).")
+        self.supcon_positives = None if supcon_positives is None else int(supcon_positives)
         super().__init__(
             adata,
             n_hidden=n_hidden,
@@ -226,6 +234,7 @@ class CellinaGCN(GraphGettersMixin, Cellina):
             x_spatial_layer=self._node_source_layer,
             feature_transform=self.node_feature_transform,
             contrastive=bool(self.module.use_contrastive),
+            positives=self.supcon_positives,
         )
 
     # ------------------------------------------------------------------ training

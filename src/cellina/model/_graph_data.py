@@ -113,6 +113,7 @@ class GraphOptions:
     x_spatial_layer: str | None = None
     feature_transform: str = "log1p"
     contrastive: bool = False
+    positives: int | None = 2
 
     @property
     def n_layers(self) -> int:
@@ -200,7 +201,12 @@ class SampledGraphBatches(Dataset):
         inputs, options = self.inputs, self.options
         seeds = self.positions[np.atleast_1d(np.asarray(items, dtype=np.int64))]
         sub = sample_subgraph(
-            inputs.graph, seeds, options.fanouts, self._rng(seeds), options.subgraph_type, options.contrastive
+            inputs.graph,
+            seeds,
+            options.fanouts,
+            self._rng(seeds),
+            options.subgraph_type,
+            options.positives if options.contrastive else 0,
         )
         sizes, edges = sub.blocks(options.n_layers, candidates=options.contrastive)
         nodes = sub.nodes[: sizes[0]]

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from cellina.spatial import distinct_draws
+
 #: how the edges of a sampled subgraph are chosen
 SUBGRAPH_TYPES = ("induced", "directional")
 
@@ -122,11 +124,12 @@ def take_rows(
         return owner, neighbour
     if rng is None:
         raise ValueError("sampling a fan-out needs a random generator")
-    # random keys, sorted within each row: the first `fanout` of a row are a uniform draw
-    order = np.lexsort((rng.random(total), owner))
-    rank = np.arange(total) - offsets[owner[order]]
-    kept = np.sort(order[rank < fanout])
-    return owner[kept], neighbour[kept]
+    # rows with more neighbours than the fan-out draw `fanout` distinct positions; others keep all
+    large = degree > fanout
+    keep = ~large[owner]
+    picked = distinct_draws(degree[large], fanout, rng) + offsets[large][:, None]
+    keep[picked.ravel()] = True
+    return owner[keep], neighbour[keep]
 
 
 @dataclass
@@ -148,7 +151,10 @@ class Subgraph:
     hop_bounds: tuple[int, ...]
     sources: np.ndarray
     targets: np.ndarray
-    #: directional subgraphs: graph edges into the first hop's cells from cells within one hop
+    #: first-hop cells listed right after the seeds whose ``s`` the contrastive loss compares
+    n_candidates: int = 0
+    #: directional subgraphs: graph edges into the candidates from cells within one hop (at most
+    #: the first hop's fan-out per candidate)
     near_sources: np.ndarray | None = None
     near_targets: np.ndarray | None = None
 
@@ -157,10 +163,10 @@ class Subgraph:
 
         Layer ``l`` updates the nodes within ``n_layers - 1 - l`` hops of the seeds (capped at the
         sampled depth) from the nodes one hop further out. With ``candidates`` the last layer
-        also updates the seeds' sampled neighbours (the contrastive loss compares their ``s``),
-        from those of their neighbours that the layers before have updated anyway (the cells
-        within one hop of the seeds): nothing else is computed for them, and the seeds' own
-        computation is unchanged.
+        also updates the candidates (some of the seeds' sampled neighbours, whose ``s`` the
+        contrastive loss compares), from those of their neighbours that the layers before have
+        updated anyway (the cells within one hop of the seeds): nothing else is computed for
+        them, and the seeds' own computation is unchanged.
 
         Returns
         -------
@@ -176,16 +182,28 @@ class Subgraph:
         for layer in range(n_layers):
             n_src, n_dst = self.hop_bounds[min(reach[layer] + 1, depth)], self.hop_bounds[reach[layer]]
             keep = (self.targets < n_dst) & (self.sources < n_src)
-            if candidates and layer == n_layers - 1 and depth >= 1:
-                n_near = self.hop_bounds[1]
-                keep |= (self.targets < n_near) & (self.sources < n_near)
-                n_dst = n_near
+            last = candidates and layer == n_layers - 1 and self.n_candidates > 0
+            if last:
+                n_dst = self.hop_bounds[0] + self.n_candidates
+                keep |= (self.targets < n_dst) & (self.sources < self.hop_bounds[1])
             block = np.stack([self.sources[keep], self.targets[keep]])
-            if candidates and layer == n_layers - 1 and self.near_sources is not None:
+            if last and self.near_sources is not None:
                 block = np.concatenate([block, np.stack([self.near_sources, self.near_targets])], axis=1)
             edges.append(block)
             sizes.append(n_dst)
         return sizes, edges
+
+
+def _positives(owner: np.ndarray, neighbour: np.ndarray, n_seeds: int, k: int | None, rng) -> np.ndarray:
+    """Up to ``k`` (``None``: all) of each seed's sampled neighbours."""
+    if k is None:
+        return np.unique(neighbour)
+    counts = np.bincount(owner, minlength=n_seeds)
+    offsets = np.cumsum(counts) - counts
+    keep = ~(counts > k)[owner]
+    large = counts > k
+    keep[(distinct_draws(counts[large], k, rng) + offsets[large][:, None]).ravel()] = True
+    return np.unique(neighbour[keep])
 
 
 def sample_subgraph(
@@ -194,7 +212,7 @@ def sample_subgraph(
     fanouts: tuple[int | None, ...],
     rng: np.random.Generator | None,
     subgraph_type: str = "induced",
-    candidates: bool = False,
+    positives: int | None = 0,
 ) -> Subgraph:
     """Seeds plus their sampled ``len(fanouts)``-hop neighbourhoods.
 
@@ -215,44 +233,44 @@ def sample_subgraph(
         Source of randomness of the fan-out draws.
     subgraph_type
         ``"induced"`` or ``"directional"``.
-    candidates
-        Also keep, in directional subgraphs, the graph edges between cells within one hop
-        that enter the first hop's cells (see :meth:`Subgraph.blocks`).
+    positives
+        Candidates of the contrastive loss: up to this many of each seed's sampled neighbours
+        (``None``: all of them; ``0``: none), listed right after the seeds (see
+        :meth:`Subgraph.blocks`).
     """
     if subgraph_type not in SUBGRAPH_TYPES:
         raise ValueError(f"subgraph_type={subgraph_type!r}: use one of {SUBGRAPH_TYPES}.")
     seeds = np.asarray(seeds, dtype=np.int64)
     parts, known = [seeds], np.sort(seeds)
-    frontier, bounds = seeds, [seeds.size]
+    frontier, bounds, n_candidates = seeds, [seeds.size], 0
     sampled_src, sampled_dst = [], []
-    for fanout in fanouts:
+    for hop, fanout in enumerate(fanouts):
         owner, neighbour = take_rows(graph, frontier, fanout, rng)
         sampled_src.append(neighbour)
         sampled_dst.append(frontier[owner])
         new = np.setdiff1d(np.unique(neighbour), known, assume_unique=True)
+        if hop == 0 and positives != 0:
+            first = np.isin(new, _positives(owner, neighbour, seeds.size, positives, rng))
+            new, n_candidates = np.concatenate([new[first], new[~first]]), int(first.sum())
         parts.append(new)
         known = np.union1d(known, new)
         frontier = new
         bounds.append(bounds[-1] + new.size)
     nodes = np.concatenate(parts)
+    out = Subgraph(nodes, tuple(bounds), np.zeros(0, np.int64), np.zeros(0, np.int64), n_candidates)
     if subgraph_type == "induced":
         sub = graph[nodes][:, nodes].tocoo()
-        sources, targets = sub.col.astype(np.int64), sub.row.astype(np.int64)
-    else:
-        order = np.argsort(nodes, kind="stable")
-        sorted_nodes = nodes[order]
-
-        def local(ids: np.ndarray) -> np.ndarray:
-            return order[np.searchsorted(sorted_nodes, ids)]
-
-        sources, targets = local(np.concatenate(sampled_src)), local(np.concatenate(sampled_dst))
-        if candidates and len(bounds) > 1:
-            near = graph[nodes[: bounds[1]]][:, nodes[: bounds[1]]].tocoo()
-            into_hop1 = near.row >= bounds[0]
-            return Subgraph(
-                nodes, tuple(bounds), sources, targets, near.col[into_hop1].astype(np.int64), near.row[into_hop1]
-            )
-    return Subgraph(nodes, tuple(bounds), sources, targets)
+        out.sources, out.targets = sub.col.astype(np.int64), sub.row.astype(np.int64)
+        return out
+    order = np.argsort(nodes, kind="stable")
+    sorted_nodes = nodes[order]
+    out.sources = order[np.searchsorted(sorted_nodes, np.concatenate(sampled_src))]
+    out.targets = order[np.searchsorted(sorted_nodes, np.concatenate(sampled_dst))]
+    if n_candidates:
+        near = graph[nodes[bounds[0] : bounds[0] + n_candidates]][:, nodes[: bounds[1]]].tocsr()
+        owner, source = take_rows(near, np.arange(n_candidates), fanouts[0], rng)
+        out.near_sources, out.near_targets = source, owner + bounds[0]
+    return out
 
 
 def receptive_field(graph: sp.csr_matrix, targets: np.ndarray, n_hops: int) -> list[np.ndarray]:
