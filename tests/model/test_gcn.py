@@ -275,3 +275,26 @@ def test_other_graph_layers_train_and_predict(two_slide_tissue, kind):
     assert s.shape == (50, 4) and np.all(np.isfinite(s))
     with pytest.raises(ValueError, match="convolution_type='gat' only"):
         model.get_attention_weights(indices=[0])
+
+
+def test_attention_by_group_finds_the_sender_the_attention_favours(two_slide_tissue):
+    """A GATv2 layer whose scores grow with a CAF marker: CAF neighbours get more than uniform attention."""
+    adata = two_slide_tissue.copy()
+    CellinaGCN.setup_anndata(adata, **SETUP)
+    model = CellinaGCN(adata, n_hidden=16, n_latent=4, n_layers=1)
+    conv = model.module.s_encoder.layers[0].conv
+    marker = list(adata.var_names).index("FIBC1")  # the CAF subtype's marker gene
+    with torch.no_grad():
+        for lin in (conv.lin_l, conv.lin_r):
+            lin.weight.zero_()
+            lin.bias.zero_()
+        conv.lin_l.weight[0, marker] = 1.0
+        conv.att.zero_()
+        conv.att[0, 0, 0] = 4.0  # score of j -> i: 4 * log1p(FIBC1 counts of j)
+    model.is_trained_ = True
+    table = model.attention_by_group("coarse_type", layer=0)
+    receivers = table["CAF"].dropna()
+    assert receivers.size >= 5 and (receivers > 1.5).all()
+    assert (table["Malignant"].dropna() < 1).all()
+    raw = model.attention_by_group("coarse_type", normalize=False)
+    assert (raw["CAF"].dropna() > raw["Malignant"].dropna().reindex(raw["CAF"].dropna().index)).all()
