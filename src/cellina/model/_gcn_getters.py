@@ -152,9 +152,9 @@ class GraphGettersMixin:
         if rows.shape != (focal.size, n):
             raise ValueError(f"neighbourhoods must have shape ({focal.size}, {n}), got {rows.shape}.")
         base = prepare_graph(adata.obsp[self.graph_key], n, focal, f"adata.obsp[{self.graph_key!r}]")
-        is_focal = np.zeros(n, dtype=bool)
-        is_focal[focal] = True
-        base = base.multiply(~is_focal[:, None]).tocsr()
+        # the focal cells' own rows are replaced: drop them from the base graph
+        base.data[np.repeat(np.isin(np.arange(n), focal), np.diff(base.indptr))] = 0
+        base.eliminate_zeros()
         rows = rows.tocoo()
         donors = sp.csr_matrix((np.ones(rows.nnz, dtype=np.float32), (focal[rows.row], rows.col)), shape=(n, n))
         return (base + donors).tocsr()

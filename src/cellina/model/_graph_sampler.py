@@ -153,8 +153,7 @@ class Subgraph:
     targets: np.ndarray
     #: first-hop cells listed right after the seeds whose ``s`` the contrastive loss compares
     n_candidates: int = 0
-    #: directional subgraphs: graph edges into the candidates from cells within one hop (at most
-    #: the first hop's fan-out per candidate)
+    #: edges into the candidates from cells within one hop (at most the first hop's fan-out each)
     near_sources: np.ndarray | None = None
     near_targets: np.ndarray | None = None
 
@@ -182,12 +181,9 @@ class Subgraph:
         for layer in range(n_layers):
             n_src, n_dst = self.hop_bounds[min(reach[layer] + 1, depth)], self.hop_bounds[reach[layer]]
             keep = (self.targets < n_dst) & (self.sources < n_src)
-            last = candidates and layer == n_layers - 1 and self.n_candidates > 0
-            if last:
-                n_dst = self.hop_bounds[0] + self.n_candidates
-                keep |= (self.targets < n_dst) & (self.sources < self.hop_bounds[1])
             block = np.stack([self.sources[keep], self.targets[keep]])
-            if last and self.near_sources is not None:
+            if candidates and layer == n_layers - 1 and self.n_candidates > 0:
+                n_dst = self.hop_bounds[0] + self.n_candidates
                 block = np.concatenate([block, np.stack([self.near_sources, self.near_targets])], axis=1)
             edges.append(block)
             sizes.append(n_dst)
@@ -261,12 +257,14 @@ def sample_subgraph(
     if subgraph_type == "induced":
         sub = graph[nodes][:, nodes].tocoo()
         out.sources, out.targets = sub.col.astype(np.int64), sub.row.astype(np.int64)
-        return out
-    order = np.argsort(nodes, kind="stable")
-    sorted_nodes = nodes[order]
-    out.sources = order[np.searchsorted(sorted_nodes, np.concatenate(sampled_src))]
-    out.targets = order[np.searchsorted(sorted_nodes, np.concatenate(sampled_dst))]
+    else:
+        order = np.argsort(nodes, kind="stable")
+        sorted_nodes = nodes[order]
+        out.sources = order[np.searchsorted(sorted_nodes, np.concatenate(sampled_src))]
+        out.targets = order[np.searchsorted(sorted_nodes, np.concatenate(sampled_dst))]
     if n_candidates:
+        # what a candidate reads in the last layer: at most the first hop's fan-out of its
+        # neighbours within one hop of the seeds (the cells whose previous layer is computed)
         near = graph[nodes[bounds[0] : bounds[0] + n_candidates]][:, nodes[: bounds[1]]].tocsr()
         owner, source = take_rows(near, np.arange(n_candidates), fanouts[0], rng)
         out.near_sources, out.near_targets = source, owner + bounds[0]
