@@ -5,13 +5,13 @@ subtype and endothelial cells, and Myeloid cells respond most to the ligand (and
 composition of their niche, Malignant cells and CAFs). The expectation (issue 15) is that Myeloid
 cells attend to their CAF neighbours more than uniform attention would
 (``attention_by_group(...).loc["Myeloid", "CAF"] > 1``). This script trains the graph variant with
-several seeds, with and without its contrastive loss, and reports that value for every GATv2
-layer, the mean over all receivers of the attention to CAFs, and the sender each model favours
-most; the plot shows the receiver x sender table of the first seed.
+several seeds, with one and two GATv2 layers, with and without its contrastive loss, and reports
+that value for every layer and the sender each model favours most; the plot shows the receiver x
+sender table of the first one-layer model with the contrastive loss.
 
 Usage::
 
-    python benchmarks/gcn_attention.py                # 4,000 cells, 3 seeds, 40 epochs
+    python benchmarks/gcn_attention.py                # 3,000 cells, 5 seeds, 30 epochs, 1 and 2 layers
     python benchmarks/gcn_attention.py --quick        # 1,500 cells, 2 seeds, 5 epochs
 
 Figures go into the ``gcn_attention`` section of ``docs/benchmarks.md`` and the plot into
@@ -35,7 +35,7 @@ from gcn_speed import build_tissue  # noqa: E402
 RECEIVER, SENDER = "Myeloid", "CAF"
 
 
-def train_one(adata, seed: int, link_prediction_weight: float, args):
+def train_one(adata, seed: int, link_prediction_weight: float, n_layers: int, args):
     """A graph-variant model trained with ``seed``; its attention table per layer."""
     import torch
 
@@ -48,12 +48,12 @@ def train_one(adata, seed: int, link_prediction_weight: float, args):
         data,
         n_hidden=64,
         n_latent=10,
-        n_layers=args.n_layers,
-        num_neighbors=[10] * args.n_layers,
+        n_layers=n_layers,
+        num_neighbors=[10] * n_layers,
         link_prediction_weight=link_prediction_weight,
     )
     model.train(max_epochs=args.epochs, batch_size=256, enable_progress_bar=False, plan_kwargs={"lr": 3e-3})
-    return [model.attention_by_group("coarse_type", layer=layer) for layer in range(args.n_layers)]
+    return [model.attention_by_group("coarse_type", layer=layer) for layer in range(n_layers)]
 
 
 def run(args) -> dict:
@@ -62,27 +62,32 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     adata = build_tissue(args.n_cells, args.n_genes, 0)
     rows, example = [], None
-    for weight in (0.0, 1.0):
-        for seed in range(args.seeds):
-            t = time.perf_counter()
-            tables = train_one(adata, seed, weight, args)
-            example = example if example is not None else tables[0]
-            for layer, table in enumerate(tables):
-                favoured = table.mean(axis=0).idxmax()
-                rows.append(
-                    {
-                        "link_prediction_weight": weight,
-                        "seed": seed,
-                        "layer": layer,
-                        "pair": float(table.loc[RECEIVER, SENDER]),
-                        "sender_mean": float(table[SENDER].mean()),
-                        "favoured": favoured,
-                        "favoured_mean": float(table[favoured].mean()),
-                    }
+    for n_layers in args.n_layers:
+        for weight in (0.0, 1.0):
+            for seed in range(args.seeds):
+                t = time.perf_counter()
+                tables = train_one(adata, seed, weight, n_layers, args)
+                if example is None and weight == 1.0:
+                    example = tables[0]
+                for layer, table in enumerate(tables):
+                    favoured = table.mean(axis=0).idxmax()
+                    rows.append(
+                        {
+                            "n_layers": n_layers,
+                            "link_prediction_weight": weight,
+                            "seed": seed,
+                            "layer": layer,
+                            "pair": float(table.loc[RECEIVER, SENDER]),
+                            "sender_mean": float(table[SENDER].mean()),
+                            "favoured": favoured,
+                            "favoured_mean": float(table[favoured].mean()),
+                        }
+                    )
+                print(
+                    f"{n_layers} layer(s), weight {weight}, seed {seed}: {rows[-n_layers:]} "
+                    f"({time.perf_counter() - t:.0f} s)",
+                    flush=True,
                 )
-            print(
-                f"weight {weight} seed {seed}: {rows[-args.n_layers :]} ({time.perf_counter() - t:.0f} s)", flush=True
-            )
     return {"rows": rows, "example": example}
 
 
@@ -101,7 +106,7 @@ def _plot(res: dict, path: Path) -> None:
     ax.set_yticks(range(table.shape[0]), table.index)
     ax.set_xlabel("sender (neighbour)")
     ax.set_ylabel("receiver")
-    ax.set_title("log2 attention relative to uniform (no contrastive loss, seed 0, layer 0)", fontsize=9)
+    ax.set_title("log2 attention relative to uniform (1 GATv2 layer, contrastive loss, seed 0)", fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,42 +114,39 @@ def _plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _summary(rows: list[dict]) -> list[str]:
+    lines = [
+        f"| GATv2 layers | contrastive weight | layer | {RECEIVER} <- {SENDER} per seed | > 1 in | "
+        "most favoured sender per seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["n_layers"], r["link_prediction_weight"], r["layer"]) for r in rows})
+    for n_layers, weight, layer in keys:
+        group = [
+            r for r in rows if (r["n_layers"], r["link_prediction_weight"], r["layer"]) == (n_layers, weight, layer)
+        ]
+        pairs = ", ".join(f"{r['pair']:.2f}" for r in group)
+        above = sum(r["pair"] > 1 for r in group)
+        favoured = ", ".join(f"{r['favoured']} ({r['favoured_mean']:.2f})" for r in group)
+        lines.append(f"| {n_layers} | {weight:g} | {layer} | {pairs} | {above}/{len(group)} | {favoured} |")
+    return lines
+
+
 def _write_docs(res: dict, args, command: str) -> None:
-    rows = res["rows"]
-    pairs = [r["pair"] for r in rows]
-    met = all(p > 1 for p in pairs)
     lines = [
         "## Whom CellinaGCN attends to (synthetic tissue)",
         "",
         f"Command: `{command}`",
         "",
         f"Synthetic tissue, {args.n_cells:,} cells on two slides, {args.n_genes} genes; graph: gaussian kernel, "
-        f"bandwidth 20 um, 30 nearest cells. CellinaGCN with {args.n_layers} GATv2 layer(s), 10 neighbours per hop, "
-        f"n_hidden 64, n_latent 10, {args.epochs} epochs, batch 256, learning rate 3e-3; one run per seed and "
-        "contrastive-loss weight. Values are mean attention per edge relative to uniform attention "
-        "(`attention_by_group`, 1 = uniform).",
+        f"bandwidth 20 um, 30 nearest cells. CellinaGCN with 1 or 2 GATv2 layers, 10 neighbours per hop, "
+        f"n_hidden 64, n_latent 10, {args.epochs} epochs, batch 256, learning rate 3e-3, with and without its "
+        f"contrastive loss; {args.seeds} training seeds each. Values: mean attention per edge relative to "
+        "uniform attention (`attention_by_group`, 1 = uniform); 'most favoured sender': the sender type with "
+        "the highest mean over receivers. Ligand senders in this tissue: CAFs (strongest), one Myeloid subtype "
+        "and endothelial cells.",
         "",
-        f"| contrastive weight | seed | layer | {RECEIVER} <- {SENDER} | mean over receivers <- {SENDER} | "
-        "most favoured sender (mean over receivers) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['link_prediction_weight']:g} | {r['seed']} | {r['layer']} | {r['pair']:.2f} | "
-            f"{r['sender_mean']:.2f} | {r['favoured']} ({r['favoured_mean']:.2f}) |"
-        )
-    lines += [
-        "",
-        f"Target (issue 15): {RECEIVER} <- {SENDER} > 1 in every run: **{'met' if met else 'missed'}** "
-        f"(range {min(pairs):.2f}-{max(pairs):.2f}).",
-        "",
-        "Reading: every niche effect of this tissue is a weighted mean over a cell's neighbours (the "
-        "fraction of tumour-associated neighbours, their mean ligand expression), which uniform attention "
-        "already computes exactly. The likelihood therefore does not pin the attention down: it becomes "
-        "sharply non-uniform, but towards a different sender type from seed to seed, and the same for "
-        "every receiver type (a property of the sender's expression, as GATv2 scores mostly by the "
-        "neighbour). Read attention maps of this model as one of many equally good solutions, not as "
-        "evidence of which neighbours drive a response; compare seeds before interpreting them.",
+        *_summary(res["rows"]),
         "",
         "![receiver x sender attention](img/gcn_attention.png)",
     ]
@@ -154,16 +156,16 @@ def _write_docs(res: dict, args, command: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--n-cells", type=int, default=4_000)
-    parser.add_argument("--n-genes", type=int, default=150)
-    parser.add_argument("--n-layers", type=int, default=1)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--n-cells", type=int, default=3_000)
+    parser.add_argument("--n-genes", type=int, default=100)
+    parser.add_argument("--n-layers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n_cells, args.seeds, args.epochs, args.n_genes = 1_500, 2, 5, 100
+        args.n_cells, args.seeds, args.epochs = 1_500, 2, 5
     res = run(args)
     if not args.no_docs:
         _plot(res, ROOT / "docs" / "img" / "gcn_attention.png")
