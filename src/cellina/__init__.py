@@ -19,7 +19,9 @@ _LAZY_ATTRIBUTES: dict[str, str] = {
     "make_perturbed_expression": "cellina.spatial",
     "make_counterfactual_adata": "cellina.counterfactual",
     "Cellina": "cellina.model",
+    "CellinaGCN": "cellina.model",
     "CellinaModule": "cellina.model",
+    "CellinaGCNModule": "cellina.model",
     "CellinaAdversarialTrainingPlan": "cellina.model",
 }
 _LAZY_SUBMODULES = ("datasets", "evaluation", "spatial", "model", "counterfactual")
@@ -29,7 +31,13 @@ __all__ = sorted([*_LAZY_ATTRIBUTES, *_LAZY_SUBMODULES, "__version__"])
 if TYPE_CHECKING:  # pragma: no cover - for static analysers only
     from cellina import counterfactual, datasets, evaluation, model, spatial
     from cellina.counterfactual import make_counterfactual_adata
-    from cellina.model import Cellina, CellinaAdversarialTrainingPlan, CellinaModule
+    from cellina.model import (
+        Cellina,
+        CellinaAdversarialTrainingPlan,
+        CellinaGCN,
+        CellinaGCNModule,
+        CellinaModule,
+    )
     from cellina.spatial import (
         compute_spatial_features,
         make_neighbor_perturbation,

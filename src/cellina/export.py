@@ -56,7 +56,7 @@ def package_versions() -> dict[str, str]:
 
 
 def model_identity(model: Any, source: str = "") -> dict[str, Any]:
-    """Class, preset (``""``: none), scalar init parameters, a SHA-256 of the weights and where the model came from."""
+    """Class, variant, preset (``""``: none), scalar init parameters, a SHA-256 of the weights and where the model came from."""
     if model is None:
         return {}
     digest = hashlib.sha256()
@@ -67,6 +67,8 @@ def model_identity(model: Any, source: str = "") -> dict[str, Any]:
     scalars = {k: v for k, v in init.get("non_kwargs", init).items() if isinstance(v, (int, float, str, bool))}
     return {
         "class": type(model).__name__,
+        # the variant name every face uses: "gcn" for models that read the spatial graph
+        "variant": "gcn" if getattr(model, "niche_input", "features") == "graph" else "cellina",
         "preset": str(getattr(model, "preset", None) or ""),
         "weights_sha256": digest.hexdigest(),
         "source": source,

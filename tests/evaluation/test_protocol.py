@@ -258,3 +258,38 @@ def test_the_ablation_of_a_type_gated_preset_trains(tissue):
     )
     model = res.models["cellina_no_aux"]
     assert model.preset == "recommended" and model.module.niche_decoder == "factorised"
+
+
+def test_the_protocol_trains_the_graph_variant(tissue):
+    from cellina.evaluation._config import MODEL_VARIANTS
+    from cellina.model import MODEL_VARIANTS as MODEL_CLASSES
+    from cellina.model import CellinaGCN
+
+    assert MODEL_VARIANTS == tuple(MODEL_CLASSES)
+    res = leave_one_out(
+        tissue,
+        "Myeloid",
+        methods=("cellina", "mean_shift"),
+        model="gcn",
+        perturbations=("edge", "node"),
+        batch_key="slide",
+        library_key="slide",
+        bandwidth=20.0,
+        max_neighbours=30,
+        n_deg=20,
+        n_neighbours=10,
+        n_pert_genes=10,
+        energy=False,
+        return_models=True,
+        model_kwargs={"n_latent": 4, "n_hidden": 16, "n_layers": 1, "num_neighbors": 8},
+        train_kwargs={"max_epochs": 1, "batch_size": 256},
+    )
+    model = res.models["cellina_gcn"]
+    assert isinstance(model, CellinaGCN) and model.fanouts_ == (8,)
+    assert np.array_equal(np.sort(model.heldout_indices_), np.sort(res.indices["test"]))
+    scores = res.scores.set_index(["perturbation", "method"])
+    assert {("edge", "cellina_gcn"), ("node", "cellina_gcn")} <= set(scores.index)
+    assert np.isfinite(scores.loc[("edge", "cellina_gcn"), ["pearson", "truth_pearson"]].to_numpy(float)).all()
+    assert set(res.disentanglement) == {"cellina_gcn"}
+    with pytest.raises(ValueError, match="model='gat' is not a variant"):
+        LeaveOneOutConfig(model="gat")

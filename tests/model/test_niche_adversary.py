@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cellina.model import Cellina, CellinaModule
+from cellina.model import Cellina, CellinaGCN, CellinaModule
 
 SMALL = {"n_hidden": 16, "n_latent": 4, "n_layers": 1}
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -56,11 +56,12 @@ def test_the_encoder_is_pushed_towards_the_types_mean_code():
     torch.testing.assert_close(module._niche_fool_loss(z, labels), F.mse_loss(pred, module.s_mean_by_type))
 
 
-def test_training_logs_both_sides_and_saves(two_slide_tissue, tmp_path):
+@pytest.mark.parametrize("model_class", [Cellina, CellinaGCN])
+def test_training_logs_both_sides_and_saves(two_slide_tissue, tmp_path, model_class):
     adata = two_slide_tissue.copy()
-    Cellina.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
+    model_class.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
     torch.manual_seed(0)
-    model = Cellina(adata, niche_adversary_lambda=1.0, **SMALL)
+    model = model_class(adata, niche_adversary_lambda=1.0, **SMALL)
     model.train(max_epochs=2, batch_size=128, plan_kwargs={"normalize_losses": True}, **QUIET)
     hist = model.history
     for key in ("niche_regressor_loss_train", "niche_fool_loss_train", "alpha_niche_adversary"):
@@ -68,5 +69,5 @@ def test_training_logs_both_sides_and_saves(two_slide_tissue, tmp_path):
     assert float(model.module.alpha_niche_adversary) != 1.0  # measured over epoch 0, then frozen
     assert model.module.s_mean_by_type.abs().sum() > 0
     model.save(tmp_path / "m", overwrite=True)
-    loaded = Cellina.load(str(tmp_path / "m"), adata=adata)
+    loaded = model_class.load(str(tmp_path / "m"), adata=adata)
     torch.testing.assert_close(loaded.module.s_mean_by_type, model.module.s_mean_by_type)

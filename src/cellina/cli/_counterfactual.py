@@ -210,7 +210,7 @@ def run_counterfactual(args: argparse.Namespace) -> int:
     """Load the model, run the edge or node counterfactual and write the perturbed AnnData."""
     from cellina._io import write_h5ad_atomic
     from cellina.export import CurrentRun, perturbed_anndata, run_record
-    from cellina.model import Cellina
+    from cellina.model import load_model, variant_name
 
     output = Path(args.output)
     check_output(output, args.overwrite)
@@ -218,7 +218,7 @@ def run_counterfactual(args: argparse.Namespace) -> int:
     data_path = Path(args.data) if args.data else model_dir / "adata.h5ad"
     adata = load_input(data_path)
     with quiet_run(args.quiet):
-        model = Cellina.load(str(model_dir), adata=adata)
+        model = load_model(str(model_dir), adata=adata)
         focal = select(adata, args.focal, "--focal")
         library_size = _library_size(args.library_size)
         factual = model.get_expression(adata=adata, indices=focal, library_size=library_size)
@@ -234,6 +234,7 @@ def run_counterfactual(args: argparse.Namespace) -> int:
         "data": str(data_path),
         "library_size": args.library_size,
         "preset": model.preset or "",
+        "model_variant": variant_name(model),
         **extra,
     }
     run_name = f"{args.mode} 1"

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from cellina.io_keys import PIXEL_SIZES_UM
-from cellina.keys import LAYERS, OBSM, UNS
+from cellina.keys import LAYERS, OBSM, OBSP, UNS
+from cellina.model import CONVOLUTION_TYPES, MODEL_VARIANTS, SUBGRAPH_TYPES
 from cellina.model.presets import OPTION_NOTES, PRESETS
 
 from ._common import (
@@ -26,6 +27,8 @@ from ._common import (
 )
 from ._keys import TrainingKeys, resolve_training_keys, with_micrometre_coordinates
 
+#: options of the graph variant only
+GRAPH_OVERRIDES = ("num_neighbors", "link_prediction_weight", "convolution_type", "subgraph_type")
 #: options that override a preset's model options (flag name -> constructor argument)
 MODEL_OVERRIDES = (
     "n_latent",
@@ -95,8 +98,35 @@ def _add_data_options(train: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_graph_options(train: argparse.ArgumentParser) -> None:
+    graph = train.add_argument_group("graph variant (--model gcn)")
+    graph.add_argument(
+        "--num-neighbors",
+        type=int,
+        nargs="+",
+        default=None,
+        help="neighbours sampled per hop in training, one value per layer or one for all (-1: all; default: all)",
+    )
+    graph.add_argument(
+        "--link-prediction-weight", type=float, default=None, help="weight of the contrastive loss on s (0: off)"
+    )
+    graph.add_argument("--convolution-type", choices=CONVOLUTION_TYPES, default=None, help="graph layer (default gat)")
+    graph.add_argument(
+        "--subgraph-type",
+        choices=SUBGRAPH_TYPES,
+        default=None,
+        help="induced: every graph edge between sampled cells (default); directional: only the sampled edges",
+    )
+
+
 def _add_model_options(train: argparse.ArgumentParser) -> None:
     model = train.add_argument_group("model (the preset's values unless given)")
+    model.add_argument(
+        "--model",
+        choices=sorted(MODEL_VARIANTS),
+        default="cellina",
+        help="variant: cellina (niche features, the default) or gcn (GATv2 graph encoder over the spatial graph)",
+    )
     model.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -140,7 +170,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         formatter_class=HelpFormatter,
         help="train a Cellina model on an .h5ad file and save it to a folder",
-        description="Train Cellina from a preset. Keys not given are guessed from common names and "
+        description="Train Cellina (or, with --model gcn, its graph variant CellinaGCN) from a preset. "
+        "Keys not given are guessed from common names and "
         "listed. If the niche features are missing (or --bandwidth is given), the counts are "
         "log-normalised and the spatial graph and niche features are built first. The model folder "
         "also receives the prepared AnnData (adata.h5ad) for later counterfactuals.",
@@ -150,6 +181,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument("output", help="model folder to write")
     _add_data_options(train)
     _add_model_options(train)
+    _add_graph_options(train)
     train.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     train.set_defaults(handler=run_train)
 
@@ -158,14 +190,21 @@ def _prepared(adata: Any, args: argparse.Namespace, keys: TrainingKeys, held_out
     """The AnnData to train on and its counts layer: prepared when asked or needed."""
     from cellina.preprocessing import prepare_tissue
 
-    if args.spatial_obsm_key in adata.obsm and args.bandwidth is None:
+    graph_variant = args.model == "gcn"
+    # the graph variant reads the spatial graph, Cellina the niche features
+    ready = OBSP.CONNECTIVITIES in adata.obsp if graph_variant else args.spatial_obsm_key in adata.obsm
+    if ready and args.bandwidth is None:
         if held_out is not None:
             raise CliError("--hold-out needs --bandwidth, so the graph is rebuilt without the held-out cells")
         return adata, keys.layer
     if args.bandwidth is None:
+        missing = (
+            f"adata.obsp[{OBSP.CONNECTIVITIES!r}] (spatial graph)"
+            if graph_variant
+            else f"adata.obsm[{args.spatial_obsm_key!r}] (niche features)"
+        )
         raise CliError(
-            f"adata.obsm[{args.spatial_obsm_key!r}] (niche features) is missing; pass --bandwidth "
-            "(in micrometres) to build the spatial graph and niche features"
+            f"{missing} is missing; pass --bandwidth (in micrometres) to build the spatial graph and niche features"
         )
     if OBSM.SPATIAL not in adata.obsm:
         raise CliError("no cell coordinates found; pass --spatial-key or --x-column and --y-column")
@@ -194,8 +233,14 @@ def _prepared(adata: Any, args: argparse.Namespace, keys: TrainingKeys, held_out
 def overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model and plan options given on the command line (on top of the preset)."""
     model = {name: getattr(args, name) for name in MODEL_OVERRIDES if getattr(args, name) is not None}
+    graph = {name: getattr(args, name) for name in GRAPH_OVERRIDES if getattr(args, name, None) is not None}
+    if graph and getattr(args, "model", "cellina") != "gcn":
+        flags = ", ".join("--" + name.replace("_", "-") for name in graph)
+        raise CliError(f"{flags} only apply to the graph variant; add --model gcn")
+    if "num_neighbors" in graph and len(graph["num_neighbors"]) == 1:
+        graph["num_neighbors"] = graph["num_neighbors"][0]
     plan = {"lr": args.lr} if args.lr is not None else {}
-    return model, plan
+    return {**model, **graph}, plan
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -226,6 +271,7 @@ def run_train(args: argparse.Namespace) -> int:
             validation_size=args.validation_size,
             seed=args.seed,
             preset=args.preset,
+            model=args.model,
             model_kwargs=model_kwargs,
             plan_kwargs=plan_kwargs,
             max_epochs=args.max_epochs,
@@ -237,6 +283,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
     model.adata.uns.setdefault(UNS.ROOT, {})[TRAINING_RECORD] = to_h5ad_value(
         {
+            "model": args.model,
             "preset": args.preset,
             "keys": {**keys.record(), "layer": layer or ""},
             "model_overrides": model_kwargs,
@@ -248,5 +295,5 @@ def run_train(args: argparse.Namespace) -> int:
         }
     )
     model.save(str(output), save_anndata=True, overwrite=args.overwrite)
-    say(args, f"saved the model ({args.preset} preset) and its prepared AnnData to {output}")
+    say(args, f"saved the model ({args.model}, {args.preset} preset) and its prepared AnnData to {output}")
     return 0

@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 
+from cellina.spatial import distinct_draws
+
 
 def _unique_pool(pool: np.ndarray, name: str = "neighbour_indices") -> np.ndarray:
     pool = np.unique(np.asarray(pool, dtype=np.int64).ravel())
@@ -70,16 +72,7 @@ def sample_donors(
             UserWarning,
             stacklevel=3,
         )
-    chosen = np.empty((n, k), dtype=np.int64)
-    rows = np.arange(n)
-    for i in range(k):
-        j = avail - k + i  # Floyd: draw from [0, j], fall back to j on a repeat
-        t = np.floor(rng.random(n) * (j + 1)).astype(np.int64)
-        t = np.minimum(t, j)
-        if i:
-            repeat = (chosen[:, :i] == t[:, None]).any(axis=1)
-            t = np.where(repeat, j, t)
-        chosen[rows, i] = t
+    chosen = distinct_draws(avail, k, rng)
     # Positions index the pool with the focal cell removed; shift past it.
     chosen += (in_pool[:, None] & (chosen >= self_pos[:, None])).astype(np.int64)
     return pool[chosen]

@@ -237,6 +237,43 @@ def default_anchor_graph(adata: Any, record: Mapping[str, Any]) -> str:
     return str(record.get("connectivity_key") or OBSP.CONNECTIVITIES)
 
 
+def draw_anchors(
+    adata: Any,
+    focal: np.ndarray,
+    pool: np.ndarray,
+    rng: np.random.Generator,
+    connectivity_key: str,
+    exclude: np.ndarray | None,
+    stacklevel: int = 5,
+) -> tuple[Any, np.ndarray]:
+    """The anchor graph ``adata.obsp[connectivity_key]`` and one anchor per focal cell.
+
+    Anchors left without a neighbour once ``exclude`` is removed are dropped from the pool
+    (with a warning) before the draw; with every anchor usable the draw is exactly as from
+    ``pool``.
+    """
+    if connectivity_key not in adata.obsp:
+        raise ValueError(
+            f"Anchor mode (precomputed=True) needs the unmasked graph in "
+            f"adata.obsp[{connectivity_key!r}], which is missing; build it with "
+            "spatial_neighbors(..., inplace=False) or pass connectivity_key=..."
+        )
+    graph = adata.obsp[connectivity_key]
+    kept = usable_anchors(graph, pool, exclude, f"adata.obsp[{connectivity_key!r}]", stacklevel=stacklevel)
+    return graph, sample_anchors(focal, pool if kept.all() else np.asarray(pool)[kept], rng)
+
+
+def draw_pooled_donors(
+    focal: np.ndarray, pool: np.ndarray, n_neighbours: int, rng: np.random.Generator, exclude: np.ndarray | None
+) -> np.ndarray:
+    """``(n_focal, k)`` donors from ``pool`` minus ``exclude``, never a focal cell itself."""
+    if exclude is not None and exclude.size:
+        pool = np.setdiff1d(np.asarray(pool, dtype=np.int64), exclude)
+        if pool.size == 0:
+            raise ValueError("Every cell of the donor pool (neighbour_indices) is excluded; no donors are left.")
+    return sample_donors(focal, pool, n_neighbours, rng)
+
+
 def _anchor_draw(
     adata: Any,
     counts: Any,
@@ -247,19 +284,54 @@ def _anchor_draw(
     connectivity_key: str,
     exclude: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    if connectivity_key not in adata.obsp:
-        raise ValueError(
-            f"Anchor mode (precomputed=True) needs the unmasked graph in "
-            f"adata.obsp[{connectivity_key!r}], which is missing; build it with "
-            "spatial_neighbors(..., inplace=False) or pass connectivity_key=..."
-        )
-    graph = adata.obsp[connectivity_key]
-    kept = usable_anchors(graph, pool, exclude, f"adata.obsp[{connectivity_key!r}]", stacklevel=4)
-    # Homotypic anchors leave the pool before the draw, so no focal cell draws an empty
-    # niche; with every anchor usable the pool (and so the draw) is exactly as given.
-    anchors = sample_anchors(focal, pool if kept.all() else np.asarray(pool)[kept], rng)
+    graph, anchors = draw_anchors(adata, focal, pool, rng, connectivity_key, exclude)
     phi = anchor_niche_features(counts, graph, anchors, focal, record, exclude)
     return phi, anchors
+
+
+def rewired_neighbourhoods(
+    adata: Any,
+    focal: np.ndarray,
+    pool: np.ndarray,
+    rng: np.random.Generator,
+    precomputed: bool,
+    n_neighbours: int,
+    connectivity_key: str,
+    exclude: np.ndarray | None = None,
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """One draw of new neighbourhoods for ``focal`` cells, for models that read the graph.
+
+    The same draws as :func:`rewired_niche_features` for the same ``rng``: pooled donors, or
+    the neighbours of an anchor in ``adata.obsp[connectivity_key]`` minus ``exclude`` and the
+    focal cell itself.
+
+    Returns
+    -------
+    tuple
+        ``(n_focal, n_obs)`` CSR whose row ``i`` marks focal cell ``i``'s new neighbours, and
+        the draw: donors ``(n_focal, k)`` or anchors ``(n_focal,)``.
+    """
+    if exclude is not None:
+        exclude = check_positions(exclude, adata.n_obs, "exclude")
+    n = adata.n_obs
+    if precomputed:
+        graph, anchors = draw_anchors(adata, focal, pool, rng, connectivity_key, exclude)
+        rows = masked_rows(graph, anchors, exclude, drop=focal)
+        empty = int((np.diff(rows.indptr) == 0).sum())
+        if empty:
+            warnings.warn(
+                f"{empty} focal cell(s) got an empty neighbourhood: their anchor's only neighbours left "
+                "were the focal cell itself or excluded cells.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return rows, anchors
+    donors = draw_pooled_donors(focal, pool, n_neighbours, rng, exclude)
+    n_focal, k = donors.shape
+    rows = sp.csr_matrix(
+        (np.ones(n_focal * k, dtype=np.float32), donors.ravel(), np.arange(0, n_focal * k + 1, k)), shape=(n_focal, n)
+    )
+    return rows, donors
 
 
 def rewired_niche_features(
@@ -329,9 +401,5 @@ def rewired_niche_features(
         exclude = check_positions(exclude, adata.n_obs, "exclude")
     if precomputed:
         return _anchor_draw(adata, counts, focal, pool, record, rng, connectivity_key, exclude)
-    if exclude is not None and exclude.size:
-        pool = np.setdiff1d(np.asarray(pool, dtype=np.int64), exclude)
-        if pool.size == 0:
-            raise ValueError("Every cell of the donor pool (neighbour_indices) is excluded; no donors are left.")
-    donors = sample_donors(focal, pool, n_neighbours, rng)
+    donors = draw_pooled_donors(focal, pool, n_neighbours, rng, exclude)
     return pooled_niche_features(counts, donors, record), donors

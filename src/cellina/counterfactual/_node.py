@@ -9,8 +9,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from cellina.keys import OBSM, OBSP, UNS
-from cellina.spatial import expression_representation, make_neighbor_perturbation
+from cellina.keys import LAYERS, OBSM, OBSP, UNS
+from cellina.spatial import expression_representation, make_neighbor_perturbation, make_perturbed_expression
 
 from ._edge import spatial_features_record
 from ._pools import select_cells
@@ -60,6 +60,45 @@ def _sender_source(model: Any, adata: Any, record: dict, layer: str | None, add_
     return expression_representation(counts, every_gene)
 
 
+def _graph_node_counterfactual(
+    model: Any, adata: Any, focal: np.ndarray, groups: Any, perturbations: dict, layer: str | None, options: tuple
+) -> NodeCounterfactual:
+    """Node counterfactual of a model that reads the graph: perturb the senders' node features
+    (:func:`cellina.make_perturbed_expression`, the published recipe) and predict on them."""
+    renormalize, perturb_fraction, random_state, library_size, batch_size = options
+    if layer is not None:
+        if layer not in adata.layers:
+            raise ValueError(f"layer={layer!r} is not in adata.layers (have {list(adata.layers.keys())}).")
+        source = adata.layers[layer]
+    else:
+        source = model.node_feature_source(adata)
+    # counts are multiplied by e**value, i.e. value is added to their log1p (the node features);
+    # log-scale node features get the value added
+    add_shift = model.node_feature_transform == "identity"
+    work = ad.AnnData(
+        X=source,
+        obs=pd.DataFrame({_GROUP_COLUMN: groups}, index=adata.obs_names),
+        var=pd.DataFrame(index=adata.var_names),
+    )
+    make_perturbed_expression(
+        work,
+        perturbations,
+        groupby=_GROUP_COLUMN,
+        layer_key=LAYERS.PERTURBED_COUNTS,
+        base=np.e,
+        renormalize=renormalize,
+        add_shift=add_shift,
+        perturb_fraction=perturb_fraction,
+        random_state=random_state,
+    )
+    perturbed = work.layers[LAYERS.PERTURBED_COUNTS]
+    expression = model.predict_from_graph(
+        adata, focal, node_features=perturbed, library_size=library_size, batch_size=batch_size
+    )
+    provenance = dict(work.uns[UNS.ROOT][UNS.PERTURBED_EXPRESSION][LAYERS.PERTURBED_COUNTS])
+    return NodeCounterfactual(expression, perturbed, groups, perturbations, provenance)
+
+
 def node_counterfactual(
     model: Any,
     adata: Any,
@@ -83,6 +122,13 @@ def node_counterfactual(
     ``sender_key`` groups and ``region`` where rows say so), the niche features are rebuilt on
     the graph the model's features were computed on, and the model decodes the focal cells
     with their own ``z`` and library. ``adata`` is never modified.
+
+    For a model that reads the graph (:class:`~cellina.model.CellinaGCN`) the senders' node
+    features are shifted instead, the published way (:func:`cellina.make_perturbed_expression`):
+    counts are multiplied by ``e**value`` (``value`` is added to their ``log1p``, the node
+    features; ``add_shift`` is then not used), log-scale node features get ``value`` added; the
+    graph aggregates them on the fly. ``spatial_x`` of the result then holds the perturbed node
+    feature source (cells x genes, sparse).
 
     Parameters
     ----------
@@ -118,17 +164,20 @@ def node_counterfactual(
     focal = select_cells(adata, focal, "focal")
     if focal.size == 0:
         raise ValueError("focal selects no cells.")
-    features_key = model.spatial_obsm_key
-    record = dict(spatial_features_record(adata, features_key))
-    graph_key = connectivity_key or str(record.get("connectivity_key") or OBSP.CONNECTIVITIES)
-    if graph_key not in adata.obsp:
-        raise ValueError(f"adata.obsp[{graph_key!r}] (the niche graph) is missing.")
     if sender_key is not None and sender_key not in adata.obs:
         raise ValueError(f"sender_key={sender_key!r} is not a column of adata.obs.")
     types = adata.obs[sender_key] if sender_key is not None else None
     groups, perturbations = shifts.sender_groups(adata.n_obs, types, region)
     if not perturbations:
         raise ValueError("no cell matches the shift table's sender restrictions.")
+    if getattr(model, "niche_input", "features") == "graph":
+        options = (renormalize, perturb_fraction, random_state, library_size, batch_size)
+        return _graph_node_counterfactual(model, adata, focal, groups, perturbations, layer, options)
+    features_key = model.spatial_obsm_key
+    record = dict(spatial_features_record(adata, features_key))
+    graph_key = connectivity_key or str(record.get("connectivity_key") or OBSP.CONNECTIVITIES)
+    if graph_key not in adata.obsp:
+        raise ValueError(f"adata.obsp[{graph_key!r}] (the niche graph) is missing.")
     # A light AnnData shares the matrices and carries the sender groups: nothing is written
     # to the caller's AnnData.
     work = ad.AnnData(

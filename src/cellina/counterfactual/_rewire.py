@@ -6,7 +6,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._edge import rewired_niche_features, spatial_features_record
+from cellina.keys import OBSP
+from cellina.spatial import check_positions
+
+from ._edge import rewired_neighbourhoods, rewired_niche_features, spatial_features_record
 
 Output = Literal["expression", "z", "s", "shifted"]
 
@@ -43,6 +46,43 @@ class _Welford:
         return np.sqrt(self.m2 / self.n)
 
 
+def _feature_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rng, layer, options: dict):
+    """Draws for models that read niche features: rebuild them, then ``predict_from_niche``."""
+    obsm_key = model.spatial_obsm_key
+    source, record = _representation_source(adata, model, dict(spatial_features_record(adata, obsm_key)), layer)
+
+    def draw(output, library_size, batch_size, give_mean):
+        spatial_x, drawn = rewired_niche_features(
+            adata, source, focal, pool, obsm_key=obsm_key, rng=rng, record=record, **options
+        )
+        return model.predict_from_niche(adata, focal, spatial_x, output, library_size, batch_size, give_mean), drawn
+
+    return draw
+
+
+def _graph_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rng, layer, options: dict):
+    """Draws for models that read the graph: rewire the focal cells' neighbourhoods, then predict."""
+    options = dict(options)
+    if options["connectivity_key"] is None:
+        options["connectivity_key"] = OBSP.UNMASKED if OBSP.UNMASKED in adata.obsp else model.graph_key
+    if options["exclude"] is not None:
+        options["exclude"] = check_positions(options["exclude"], adata.n_obs, "exclude")
+    features = None
+    if layer is not None:
+        if layer not in adata.layers:
+            raise ValueError(f"layer={layer!r} is not in adata.layers (have {list(adata.layers.keys())}).")
+        features = adata.layers[layer]
+
+    def draw(output, library_size, batch_size, give_mean):
+        rows, drawn = rewired_neighbourhoods(adata, focal, pool, rng, **options)
+        values = model.predict_with_neighbourhoods(
+            adata, focal, rows, output, library_size, batch_size, give_mean, options["exclude"], features
+        )
+        return values, drawn
+
+    return draw
+
+
 def edge_counterfactual(
     model: Any,
     adata: Any,
@@ -67,12 +107,16 @@ def edge_counterfactual(
 
     Each draw rebuilds the focal cells' niche features (:func:`rewired_niche_features`:
     pooled donors, or the neighbourhood of an anchor in anchor mode), and the model decodes
-    them with each cell's own ``z`` and library (``model.predict_from_niche``).
+    them with each cell's own ``z`` and library (``model.predict_from_niche``). For a model that
+    reads the graph (:class:`~cellina.model.CellinaGCN`), the same draws become the focal cells'
+    only neighbours in the graph (:func:`rewired_neighbourhoods`; donor -> focal edges only, the
+    focal cells nobody else's neighbour) and the model predicts on that graph
+    (``model.predict_with_neighbourhoods``).
 
     Parameters
     ----------
     model
-        A trained :class:`~cellina.model.Cellina`.
+        A trained :class:`~cellina.model.Cellina` or :class:`~cellina.model.CellinaGCN`.
     adata
         The model's registered AnnData (never modified).
     focal, pool
@@ -94,7 +138,8 @@ def edge_counterfactual(
         ``obsp`` key of the graph anchors' neighbourhoods come from.
     layer
         Aggregate ``adata.layers[layer]`` as it is (the published ``layer``), instead of the
-        model's counts through the representation recorded with the niche features.
+        model's counts through the representation recorded with the niche features (graph
+        models: every cell's node features come from this layer).
     library_size, batch_size
         As in ``model.predict_from_niche``.
     return_std, return_donors
@@ -109,26 +154,22 @@ def edge_counterfactual(
     """
     if int(n_draws) < 1:
         raise ValueError(f"n_draws={n_draws} must be >= 1.")
-    obsm_key = model.spatial_obsm_key
-    record = spatial_features_record(adata, obsm_key)
-    source, record = _representation_source(adata, model, dict(record), layer)
     rng = np.random.default_rng(seed)
+    draw_kwargs = {
+        "precomputed": anchor,
+        "n_neighbours": n_neighbours,
+        "connectivity_key": connectivity_key,
+        "exclude": exclude,
+    }
+    if getattr(model, "niche_input", "features") == "graph":
+        draw = _graph_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
+    else:
+        draw = _feature_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
+    decode = (output, library_size, batch_size, give_mean)
     stats, draws = _Welford(), []
     for _ in range(int(n_draws)):
-        spatial_x, drawn = rewired_niche_features(
-            adata,
-            source,
-            focal,
-            pool,
-            obsm_key=obsm_key,
-            rng=rng,
-            precomputed=anchor,
-            n_neighbours=n_neighbours,
-            connectivity_key=connectivity_key,
-            exclude=exclude,
-            record=record,
-        )
-        stats.add(model.predict_from_niche(adata, focal, spatial_x, output, library_size, batch_size, give_mean))
+        values, drawn = draw(*decode)
+        stats.add(values)
         draws.append(drawn)
     out: list[Any] = [stats.mean.astype(np.float32)]
     if return_std:

@@ -10,6 +10,8 @@ from cellina.keys import LAYERS
 
 METHODS = ("cellina", "cellina_no_aux", "scvi", "mean_shift", "oracle")
 PERTURBATIONS = ("edge", "node")
+#: the variants of cellina.model.MODEL_VARIANTS (named here: this module must not import torch)
+MODEL_VARIANTS = ("cellina", "gcn")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class LeaveOneOutConfig:
     preset
         Model preset (:mod:`cellina.model.presets`); ``None`` (default): the constructor's
         defaults, on which the documented benchmark figures were measured.
+    model
+        Variant the Cellina methods train: ``"cellina"`` (default, niche features) or ``"gcn"``
+        (:class:`~cellina.model.CellinaGCN`; ``model_kwargs`` may then hold its options, e.g.
+        ``num_neighbors``). Its scores are named ``cellina_gcn`` / ``cellina_gcn_no_aux``.
     model_kwargs, train_kwargs, plan_kwargs
         Constructor options on top of the preset, :func:`cellina.model.train_model` options
         (``max_epochs``, default 50; ``batch_size``, default 256) and training-plan options
@@ -94,6 +100,7 @@ class LeaveOneOutConfig:
     cutoff: float = 0.1
     library_key: str | None = None
     preset: str | None = None
+    model: str = "cellina"
     model_kwargs: Mapping[str, Any] | None = None
     train_kwargs: Mapping[str, Any] | None = None
     plan_kwargs: Mapping[str, Any] | None = None
@@ -120,8 +127,16 @@ class LeaveOneOutConfig:
         bad = [p for p in self.perturbations if p not in PERTURBATIONS]
         if bad or not self.perturbations:
             raise ValueError(f"unknown perturbation(s) {bad}; choose from {list(PERTURBATIONS)}.")
+        if self.model not in MODEL_VARIANTS:
+            raise ValueError(f"model={self.model!r} is not a variant; use one of {list(MODEL_VARIANTS)}.")
         if not 0.0 < self.validation_size < 1.0:
             raise ValueError(f"`validation_size` must lie in (0, 1), got {self.validation_size!r}.")
+
+    def method_label(self, method: str) -> str:
+        """The name a method's scores get: the Cellina methods name the graph variant when it is trained."""
+        if self.model == "gcn" and method.startswith("cellina"):
+            return method.replace("cellina", "cellina_gcn", 1)
+        return method
 
     @property
     def counts_layer(self) -> str:

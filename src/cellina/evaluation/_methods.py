@@ -62,7 +62,8 @@ def cellina_model_kwargs(method: str, model_kwargs: Any, preset: str | None = No
 
 
 def train_cellina(run: MethodRun, method: str) -> Any:
-    """A Cellina model trained through :func:`cellina.model.train_model` with the target cells held out."""
+    """A Cellina model (the variant ``config.model``) trained through :func:`cellina.model.train_model` with
+    the target cells held out."""
     from cellina.model import train_model
 
     cfg, tissue = run.config, run.tissue
@@ -77,6 +78,7 @@ def train_cellina(run: MethodRun, method: str) -> Any:
         validation_size=cfg.validation_size,
         seed=cfg.seed,
         preset=cfg.preset,
+        model=cfg.model,
         model_kwargs=cellina_model_kwargs(method, cfg.model_kwargs, cfg.preset),
         plan_kwargs={"normalize_losses": True, **dict(cfg.plan_kwargs or {})},
         **cfg.train_options(),
@@ -119,6 +121,7 @@ def node_prediction(model: Any, tissue: HoldoutTissue, config: LeaveOneOutConfig
 def _run_cellina(run: MethodRun, method: str) -> Any:
     cfg, tissue = run.config, run.tissue
     model = train_cellina(run, method)
+    method = cfg.method_label(method)
     factual = np.asarray(
         model.get_expression(adata=tissue.work, indices=tissue.control, batch_size=cfg.batch_size, library_size=1e4)
     )
@@ -204,4 +207,4 @@ def run_method(method: str, run: MethodRun) -> None:
     """Predict and score ``method``; trained models are kept in ``run.models``."""
     model = _RUNNERS[method](run, method)
     if model is not None and run.config.return_models:
-        run.models[method] = model
+        run.models[run.config.method_label(method)] = model

@@ -56,3 +56,31 @@ METRIC_ALPHA_NICHE = "alpha_niche_adversary"
 METRIC_KL_WEIGHT = "kl_weight"
 #: suffix of a head's unweighted loss (the weighted one has no suffix)
 RAW = "_raw"
+#: the graph variant's contrastive loss on s (weighted; ``_raw`` unweighted)
+METRIC_SPATIAL_LOSS = "spatial_loss"
+
+
+class _GraphBatchKeys(NamedTuple):
+    """Minibatch entries of the graph variant beside the registry keys (which hold the seeds)."""
+
+    #: input of the first graph layer in the batch, one row per node (seeds first)
+    X: str = "graph_x"
+    #: (2, E) local (source, target) edges of every block, block after block
+    EDGES: str = "graph_edges"
+    #: number of edges of each block
+    EDGE_COUNTS: str = "graph_edge_counts"
+    #: node counts: nodes read by the first block, then nodes updated by each block
+    SIZES: str = "graph_sizes"
+    #: index of the graph layer the first block applies
+    START: str = "graph_start"
+    #: batch code of each node
+    BATCH: str = "graph_batch"
+    #: full-graph in-degree of each node (GCN normalisation)
+    DEGREE: str = "graph_degree"
+    #: domain code of each node the last block updates (contrastive negatives)
+    DOMAINS: str = "graph_domains"
+    #: position of each node in the AnnData
+    NODES: str = "graph_nodes"
+
+
+GRAPH_KEYS = _GraphBatchKeys()

@@ -40,6 +40,27 @@ def niche_regressor(n_input: int, n_output: int, n_hidden: int = 64) -> torch.nn
 class AuxiliaryHeadsMixin:
     """Losses of the heads on ``z`` and ``s`` and the type-aware discriminator's bookkeeping."""
 
+    @property
+    def use_classifier(self) -> bool:
+        return self.classifier_lambda > 0
+
+    @property
+    def use_adversary(self) -> bool:
+        return self.discriminator_lambda > 0
+
+    @property
+    def use_domain_classifier(self) -> bool:
+        return self.domain_classifier_lambda > 0
+
+    @property
+    def use_niche_adversary(self) -> bool:
+        return self.niche_adversary_lambda > 0
+
+    @property
+    def domain_discriminator(self) -> torch.nn.Module | None:
+        """The discriminator of the domain from ``z`` (the published attribute name)."""
+        return self.discriminator
+
     def _discriminator_logits(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if not self.type_aware_discriminator:
             return self.discriminator(z)

@@ -95,3 +95,59 @@ def negative_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
 def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of ``logits`` against a per-cell target distribution, averaged over cells."""
     return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def supervised_contrastive_loss(
+    s: torch.Tensor,
+    n_anchors: int,
+    positive_pairs: torch.Tensor,
+    domains: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Graph-supervised contrastive loss on ``s`` (a SupCon variant), vectorised.
+
+    The first ``n_anchors`` rows of ``s`` are the anchors (the seed cells); every row is a
+    candidate. With ``u`` the L2-normalised rows and ``S = u_a . u_c / temperature``, anchor
+    ``a``'s positives ``P(a)`` are given by ``positive_pairs`` (its sampled spatial neighbours)
+    and its negatives ``N(a)`` are the candidates of another domain that are not positives; the
+    anchor itself is neither. Its loss is
+
+    ``log sum_{c in P(a) | N(a)} exp(S_ac) - mean_{p in P(a)} S_ap``
+
+    and the loss is the mean over anchors that have at least one positive and one negative
+    (others are dropped; with none left it is 0).
+
+    Parameters
+    ----------
+    s
+        ``(n_candidates, d)`` spatial latents (posterior means), anchors first.
+    n_anchors
+        Number of anchors.
+    positive_pairs
+        ``(2, P)`` rows ``(candidate, anchor)``: candidate is a positive of anchor.
+    domains
+        ``(n_candidates,)`` domain codes.
+    temperature
+        Softmax temperature (> 0).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar.
+    """
+    u = F.normalize(s, p=2, dim=-1)
+    sim = (u[:n_anchors] @ u.T) / temperature
+    positive = torch.zeros_like(sim, dtype=torch.bool)
+    positive[positive_pairs[1], positive_pairs[0]] = True
+    anchors = torch.arange(n_anchors, device=s.device)
+    positive[anchors, anchors] = False
+    codes = domains.reshape(-1)
+    negative = (codes[None, :] != codes[:n_anchors, None]) & ~positive
+    negative[anchors, anchors] = False
+    n_pos = positive.sum(-1)
+    valid = (n_pos > 0) & (negative.sum(-1) > 0)
+    if not bool(valid.any()):
+        return s.sum() * 0.0
+    log_denominator = torch.logsumexp(sim.masked_fill(~(positive | negative), float("-inf")), dim=-1)
+    positive_mean = (sim * positive).sum(-1) / n_pos.clamp_min(1)
+    return (log_denominator - positive_mean)[valid].mean()

@@ -190,7 +190,7 @@ class Cellina(
         stats = self.summary_stats
         dims = {
             "n_input": stats.n_vars,
-            "n_spatial": stats[f"n_{RK.SPATIAL_KEY}"],
+            **self._niche_dimensions(),
             "n_batch": stats.n_batch,
             "n_labels": stats.n_labels,
             "n_domains": stats[f"n_{RK.DOMAINS_KEY}"],
@@ -205,6 +205,10 @@ class Cellina(
                 stats.n_batch,
             )
         return dims
+
+    def _niche_dimensions(self) -> dict[str, int]:
+        """The width of what ``s`` is encoded from: the niche features."""
+        return {"n_spatial": self.summary_stats[f"n_{RK.SPATIAL_KEY}"]}
 
     def _classifier_weight(self, classifier_lambda: float, niche_decoder: str) -> float:
         labels_key = self.adata_manager.registry["setup_args"].get("labels_key")
@@ -305,30 +309,11 @@ class Cellina(
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
-        if layer is not None and layer not in adata.layers:
-            raise ValueError(f"layer={layer!r} is not in adata.layers (have {list(adata.layers.keys())}).")
-        counts = adata.X if layer is None else adata.layers[layer]
-        if counts is None:
-            raise ValueError("adata.X is empty; pass the raw counts layer with layer=...")
-        check_counts(counts, f"adata.layers[{layer!r}]" if layer is not None else "adata.X")
+        check_setup(adata, batch_key, labels_key, domains_key, layer)
         check_niche_features(adata, spatial_obsm_key)
-        if batch_key is not None:
-            check_obs_column(adata, batch_key, "batch_key")
-        if labels_key is not None:
-            check_obs_column(adata, labels_key, "labels_key")
-        if domains_key is not None:
-            n_dom = check_obs_column(adata, domains_key, "domains_key").nunique()
-            if n_dom < 2:
-                raise ValueError(
-                    f"adata.obs[{domains_key!r}] (domains_key) has {n_dom} domain(s); the domain "
-                    "adversary needs at least 2."
-                )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
-            CategoricalObsField(RK.DOMAINS_KEY, domains_key),
+            *registry_fields(batch_key, labels_key, domains_key, layer),
             ObsmField(RK.SPATIAL_KEY, spatial_obsm_key),
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
@@ -459,3 +444,33 @@ def _check_saved_genes(dir_path: str, adata: AnnData, prefix: str) -> None:
         f"adata.var_names do not match the {len(saved_genes)} genes the model in {dir_path!r} was "
         f"trained on ({detail}); subset and order adata like the training data."
     )
+
+
+def check_setup(adata: AnnData, batch_key, labels_key, domains_key, layer) -> None:
+    """The checks both variants' ``setup_anndata`` make before writing anything: counts and columns."""
+    if layer is not None and layer not in adata.layers:
+        raise ValueError(f"layer={layer!r} is not in adata.layers (have {list(adata.layers.keys())}).")
+    counts = adata.X if layer is None else adata.layers[layer]
+    if counts is None:
+        raise ValueError("adata.X is empty; pass the raw counts layer with layer=...")
+    check_counts(counts, f"adata.layers[{layer!r}]" if layer is not None else "adata.X")
+    if batch_key is not None:
+        check_obs_column(adata, batch_key, "batch_key")
+    if labels_key is not None:
+        check_obs_column(adata, labels_key, "labels_key")
+    if domains_key is not None:
+        n_dom = check_obs_column(adata, domains_key, "domains_key").nunique()
+        if n_dom < 2:
+            raise ValueError(
+                f"adata.obs[{domains_key!r}] (domains_key) has {n_dom} domain(s); the domain adversary needs at least 2."
+            )
+
+
+def registry_fields(batch_key, labels_key, domains_key, layer) -> list:
+    """The scvi-tools fields both variants register: counts, batch, labels and domains."""
+    return [
+        LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+        CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+        CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+        CategoricalObsField(RK.DOMAINS_KEY, domains_key),
+    ]

@@ -16,6 +16,7 @@ from torch.distributions import Normal
 
 from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
+from ._constants import METRIC_CLF_LOSS, METRIC_DOMCLF_LOSS, METRIC_FOOL_LOSS, METRIC_NICHE_FOOL_LOSS
 from ._decoders import FactorisedNicheDecoder
 from ._heads import AuxiliaryHeadsMixin, niche_regressor
 from ._losses import (
@@ -129,6 +130,14 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         ``s``, so counterfactual changes come out too small. ``0`` (default) builds no regressor.
     """
 
+    #: auxiliary losses the training plan normalises: (metric, factor buffer, ``loss`` keyword)
+    NORMALISED_LOSSES: tuple[tuple[str, str, str], ...] = (
+        (METRIC_CLF_LOSS, "alpha_classifier", "classifier_scale"),
+        (METRIC_FOOL_LOSS, "alpha_adversarial", "discriminator_scale"),
+        (METRIC_DOMCLF_LOSS, "alpha_domain_classifier", "domain_classifier_scale"),
+        (METRIC_NICHE_FOOL_LOSS, "alpha_niche_adversary", "niche_adversary_scale"),
+    )
+
     def __init__(
         self,
         n_input: int,
@@ -210,27 +219,6 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         )
 
     # ------------------------------------------------------------------ construction
-    @property
-    def use_classifier(self) -> bool:
-        return self.classifier_lambda > 0
-
-    @property
-    def use_adversary(self) -> bool:
-        return self.discriminator_lambda > 0
-
-    @property
-    def use_domain_classifier(self) -> bool:
-        return self.domain_classifier_lambda > 0
-
-    @property
-    def use_niche_adversary(self) -> bool:
-        return self.niche_adversary_lambda > 0
-
-    @property
-    def domain_discriminator(self) -> Classifier | None:
-        """The discriminator of the domain from ``z`` (the published attribute name)."""
-        return self.discriminator
-
     def _check_heads(self, n_labels: int, n_domains: int, type_aware: bool) -> None:
         if self.niche_decoder == "type_gated" and self.classifier_lambda <= 0:
             raise ValueError(
@@ -304,6 +292,12 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
                 n_types=self.n_labels if self.niche_decoder == "type_gated" else 0,
             )
 
+    def logged_loss_factors(self) -> list[str]:
+        """The loss-normalisation factors the plan logs every epoch (buffer names)."""
+        names = ["alpha_classifier", "alpha_adversarial"]
+        names += ["alpha_domain_classifier"] if self.domain_classifier is not None else []
+        return names + (["alpha_niche_adversary"] if self.niche_regressor is not None else [])
+
     # ------------------------------------------------------------------ parameters
     def vae_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters optimised by the VAE step (everything but the adversaries)."""
@@ -376,6 +370,11 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
             # Detached so that the spatial branch cannot reshape z.
             s_input = torch.cat([spatial_x, qz.loc.detach()], dim=-1)
         qs, s = self._encode(self.s_encoder, s_input, batch_index)
+        return self._latents(x, x_log, batch_index, (qz, z), (qs, s), give_mean, n_samples)
+
+    def _latents(self, x, x_log, batch_index, intrinsic, spatial, give_mean: bool, n_samples: int) -> dict[str, Any]:
+        """The inference outputs from both posteriors: library, draws, ``[z; s]`` and the heads' logits."""
+        (qz, z), (qs, s) = intrinsic, spatial
         ql = None
         if self.use_observed_lib_size:
             # Clamp so that a cell without counts yields a finite (zero) log library.

@@ -8,14 +8,7 @@ from scvi.module.base import LossOutput
 from torch.distributions import kl_divergence
 
 from ._constants import CELLINA_MODULE_KEYS as MK
-from ._constants import (
-    METRIC_CLF_LOSS,
-    METRIC_DOMCLF_LOSS,
-    METRIC_FOOL_LOSS,
-    METRIC_NICHE_FOOL_LOSS,
-    METRIC_VAE_LOSS,
-    RAW,
-)
+from ._constants import METRIC_CLF_LOSS, METRIC_VAE_LOSS, RAW
 from ._losses import nb_log_likelihood
 from ._module_evaluation import standard_normal
 
@@ -67,18 +60,22 @@ class ObjectiveMixin:
             weighted term (``classifier_loss``, ``fool_loss``, ``domain_classifier_loss``), its
             unweighted value (``*_raw``) and accuracy, and the mean ``kl_z`` / ``kl_s``.
         """
-        rec = self._reconstruction_loss(tensors[REGISTRY_KEYS.X_KEY], generative_outputs)
-        kl = self._kl_terms(inference_outputs, generative_outputs)
-        vae_loss = torch.mean(rec + kl_weight * (kl[MK.KL_Z] + self.spatial_kl_weight * kl[MK.KL_S]) + kl[MK.KL_L])
         scales = {
             "classifier": classifier_scale,
             "discriminator": discriminator_scale,
             "domain_classifier": domain_classifier_scale,
             "niche_adversary": niche_adversary_scale,
         }
+        return self._loss_output(tensors, inference_outputs, generative_outputs, kl_weight, scales)
+
+    def _loss_output(self, tensors, inference_outputs, generative_outputs, kl_weight, scales: dict) -> LossOutput:
+        """The objective with the heads' normalisation factors ``scales`` (keyed by head)."""
+        rec = self._reconstruction_loss(tensors[REGISTRY_KEYS.X_KEY], generative_outputs)
+        kl = self._kl_terms(inference_outputs, generative_outputs)
+        vae_loss = torch.mean(rec + kl_weight * (kl[MK.KL_Z] + self.spatial_kl_weight * kl[MK.KL_S]) + kl[MK.KL_L])
         heads = self._head_terms(tensors, inference_outputs, scales)
         total = vae_loss
-        for name in (METRIC_CLF_LOSS, METRIC_FOOL_LOSS, METRIC_DOMCLF_LOSS, METRIC_NICHE_FOOL_LOSS):
+        for name, _, _ in self.NORMALISED_LOSSES:
             if name in heads:
                 total = total + heads[name]
         extra = {

@@ -8,10 +8,11 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from cellina.keys import OBSM
+from cellina.keys import OBSM, OBSP
 
 from ._model import Cellina
 from ._splits import holdout_split
+from ._variants import model_class
 from .presets import Preset
 
 
@@ -29,6 +30,8 @@ def train_model(
     preset: str | Preset | None = "recommended",
     model_kwargs: dict[str, Any] | None = None,
     plan_kwargs: dict[str, Any] | None = None,
+    model: str | type = "cellina",
+    spatial_connectivities_key: str = OBSP.CONNECTIVITIES,
     **train_kwargs: Any,
 ) -> Cellina:
     """Set up ``adata``, build a model from a preset and train it with held-out cells kept out.
@@ -40,9 +43,10 @@ def train_model(
     ----------
     adata
         AnnData with counts and niche features (:func:`cellina.preprocessing.prepare_tissue`);
-        registered in place, as :meth:`Cellina.setup_anndata` does.
+        registered in place, as :meth:`Cellina.setup_anndata` does. The graph variant reads
+        the spatial graph instead of the niche features.
     labels_key, domains_key, batch_key, layer, spatial_obsm_key
-        As in :meth:`Cellina.setup_anndata`.
+        As in :meth:`Cellina.setup_anndata` (``spatial_obsm_key``: Cellina only).
     heldout
         Cells held out of training (positions or a boolean mask): they become the test part of
         the split and are recorded with the model (``model.heldout_indices_``). Their graph
@@ -58,31 +62,34 @@ def train_model(
         Constructor options on top of the preset's.
     plan_kwargs
         Training-plan options on top of the preset's.
+    model
+        The variant: ``"cellina"`` (default, niche features) or ``"gcn"``
+        (:class:`~cellina.model.CellinaGCN`, a graph encoder over the spatial graph).
+    spatial_connectivities_key
+        ``obsp`` key of the spatial graph the graph variant reads.
     **train_kwargs
         Passed to :meth:`Cellina.train` (``max_epochs``, ``batch_size``, ``early_stopping``,
         ``callbacks``, ``accelerator``...).
 
     Returns
     -------
-    Cellina
+    Cellina or CellinaGCN
         The trained model.
     """
-    Cellina.setup_anndata(
-        adata,
-        batch_key=batch_key,
-        labels_key=labels_key,
-        domains_key=domains_key,
-        spatial_obsm_key=spatial_obsm_key,
-        layer=layer,
-    )
+    cls = model_class(model)
+    keys = {"batch_key": batch_key, "labels_key": labels_key, "domains_key": domains_key, "layer": layer}
+    if cls is Cellina:
+        cls.setup_anndata(adata, spatial_obsm_key=spatial_obsm_key, **keys)
+    else:
+        cls.setup_anndata(adata, spatial_connectivities_key=spatial_connectivities_key, **keys)
     held = None if heldout is None else np.asarray(heldout)
     if held is not None and held.dtype == bool:
         held = np.flatnonzero(held)
     split = holdout_split(adata.n_obs, held, validation_size, seed)
     torch.manual_seed(seed)
     options = dict(model_kwargs or {})
-    model = Cellina(adata, **options) if preset is None else Cellina.from_preset(adata, preset, **options)
+    trained = cls(adata, **options) if preset is None else cls.from_preset(adata, preset, **options)
     if split[1].size:
         train_kwargs.setdefault("check_val_every_n_epoch", 1)
-    model.train(datasplitter_kwargs={"external_indexing": split}, plan_kwargs=plan_kwargs, **train_kwargs)
-    return model
+    trained.train(datasplitter_kwargs={"external_indexing": split}, plan_kwargs=plan_kwargs, **train_kwargs)
+    return trained

@@ -13,17 +13,9 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._constants import (
-    METRIC_ALPHA_ADV,
-    METRIC_ALPHA_CLF,
-    METRIC_ALPHA_DOMCLF,
-    METRIC_ALPHA_NICHE,
-    METRIC_CLF_LOSS,
     METRIC_DISC_ACC,
     METRIC_DISC_LOSS,
-    METRIC_DOMCLF_LOSS,
-    METRIC_FOOL_LOSS,
     METRIC_KL_WEIGHT,
-    METRIC_NICHE_FOOL_LOSS,
     METRIC_NICHE_REG_LOSS,
     METRIC_VAE_LOSS,
     RAW,
@@ -32,13 +24,6 @@ from ._module import CellinaModule
 
 #: longest automatic KL warm-up, in epochs
 KL_WARMUP_CAP = 100
-#: the heads whose losses are normalised, with their factor buffers on the module
-_HEADS = (
-    (METRIC_CLF_LOSS, "alpha_classifier"),
-    (METRIC_FOOL_LOSS, "alpha_adversarial"),
-    (METRIC_DOMCLF_LOSS, "alpha_domain_classifier"),
-    (METRIC_NICHE_FOOL_LOSS, "alpha_niche_adversary"),
-)
 
 
 def auto_kl_warmup_epochs(max_epochs: int | None) -> int:
@@ -204,8 +189,10 @@ class CellinaTrainingPlan(TrainingPlan):
         self.normalization_eps = normalization_eps
         self.validation_kl_weight = validation_kl_weight
         self.automatic_optimization = False
+        # the auxiliary losses normalised (the module names them), with their factor buffers
+        self._heads = tuple(module.NORMALISED_LOSSES)
         # running sums of |L_VAE| and each head's |L_raw|, and the number of batches, in epoch 0
-        self._norm_sums = torch.zeros(len(_HEADS) + 2)
+        self._norm_sums = torch.zeros(len(self._heads) + 2)
         self._epoch_sums: dict[str, dict[str, list]] = {}
 
     # ------------------------------------------------------------------ schedule
@@ -232,13 +219,7 @@ class CellinaTrainingPlan(TrainingPlan):
         return torch.tensor(float(weight), device=self.device)
 
     def _scales(self) -> dict[str, torch.Tensor]:
-        m = self.module
-        return {
-            "classifier_scale": m.alpha_classifier,
-            "discriminator_scale": m.alpha_adversarial,
-            "domain_classifier_scale": m.alpha_domain_classifier,
-            "niche_adversary_scale": m.alpha_niche_adversary,
-        }
+        return {keyword: getattr(self.module, buffer) for _, buffer, keyword in self._heads}
 
     @property
     def _measuring(self) -> bool:
@@ -367,7 +348,7 @@ class CellinaTrainingPlan(TrainingPlan):
             self._norm_sums = self._norm_sums.to(self.device)
         zero = torch.zeros((), device=self.device)
         values = [extra[METRIC_VAE_LOSS].abs()]
-        values += [extra.get(name + RAW, zero).abs() for name, _ in _HEADS]
+        values += [extra.get(name + RAW, zero).abs() for name, _, _ in self._heads]
         values.append(torch.ones((), device=self.device))
         self._norm_sums += torch.stack(values)
 
@@ -378,7 +359,7 @@ class CellinaTrainingPlan(TrainingPlan):
             return
         means = (sums[:-1] / sums[-1]).tolist()
         m = self.module
-        for (_, buffer), mean in zip(_HEADS, means[1:]):
+        for (_, buffer, _), mean in zip(self._heads, means[1:]):
             if mean > 0:
                 getattr(m, buffer).fill_(means[0] / (mean + self.normalization_eps))
         m.alphas_frozen.fill_(True)
@@ -390,12 +371,8 @@ class CellinaTrainingPlan(TrainingPlan):
             self._freeze_alphas()
         metrics = self._flush("train")
         metrics[METRIC_KL_WEIGHT] = self.kl_weight
-        metrics[METRIC_ALPHA_CLF] = self.module.alpha_classifier.detach().clone()
-        metrics[METRIC_ALPHA_ADV] = self.module.alpha_adversarial.detach().clone()
-        if self.module.domain_classifier is not None:
-            metrics[METRIC_ALPHA_DOMCLF] = self.module.alpha_domain_classifier.detach().clone()
-        if self.module.niche_regressor is not None:
-            metrics[METRIC_ALPHA_NICHE] = self.module.alpha_niche_adversary.detach().clone()
+        for buffer in self.module.logged_loss_factors():
+            metrics[buffer] = getattr(self.module, buffer).detach().clone()
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=False)
         if self.reduce_lr_on_plateau and "validation" not in self.lr_scheduler_metric:
             self.lr_schedulers().step(self.trainer.callback_metrics[self.lr_scheduler_metric])
@@ -431,6 +408,11 @@ class CellinaTrainingPlan(TrainingPlan):
     @property
     def _scale_domain_classifier(self) -> float:
         return float(self.module.alpha_domain_classifier)
+
+    @property
+    def _scale_spatial(self) -> float:
+        """Factor of the graph variant's spatial (contrastive) loss; 1 for a module without one."""
+        return float(getattr(self.module, "alpha_spatial", 1.0))
 
     # ------------------------------------------------------------------ optimisers
     def configure_optimizers(self):

@@ -1,5 +1,6 @@
 """Spatial graph, niche features and neighbour perturbation (no Qt, no napari)."""
 
+from ._draws import distinct_draws
 from ._features import (
     TRANSFORMS,
     aggregate_neighbours,
@@ -22,6 +23,7 @@ __all__ = [
     "check_positions",
     "compute_spatial_features",
     "detect_representation",
+    "distinct_draws",
     "expression_representation",
     "make_neighbor_perturbation",
     "make_perturbed_expression",
