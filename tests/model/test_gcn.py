@@ -298,4 +298,3 @@ def test_attention_by_group_finds_the_sender_the_attention_favours(two_slide_tis
     assert (table["Malignant"].dropna() < 1).all()
     raw = model.attention_by_group("coarse_type", normalize=False)
     assert (raw["CAF"].dropna() > raw["Malignant"].dropna().reindex(raw["CAF"].dropna().index)).all()
-
