@@ -36,12 +36,22 @@ from docs_section import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["truth_pearson", "truth_skill", "truth_slope", "truth_auroc", "pearson"]
-#: method label -> (protocol method, preset)
+#: method label -> (protocol method, preset, model variant)
 RUNS = {
-    "recommended": ("cellina", "recommended"),
-    "published": ("cellina", "published"),
-    "scvi": ("scvi", None),
-    "mean_shift": ("mean_shift", None),
+    "recommended": ("cellina", "recommended", "cellina"),
+    "published": ("cellina", "published", "cellina"),
+    "gcn": ("cellina", "recommended", "gcn"),
+    "scvi": ("scvi", None, "cellina"),
+    "mean_shift": ("mean_shift", None, "cellina"),
+}
+#: the issue's targets for the recommended preset: metric -> (perturbation, lowest, highest)
+TARGETS = {
+    ("edge", "truth_pearson"): (0.9, None),
+    ("edge", "truth_skill"): (0.6, None),
+    ("edge", "truth_slope"): (0.7, 1.3),
+    ("edge", "truth_auroc"): (0.85, None),
+    ("node", "truth_pearson"): (0.8, None),
+    ("node", "truth_skill"): (0.5, None),
 }
 MIN_CELLS = 30
 
@@ -54,22 +64,23 @@ def holdout_types(adata) -> list[str]:
     return [t for t in HOLDOUT_TYPES if t in counts.index and min(counts.loc[t, ["healthy", "tumour"]]) >= MIN_CELLS]
 
 
-def run_world(name: str, types: list[str] | None, cfg: dict, labels: list[str]) -> pd.DataFrame:
-    """Every requested method on every held-out type of one world, as one long table."""
+def run_world(name: str, types: list[str] | None, cfg: dict, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every requested method on every held-out type of one world: the scores and the per-gene changes."""
     from cellina.datasets import make_world
     from cellina.evaluation import leave_one_out
 
     adata = make_world(name)
-    frames = []
+    frames, genes = [], []
     for holdout in types or holdout_types(adata):
         for label in labels:
-            method, preset = RUNS[label]
+            method, preset, variant = RUNS[label]
             t0 = time.perf_counter()
             res = leave_one_out(
                 adata,
                 holdout,
                 methods=(method,),
                 preset=preset,
+                model=variant,
                 batch_key="slide",
                 library_key="slide",
                 perturbations=("edge", "node"),
@@ -85,9 +96,11 @@ def run_world(name: str, types: list[str] | None, cfg: dict, labels: list[str]) 
                 seed=cfg["seed"],
             )
             frames.append(res.scores.assign(world=name, holdout=holdout, method=label))
+            for (pert, _), lfc in res.lfc.items():
+                genes.append(lfc.assign(world=name, holdout=holdout, method=label, perturbation=pert))
             print(f"{name} {holdout} {label}: {time.perf_counter() - t0:.0f} s", flush=True)
             print(res.scores[["perturbation", *[m for m in METRICS if m in res.scores]]].to_string(), flush=True)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), pd.concat(genes)
 
 
 def _fmt(x: float) -> str:
@@ -127,6 +140,62 @@ def tables(scores: pd.DataFrame) -> list[str]:
     return lines
 
 
+def target_lines(scores: pd.DataFrame, method: str = "recommended") -> list[str]:
+    """Which (world, held-out type) pairs meet each of the issue's targets with ``method``."""
+    lines = [
+        f"### Targets ({method})",
+        "",
+        "| perturbation | metric | target | met | missed on |",
+        "|---|---|---|---|---|",
+    ]
+    for (pert, metric), (low, high) in TARGETS.items():
+        sub = scores[(scores["method"] == method) & (scores["perturbation"] == pert)]
+        if metric not in sub or sub.empty:
+            continue
+        values = sub[metric].to_numpy(dtype=float)
+        ok = np.isfinite(values) & (values >= low) & (values <= (np.inf if high is None else high))
+        missed = [f"{w}/{h} ({v:.2f})" for w, h, v, good in zip(sub["world"], sub["holdout"], values, ok) if not good]
+        target = f">= {low:g}" if high is None else f"{low:g}-{high:g}"
+        lines.append(f"| {pert} | {metric} | {target} | {int(ok.sum())}/{ok.size} | {'; '.join(missed) or '-'} |")
+    return [*lines, ""]
+
+
+def plot_world(genes: pd.DataFrame, world: str, method: str = "recommended") -> str | None:
+    """Observed-vs-predicted and truth-vs-predicted changes of the edge perturbation; the image name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = genes[(genes["world"] == world) & (genes["method"] == method) & (genes["perturbation"] == "edge")]
+    if sub.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    panels = [
+        ("true_lfc", "pred_lfc", "observed log-fold change (top DEGs)", sub[sub["is_deg"].astype(bool)]),
+        ("true_change", "pred_change", "exact true change (log)", sub.dropna(subset=["true_change"])),
+    ]
+    for ax, (x, y, label, data) in zip(axes, panels):
+        for holdout, part in data.groupby("holdout"):
+            ax.scatter(part[x], part[y], s=8, alpha=0.6, label=holdout)
+        if not data.empty:
+            lim = float(np.nanmax(np.abs(data[[x, y]].to_numpy()))) * 1.05
+            ax.plot([-lim, lim], [-lim, lim], color="grey", lw=0.8, ls="--")
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+        ax.axhline(0, color="lightgrey", lw=0.5)
+        ax.axvline(0, color="lightgrey", lw=0.5)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"predicted ({method})")
+    axes[0].legend(fontsize=7, title="held-out type", title_fontsize=7)
+    fig.suptitle(f"{world}: edge counterfactual, one point per gene (dashed: the right size)")
+    fig.tight_layout()
+    name = f"worlds_{world}.png"
+    fig.savefig(ROOT / "docs" / "img" / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=("development", "evaluation"), default="evaluation")
@@ -135,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(RUNS), help=f"comma-separated, from {list(RUNS)}")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--csv", default=None, help="also write every score to this CSV file")
+    parser.add_argument(
+        "--csv", default=None, help="also write the scores and per-gene changes to PREFIX_{scores,genes}.csv"
+    )
+    parser.add_argument("--from-csv", default=None, help="write the docs section from PREFIX_{scores,genes}.csv")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
 
@@ -152,9 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     start = time.perf_counter()
     types = args.types.split(",") if args.types else None
-    scores = pd.concat([run_world(name, types, cfg, labels) for name in worlds], ignore_index=True)
+    if args.from_csv:
+        scores = pd.read_csv(f"{args.from_csv}_scores.csv")
+        genes = pd.read_csv(f"{args.from_csv}_genes.csv")
+        worlds = list(dict.fromkeys(scores["world"]))
+    else:
+        runs = [run_world(name, types, cfg, labels) for name in worlds]
+        scores = pd.concat([r[0] for r in runs], ignore_index=True)
+        genes = pd.concat([r[1] for r in runs])
     if args.csv:
-        scores.to_csv(args.csv, index=False)
+        scores.to_csv(f"{args.csv}_scores.csv", index=False)
+        genes.to_csv(f"{args.csv}_genes.csv")
     minutes = (time.perf_counter() - start) / 60
     body = [
         f"## Evaluation worlds ({args.split} split)",
@@ -164,10 +244,18 @@ def main(argv: list[str] | None = None) -> int:
         f"({platform.processor() or platform.machine()}, shared), {minutes:.0f} min; worlds "
         f"{', '.join(worlds)}; model {cfg['model']}, {args.epochs} epochs, batch 512, seed {args.seed}; the model's "
         f"graph: gaussian kernel, bandwidth {cfg['bandwidth']:g} um, {cfg['max_neighbours']} neighbours (the "
-        "project's default, whatever the world's true reach). The worlds are described in docs/worlds.md.",
+        "project's default, whatever the world's true reach). The worlds are described in docs/worlds.md. "
+        "Methods: `recommended` and `published` (Cellina with each preset), `gcn` (CellinaGCN, recommended "
+        "preset), `scvi` (space-blind scvi-tools SCVI, domain as batch), `mean_shift` (the type's global "
+        "mean change between domains).",
         "",
         *tables(scores),
+        *(target_lines(scores) if "recommended" in set(scores["method"]) else []),
     ]
+    for world in worlds:
+        name = None if args.no_write else plot_world(genes, world)
+        if name:
+            body += [f"![{world}: predicted against observed and exact changes](img/{name})", ""]
     text = "\n".join(body)
     if args.no_write:
         print(text)
