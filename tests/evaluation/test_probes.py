@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellina.evaluation import latent_probe_scores, within_group_probe_scores
+from cellina.evaluation import latent_probe_scores, niche_probe_score, within_group_probe_scores
 
 
 @pytest.fixture
@@ -68,3 +68,22 @@ def test_latent_probe_rejects_bad_input(three_labels):
         latent_probe_scores(latent, three_labels[:10])
     with pytest.raises(ValueError, match="two classes"):
         latent_probe_scores(latent, np.repeat("a", 300))
+
+
+def test_niche_probe_scores_what_a_latent_knows_of_the_niche_beyond_the_type():
+    rng = np.random.default_rng(0)
+    n = 900
+    types = rng.choice(["A", "B", "C"], size=n)
+    type_level = {"A": -2.0, "B": 0.0, "C": 2.0}
+    within = rng.normal(size=n)  # the niche beyond the type
+    niche = np.column_stack([np.vectorize(type_level.get)(types) + within, rng.normal(scale=0.1, size=(n, 7))])
+    niche = niche @ rng.normal(size=(8, 20))  # spread over 20 features
+    leaky = np.column_stack([within + rng.normal(scale=0.2, size=n), rng.normal(size=n)])
+    clean = rng.normal(size=(n, 2))
+    type_only = np.vectorize(type_level.get)(types)[:, None] + rng.normal(scale=0.01, size=(n, 1))
+    assert niche_probe_score(leaky, niche, types) > 0.5
+    assert abs(niche_probe_score(clean, niche, types)) < 0.05
+    # knowing the type again adds nothing
+    assert abs(niche_probe_score(type_only, niche, types)) < 0.05
+    with pytest.raises(ValueError, match="differ in cells"):
+        niche_probe_score(clean[:10], niche, types)

@@ -214,8 +214,13 @@ def test_cellina_run_scores_are_finite(cellina_run):
 
 def test_cellina_run_probes_the_latents(cellina_run):
     probes = cellina_run[1].disentanglement["cellina"]
-    assert set(probes) == {"domain_from_z", "domain_from_s", "celltype_from_z", "domain_chance", "domain_from_z_pooled"}
-    assert all(0.0 <= v <= 1.0 for v in probes.values())
+    accuracies = {"domain_from_z", "domain_from_s", "celltype_from_z", "domain_chance", "domain_from_z_pooled"}
+    assert set(probes) == accuracies | {"niche_from_z", "niche_from_s"}
+    assert all(0.0 <= probes[k] <= 1.0 for k in accuracies)
+    # partial R^2 of the niche beyond the type: at most 1, slightly negative when a latent knows nothing
+    assert all(-0.2 <= probes[k] <= 1.0 for k in ("niche_from_z", "niche_from_s"))
+    # s is built from the niche features: it must know more of the niche than z does
+    assert probes["niche_from_s"] > probes["niche_from_z"]
 
 
 def test_baselines_are_scored_against_the_donors_the_model_drew(cellina_run):

@@ -39,6 +39,7 @@ _NAMES: dict[str, str] = {
     "separation_auroc": "_metrics",
     "latent_probe_scores": "_probes",
     "within_group_probe_scores": "_probes",
+    "niche_probe_score": "_probes",
     "LeaveOneOutResult": "_protocol",
     "leave_one_out": "_protocol",
     "responsive_genes": "_truth",

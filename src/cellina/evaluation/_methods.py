@@ -138,8 +138,9 @@ def _run_cellina(run: MethodRun, method: str) -> Any:
             )
             for key in ("z", "s")
         )
+        niche = tissue.work.obsm[OBSM.NICHE_FEATURES][tissue.train] if OBSM.NICHE_FEATURES in tissue.work.obsm else None
         run.probes[method] = disentanglement_scores(
-            z, s, tissue.labels[tissue.train], tissue.domains[tissue.train], cfg.seed
+            z, s, tissue.labels[tissue.train], tissue.domains[tissue.train], cfg.seed, niche=niche
         )
     return model
 
@@ -168,8 +169,9 @@ def _run_scvi(run: MethodRun, method: str) -> Any:
         run.score(pert, method, pred, factual)
     if cfg.probes:
         z = model.get_latent_representation(indices=tissue.train, batch_size=cfg.batch_size)
+        niche = tissue.work.obsm[OBSM.NICHE_FEATURES][tissue.train] if OBSM.NICHE_FEATURES in tissue.work.obsm else None
         run.probes[method] = disentanglement_scores(
-            z, None, tissue.labels[tissue.train], tissue.domains[tissue.train], cfg.seed
+            z, None, tissue.labels[tissue.train], tissue.domains[tissue.train], cfg.seed, niche=niche
         )
     return model
 

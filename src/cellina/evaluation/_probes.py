@@ -112,13 +112,59 @@ def within_group_probe_scores(
     }
 
 
+def niche_probe_score(
+    latent: np.ndarray, niche: np.ndarray, labels: Sequence[Any], n_components: int = 5, seed: int = 0
+) -> float:
+    """How much of the niche, beyond the cell type, a latent carries: a cross-validated partial R^2.
+
+    The niche is summarised by the first ``n_components`` principal components of the niche
+    features; a ridge regression predicts them from the cell-type one-hot alone and from the
+    one-hot plus ``latent`` (standardised), each scored on held-out cells (R^2 over all
+    components, weighted by their variance). The score is the share of the variance the type
+    leaves unexplained that the latent explains: 0 means the latent says nothing about the niche
+    that the type does not, 1 that it knows the rest exactly; for ``z`` anything above 0 is niche
+    information the decoder can use instead of ``s`` (a leak), which shrinks counterfactuals.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(latent, dtype=np.float64)
+    y = np.asarray(niche, dtype=np.float64)
+    types = np.asarray(labels).astype(str)
+    if not x.shape[0] == y.shape[0] == types.shape[0]:
+        raise ValueError(f"latent ({x.shape[0]}), niche ({y.shape[0]}) and labels ({types.shape[0]}) differ in cells.")
+    onehot = (types[:, None] == np.unique(types)[None, :]).astype(np.float64)
+    parts = train_test_split(np.arange(x.shape[0]), test_size=0.3, random_state=seed, stratify=types)
+    train, test = parts
+    pca = PCA(n_components=min(n_components, y.shape[1]), random_state=seed).fit(y[train])
+    target = pca.transform(y)
+    scaled = StandardScaler().fit(x[train]).transform(x)
+
+    def r2(features: np.ndarray) -> float:
+        fit = Ridge(alpha=1.0).fit(features[train], target[train])
+        resid = ((target[test] - fit.predict(features[test])) ** 2).sum()
+        return 1.0 - resid / ((target[test] - target[train].mean(0)) ** 2).sum()
+
+    by_type = r2(onehot)
+    return float((r2(np.hstack([onehot, scaled])) - by_type) / max(1.0 - by_type, 1e-12))
+
+
 def disentanglement_scores(
-    z: np.ndarray, s: np.ndarray | None, labels: np.ndarray, domains: np.ndarray, seed: int
+    z: np.ndarray,
+    s: np.ndarray | None,
+    labels: np.ndarray,
+    domains: np.ndarray,
+    seed: int,
+    niche: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The protocol's probes of the intrinsic latent ``z`` and, when given, the niche latent ``s``.
 
     The domain is probed within each cell type (identity, e.g. malignant cells living in the
-    tumour, is not a leak) and pooled; the cell type from ``z``.
+    tumour, is not a leak) and pooled; the cell type from ``z``. With the cells' niche features
+    (``niche``), also how much of the niche beyond the type each latent carries
+    (:func:`niche_probe_score`: ``niche_from_z``, the leak, and ``niche_from_s``).
     """
     from_z = within_group_probe_scores(z, domains, labels, seed=seed)
     out = {"domain_from_z": from_z["balanced_accuracy"]}
@@ -127,4 +173,8 @@ def disentanglement_scores(
     out["celltype_from_z"] = latent_probe_scores(z, labels, seed=seed)["balanced_accuracy"]
     out["domain_chance"] = from_z["chance"]
     out["domain_from_z_pooled"] = latent_probe_scores(z, domains, seed=seed)["balanced_accuracy"]
+    if niche is not None:
+        out["niche_from_z"] = niche_probe_score(z, niche, labels, seed=seed)
+        if s is not None:
+            out["niche_from_s"] = niche_probe_score(s, niche, labels, seed=seed)
     return out

@@ -18,6 +18,7 @@ from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._constants import METRIC_CLF_LOSS, METRIC_DOMCLF_LOSS, METRIC_FOOL_LOSS, METRIC_NICHE_FOOL_LOSS
 from ._decoders import FactorisedNicheDecoder
+from ._encoders import LinearGaussianEncoder
 from ._heads import AuxiliaryHeadsMixin, niche_regressor
 from ._losses import (
     ADVERSARIAL_LOSSES,
@@ -29,9 +30,11 @@ from ._objective import ObjectiveMixin
 GeneLikelihood = Literal["nb", "zinb", "poisson"]
 NicheDecoder = Literal["concat", "factorised", "type_gated"]
 SpatialDecoding = Literal["sample", "mean"]
+SpatialEncoder = Literal["mlp", "linear"]
 _LIKELIHOODS = ("nb", "zinb", "poisson")
 _NICHE_DECODERS = ("concat", "factorised", "type_gated")
 _SPATIAL_DECODINGS = ("sample", "mean")
+_SPATIAL_ENCODERS = ("mlp", "linear")
 _DISPERSIONS = ("gene", "gene-batch", "gene-cell")
 
 #: defaults of the auxiliary heads (scvi-tools ``Classifier`` arguments)
@@ -121,6 +124,10 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         towards that type's domain mix among the training cells, so the adversary removes
         what ``z`` knows about the domain beyond the type instead of the type itself (types
         differ in where they live). Needs labels; ignored without the adversary.
+    spatial_encoder
+        ``"mlp"`` (published: scvi-tools' ``Encoder``) or ``"linear"``
+        (:class:`~cellina.model.LinearGaussianEncoder`: the posterior mean of ``s`` is linear in
+        the standardised niche features, so niches beyond the training range are not squashed).
     niche_adversary_lambda
         Weight of an adversary that keeps the niche out of ``z`` directly: a regressor learns to
         predict the niche code ``s`` (posterior mean, detached) from ``z`` and the cell's type,
@@ -169,8 +176,10 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         niche_rank: int = 8,
         spatial_decoding: SpatialDecoding = "sample",
         type_aware_discriminator: bool = False,
+        spatial_encoder: SpatialEncoder = "mlp",
     ):
         super().__init__()
+        self.spatial_encoder = _choice("spatial_encoder", spatial_encoder, _SPATIAL_ENCODERS)
         self.spatial_decoding = _choice("spatial_decoding", spatial_decoding, _SPATIAL_DECODINGS)
         self.niche_decoder = _choice("niche_decoder", niche_decoder, _NICHE_DECODERS)
         self.gene_likelihood = _choice("gene_likelihood", gene_likelihood, _LIKELIHOODS)
@@ -269,7 +278,10 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         common = {"n_layers": n_layers, "n_hidden": n_hidden, "dropout_rate": dropout_rate, "return_dist": True}
         self.z_encoder = Encoder(self.n_input, self.n_latent, n_cat_list=encoder_cats, **common)
         n_s_input = self.n_spatial + (self.n_latent if self.condition_on_intrinsic else 0)
-        self.s_encoder = Encoder(n_s_input, self.n_latent_spatial, n_cat_list=encoder_cats, **common)
+        if self.spatial_encoder == "linear":
+            self.s_encoder = LinearGaussianEncoder(n_s_input, self.n_latent_spatial, n_cat if self.encode_batch else 0)
+        else:
+            self.s_encoder = Encoder(n_s_input, self.n_latent_spatial, n_cat_list=encoder_cats, **common)
         if not self.use_observed_lib_size:
             self.l_encoder = Encoder(self.n_input, 1, n_cat_list=encoder_cats, **{**common, "n_layers": 1})
         if self.niche_decoder == "concat":
