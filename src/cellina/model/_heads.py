@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
+from scvi.module import Classifier
 
 from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
@@ -37,8 +38,42 @@ def niche_regressor(n_input: int, n_output: int, n_hidden: int = 64) -> torch.nn
     )
 
 
+#: defaults of the auxiliary heads (scvi-tools ``Classifier`` arguments)
+CLASSIFIER_DEFAULTS = {"n_hidden": 64, "n_layers": 1}
+DISCRIMINATOR_DEFAULTS = {"n_hidden": 64, "n_layers": 2}
+
+
+def auxiliary_head(n_input: int, n_labels: int, defaults: dict, kwargs: dict | None) -> Classifier:
+    options = {**defaults, **(kwargs or {})}
+    for reserved in ("n_input", "n_labels", "logits"):
+        if reserved in options:
+            raise ValueError(f"{reserved!r} of an auxiliary head is set by the model, not by its kwargs.")
+    return Classifier(n_input, n_labels=n_labels, logits=True, **options)
+
+
 class AuxiliaryHeadsMixin:
     """Losses of the heads on ``z`` and ``s`` and the type-aware discriminator's bookkeeping."""
+
+    def _build_heads(self, classifier_kwargs: dict | None, discriminator_kwargs: dict | None) -> None:
+        """The heads the weights ask for (``None`` for the others)."""
+        n_latent, n_labels, n_domains = self.n_latent, self.n_labels, self.n_domains
+        self.classifier = (
+            auxiliary_head(n_latent, n_labels, CLASSIFIER_DEFAULTS, classifier_kwargs) if self.use_classifier else None
+        )
+        n_disc_input = n_latent + (n_labels if self.type_aware_discriminator else 0)
+        self.discriminator = (
+            auxiliary_head(n_disc_input, n_domains, DISCRIMINATOR_DEFAULTS, discriminator_kwargs)
+            if self.use_adversary
+            else None
+        )
+        self.domain_classifier = (
+            auxiliary_head(self.n_latent_spatial, n_domains, CLASSIFIER_DEFAULTS, classifier_kwargs)
+            if self.use_domain_classifier
+            else None
+        )
+        self.niche_regressor = (
+            niche_regressor(n_latent + n_labels, self.n_latent_spatial) if self.use_niche_adversary else None
+        )
 
     @property
     def use_classifier(self) -> bool:
@@ -57,7 +92,7 @@ class AuxiliaryHeadsMixin:
         return self.niche_adversary_lambda > 0
 
     @property
-    def domain_discriminator(self) -> torch.nn.Module | None:
+    def domain_discriminator(self) -> Classifier | None:
         """The discriminator of the domain from ``z`` (the published attribute name)."""
         return self.discriminator
 

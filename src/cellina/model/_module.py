@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 from scvi.distributions import NegativeBinomial, Poisson, ZeroInflatedNegativeBinomial
-from scvi.module import Classifier
 from scvi.module.base import BaseModuleClass, auto_move_data
 from scvi.nn import DecoderSCVI, Encoder
 from torch.distributions import Normal
@@ -19,7 +18,7 @@ from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._constants import METRIC_CLF_LOSS, METRIC_DOMCLF_LOSS, METRIC_FOOL_LOSS, METRIC_NICHE_FOOL_LOSS
 from ._decoders import FactorisedNicheDecoder
 from ._encoders import LinearGaussianEncoder
-from ._heads import AuxiliaryHeadsMixin, niche_regressor
+from ._heads import AuxiliaryHeadsMixin
 from ._losses import (
     ADVERSARIAL_LOSSES,
     AdversarialLoss,
@@ -37,23 +36,11 @@ _SPATIAL_DECODINGS = ("sample", "mean")
 _SPATIAL_ENCODERS = ("mlp", "linear")
 _DISPERSIONS = ("gene", "gene-batch", "gene-cell")
 
-#: defaults of the auxiliary heads (scvi-tools ``Classifier`` arguments)
-CLASSIFIER_DEFAULTS = {"n_hidden": 64, "n_layers": 1}
-DISCRIMINATOR_DEFAULTS = {"n_hidden": 64, "n_layers": 2}
-
 
 def _choice(name: str, value: Any, allowed: tuple) -> Any:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not supported; use one of {allowed}.")
     return value
-
-
-def _head(n_input: int, n_labels: int, defaults: dict, kwargs: dict | None) -> Classifier:
-    options = {**defaults, **(kwargs or {})}
-    for reserved in ("n_input", "n_labels", "logits"):
-        if reserved in options:
-            raise ValueError(f"{reserved!r} of an auxiliary head is set by the model, not by its kwargs.")
-    return Classifier(n_input, n_labels=n_labels, logits=True, **options)
 
 
 class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, BaseModuleClass):
@@ -179,26 +166,27 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         spatial_encoder: SpatialEncoder = "mlp",
     ):
         super().__init__()
-        self.spatial_encoder = _choice("spatial_encoder", spatial_encoder, _SPATIAL_ENCODERS)
-        self.spatial_decoding = _choice("spatial_decoding", spatial_decoding, _SPATIAL_DECODINGS)
-        self.niche_decoder = _choice("niche_decoder", niche_decoder, _NICHE_DECODERS)
-        self.gene_likelihood = _choice("gene_likelihood", gene_likelihood, _LIKELIHOODS)
-        self.dispersion = _choice("dispersion", dispersion, _DISPERSIONS)
-        self.adversarial_loss = _choice("adversarial_loss", adversarial_loss, ADVERSARIAL_LOSSES)
-        for name, value in (
-            ("spatial_kl_weight", spatial_kl_weight),
-            ("classifier_lambda", classifier_lambda),
-            ("discriminator_lambda", discriminator_lambda),
-            ("domain_classifier_lambda", domain_classifier_lambda),
-            ("niche_adversary_lambda", niche_adversary_lambda),
-        ):
+        choices = {
+            "spatial_encoder": (spatial_encoder, _SPATIAL_ENCODERS),
+            "spatial_decoding": (spatial_decoding, _SPATIAL_DECODINGS),
+            "niche_decoder": (niche_decoder, _NICHE_DECODERS),
+            "gene_likelihood": (gene_likelihood, _LIKELIHOODS),
+            "dispersion": (dispersion, _DISPERSIONS),
+            "adversarial_loss": (adversarial_loss, ADVERSARIAL_LOSSES),
+        }
+        for name, (value, allowed) in choices.items():
+            setattr(self, name, _choice(name, value, allowed))
+        weights = {
+            "spatial_kl_weight": spatial_kl_weight,
+            "classifier_lambda": classifier_lambda,
+            "discriminator_lambda": discriminator_lambda,
+            "domain_classifier_lambda": domain_classifier_lambda,
+            "niche_adversary_lambda": niche_adversary_lambda,
+        }
+        for name, value in weights.items():
             if not float(value) >= 0:
                 raise ValueError(f"{name}={value} must be >= 0.")
-        self.spatial_kl_weight = float(spatial_kl_weight)
-        self.classifier_lambda = float(classifier_lambda)
-        self.discriminator_lambda = float(discriminator_lambda)
-        self.domain_classifier_lambda = float(domain_classifier_lambda)
-        self.niche_adversary_lambda = float(niche_adversary_lambda)
+            setattr(self, name, float(value))
         self._check_heads(n_labels, n_domains, type_aware_discriminator)
         self.n_input, self.n_spatial, self.n_batch = n_input, n_spatial, n_batch
         self.n_labels, self.n_domains, self.n_latent = n_labels, n_domains, n_latent
@@ -211,21 +199,7 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         self.latent_distribution = "normal"
         self._register_state(library_log_means, library_log_vars)
         self._build_networks(n_hidden, n_layers, dropout_rate, niche_rank)
-        self.classifier = (
-            _head(n_latent, n_labels, CLASSIFIER_DEFAULTS, classifier_kwargs) if self.use_classifier else None
-        )
-        n_disc_input = n_latent + (n_labels if self.type_aware_discriminator else 0)
-        self.discriminator = (
-            _head(n_disc_input, n_domains, DISCRIMINATOR_DEFAULTS, discriminator_kwargs) if self.use_adversary else None
-        )
-        self.domain_classifier = (
-            _head(self.n_latent_spatial, n_domains, CLASSIFIER_DEFAULTS, classifier_kwargs)
-            if self.use_domain_classifier
-            else None
-        )
-        self.niche_regressor = (
-            niche_regressor(n_latent + n_labels, self.n_latent_spatial) if self.use_niche_adversary else None
-        )
+        self._build_heads(classifier_kwargs, discriminator_kwargs)
 
     # ------------------------------------------------------------------ construction
     def _check_heads(self, n_labels: int, n_domains: int, type_aware: bool) -> None:
