@@ -33,8 +33,6 @@ from cellina.plugin.widgets._tissue import _spin
 MODES = {LFC_LABEL: "lfc", "predicted expression": "expression", "std across draws": "std"}
 #: the table's log-fold change: the focal cells' mean counterfactual over their mean factual prediction
 TABLE_LFC = "log2FC, counterfactual vs factual (focal mean)"
-#: the table's spread of that change across donor draws
-TABLE_STD = "± std across draws"
 #: colour of the warning that focal cells' niches lie outside training
 WARNING_STYLE = "color: #e5a03c; font-weight: bold"
 #: the plot's axes: both changes are taken against the focal cells' observed counts
@@ -111,8 +109,8 @@ class ResultsWidget(CellinaDock):
         self.layout().addWidget(self.warning)
         self.layout().addWidget(self.draws_label)
         self.warned: set[tuple[str, str]] = set()
-        self.top_table = QTableWidget(0, 3)
-        self.top_table.setHorizontalHeaderLabels(["gene", TABLE_LFC, TABLE_STD])
+        self.top_table = QTableWidget(0, 2)
+        self.top_table.setHorizontalHeaderLabels(["gene", TABLE_LFC])
         self.top_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.top_table.setMinimumHeight(160)
         self.top_table.horizontalHeader().setStretchLastSection(True)
@@ -159,8 +157,9 @@ class ResultsWidget(CellinaDock):
         self.top_table.setRowCount(len(table))
         for i, row in enumerate(table.itertuples(index=False)):
             self.top_table.setItem(i, 0, QTableWidgetItem(row.gene))
-            self.top_table.setItem(i, 1, QTableWidgetItem(f"{row.log2fc:+.3f}"))
-            self.top_table.setItem(i, 2, QTableWidgetItem("" if np.isnan(row.std) else f"± {row.std:.3f}"))
+            # the spread across draws beside the change it qualifies (none for a single draw)
+            spread = "" if np.isnan(row.std) else f"  ± {row.std:.3f}"
+            self.top_table.setItem(i, 1, QTableWidgetItem(f"{row.log2fc:+.3f}{spread}"))
         self._show_trust(name)
         if len(table):
             # a new run opens on its most changed gene; the user picks others from the table
