@@ -6,12 +6,17 @@ a perturbed .h5ad has one layout whichever face wrote it:
 * ``layers["cellina_counterfactual"]``, ``layers["cellina_factual"]`` and, with several
   donor draws, ``layers["cellina_counterfactual_std"]``: the focal cells' expected counts
   under the current run (sparse; other cells are empty rows);
-* ``obs["cellina_counterfactual_cells"]`` marks the current run's focal cells; named
+* ``obs["cellina_counterfactual_cells"]`` marks the current run's focal cells and, when the run
+  measured how far its counterfactual niches lie from training, ``obs["cellina_niche_novelty"]``
+  (percentile among the training niches, NaN off the focal cells) and
+  ``obs["cellina_outside_training"]`` flag each focal cell; named
   selections (the plugin's lassos) become boolean ``obs`` columns, latents go to ``obsm``;
 * ``uns["cellina"]["provenance"]``: ``current_run``, every run's record (perturbation,
   parameters, seed, focal and donor indices, gene shifts, time), the model's identity
   (class, preset, parameters, SHA-256 of its weights, where it came from), package versions,
-  the export time and the annotation keys used.
+  the export time and the annotation keys used; ``n_outside_training``: how many of the
+  current run's focal cells got a niche outside training (the warning the plugin shows; -1 when
+  not measured), each run's record its ``novelty`` summary.
 """
 
 from __future__ import annotations
@@ -28,13 +33,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellina.keys import UNS
+from cellina.keys import LAYERS, OBS, UNS
 
 #: layers and the obs column an export writes (the current run's focal cells)
-COUNTERFACTUAL_LAYER = "cellina_counterfactual"
-FACTUAL_LAYER = "cellina_factual"
-STD_LAYER = "cellina_counterfactual_std"
-FOCAL_COLUMN = "cellina_counterfactual_cells"
+COUNTERFACTUAL_LAYER = LAYERS.COUNTERFACTUAL
+FACTUAL_LAYER = LAYERS.FACTUAL
+STD_LAYER = LAYERS.COUNTERFACTUAL_STD
+FOCAL_COLUMN = OBS.COUNTERFACTUAL_CELLS
 
 _VERSIONED_PACKAGES = ("napari-cellina", "scvi-tools", "torch", "anndata", "scanpy", "numpy", "scipy", "napari")
 
@@ -117,8 +122,10 @@ def run_record(
     donors: np.ndarray | None = None,
     gene_shifts: Any = None,
     created: str | None = None,
+    novelty: Any = None,
 ) -> dict[str, Any]:
-    """Provenance of one run: perturbation type, parameters, seed, cells, donors, shifts, time."""
+    """Provenance of one run: perturbation type, parameters, seed, cells, donors, shifts, time and,
+    given a :class:`~cellina.counterfactual.NicheNovelty`, how many focal cells lie outside training."""
     record = {
         "perturbation": kind,
         "parameters": dict(parameters),
@@ -127,19 +134,22 @@ def run_record(
         "donor_indices": None if donors is None else np.asarray(donors, dtype=np.int64),
         "gene_shifts": gene_shifts,
         "created": created or utc_now(),
+        "novelty": None if novelty is None else {**novelty.record(), "message": novelty.message()},
     }
     return to_h5ad_value(record)
 
 
 @dataclass(frozen=True)
 class CurrentRun:
-    """The arrays of the run whose expression goes into the layers."""
+    """The arrays of the run whose expression goes into the layers (``novelty``: a
+    :class:`~cellina.counterfactual.NicheNovelty` of its focal cells, or None)."""
 
     name: str
     focal: np.ndarray
     counterfactual: np.ndarray
     factual: np.ndarray | None = None
     std: np.ndarray | None = None
+    novelty: Any = None
 
 
 def _check_current(adata: ad.AnnData, run: CurrentRun) -> np.ndarray:
@@ -158,6 +168,10 @@ def _check_current(adata: ad.AnnData, run: CurrentRun) -> np.ndarray:
                 f"run {run.name!r}: {label} has shape {np.shape(values)}, expected (n_focal, n_genes) = "
                 f"{(focal.size, adata.n_vars)}"
             )
+    if run.novelty is not None and np.shape(run.novelty.percentile) != (focal.size,):
+        raise ValueError(
+            f"run {run.name!r}: novelty covers {np.shape(run.novelty.percentile)} cells, expected ({focal.size},)"
+        )
     return focal
 
 
@@ -175,6 +189,16 @@ def _drop_bookkeeping(adata: ad.AnnData) -> None:
         adata.obs = adata.obs.drop(columns=internal)
     for key in [k for k in adata.uns if str(k).startswith(_REGISTRY_PREFIX)]:
         del adata.uns[key]
+
+
+def _write_novelty(out: ad.AnnData, focal: np.ndarray, novelty: Any) -> None:
+    """Each focal cell's niche novelty percentile and outside-training flag (NaN / False elsewhere)."""
+    percentile = np.full(out.n_obs, np.nan, dtype=np.float32)
+    percentile[focal] = novelty.percentile
+    outside = np.zeros(out.n_obs, dtype=bool)
+    outside[focal] = novelty.outside_training
+    out.obs[OBS.NICHE_NOVELTY] = percentile
+    out.obs[OBS.OUTSIDE_TRAINING] = outside
 
 
 def perturbed_anndata(
@@ -222,6 +246,8 @@ def perturbed_anndata(
         is_focal = np.zeros(adata.n_obs, dtype=bool)
         is_focal[focal] = True
         out.obs[FOCAL_COLUMN] = is_focal
+        if current.novelty is not None:
+            _write_novelty(out, focal, current.novelty)
     for name, mask in (selections or {}).items():
         out.obs[name] = np.asarray(mask, dtype=bool)
     for name, values in (latents or {}).items():
@@ -230,6 +256,7 @@ def perturbed_anndata(
     cellina_uns[UNS.PROVENANCE] = to_h5ad_value(
         {
             "current_run": current.name if current is not None else "",
+            "n_outside_training": -1 if current is None or current.novelty is None else current.novelty.n_outside,
             "runs": {name: to_h5ad_value(record) for name, record in runs.items()},
             "model": model_identity(model, model_source),
             "versions": package_versions(),

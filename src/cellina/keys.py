@@ -49,6 +49,11 @@ class LAYERS:
     LOGNORM: Final = "cellina_lognorm"
     #: perturbed sender counts for graph encoders (the published README's key)
     PERTURBED_COUNTS: Final = "counts_cf"
+    #: an export's expected counts of the current run's focal cells: counterfactual, factual, and
+    #: the counterfactual's standard deviation across donor draws (edge runs with several draws)
+    COUNTERFACTUAL: Final = "cellina_counterfactual"
+    FACTUAL: Final = "cellina_factual"
+    COUNTERFACTUAL_STD: Final = "cellina_counterfactual_std"
 
 
 class UNS:
@@ -67,3 +72,10 @@ class OBS:
     FOCAL: Final = "cellina_focal"
     DONORS: Final = "cellina_donors"
     HELDOUT: Final = "cellina_heldout"
+    #: an export's current run: its focal cells
+    COUNTERFACTUAL_CELLS: Final = "cellina_counterfactual_cells"
+    #: percentile (0-100) of a focal cell's counterfactual niche among the training niches
+    #: (cellina.counterfactual.niche_novelty); NaN for cells that are not focal
+    NICHE_NOVELTY: Final = "cellina_niche_novelty"
+    #: whether that niche lies outside what the model saw in training (beyond the 99th percentile)
+    OUTSIDE_TRAINING: Final = "cellina_outside_training"

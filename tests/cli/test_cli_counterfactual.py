@@ -90,6 +90,16 @@ def test_edge_writes_finite_counts_and_their_spread(edge_run):
     assert edge_run.layers["cellina_counterfactual_std"].shape == edge_run.shape
 
 
+def test_edge_stores_how_far_the_focal_niches_lie_from_training(edge_run):
+    focal = edge_run.obs["cellina_counterfactual_cells"].to_numpy()
+    novelty = edge_run.obs["cellina_niche_novelty"].to_numpy()
+    assert np.isfinite(novelty[focal]).all() and ((novelty[focal] >= 0) & (novelty[focal] <= 100)).all()
+    assert np.isnan(novelty[~focal]).all() and not edge_run.obs["cellina_outside_training"][~focal].any()
+    n_outside = int(edge_run.obs["cellina_outside_training"].sum())
+    assert edge_run.uns["cellina"]["provenance"]["n_outside_training"] == n_outside
+    assert _run(edge_run)["novelty"]["n_outside_training"] == n_outside
+
+
 def test_edge_records_the_draws_without_excluded_donors(edge_run):
     run = _run(edge_run)
     assert run["perturbation"] == "edge" and run["seed"] == 4
@@ -148,6 +158,7 @@ def test_node_at_a_fixed_library_size(trained, genes):
 def test_node_records_the_shift_table(trained, genes):
     result = _node(trained, "node_record", pd.DataFrame({"gene": genes[:3], "value": [1.0, -1.0, 2.0]}))
     run = _run(result)
+    assert run["novelty"]["n_focal"] == int(result.obs["cellina_counterfactual_cells"].sum())
     assert run["perturbation"] == "node"
     assert list(run["gene_shifts"]["gene"]) == genes[:3]
     np.testing.assert_array_equal(run["gene_shifts"]["value"], [1.0, -1.0, 2.0])

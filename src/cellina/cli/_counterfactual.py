@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +129,9 @@ def donor_pool(adata: Any, args: argparse.Namespace) -> np.ndarray:
 
 
 def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace, library_size: Any):
-    """Expected counts, their std over draws, the draws and the run's parameters."""
+    """Expected counts, their std over draws, the draws, the niche novelty and the run's parameters."""
     pool = donor_pool(adata, args)
-    predicted, std, donors = model.get_counterfactual_expression(
+    predicted, std, donors, novelty = model.get_counterfactual_expression(
         indices=focal,
         neighbour_indices=pool,
         adata=adata,
@@ -141,6 +142,7 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         return_std=True,
         return_donors=True,
         library_size=library_size,
+        return_novelty=True,
     )
     parameters = {
         "donors": args.donors,
@@ -151,7 +153,7 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         "n_draws": args.n_draws,
         "donor_pool": pool,
     }
-    return predicted, std, donors, parameters
+    return predicted, std, donors, novelty, parameters
 
 
 def _sender_key(model: Any, shifts: Any, given: str | None) -> str | None:
@@ -164,8 +166,8 @@ def _sender_key(model: Any, shifts: Any, given: str | None) -> str | None:
 
 
 def run_node(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace, library_size: Any):
-    """Expected counts with shifted neighbours, the shift table and the run's parameters."""
-    from cellina.counterfactual import GeneShifts, node_counterfactual
+    """Expected counts with shifted neighbours, the shift table, the niche novelty and the run's parameters."""
+    from cellina.counterfactual import GeneShifts, niche_novelty, node_counterfactual, node_niche_codes
 
     shifts = GeneShifts.from_csv(args.shifts)
     sender_key = _sender_key(model, shifts, args.sender_key)
@@ -194,7 +196,8 @@ def run_node(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         "renormalize": True,
         "lognorm_layer": args.lognorm_layer,
     }
-    return result.expression, shifts.table, parameters
+    novelty = niche_novelty(model, adata, focal, node_niche_codes(model, adata, focal, result.spatial_x))
+    return result.expression, shifts.table, novelty, parameters
 
 
 def _library_size(text: str) -> Any:
@@ -223,10 +226,10 @@ def run_counterfactual(args: argparse.Namespace) -> int:
         library_size = _library_size(args.library_size)
         factual = model.get_expression(adata=adata, indices=focal, library_size=library_size)
         if args.mode == "edge":
-            predicted, std, donors, extra = run_edge(model, adata, focal, args, library_size)
+            predicted, std, donors, novelty, extra = run_edge(model, adata, focal, args, library_size)
             shifts = None
         else:
-            predicted, shifts, extra = run_node(model, adata, focal, args, library_size)
+            predicted, shifts, novelty, extra = run_node(model, adata, focal, args, library_size)
             std = donors = None
     parameters = {
         "focal": args.focal,
@@ -238,16 +241,20 @@ def run_counterfactual(args: argparse.Namespace) -> int:
         **extra,
     }
     run_name = f"{args.mode} 1"
-    record = run_record(args.mode, parameters, focal=focal, seed=args.seed, donors=donors, gene_shifts=shifts)
+    record = run_record(
+        args.mode, parameters, focal=focal, seed=args.seed, donors=donors, gene_shifts=shifts, novelty=novelty
+    )
     training = dict(adata.uns.get(UNS.ROOT, {}).get(TRAINING_RECORD, {}))
     out = perturbed_anndata(
         adata,
         runs={run_name: record},
-        current=CurrentRun(run_name, focal, np.asarray(predicted), np.asarray(factual), std),
+        current=CurrentRun(run_name, focal, np.asarray(predicted), np.asarray(factual), std, novelty),
         model=model,
         model_source=str(model_dir),
         keys=training.get("keys"),
     )
     write_h5ad_atomic(out, output)
+    if novelty.n_outside:
+        print(f"warning: {novelty.message()}", file=sys.stderr)
     say(args, f"wrote {args.mode} counterfactuals for {focal.size} focal cells to {output}")
     return 0

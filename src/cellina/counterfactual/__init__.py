@@ -17,12 +17,14 @@ from ._edge import (
     usable_anchors,
 )
 from ._node import NodeCounterfactual, node_counterfactual
+from ._novelty import NicheNovelty, niche_novelty, node_niche_codes, training_reference
 from ._pools import cluster_pool, observed_neighbour_pool, select_cells
 from ._rewire import edge_counterfactual
 from ._shifts import GeneShifts
 
 __all__ = [
     "GeneShifts",
+    "NicheNovelty",
     "NodeCounterfactual",
     "anchor_niche_features",
     "cluster_pool",
@@ -30,7 +32,9 @@ __all__ = [
     "edge_counterfactual",
     "make_counterfactual_adata",
     "masked_rows",
+    "niche_novelty",
     "node_counterfactual",
+    "node_niche_codes",
     "observed_neighbour_pool",
     "pooled_niche_features",
     "rewired_neighbourhoods",
@@ -39,5 +43,6 @@ __all__ = [
     "sample_donors",
     "select_cells",
     "spatial_features_record",
+    "training_reference",
     "usable_anchors",
 ]

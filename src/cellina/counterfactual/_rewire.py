@@ -10,6 +10,7 @@ from cellina.keys import OBSP
 from cellina.spatial import check_positions
 
 from ._edge import rewired_neighbourhoods, rewired_niche_features, spatial_features_record
+from ._novelty import niche_novelty
 
 Output = Literal["expression", "z", "s", "shifted"]
 
@@ -51,13 +52,13 @@ def _feature_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, 
     obsm_key = model.spatial_obsm_key
     source, record = _representation_source(adata, model, dict(spatial_features_record(adata, obsm_key)), layer)
 
-    def draw(output, library_size, batch_size, give_mean):
-        spatial_x, drawn = rewired_niche_features(
-            adata, source, focal, pool, obsm_key=obsm_key, rng=rng, record=record, **options
-        )
-        return model.predict_from_niche(adata, focal, spatial_x, output, library_size, batch_size, give_mean), drawn
+    def draw():
+        return rewired_niche_features(adata, source, focal, pool, obsm_key=obsm_key, rng=rng, record=record, **options)
 
-    return draw
+    def decode(spatial_x, output, library_size, batch_size, give_mean):
+        return model.predict_from_niche(adata, focal, spatial_x, output, library_size, batch_size, give_mean)
+
+    return draw, decode
 
 
 def _graph_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rng, layer, options: dict):
@@ -73,14 +74,15 @@ def _graph_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rn
             raise ValueError(f"layer={layer!r} is not in adata.layers (have {list(adata.layers.keys())}).")
         features = adata.layers[layer]
 
-    def draw(output, library_size, batch_size, give_mean):
-        rows, drawn = rewired_neighbourhoods(adata, focal, pool, rng, **options)
-        values = model.predict_with_neighbourhoods(
+    def draw():
+        return rewired_neighbourhoods(adata, focal, pool, rng, **options)
+
+    def decode(rows, output, library_size, batch_size, give_mean):
+        return model.predict_with_neighbourhoods(
             adata, focal, rows, output, library_size, batch_size, give_mean, options["exclude"], features
         )
-        return values, drawn
 
-    return draw
+    return draw, decode
 
 
 def edge_counterfactual(
@@ -102,6 +104,8 @@ def edge_counterfactual(
     return_std: bool = False,
     return_donors: bool = False,
     give_mean: bool = True,
+    return_novelty: bool = False,
+    novelty_options: dict[str, Any] | None = None,
 ):
     """Decode focal cells after rewiring their neighbourhoods, averaged over donor draws.
 
@@ -146,11 +150,18 @@ def edge_counterfactual(
         Also return the per-value standard deviation across draws, and the draws themselves.
     give_mean
         Decode posterior means (default) or one posterior sample per draw.
+    return_novelty
+        Also return a :class:`~cellina.counterfactual.NicheNovelty`: how far each focal cell's
+        counterfactual niche code ``s`` (every draw) lies from the training cells' codes (one
+        more encoder pass per draw and a nearest-neighbour search).
+    novelty_options
+        Options of :func:`~cellina.counterfactual.niche_novelty` (``n_neighbours``,
+        ``quantile``, ``reference``, ...).
 
     Returns
     -------
     numpy.ndarray or tuple
-        The mean over draws ``(n_focal, dim)``; then the std and the draws when asked.
+        The mean over draws ``(n_focal, dim)``; then the std, the draws and the novelty when asked.
     """
     if int(n_draws) < 1:
         raise ValueError(f"n_draws={n_draws} must be >= 1.")
@@ -162,18 +173,22 @@ def edge_counterfactual(
         "exclude": exclude,
     }
     if getattr(model, "niche_input", "features") == "graph":
-        draw = _graph_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
+        draw, decode = _graph_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
     else:
-        draw = _feature_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
-    decode = (output, library_size, batch_size, give_mean)
-    stats, draws = _Welford(), []
+        draw, decode = _feature_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
+    stats, draws, codes = _Welford(), [], []
     for _ in range(int(n_draws)):
-        values, drawn = draw(*decode)
-        stats.add(values)
+        niche, drawn = draw()
+        stats.add(decode(niche, output, library_size, batch_size, give_mean))
         draws.append(drawn)
+        if return_novelty:
+            codes.append(decode(niche, "s", "latent", batch_size, True))
     out: list[Any] = [stats.mean.astype(np.float32)]
     if return_std:
         out.append(stats.std().astype(np.float32))
     if return_donors:
         out.append(np.stack(draws, axis=0))
+    if return_novelty:
+        options = {"batch_size": batch_size, **dict(novelty_options or {})}
+        out.append(niche_novelty(model, adata, focal, np.stack(codes, axis=0), **options))
     return out[0] if len(out) == 1 else tuple(out)

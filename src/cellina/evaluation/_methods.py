@@ -85,9 +85,13 @@ def train_cellina(run: MethodRun, method: str) -> Any:
     )
 
 
-def edge_prediction(model: Any, tissue: HoldoutTissue, config: LeaveOneOutConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Expected counts of the control cells with pooled donors from the target cells' neighbours, and the donors."""
-    out, donors = model.get_counterfactual_expression(
+def edge_prediction(
+    model: Any, tissue: HoldoutTissue, config: LeaveOneOutConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Expected counts of the control cells with pooled donors from the target cells' neighbours
+    (mean over ``config.n_draws`` draws), the donors (``(n_control, k)`` for one draw, else
+    ``(n_draws, n_control, k)``) and, with several draws, the std across them."""
+    out, std, donors = model.get_counterfactual_expression(
         indices=tissue.control,
         neighbour_indices=tissue.pool,
         adata=tissue.work,
@@ -95,9 +99,14 @@ def edge_prediction(model: Any, tissue: HoldoutTissue, config: LeaveOneOutConfig
         seed=config.seed,
         precomputed=False,
         n_neighbours=config.n_neighbours,
+        n_draws=config.n_draws,
+        return_std=True,
         return_donors=True,
     )
-    return np.asarray(out), np.asarray(donors)[0]
+    donors = np.asarray(donors)
+    if config.n_draws == 1:
+        return np.asarray(out), donors[0], None
+    return np.asarray(out), donors, np.asarray(std)
 
 
 def node_prediction(model: Any, tissue: HoldoutTissue, config: LeaveOneOutConfig) -> np.ndarray:
@@ -126,9 +135,9 @@ def _run_cellina(run: MethodRun, method: str) -> Any:
         model.get_expression(adata=tissue.work, indices=tissue.control, batch_size=cfg.batch_size, library_size=1e4)
     )
     if "edge" in cfg.perturbations:
-        pred, donors = edge_prediction(model, tissue, cfg)
+        pred, donors, std = edge_prediction(model, tissue, cfg)
         run.use_donors(donors)
-        run.score("edge", method, pred, factual)
+        run.score("edge", method, pred, factual, std=std)
     if "node" in cfg.perturbations:
         run.score("node", method, node_prediction(model, tissue, cfg), factual)
     if cfg.probes:

@@ -181,6 +181,7 @@ def truth_scores(
     true_change: Any,
     responsive: Sequence[int] | np.ndarray,
     null: Sequence[int] | np.ndarray | None = None,
+    change_std: Any = None,
 ) -> dict[str, float]:
     """Scores against an exactly known change (synthetic tissue).
 
@@ -195,6 +196,9 @@ def truth_scores(
         Indices (or a boolean mask) of the niche-responsive genes.
     null
         Indices (or mask) of genes with no niche effect.
+    change_std
+        Per-gene spread of the predicted change across draws, in the same units
+        (:func:`cellina.evaluation.log2_change_std`); adds ``truth_calibration``.
 
     Returns
     -------
@@ -205,7 +209,9 @@ def truth_scores(
         root-mean-square predicted change on null genes and ``null_change_true`` the same for
         the truth (non-zero only through library normalisation); ``responsive_change_true``
         the root-mean-square true change on responsive genes, for scale; ``truth_auroc`` how well
-        the size of the predicted change separates responsive from null genes (0.5: not at all).
+        the size of the predicted change separates responsive from null genes (0.5: not at all);
+        with ``change_std``, ``truth_calibration`` the share of responsive genes whose true change
+        lies within two spreads of the predicted one (``|true - pred| <= 2 * std``).
     """
     t, p = _pair(true_change, pred_change)
     resp = _as_index(responsive, t.shape[0], "responsive")
@@ -217,12 +223,35 @@ def truth_scores(
         "truth_slope": _slope(p[resp], t[resp]),
         "responsive_change_true": float(np.sqrt(np.mean(t[resp] ** 2))),
     }
+    if change_std is not None:
+        sd = as_vector(change_std, "change_std")
+        if sd.shape != p.shape:
+            raise ValueError(f"change_std has {sd.shape[0]} genes, pred_change {p.shape[0]}.")
+        out["truth_calibration"] = calibration(p[resp], t[resp], sd[resp])
     if null is not None:
         nul = _as_index(null, t.shape[0], "null")
         out["null_change"] = float(np.sqrt(np.mean(p[nul] ** 2))) if nul.size else float("nan")
         out["null_change_true"] = float(np.sqrt(np.mean(t[nul] ** 2))) if nul.size else float("nan")
         out["truth_auroc"] = separation_auroc(np.abs(p[resp]), np.abs(p[nul]))
     return out
+
+
+def calibration(pred_change: Any, true_change: Any, change_std: Any, width: float = 2.0) -> float:
+    """Share of genes whose true change lies within ``width`` spreads of the predicted change.
+
+    ``|true - pred| <= width * std`` per gene; NaN for no gene. A spread of zero covers only an
+    exactly right prediction.
+    """
+    p = np.asarray(pred_change, dtype=np.float64).ravel()
+    t = np.asarray(true_change, dtype=np.float64).ravel()
+    sd = np.asarray(change_std, dtype=np.float64).ravel()
+    if not p.shape == t.shape == sd.shape:
+        raise ValueError(f"pred_change {p.shape}, true_change {t.shape} and change_std {sd.shape} must match.")
+    if (sd < 0).any() or not np.isfinite(sd).all():
+        raise ValueError("change_std must be finite and non-negative.")
+    if p.size == 0:
+        return float("nan")
+    return float(np.mean(np.abs(t - p) <= width * sd))
 
 
 def separation_auroc(positive: Any, negative: Any) -> float:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from ._config import METHODS, PERTURBATIONS, LeaveOneOutConfig
 from ._holdout import HoldoutTissue, prepare_holdout
-from ._lfc import get_lfc
+from ._lfc import get_lfc, log2_change_std
 from ._methods import MODEL_METHODS, MethodRun, run_method
 from ._metrics import energy_distance, lfc_scores, truth_scores
 from ._truth import ExactTruth, population_lfc, resolve_truth
@@ -52,13 +52,17 @@ class LeaveOneOutResult:
         (``pearson``, ``spearman``, ``signed_precision``, ``skill``), ``energy_distance`` to the
         observed target cells (log1p CP10K, 30 principal components), and on synthetic tissue
         ``truth_pearson``, ``truth_skill``, ``truth_slope``, ``null_change``, ``null_change_true``,
-        ``responsive_change_true``.
+        ``responsive_change_true`` and, for Cellina edge runs with ``n_draws > 1``,
+        ``truth_calibration`` (share of responsive genes whose exact change lies within two
+        spreads across draws, :func:`log2_change_std`, of the predicted change).
     lfc
         Per (perturbation, method): a genes-indexed frame with ``true_lfc`` (observed),
-        ``pred_lfc`` (predicted), ``is_deg`` and, with truth, ``true_change`` / ``pred_change``.
+        ``pred_lfc`` (predicted), ``is_deg`` and, with truth, ``true_change`` / ``pred_change``
+        (and ``pred_change_std`` with several draws).
     indices
         Integer cell indices used: ``train``, ``validation``, ``test``, ``control``, ``target``,
-        ``neighbours`` (the donor pool) and, when donors were drawn, ``donors``.
+        ``neighbours`` (the donor pool) and, when donors were drawn, ``donors`` (``(n_draws, n_control, k)``
+        with several draws).
     disentanglement
         Per method with latents: probe accuracies (see :func:`latent_probe_scores`).
     timings
@@ -104,8 +108,11 @@ class _Scores:
         self.predictions: dict[tuple[str, str], np.ndarray] = {}
         self.control_totals = np.asarray(tissue.control_counts.sum(axis=1)).ravel()
 
-    def add(self, pert: str, method: str, pred: Any, factual: Any | None, expected: bool = True) -> None:
-        """Score ``pred`` (expected values unless ``expected=False``) against the observed target cells."""
+    def add(
+        self, pert: str, method: str, pred: Any, factual: Any | None, expected: bool = True, std: Any = None
+    ) -> None:
+        """Score ``pred`` (expected values unless ``expected=False``) against the observed target cells;
+        ``std``, the per-cell spread across draws, adds ``truth_calibration`` on synthetic tissue."""
         cfg, tissue = self.config, self.tissue
         k = cfg.n_deg if pert == "edge" or cfg.n_deg_node is None else cfg.n_deg_node
         true_lfc, pred_lfc, deg = get_lfc(tissue.control_counts, tissue.target_counts, pred, n_deg=k)
@@ -123,9 +130,12 @@ class _Scores:
         if self.truth is not None and pert in self.truth.changes and factual is not None:
             pred_change = population_lfc(pred, factual)
             true_change = self.truth.changes[pert]
-            row.update(truth_scores(pred_change, true_change, self.truth.responsive, self.truth.null))
+            change_std = log2_change_std(pred, std) if std is not None else None
+            row.update(truth_scores(pred_change, true_change, self.truth.responsive, self.truth.null, change_std))
             frame["true_change"] = true_change
             frame["pred_change"] = pred_change
+            if change_std is not None:
+                frame["pred_change_std"] = change_std
         self.rows.append(row)
         self.frames[(pert, method)] = frame
         if cfg.return_models:
@@ -145,7 +155,8 @@ def _baseline_donors(tissue: HoldoutTissue, config: LeaveOneOutConfig) -> np.nda
     from cellina.counterfactual import sample_donors
 
     rng = np.random.default_rng(config.seed)
-    return sample_donors(tissue.control, tissue.pool, config.n_neighbours, rng)
+    draws = [sample_donors(tissue.control, tissue.pool, config.n_neighbours, rng) for _ in range(config.n_draws)]
+    return draws[0] if config.n_draws == 1 else np.stack(draws)
 
 
 def leave_one_out(

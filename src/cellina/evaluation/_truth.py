@@ -87,5 +87,13 @@ class ExactTruth:
         self._set("node", self.truth.node(self.control, table, groupby=groupby, renormalize=renormalize))
 
     def set_edge(self, donors: Sequence | np.ndarray) -> None:
-        """The exact change when each control cell gets exactly these donors (equal weights)."""
-        self._set("edge", self.truth.edge(self.control, np.asarray(donors)))
+        """The exact change when each control cell gets exactly these donors (equal weights).
+
+        ``donors`` is ``(n_control, k)``, or ``(n_draws, n_control, k)`` for a prediction averaged
+        over draws: the exact counterfactual is then the mean over the same draws.
+        """
+        donors = np.asarray(donors)
+        if donors.ndim == 2:
+            donors = donors[None]
+        counterfactual = sum(self.truth.edge(self.control, draw) for draw in donors) / donors.shape[0]
+        self._set("edge", counterfactual)

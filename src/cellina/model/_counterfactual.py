@@ -61,6 +61,7 @@ class CellinaCounterfactualMixin:
         exclude_indices,
         layer,
         give_mean=True,
+        return_novelty=False,
     ):
         from cellina.counterfactual import edge_counterfactual
 
@@ -88,6 +89,7 @@ class CellinaCounterfactualMixin:
             return_std=return_std,
             return_donors=return_donors,
             give_mean=give_mean,
+            return_novelty=return_novelty,
         )
 
     def get_counterfactual_expression(
@@ -109,6 +111,7 @@ class CellinaCounterfactualMixin:
         n_neighbors: int | None = None,
         exclude_indices: Any = HELDOUT,
         layer: str | None = None,
+        return_novelty: bool = False,
     ):
         """Expected counts of focal cells after rewiring their neighbourhoods.
 
@@ -158,12 +161,16 @@ class CellinaCounterfactualMixin:
         layer
             Aggregate ``adata.layers[layer]`` as it is instead of rebuilding the recorded
             representation from the model's counts (the published argument).
+        return_novelty
+            Also return a :class:`~cellina.counterfactual.NicheNovelty`: how far each focal
+            cell's counterfactual niche lies from the niches of the training cells, and which
+            lie outside training (:func:`cellina.counterfactual.niche_novelty`).
 
         Returns
         -------
         numpy.ndarray or tuple
-            Mean expected counts ``(n_focal, n_genes)``; then the std (``return_std``) and the
-            draws (``return_donors``).
+            Mean expected counts ``(n_focal, n_genes)``; then the std (``return_std``), the
+            draws (``return_donors``) and the novelty (``return_novelty``).
         """
         return self._edge(
             "expression",
@@ -183,6 +190,7 @@ class CellinaCounterfactualMixin:
             n_neighbors,
             exclude_indices,
             layer,
+            return_novelty=return_novelty,
         )
 
     def get_counterfactual_latents(

@@ -16,20 +16,41 @@ def top_changed_genes(var_names: pd.Index, run: RunResult, n: int = 20) -> pd.Da
     """Genes whose mean predicted expression changes most against the factual prediction.
 
     Population log2 fold change of the focal cells' mean CP10K-normalised counterfactual
-    over their factual prediction (the model's own reference, so the change is the niche's).
+    over their factual prediction (the model's own reference, so the change is the niche's),
+    and ``std``: its spread across donor draws in log2 units
+    (:func:`cellina.evaluation.log2_change_std`; NaN for a run without several draws).
     """
-    from cellina.evaluation import mean_normalized_expression, safe_log2_fold_change
+    from cellina.evaluation import log2_change_std, mean_normalized_expression, safe_log2_fold_change
 
     lfc = safe_log2_fold_change(mean_normalized_expression(run.expression), mean_normalized_expression(run.factual))
+    std = log2_change_std(run.expression, run.std) if run.std is not None else np.full(lfc.shape, np.nan)
     order = np.argsort(-np.abs(lfc), kind="stable")[: int(n)]
     return pd.DataFrame(
         {
             "gene": var_names[order].astype(str),
             "log2fc": lfc[order].astype(float),
+            "std": std[order].astype(float),
             "factual": run.factual[:, order].mean(axis=0),
             "counterfactual": run.expression[:, order].mean(axis=0),
         }
     )
+
+
+def trust_summary(run: RunResult) -> tuple[str, str]:
+    """What the Results dock says about how much to trust ``run``: (draws line, warning or "").
+
+    The warning names how many focal cells got a counterfactual niche outside what the model
+    saw in training, and what that means.
+    """
+    n_draws = int(run.params.get("n_draws", 1)) if run.kind == "edge" else 1
+    if run.std is not None and n_draws > 1:
+        draws = f"{n_draws} donor draws; ± is the spread of each gene's log2FC across them."
+    elif run.kind == "edge":
+        draws = "1 donor draw: no spread; run with several draws to see how much the donors matter."
+    else:
+        draws = "node run: one deterministic perturbation, no spread across draws."
+    warning = run.novelty.message() if run.novelty is not None and run.novelty.n_outside else ""
+    return draws, warning
 
 
 def observed_vs_predicted(

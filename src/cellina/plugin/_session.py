@@ -23,7 +23,7 @@ from psygnal import EmitLoopError, Signal, SignalGroup
 
 from cellina.counterfactual import GeneShifts
 from cellina.keys import OBSM
-from cellina.plugin._results import observed_vs_predicted, top_changed_genes
+from cellina.plugin._results import observed_vs_predicted, top_changed_genes, trust_summary
 from cellina.plugin._session_cells import CellsMixin
 from cellina.plugin._session_jobs import JobsMixin
 from cellina.plugin._state import (
@@ -324,6 +324,10 @@ class CellinaSession(CellsMixin, JobsMixin):
     def top_changed_genes(self, name: str | None = None, n: int = 20) -> pd.DataFrame:
         """Genes whose mean predicted expression changes most in a run (see :func:`top_changed_genes`)."""
         return top_changed_genes(self.require_adata().var_names, self.require_run(name), n)
+
+    def trust_summary(self, name: str | None = None) -> tuple[str, str]:
+        """How much to trust a run: its draws line and the outside-training warning (see :func:`trust_summary`)."""
+        return trust_summary(self.require_run(name))
 
     def observed_vs_predicted(
         self, target_cell_type: str, target_domain: str, n_deg: int = 50, name: str | None = None

@@ -227,6 +227,7 @@ class JobsMixin:
                 donors=run.donors,
                 gene_shifts=None if run.gene_shifts is None else run.gene_shifts.table,
                 created=run.created,
+                novelty=run.novelty,
             )
             for run in self.runs.values()
         }
@@ -236,7 +237,9 @@ class JobsMixin:
             "runs": runs,
             "current": None
             if current is None
-            else CurrentRun(current.name, current.indices, current.expression, current.factual, current.std),
+            else CurrentRun(
+                current.name, current.indices, current.expression, current.factual, current.std, current.novelty
+            ),
             "model": self.model,
             "model_source": self.model_source or "",
             "selections": {f"cellina_{name}": sel.mask.copy() for name, sel in self.selections.items()},

@@ -175,8 +175,9 @@ class RunResult:
     """One counterfactual run on the focal cells, kept so the user can switch between runs.
 
     ``expression`` and ``factual`` are expected counts of the focal cells (rows follow
-    ``indices``, columns the AnnData's genes); ``std`` is the spread across donor draws.
-    A node run also carries the perturbed niche features of every cell (``spatial_x``),
+    ``indices``, columns the AnnData's genes); ``std`` is the spread across donor draws;
+    ``novelty`` (a :class:`~cellina.counterfactual.NicheNovelty`) says how far each focal cell's
+    counterfactual niche lies from the niches the model saw in training. A node run also carries the perturbed niche features of every cell (``spatial_x``),
     which the session stores in ``obsm`` on the main thread.
     """
 
@@ -191,6 +192,7 @@ class RunResult:
     gene_shifts: Any = None
     created: str = ""
     spatial_x: np.ndarray | None = None
+    novelty: Any = None
 
     def log_fold_change(self, genes: int | np.ndarray | slice | None = None, eps: float = 1e-6) -> np.ndarray:
         """Per-cell natural-log fold change of the counterfactual over the factual prediction.

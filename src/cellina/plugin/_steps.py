@@ -274,7 +274,7 @@ def edge_steps(job: EdgeJob) -> Steps:
     yield Progress(0, 2, "factual prediction")
     factual = job.model.get_expression(job.adata, indices=job.focal)
     yield Progress(1, 2, f"rewiring {job.focal.size} cells, {params['n_draws']} draw(s)")
-    expression, std, drawn = job.model.get_counterfactual_expression(
+    expression, std, drawn, novelty = job.model.get_counterfactual_expression(
         indices=job.focal,
         neighbour_indices=job.donors,
         adata=job.adata,
@@ -285,6 +285,7 @@ def edge_steps(job: EdgeJob) -> Steps:
         return_std=True,
         return_donors=True,
         connectivity_key=job.connectivity_key,
+        return_novelty=True,
     )
     yield Progress(2, 2, "done")
     return RunResult(
@@ -297,6 +298,7 @@ def edge_steps(job: EdgeJob) -> Steps:
         std=std if params["n_draws"] > 1 else None,
         donors=np.asarray(drawn),
         created=utc_now(),
+        novelty=novelty,
     )
 
 
@@ -306,7 +308,7 @@ def node_steps(job: NodeJob) -> Steps:
     Sender grouping, the perturbation and decoding all happen here, in the worker, through
     :func:`cellina.counterfactual.node_counterfactual`, which never writes to the AnnData.
     """
-    from cellina.counterfactual import node_counterfactual
+    from cellina.counterfactual import niche_novelty, node_counterfactual, node_niche_codes
     from cellina.export import utc_now
 
     library_size = job.params["library_size"]
@@ -325,6 +327,8 @@ def node_steps(job: NodeJob) -> Steps:
         renormalize=True,
         library_size=library_size,
     )
+    codes = node_niche_codes(job.model, job.adata, job.focal, result.spatial_x)
+    novelty = niche_novelty(job.model, job.adata, job.focal, codes)
     yield Progress(2, 2, "done")
     return RunResult(
         name=job.name,
@@ -336,6 +340,7 @@ def node_steps(job: NodeJob) -> Steps:
         gene_shifts=job.shifts,
         created=utc_now(),
         spatial_x=result.spatial_x,
+        novelty=novelty,
     )
 
 

@@ -42,6 +42,7 @@ def _run_workflow(viewer, w, folder) -> dict:
     _node(viewer, w, seen)
     _results(w, seen)
     _export(w, seen, folder)
+    _far_niches(w, seen)
     return seen
 
 
@@ -122,6 +123,9 @@ def _results(w, seen) -> None:
     results.show_result()
     seen["lfc legend"] = results.legend.info.name
     seen["table header"] = results.top_table.horizontalHeaderItem(1).text()
+    seen["lfc column"] = [results.top_table.item(i, 1).text() for i in range(results.top_table.rowCount())]
+    seen["draws text"] = results.draws_label.text()
+    seen["warning shown"] = not results.warning.isHidden()
     results.mode.setCurrentText("std across draws")
     results.show_result()
     seen["std legend"] = results.legend.info.name
@@ -140,6 +144,27 @@ def _export(w, seen, folder) -> None:
     seen["back"] = ad.read_h5ad(path) if path.exists() else None
     # File > Save through our writer writes the same export
     seen["saved"] = save_layers(str(folder / "saved.h5ad"), [w["tissue"].bridge.cells_layer], plugin="napari-cellina")
+
+
+def _far_niches(w, seen) -> None:
+    """A run whose focal cells get niche codes far from every training niche: the dock warns."""
+    from dataclasses import replace
+    from unittest.mock import patch
+
+    from cellina.counterfactual import niche_novelty
+
+    results, session = w["results"], w["results"].session
+    run = session.runs["edge 1"]
+    far = session.model.get_latent_representation(session.adata, indices=run.indices, latent_key="s") + 50.0
+    novelty = niche_novelty(session.model, session.adata, run.indices, far)
+    warned: list[str] = []
+    with patch("cellina.plugin.widgets._results.show_warning", warned.append):
+        session.add_run(replace(run, name="edge far", novelty=novelty))
+        seen["far warning"] = results.warning.text() if not results.warning.isHidden() else ""
+        seen["far export"] = session.build_export()
+        session.set_current_run("edge 1")
+        seen["warning after switching back"] = not results.warning.isHidden()
+    seen["far notifications"] = warned
 
 
 # ---------------------------------------------------------------------- tissue and model
@@ -272,6 +297,46 @@ def test_switching_back_to_an_earlier_run(workflow):
 def test_the_spread_across_draws_is_shown(workflow):
     _, _, seen = workflow
     assert seen["std legend"].endswith("std of the counterfactual across draws")
+
+
+def test_the_top_genes_carry_their_spread_across_draws(workflow):
+    _, w, seen = workflow
+    table = w["tissue"].session.top_changed_genes("edge 1")
+    expected = [f"{v:+.3f}  ± {sd:.3f}" for v, sd in zip(table["log2fc"], table["std"], strict=True)]
+    assert seen["lfc column"] == expected and (table["std"] > 0).all()
+    assert seen["draws text"].startswith("2 donor draws")
+
+
+def test_no_warning_when_the_niches_lie_within_training(workflow):
+    _, w, seen = workflow
+    assert w["tissue"].session.runs["edge 1"].novelty.share_outside < 0.2
+    assert not seen["warning shown"] or "outside what the model saw" in w["results"].warning.text()
+
+
+def test_niches_outside_training_raise_a_warning_in_the_dock_and_a_notification(workflow):
+    _, w, seen = workflow
+    n = seen["in domain"]
+    assert seen["far warning"].startswith(f"⚠ {n} of {n} focal cells (100%)")
+    assert "outside what the model saw in training" in seen["far warning"]
+    assert len(seen["far notifications"]) == 1 and seen["far notifications"][0].startswith("edge far: ")
+    assert seen["warning after switching back"] == (w["tissue"].session.runs["edge 1"].novelty.n_outside > 0)
+
+
+def test_the_export_stores_novelty_and_the_warning_count(workflow):
+    _, w, seen = workflow
+    back, run = seen["back"], w["tissue"].session.runs["edge 1"]
+    novelty = back.obs["cellina_niche_novelty"].to_numpy()
+    np.testing.assert_allclose(novelty[run.indices], run.novelty.percentile)
+    assert np.isnan(np.delete(novelty, run.indices)).all()
+    assert back.obs["cellina_outside_training"].sum() == run.novelty.n_outside
+    np.testing.assert_allclose(back.layers["cellina_counterfactual_std"][run.indices].toarray(), run.std, rtol=1e-6)
+    prov = back.uns["cellina"]["provenance"]
+    assert prov["n_outside_training"] == run.novelty.n_outside
+    assert prov["runs"]["edge 1"]["novelty"]["n_outside_training"] == run.novelty.n_outside
+    assert "n_outside_training" in prov["runs"]["node 1"]["novelty"]
+    far = seen["far export"]
+    assert far.obs["cellina_outside_training"].sum() == seen["in domain"]
+    assert far.uns["cellina"]["provenance"]["n_outside_training"] == seen["in domain"]
 
 
 def test_results_are_drawn_above_the_cells_and_below_rings_and_lassos(workflow):

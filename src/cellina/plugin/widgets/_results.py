@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGroupBox,
+    QLabel,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -31,6 +33,8 @@ from cellina.plugin.widgets._tissue import _spin
 MODES = {LFC_LABEL: "lfc", "predicted expression": "expression", "std across draws": "std"}
 #: the table's log-fold change: the focal cells' mean counterfactual over their mean factual prediction
 TABLE_LFC = "log2FC, counterfactual vs factual (focal mean)"
+#: colour of the warning that focal cells' niches lie outside training
+WARNING_STYLE = "color: #e5a03c; font-weight: bold"
 #: the plot's axes: both changes are taken against the focal cells' observed counts
 OBSERVED_AXIS = "observed log2FC: target vs focal (observed)"
 PREDICTED_AXIS = "predicted log2FC: counterfactual vs focal (observed)"
@@ -96,6 +100,15 @@ class ResultsWidget(CellinaDock):
         self.plot = LfcPlot()
         self.plot.setVisible(False)
         self.layout().addWidget(self.plot)
+        self.draws_label = QLabel("")
+        self.draws_label.setWordWrap(True)
+        self.warning = QLabel("")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet(WARNING_STYLE)
+        self.warning.setVisible(False)
+        self.layout().addWidget(self.warning)
+        self.layout().addWidget(self.draws_label)
+        self.warned: set[tuple[str, str]] = set()
         self.top_table = QTableWidget(0, 2)
         self.top_table.setHorizontalHeaderLabels(["gene", TABLE_LFC])
         self.top_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
@@ -133,6 +146,8 @@ class ResultsWidget(CellinaDock):
         if not self.session.runs:
             self.top_table.setRowCount(0)
             self.plot.setVisible(False)
+            self.draws_label.setText("")
+            self.warning.setVisible(False)
 
     def _on_current(self, name: str) -> None:
         if name not in self.session.runs:
@@ -142,12 +157,27 @@ class ResultsWidget(CellinaDock):
         self.top_table.setRowCount(len(table))
         for i, row in enumerate(table.itertuples(index=False)):
             self.top_table.setItem(i, 0, QTableWidgetItem(row.gene))
-            self.top_table.setItem(i, 1, QTableWidgetItem(f"{row.log2fc:+.3f}"))
+            # the spread across draws beside the change it qualifies (none for a single draw)
+            spread = "" if np.isnan(row.std) else f"  ± {row.std:.3f}"
+            self.top_table.setItem(i, 1, QTableWidgetItem(f"{row.log2fc:+.3f}{spread}"))
+        self._show_trust(name)
         if len(table):
             # a new run opens on its most changed gene; the user picks others from the table
             self.gene.setCurrentText(table["gene"].iloc[0])
         if self.bridge.find_layer(RESULT_LAYER) is not None or len(self.session.runs) == 1:
             self.show_result()
+
+    def _show_trust(self, name: str) -> None:
+        """The number of draws and, when focal cells' niches lie outside training, a warning
+        (in the dock, and once per run as a napari notification)."""
+        run = self.session.runs[name]
+        draws, warning = self.session.trust_summary(name)
+        self.draws_label.setText(draws)
+        self.warning.setText(f"⚠ {warning}" if warning else "")
+        self.warning.setVisible(bool(warning))
+        if warning and (name, run.created) not in self.warned:
+            self.warned.add((name, run.created))
+            show_warning(f"{name}: {warning}")
 
     def _pick_gene(self, row: int, _column: int) -> None:
         item = self.top_table.item(row, 0)
