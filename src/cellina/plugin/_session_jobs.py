@@ -160,10 +160,15 @@ class JobsMixin:
 
         return Job("attention", attention_steps(model, adata), apply)
 
+    @property
+    def attention_ready(self) -> bool:
+        """Whether the kept attention belongs to the session's model and tissue."""
+        kept = self.attention
+        return kept is not None and kept.model is self.model and kept.adata is self.adata
+
     def attention_layers(self) -> tuple:
         """The kept attention, one cells x cells CSR per layer (computed now, synchronously, if needed)."""
-        cached = self.attention
-        if cached is None or cached.model is not self.model or cached.adata is not self.adata:
+        if not self.attention_ready:
             self.run(self.attention_job())
         return self.attention.layers
 
