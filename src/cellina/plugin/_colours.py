@@ -106,7 +106,7 @@ def colours_for(
     return continuous_colours(values, key, cmap)
 
 
-def attention_style(weights: np.ndarray, base_width: float, cmap: str = "RdBu_r") -> tuple[np.ndarray, np.ndarray]:
+def attention_style(weights: np.ndarray, base_width: float, cmap: str = "coolwarm") -> tuple[np.ndarray, np.ndarray]:
     """Widths and colours of the lines from a cell's neighbours to it, from its attention ``weights``
     (one per neighbour, summing to 1): thicker for more weight (up to ``base_width``), coloured by
     the attention relative to uniform (weight x number of neighbours) on a diverging map centred

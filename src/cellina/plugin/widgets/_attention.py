@@ -36,7 +36,7 @@ class AttentionHeatmap(PlotWidget):
     """Receiver x sender attention relative to uniform, on a diverging map centred at 1."""
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__((3.4, 3.0), 260, parent)
+        super().__init__((3.4, 3.2), 300, parent)
         self.table = None
         self._colourbar = None
 
@@ -49,7 +49,7 @@ class AttentionHeatmap(PlotWidget):
         ax = self.axes
         ax.clear()
         values = table.to_numpy(dtype=np.float64)
-        cmap = colormaps["RdBu_r"].with_extremes(bad="#bbbbbb")
+        cmap = colormaps["coolwarm"].with_extremes(bad="#bbbbbb")
         image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=relative_norm(values), aspect="auto")
         ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns], rotation=60, ha="right", fontsize=6)
         ax.set_yticks(range(table.shape[0]), [str(r) for r in table.index], fontsize=6)

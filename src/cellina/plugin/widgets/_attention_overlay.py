@@ -22,7 +22,7 @@ from cellina.plugin.widgets._overlays import ATTENTION_OVERLAY
 #: the Shapes layer of the picked cell's attention
 ATTENTION_LAYER = ATTENTION_OVERLAY
 #: the widest line, as a fraction of a cell's point size
-WIDEST = 0.45
+WIDEST = 0.2
 
 
 class AttentionOverlayMixin:

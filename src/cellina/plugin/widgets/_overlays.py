@@ -18,7 +18,7 @@ from cellina.plugin._state import DONORS, FOCAL
 
 RESULT_LAYER = "counterfactual"
 #: the graph variant's attention overlay (drawn by the bridge's attention mixin)
-ATTENTION_OVERLAY = "attention: neighbours -> picked cell"
+ATTENTION_OVERLAY = "attention of picked cell"
 LASSO_LAYERS = {FOCAL: "focal lasso", DONORS: "donor lasso"}
 LASSO_COLOURS = {FOCAL: "#ff7f0e", DONORS: "#1f77b4"}
 RING_LAYERS = {FOCAL: "focal cells", DONORS: "donor cells"}
