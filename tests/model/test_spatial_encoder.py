@@ -48,3 +48,14 @@ def test_a_model_with_the_linear_encoder_trains_on_two_slides_and_reloads(two_sl
     loaded = Cellina.load(str(tmp_path / "m"), adata=adata)
     assert isinstance(loaded.module.s_encoder, LinearGaussianEncoder)
     torch.testing.assert_close(torch.as_tensor(loaded.get_latent_representation(latent_key="s")), torch.as_tensor(s))
+
+
+def test_the_graph_variant_takes_the_recommended_preset_without_the_niche_encoder(two_slide_tissue):
+    from cellina.model import CellinaGCN
+
+    adata = two_slide_tissue.copy()
+    CellinaGCN.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
+    model = CellinaGCN.from_preset(adata, "recommended", n_hidden=16, n_latent=4, n_layers=1)
+    assert model.module.spatial_encoder == "mlp" and model.preset == "recommended"
+    with pytest.raises(ValueError, match="spatial_encoder='linear' does not apply to the graph variant"):
+        CellinaGCN(adata, n_hidden=16, n_latent=4, n_layers=1, spatial_encoder="linear")

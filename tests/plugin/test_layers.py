@@ -23,6 +23,7 @@ QT_FREE = (
     "_selection",
     "_colours",
     "_points",
+    "_attention",
 )
 
 
@@ -62,7 +63,7 @@ def test_plain_types_import_no_other_plugin_module():
 
 def test_steps_never_import_the_session():
     graph = _imports()
-    for name in ("_tissue", "_steps", "_training", "_results"):
+    for name in ("_tissue", "_steps", "_training", "_results", "_attention"):
         assert not {m for m in graph[f"cellina.plugin.{name}"] if m.startswith("cellina.plugin._session")}, name
 
 
@@ -71,6 +72,7 @@ def test_docks_talk_to_the_session_not_to_the_steps():
         "cellina.plugin._steps",
         "cellina.plugin._training",
         "cellina.plugin._results",
+        "cellina.plugin._attention",
         "cellina.plugin._session_jobs",
         "cellina.plugin._session_cells",
     }

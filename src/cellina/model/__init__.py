@@ -13,7 +13,7 @@ from ._module import CellinaModule
 from ._splits import holdout_split
 from ._training import train_model
 from ._training_plan import CellinaTrainingPlan, auto_kl_warmup_epochs, linear_warmup
-from ._variants import MODEL_VARIANTS, load_model, model_class, variant_name
+from ._variants import MODEL_VARIANTS, load_model, model_class, saved_model_class, variant_name
 from .presets import PRESETS, PUBLISHED, RECOMMENDED, Preset, get_preset
 
 #: the published name of the training plan
@@ -44,6 +44,7 @@ __all__ = [
     "load_model",
     "model_class",
     "presets",
+    "saved_model_class",
     "train_model",
     "variant_name",
 ]

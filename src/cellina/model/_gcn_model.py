@@ -103,6 +103,8 @@ class CellinaGCN(GraphGettersMixin, Cellina):
     #: the graph variant reads the spatial graph, not niche features
     niche_input = "graph"
 
+    _options_without_effect = ("spatial_encoder",)
+
     def __init__(
         self,
         adata: AnnData | None = None,

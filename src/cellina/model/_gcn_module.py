@@ -89,6 +89,11 @@ class CellinaGCNModule(CellinaModule):
             raise ValueError(f"link_prediction_weight={link_prediction_weight} must be >= 0.")
         if not float(supcon_temperature) > 0:
             raise ValueError(f"supcon_temperature={supcon_temperature} must be > 0.")
+        if kwargs.get("spatial_encoder", "mlp") != "mlp":
+            raise ValueError(
+                f"spatial_encoder={kwargs['spatial_encoder']!r} does not apply to the graph variant: its "
+                "graph layers encode s."
+            )
         if kwargs.get("condition_on_intrinsic"):
             raise ValueError(
                 "condition_on_intrinsic=True is not available with the graph encoder: z exists for the "

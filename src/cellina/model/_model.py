@@ -165,6 +165,9 @@ class Cellina(
         logger.info("The Cellina model has been initialized %s", self._summary().split(":")[0])
         self.init_params_ = self._get_init_params(locals())
 
+    #: preset options this variant does not have (a preset sets them for the other variant)
+    _options_without_effect: tuple[str, ...] = ()
+
     @classmethod
     def from_preset(cls, adata: AnnData, preset: str | Preset, **overrides: Any) -> Cellina:
         """A model with a preset's options, ``overrides`` on top.
@@ -182,7 +185,8 @@ class Cellina(
             Constructor options that replace or add to the preset's.
         """
         chosen = get_preset(preset)
-        return cls(adata, **chosen.model_kwargs(**overrides), preset=chosen.name)
+        options = {k: v for k, v in chosen.model.items() if k not in cls._options_without_effect}
+        return cls(adata, **{**options, **overrides}, preset=chosen.name)
 
     # ------------------------------------------------------------------ construction checks
     def _data_dimensions(self, use_observed_lib_size: bool) -> dict[str, Any]:

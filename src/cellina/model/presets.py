@@ -66,6 +66,7 @@ PUBLISHED = Preset(
         "condition_on_intrinsic": False,
         "encode_batch": True,
         "domain_classifier_lambda": 0.0,
+        "spatial_encoder": "mlp",
         "classifier_kwargs": {"n_hidden": 128, "n_layers": 1},
         "discriminator_kwargs": {"n_hidden": 32, "n_layers": 2},
     },
@@ -89,6 +90,7 @@ RECOMMENDED = Preset(
         "condition_on_intrinsic": False,
         "encode_batch": True,
         "domain_classifier_lambda": 0.0,
+        "spatial_encoder": "linear",
     },
     plan={
         "n_epochs_kl_warmup": "auto",
@@ -125,6 +127,13 @@ OPTION_NOTES: Mapping[str, str] = MappingProxyType(
         "type_aware_discriminator": (
             "Tell the discriminator each cell's type, so the adversary removes what z knows "
             "about the domain beyond the type rather than the type itself."
+        ),
+        "spatial_encoder": (
+            "How s is read from the niche features. 'mlp' (published): scvi-tools' two-layer encoder. "
+            "'linear': the posterior mean of s is an affine map of the standardised features, so a niche "
+            "beyond those seen in training (a held-out type's new neighbourhood) is not squashed by the "
+            "hidden layers; with the type-gated decoder the niche response stays linear in the niche. "
+            "The graph variant's niche encoder is its graph layers: it ignores this option."
         ),
         "condition_on_intrinsic": "Feed a detached z to the s encoder as well (off in both presets).",
         "encode_batch": (

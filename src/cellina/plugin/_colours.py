@@ -104,3 +104,28 @@ def colours_for(
             return categorical_colours(values, key, adata.uns.get(f"{key}_colors"))
         return continuous_colours(values.to_numpy(dtype=np.float32, na_value=np.nan), key, cmap)
     return continuous_colours(values, key, cmap)
+
+
+def attention_style(weights: np.ndarray, base_width: float, cmap: str = "coolwarm") -> tuple[np.ndarray, np.ndarray]:
+    """Widths and colours of the lines from a cell's neighbours to it, from its attention ``weights``
+    (one per neighbour, summing to 1): thicker for more weight (up to ``base_width``), coloured by
+    the attention relative to uniform (weight x number of neighbours) on a diverging map centred
+    at 1, as in the receiver x sender heatmap."""
+    from matplotlib import colormaps
+
+    weights = np.asarray(weights, dtype=np.float64)
+    relative = weights * max(weights.size, 1)
+    top = float(weights.max()) if weights.size else 1.0
+    widths = base_width * (0.15 + 0.85 * weights / (top if top > 0 else 1.0))
+    colours = colormaps[cmap](relative_norm(relative)(relative))
+    return widths, np.asarray(colours, dtype=np.float32)
+
+
+def relative_norm(values: np.ndarray):
+    """A colour scale for attention relative to uniform: centred at 1, from 0 to at least 2."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    top = max(2.0, float(finite.max()) if finite.size else 2.0)
+    return TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=top)

@@ -31,6 +31,7 @@ from cellina.plugin._state import (
     DONORS,
     FOCAL,
     KNOCKOUT_LFC,
+    Attention,
     Job,
     Latents,
     Outcome,
@@ -73,6 +74,7 @@ _STATE = (
     "runs",
     "current_run",
     "last_export",
+    "attention",
     "_display",
 )
 
@@ -84,6 +86,8 @@ class SessionEvents(SignalGroup):
     keys = Signal(object)
     model = Signal(object)
     latents = Signal()
+    #: the graph model's attention was computed (or dropped, with a new model or tissue)
+    attention = Signal()
     #: AnnData entries written in place, as ``"obsm/spatial_x"``-style names
     data = Signal(tuple)
     selection = Signal(str)
@@ -166,6 +170,8 @@ class CellinaSession(CellsMixin, JobsMixin):
         self.runs: dict[str, RunResult] = {}
         self.current_run: str | None = None
         self.last_export: str | None = None
+        #: the graph model's attention, computed once per model (:meth:`attention_job`)
+        self.attention: Attention | None = None
         self._busy = False
         self._job: Job | None = None
         self._display: np.ndarray | None = None
@@ -227,6 +233,7 @@ class CellinaSession(CellsMixin, JobsMixin):
         self._display = None
         self.model = None
         self.model_source = None
+        self.attention = None
         self.history = {}
         self.selections = {}
         self.gene_shifts = GeneShifts.from_rows([])
@@ -270,6 +277,7 @@ class CellinaSession(CellsMixin, JobsMixin):
         """Attach a trained or loaded model; runs made with another model are dropped."""
         self.model = model
         self.model_source = source
+        self.attention = None
         self.history = dict(history or {})
         self.runs = {}
         self.current_run = None

@@ -19,7 +19,9 @@ import numpy as np
 
 from cellina.keys import LAYERS, OBSM
 from cellina.plugin import _steps as steps
+from cellina.plugin._attention import ReceiverEdges, attention_problem, attention_steps, attention_table, receiver_edges
 from cellina.plugin._state import (
+    Attention,
     EdgeJob,
     Exported,
     Job,
@@ -110,7 +112,8 @@ class JobsMixin:
     def load_job(self, path: str, method: str = "kmeans", n_clusters: int = 8) -> Job:
         """Load a model folder onto the tissue (genes must match); its follow-up computes the latents."""
         adata = self.require_adata()
-        steps.require_preprocessed(adata)
+        # the graph is needed by both variants; the step checks the niche features once it knows which
+        steps.require_preprocessed(adata, features=False)
         steps.check_model_folder(path)
 
         def apply(loaded: Loaded) -> str:
@@ -136,6 +139,62 @@ class JobsMixin:
             return f"{len(set(latents.s_cluster))} niche clusters (s), {len(set(latents.z_cluster))} of z"
 
         return Job("latents and clusters", steps.latent_steps(model, adata, method, n_clusters), apply)
+
+    # ------------------------------------------------------------------ attention (graph variant)
+    def attention_problem(self) -> str | None:
+        """Why the session's model has no attention to show (None: it has, e.g. a CellinaGCN with GATv2)."""
+        return attention_problem(self.model)
+
+    def attention_job(self) -> Job:
+        """Every GATv2 layer's attention on the tissue's graph, kept for the model (computed once per model)."""
+        model, adata = self.require_model(), self.require_adata()
+        problem = attention_problem(model)
+        if problem is not None:
+            raise SessionError(problem)
+
+        def apply(attention: Attention) -> str:
+            self._same_inputs(adata, model, "the attention")
+            self.attention = attention
+            self.events.attention.emit()
+            return f"attention of {adata.n_obs} cells in {len(attention.layers)} GATv2 layer(s)"
+
+        return Job("attention", attention_steps(model, adata), apply)
+
+    @property
+    def attention_ready(self) -> bool:
+        """Whether the kept attention belongs to the session's model and tissue."""
+        kept = self.attention
+        return kept is not None and kept.model is self.model and kept.adata is self.adata
+
+    def attention_layers(self) -> tuple:
+        """The kept attention, one cells x cells CSR per layer (computed now, synchronously, if needed)."""
+        if not self.attention_ready:
+            self.run(self.attention_job())
+        return self.attention.layers
+
+    def cell_index(self, cell: Any) -> int:
+        """A cell's position from its position or its obs name, with an error naming it when unknown."""
+        adata = self.require_adata()
+        if isinstance(cell, (int, np.integer)):
+            if not 0 <= int(cell) < adata.n_obs:
+                raise SessionError(f"cell {int(cell)} is out of range: the tissue has {adata.n_obs} cells")
+            return int(cell)
+        name = str(cell).strip()
+        if name not in adata.obs_names:
+            raise SessionError(f"cell {name!r} is not in the tissue's obs_names")
+        return int(adata.obs_names.get_loc(name))
+
+    def attention_edges(self, cell: Any, layer: int = -1) -> ReceiverEdges:
+        """The neighbours ``cell`` attends to in ``layer`` (default: the last) and their weights (sum 1)."""
+        return receiver_edges(self.attention_layers(), self.cell_index(cell), layer)
+
+    def attention_table(self, groupby: str | None = None, layer: int = -1):
+        """Receiver group x sender group attention relative to uniform (1: uniform), grouped by
+        ``groupby`` (default: the cell-type column)."""
+        key = groupby or self.keys.cell_type_key
+        if not key:
+            raise SessionError("the attention table needs a group column: set the cell-type column in the tissue dock")
+        return attention_table(self.attention_layers(), self.obs_values(key), layer)
 
     # ------------------------------------------------------------------ counterfactuals
     def edge_job(

@@ -24,7 +24,15 @@ KNOCKOUT_LFC = -10.0
 CLUSTER_COLUMNS = {"z": "cellina_z_cluster", "s": "cellina_s_cluster"}
 
 #: model options the Model dock shows; their defaults come from the chosen preset
-PRESET_OPTIONS = ("niche_decoder", "spatial_decoding", "type_aware_discriminator")
+PRESET_OPTIONS = ("niche_decoder", "spatial_decoding", "type_aware_discriminator", "spatial_encoder")
+#: preset options the graph variant does not have (its graph layers encode s)
+CELLINA_ONLY_OPTIONS = ("spatial_encoder",)
+#: the model variants the Model dock offers: label -> variant name of :func:`cellina.model.train_model`
+VARIANTS = {"Cellina": "cellina", "CellinaGCN": "gcn"}
+#: what a value of the receiver x sender attention table means
+UNIFORM_NOTE = "1 = uniform attention (as much as any neighbour); maps can differ between training seeds"
+#: options of the graph variant only (constructor arguments of :class:`cellina.model.CellinaGCN`)
+GRAPH_OPTIONS = ("num_neighbors", "link_prediction_weight", "convolution_type", "subgraph_type")
 
 
 class SessionError(ValueError):
@@ -103,16 +111,21 @@ class TrainParams:
 
     ``preset`` (``"recommended"`` or ``"published"``, :mod:`cellina.model.presets`) sets
     every model option it names; the options in :data:`PRESET_OPTIONS` left at None take
-    the preset's value, and a value given here overrides it.
+    the preset's value, and a value given here overrides it. ``variant`` is ``"cellina"``
+    (niche features) or ``"gcn"`` (:class:`~cellina.model.CellinaGCN`, a GATv2 encoder over
+    the spatial graph); the options in :data:`GRAPH_OPTIONS` apply to the graph variant only
+    (``num_neighbors``: neighbours sampled per hop while training, None for all).
     """
 
     preset: str = "recommended"
+    variant: str = "cellina"
     n_latent: int = 10
     n_hidden: int = 128
     n_layers: int = 2
     niche_decoder: str | None = None
     spatial_decoding: str | None = None
     type_aware_discriminator: bool | None = None
+    spatial_encoder: str | None = None
     max_epochs: int = 50
     batch_size: int = 512
     lr: float = 1e-3
@@ -125,6 +138,10 @@ class TrainParams:
     holdout_cell_type: str | None = None
     holdout_domain: str | None = None
     seed: int = 0
+    num_neighbors: int | tuple[int, ...] | None = None
+    link_prediction_weight: float = 1.0
+    convolution_type: str = "gat"
+    subgraph_type: str = "induced"
 
     def __post_init__(self) -> None:
         from cellina.model.presets import get_preset
@@ -137,10 +154,47 @@ class TrainParams:
         for name in PRESET_OPTIONS:
             if getattr(self, name) is None:
                 setattr(self, name, chosen.model[name])
+        self.variant = VARIANTS.get(self.variant, self.variant)
+        if self.variant not in VARIANTS.values():
+            raise SessionError(
+                f"variant={self.variant!r} is not a model variant; use one of {sorted(VARIANTS.values())}"
+            )
+        if isinstance(self.num_neighbors, str):
+            self.num_neighbors = parse_num_neighbors(self.num_neighbors)
+        elif isinstance(self.num_neighbors, list):
+            self.num_neighbors = tuple(self.num_neighbors)
+        self._check_graph_options()
+
+    def _check_graph_options(self) -> None:
+        from cellina.model import CONVOLUTION_TYPES, SUBGRAPH_TYPES
+
+        if self.convolution_type not in CONVOLUTION_TYPES:
+            raise SessionError(f"convolution_type={self.convolution_type!r}: use one of {list(CONVOLUTION_TYPES)}")
+        if self.subgraph_type not in SUBGRAPH_TYPES:
+            raise SessionError(f"subgraph_type={self.subgraph_type!r}: use one of {list(SUBGRAPH_TYPES)}")
+        if not self.link_prediction_weight >= 0:
+            raise SessionError(f"link_prediction_weight={self.link_prediction_weight!r} must be >= 0")
+        hops = self.num_neighbors
+        if hops is not None and not isinstance(hops, int):
+            if len(hops) != self.n_layers:
+                raise SessionError(
+                    f"num_neighbors={list(hops)!r} gives {len(hops)} hop(s) but the model has "
+                    f"n_layers={self.n_layers}; give one value per layer or one for all"
+                )
+
+    @property
+    def graph(self) -> bool:
+        """Whether these settings train the graph variant."""
+        return self.variant == "gcn"
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Constructor options on top of the preset's."""
+        """Constructor options on top of the preset's (with the graph variant's own when it is chosen)."""
         options = {name: getattr(self, name) for name in PRESET_OPTIONS}
+        if self.graph:
+            options = {k: v for k, v in options.items() if k not in CELLINA_ONLY_OPTIONS}
+            options.update({name: getattr(self, name) for name in GRAPH_OPTIONS})
+            if isinstance(self.num_neighbors, tuple):
+                options["num_neighbors"] = list(self.num_neighbors)
         return {
             "n_latent": self.n_latent,
             "n_hidden": self.n_hidden,
@@ -153,6 +207,31 @@ class TrainParams:
     def plan_kwargs(self) -> dict[str, Any]:
         """Training-plan options on top of the preset's."""
         return {"lr": self.lr, "normalize_losses": self.normalize_losses}
+
+
+def parse_num_neighbors(text: str) -> int | tuple[int, ...] | None:
+    """Neighbours sampled per hop from the text a user types: ``"all"`` (or empty) for every
+    neighbour, ``"10"`` for every hop, ``"10, 5"`` for one value per hop (``-1``: all in that hop).
+
+    Raises
+    ------
+    SessionError
+        Text that is not ``"all"`` or whole numbers (>= 1, or -1), naming it.
+    """
+    cleaned = str(text).strip().lower()
+    if cleaned in ("", "all", "none"):
+        return None
+    parts = [p for p in cleaned.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise SessionError(
+            f"num_neighbors={text!r} is not understood: write 'all', one number (e.g. 10) or one per hop (e.g. 10, 5)"
+        ) from None
+    bad = [v for v in values if v < 1 and v != -1]
+    if bad:
+        raise SessionError(f"num_neighbors={text!r}: {bad[0]} neighbours per hop; use a number >= 1, or -1 for all")
+    return values[0] if len(values) == 1 else values
 
 
 @dataclass
@@ -239,6 +318,18 @@ class Latents:
     s: np.ndarray
     z_cluster: np.ndarray
     s_cluster: np.ndarray
+
+
+@dataclass(frozen=True)
+class Attention:
+    """The attention of a graph model, one cells x cells CSR per GATv2 layer (row: receiver).
+
+    Computed once per model on the session's tissue (``model`` and ``adata`` say which).
+    """
+
+    model: Any
+    adata: Any
+    layers: tuple
 
 
 @dataclass(frozen=True)

@@ -125,11 +125,17 @@ def light_copy(adata: ad.AnnData, X: Any = None) -> ad.AnnData:
     )
 
 
-def require_preprocessed(adata: ad.AnnData) -> None:
-    """Raise unless ``adata`` has niche features and a spatial graph."""
-    if OBSM.NICHE_FEATURES not in adata.obsm or OBSP.CONNECTIVITIES not in adata.obsp:
+def require_preprocessed(adata: ad.AnnData, features: bool = True) -> None:
+    """Raise unless ``adata`` has a spatial graph and, with ``features``, niche features.
+
+    The graph variant (CellinaGCN) reads the graph only, so it passes ``features=False``.
+    """
+    missing = [f"obsp[{OBSP.CONNECTIVITIES!r}]"] if OBSP.CONNECTIVITIES not in adata.obsp else []
+    if features and OBSM.NICHE_FEATURES not in adata.obsm:
+        missing.append(f"obsm[{OBSM.NICHE_FEATURES!r}]")
+    if missing:
         raise SessionError(
-            f"the tissue is not preprocessed (obsm[{OBSM.NICHE_FEATURES!r}] or the spatial graph is missing): "
+            f"the tissue is not preprocessed ({' and '.join(missing)} missing): "
             "run preprocessing in the tissue dock first"
         )
 
@@ -368,14 +374,14 @@ def check_model_folder(path: str) -> None:
 
 
 def load_steps(adata: ad.AnnData, path: str) -> Steps:
-    """Read a saved model onto a light copy of ``adata``; genes must match (the error names the folder)."""
-    from cellina.model import Cellina
+    """Read a saved model (either variant) onto a light copy of ``adata``; genes must match (the error names the folder)."""
+    from cellina.model import Cellina, load_model, saved_model_class
 
     yield Progress(0, 1, f"reading {path}")
-    require_preprocessed(adata)
     check_model_folder(path)
+    require_preprocessed(adata, features=saved_model_class(str(path)) is Cellina)
     try:
-        model = Cellina.load(str(path), adata=light_copy(adata))
+        model = load_model(str(path), adata=light_copy(adata))
     except ValueError as err:
         raise SessionError(f"model in {str(path)!r} does not match the data: {err}") from err
     yield Progress(1, 1, "done")

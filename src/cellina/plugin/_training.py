@@ -122,7 +122,8 @@ def _report_and_cancel(report: Report, cancel: threading.Event, max_epochs: int)
 
 
 def _check_training_inputs(adata: ad.AnnData, keys: TissueKeys, params: TrainParams) -> None:
-    require_preprocessed(adata)
+    # the graph variant reads the spatial graph only; Cellina reads the niche features
+    require_preprocessed(adata, features=not params.graph)
     for what, column in (("cell-type", keys.cell_type_key), ("domain", keys.domain_key)):
         if column is None or column not in adata.obs:
             raise SessionError(f"training needs the {what} column; set it in the tissue dock")
@@ -136,7 +137,7 @@ def train_steps(
     params: TrainParams,
     cancel: threading.Event | None = None,
 ) -> Steps:
-    """Train a model from the chosen preset through :func:`cellina.model.train_model`.
+    """Train a model (``params.variant``) from the chosen preset through :func:`cellina.model.train_model`.
 
     Training runs in an inner thread with one torch thread so the viewer keeps a core, and
     yields one report per epoch; ``cancel`` stops it at the next minibatch. It works on its
@@ -171,6 +172,7 @@ def train_steps(
                 validation_size=params.validation_size,
                 seed=params.seed,
                 preset=params.preset,
+                model=params.variant,
                 model_kwargs=params.model_kwargs(),
                 plan_kwargs=params.plan_kwargs(),
                 max_epochs=params.max_epochs,
@@ -214,11 +216,11 @@ def swap_training_graph(adata: ad.AnnData, data: ad.AnnData) -> dict[str, dict[s
     obsp = {key: data.obsp[key] for key in (OBSP.CONNECTIVITIES, OBSP.DISTANCES)}
     obsp[OBSP.UNMASKED] = data.obsp[OBSP.UNMASKED] if OBSP.UNMASKED in data.obsp else None
     root = dict(adata.uns.get(UNS.ROOT, {}))
-    features = dict(root.get(UNS.SPATIAL_FEATURES, {}))
-    features[OBSM.NICHE_FEATURES] = data.uns[UNS.ROOT][UNS.SPATIAL_FEATURES][OBSM.NICHE_FEATURES]
-    root[UNS.SPATIAL_FEATURES] = features
-    return {
-        "obsp": obsp,
-        "obsm": {OBSM.NICHE_FEATURES: data.obsm[OBSM.NICHE_FEATURES]},
-        "uns": {"spatial_neighbors": data.uns["spatial_neighbors"], UNS.ROOT: root},
-    }
+    record = data.uns.get(UNS.ROOT, {}).get(UNS.SPATIAL_FEATURES, {}).get(OBSM.NICHE_FEATURES)
+    obsm = {}
+    if OBSM.NICHE_FEATURES in data.obsm and record is not None:
+        features = dict(root.get(UNS.SPATIAL_FEATURES, {}))
+        features[OBSM.NICHE_FEATURES] = record
+        root[UNS.SPATIAL_FEATURES] = features
+        obsm[OBSM.NICHE_FEATURES] = data.obsm[OBSM.NICHE_FEATURES]
+    return {"obsp": obsp, "obsm": obsm, "uns": {"spatial_neighbors": data.uns["spatial_neighbors"], UNS.ROOT: root}}

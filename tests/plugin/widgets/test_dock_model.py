@@ -11,6 +11,7 @@ OPTIONS = {
     "niche_decoder": "niche_decoder",
     "spatial_decoding": "spatial_decoding",
     "type_aware_discriminator": "discriminator_input",
+    "spatial_encoder": "spatial_encoder",
 }
 
 
@@ -59,3 +60,42 @@ def test_choices_are_marked_with_the_presets_that_use_them(dock):
     labels = {dock.niche_decoder.itemData(i): dock.niche_decoder.itemText(i) for i in range(dock.niche_decoder.count())}
     assert "recommended" in labels["type_gated"] and "published" in labels["concat"]
     assert "(" not in labels["factorised"]
+
+
+def test_the_graph_variant_shows_its_own_options_only_when_chosen(dock):
+    assert [dock.variant.itemText(i) for i in range(dock.variant.count())] == ["Cellina", "CellinaGCN"]
+    assert dock.graph_box.isHidden() and dock.params().variant == "cellina"
+    dock.variant.setCurrentIndex(dock.variant.findData("gcn"))
+    assert not dock.graph_box.isHidden() and "GATv2" in dock.variant.toolTip()
+    dock.num_neighbors.setText("10, 5")
+    dock.subgraph_type.setCurrentText("directional")
+    dock.preset.setCurrentIndex(dock.preset.findData("published"))
+    params = dock.params()
+    assert (params.variant, params.num_neighbors, params.subgraph_type) == ("gcn", (10, 5), "directional")
+    assert params.preset == "published" and params.niche_decoder == PUBLISHED.model["niche_decoder"]
+    assert params.model_kwargs()["num_neighbors"] == [10, 5]
+    # the graph layers encode s: Cellina's niche encoder is neither offered nor passed on
+    assert not dock.spatial_encoder.isEnabled() and "spatial_encoder" not in params.model_kwargs()
+    dock.variant.setCurrentIndex(dock.variant.findData("cellina"))
+    assert dock.graph_box.isHidden() and "num_neighbors" not in dock.params().model_kwargs()
+    assert dock.spatial_encoder.isEnabled() and dock.params().model_kwargs()["spatial_encoder"] == "mlp"
+
+
+def test_neighbours_per_hop_that_cannot_be_read_are_named(dock, errors):
+    dock.variant.setCurrentIndex(dock.variant.findData("gcn"))
+    dock.num_neighbors.setText("ten")
+    assert dock.train() is None
+    assert "num_neighbors='ten'" in errors[-1] and not dock.session.busy
+
+
+def test_the_attention_box_says_why_a_cellina_model_has_none(make_napari_viewer, trained_two_slide):
+    from cellina.plugin.widgets import ResultsWidget
+
+    results = ResultsWidget(make_napari_viewer())
+    box = results.attention
+    assert not box.pick_button.isEnabled() and "no model yet" in box.toolTip()
+    session = results.session
+    session.set_adata(trained_two_slide.adata.copy(), trained_two_slide.keys)
+    session.set_model(trained_two_slide.model)
+    assert not box.pick_button.isEnabled() and not box.heatmap_button.isEnabled()
+    assert "CellinaGCN only" in box.toolTip() and "Cellina" in box.receiver_label.text()

@@ -21,6 +21,7 @@ from cellina.plugin._points import DEFAULT_HOVER_COLUMNS, PLAIN_RGBA
 from cellina.plugin._session import CellinaSession
 from cellina.plugin._state import CLUSTER_COLUMNS, SessionError, TissueKeys
 from cellina.plugin._tissue import guess_keys
+from cellina.plugin.widgets._attention_overlay import ATTENTION_LAYER, AttentionOverlayMixin
 from cellina.plugin.widgets._overlays import (
     LASSO_COLOURS,
     LASSO_LAYERS,
@@ -31,6 +32,7 @@ from cellina.plugin.widgets._overlays import (
 )
 
 __all__ = [
+    "ATTENTION_LAYER",
     "CELLS",
     "LFC_LABEL",
     "LASSO_COLOURS",
@@ -67,7 +69,7 @@ def get_bridge(viewer: Any) -> ViewerBridge:
     return bridge
 
 
-class ViewerBridge(OverlaysMixin):
+class ViewerBridge(AttentionOverlayMixin, OverlaysMixin):
     """Session plus the napari layers that show it.
 
     Parameters
@@ -91,6 +93,7 @@ class ViewerBridge(OverlaysMixin):
         self.session.events.keys.connect(self._on_keys)
         self.session.events.latents.connect(self._on_latents)
         self._connect_overlays()
+        self._connect_attention()
 
     @property
     def viewer(self) -> Any:

@@ -1,4 +1,5 @@
-"""Model dock: a preset and its options, Train / Cancel in a worker with a live loss curve, Save / Load, latents."""
+"""Model dock: the variant, a preset and its options, Train / Cancel in a worker with a live loss curve,
+Save / Load, latents."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLineEdit,
     QPushButton,
     QWidget,
 )
 
-from cellina.plugin._state import CLUSTER_COLUMNS, Progress, TrainParams
-from cellina.plugin.widgets._common import CellinaDock, PlotWidget, combo_value, fill_combo, obs_levels
+from cellina.plugin._state import CLUSTER_COLUMNS, VARIANTS, Progress, TrainParams
+from cellina.plugin.widgets._common import CellinaDock, PlotWidget, combo_value, describe, fill_combo, obs_levels
 from cellina.plugin.widgets._legend import LegendWidget
 from cellina.plugin.widgets._tissue import _spin
 
@@ -90,11 +92,30 @@ def _preset_tooltip(name: str) -> str:
     return f"<p><b>{preset.name}</b>: {preset.summary}.</p><ul>{''.join(rows)}</ul>"
 
 
+#: what each variant is, for its tooltip
+VARIANT_NOTES = {
+    "cellina": "Cellina: the niche code s is encoded from the niche features, a kernel-weighted mean of the "
+    "neighbours' log-normalised expression.",
+    "gcn": "CellinaGCN: s is encoded by GATv2 attention over each cell's neighbours in the spatial graph "
+    "(no niche features needed), with a contrastive loss on s; the Results dock then shows whom each cell "
+    "attends to.",
+}
+#: tooltips of the graph variant's own options
+GRAPH_NOTES = {
+    "num_neighbors": "Neighbours sampled per hop while training: 'all', one number for every hop, or one per "
+    "layer (e.g. '10, 5'); fewer is faster. Predictions always read every neighbour.",
+    "link_prediction_weight": "Weight of the supervised-contrastive loss on s (0: off).",
+    "convolution_type": "Graph layer: 'gat' (GATv2 attention, the only one with attention maps), 'gcn', 'gin', "
+    "'sg' or 'mean'.",
+    "subgraph_type": "'induced': every graph edge between the sampled cells; 'directional': only the sampled edges.",
+}
+
 #: options of the preset the dock shows: row label, then choice label -> value
 OPTION_CHOICES = {
     "niche_decoder": ("niche decoder", {"type-gated": "type_gated", "factorised": "factorised", "concat": "concat"}),
     "spatial_decoding": ("niche code", {"posterior mean": "mean", "sample": "sample"}),
     "type_aware_discriminator": ("discriminator sees", {"z and cell type": True, "z only": False}),
+    "spatial_encoder": ("niche encoder", {"linear": "linear", "MLP": "mlp"}),
 }
 
 
@@ -112,6 +133,13 @@ class ModelWidget(CellinaDock):
             self.preset.setItemData(self.preset.count() - 1, _preset_tooltip(name), Qt.ItemDataRole.ToolTipRole)
         self.preset.setCurrentIndex(self.preset.findData(d.preset))
         self.form.addRow("preset", self.preset)
+        self.variant = QComboBox()
+        for label, name in VARIANTS.items():
+            self.variant.addItem(label, name)
+            self.variant.setItemData(self.variant.count() - 1, VARIANT_NOTES[name], Qt.ItemDataRole.ToolTipRole)
+        self.variant.setCurrentIndex(self.variant.findData(d.variant))
+        self.form.addRow("model", self.variant)
+        self._build_graph_options(d)
         for name, (row, _) in OPTION_CHOICES.items():
             combo = _choice(_option_labels(name), getattr(d, name), OPTION_NOTES[name])
             setattr(self, "discriminator_input" if name == "type_aware_discriminator" else name, combo)
@@ -122,6 +150,8 @@ class ModelWidget(CellinaDock):
 
         self.preset.currentIndexChanged.connect(lambda _i: self._preset_chosen())
         self._preset_chosen()
+        self.variant.currentIndexChanged.connect(lambda _i: self._variant_chosen())
+        self._variant_chosen()
         self.train_button.clicked.connect(self.train)
         self.cancel_button.clicked.connect(self.cancel)
         self.save_button.clicked.connect(lambda: self.save_model())
@@ -135,6 +165,37 @@ class ModelWidget(CellinaDock):
         self._on_latents()
         self.session.events.busy.connect(self._on_busy)
         self.follow_adata(self._on_adata)
+
+    def _build_graph_options(self, d: TrainParams) -> None:
+        """The graph variant's own options, in a box shown only while CellinaGCN is chosen."""
+        from cellina.model import CONVOLUTION_TYPES, SUBGRAPH_TYPES
+
+        self.graph_box = QGroupBox("graph variant (CellinaGCN)")
+        form = QFormLayout(self.graph_box)
+        self.num_neighbors = QLineEdit("all" if d.num_neighbors is None else str(d.num_neighbors))
+        self.link_prediction_weight = _spin(0, 100, d.link_prediction_weight, 0.1, decimals=2)
+        self.convolution_type, self.subgraph_type = QComboBox(), QComboBox()
+        self.convolution_type.addItems(list(CONVOLUTION_TYPES))
+        self.convolution_type.setCurrentText(d.convolution_type)
+        self.subgraph_type.addItems(list(SUBGRAPH_TYPES))
+        self.subgraph_type.setCurrentText(d.subgraph_type)
+        for label, name in (
+            ("neighbours per hop", "num_neighbors"),
+            ("contrastive weight", "link_prediction_weight"),
+            ("graph layer", "convolution_type"),
+            ("subgraph", "subgraph_type"),
+        ):
+            widget = getattr(self, name)
+            widget.setToolTip(f"<b>{name}</b>: {GRAPH_NOTES[name]}")
+            form.addRow(label, widget)
+        self.form.addRow(self.graph_box)
+
+    def _variant_chosen(self) -> None:
+        """The graph variant's options show only while it is chosen; Cellina's niche encoder only without it."""
+        name = str(self.variant.currentData())
+        self.variant.setToolTip(VARIANT_NOTES[name])
+        self.graph_box.setVisible(name == "gcn")
+        self.spatial_encoder.setEnabled(name != "gcn")
 
     def _build_sizes(self, d: TrainParams) -> None:
         self.n_latent = _spin(2, 256, d.n_latent)
@@ -207,6 +268,7 @@ class ModelWidget(CellinaDock):
             "niche_decoder": self.niche_decoder,
             "spatial_decoding": self.spatial_decoding,
             "type_aware_discriminator": self.discriminator_input,
+            "spatial_encoder": self.spatial_encoder,
         }
 
     def _preset_chosen(self) -> None:
@@ -235,11 +297,17 @@ class ModelWidget(CellinaDock):
         options = {option: combo.currentData() for option, combo in self._option_combos().items()}
         return TrainParams(
             preset=str(self.preset.currentData()),
+            variant=str(self.variant.currentData()),
+            num_neighbors=self.num_neighbors.text(),
+            link_prediction_weight=float(self.link_prediction_weight.value()),
+            convolution_type=self.convolution_type.currentText(),
+            subgraph_type=self.subgraph_type.currentText(),
             n_latent=int(self.n_latent.value()),
             n_hidden=int(self.n_hidden.value()),
             niche_decoder=str(options["niche_decoder"]),
             spatial_decoding=str(options["spatial_decoding"]),
             type_aware_discriminator=bool(options["type_aware_discriminator"]),
+            spatial_encoder=str(options["spatial_encoder"]),
             max_epochs=int(self.max_epochs.value()),
             batch_size=int(self.batch_size.value()),
             classifier_lambda=float(self.classifier_lambda.value()),
@@ -263,7 +331,11 @@ class ModelWidget(CellinaDock):
     # ------------------------------------------------------------------ actions
     def train(self):
         """Train in a worker (then compute the latents); Cancel stops at the next minibatch."""
-        params = self.params()
+        try:
+            params = self.params()
+        except Exception as err:  # options the session refuses (e.g. neighbours per hop) are a message
+            self.notify_error(describe(err))
+            return None
         self.loss_curve.clear()
         return self.run_job(lambda: self.session.train_job(params, *self._clustering()))
 

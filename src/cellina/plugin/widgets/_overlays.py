@@ -17,6 +17,8 @@ import pandas as pd
 from cellina.plugin._state import DONORS, FOCAL
 
 RESULT_LAYER = "counterfactual"
+#: the graph variant's attention overlay (drawn by the bridge's attention mixin)
+ATTENTION_OVERLAY = "attention of picked cell"
 LASSO_LAYERS = {FOCAL: "focal lasso", DONORS: "donor lasso"}
 LASSO_COLOURS = {FOCAL: "#ff7f0e", DONORS: "#1f77b4"}
 RING_LAYERS = {FOCAL: "focal cells", DONORS: "donor cells"}
@@ -188,11 +190,11 @@ class OverlaysMixin:
         self._ring(DONORS, drawn[(drawn >= 0) & (drawn < self.session.adata.n_obs)])
 
     def order_layers(self) -> None:
-        """Bottom to top: everything else, the result, the rings, the lassos."""
+        """Bottom to top: everything else, the result, the attention, the rings, the lassos."""
         viewer = self.viewer
         if viewer is None:
             return
-        for name in (RESULT_LAYER, *RING_LAYERS.values(), *LASSO_LAYERS.values()):
+        for name in (RESULT_LAYER, ATTENTION_OVERLAY, *RING_LAYERS.values(), *LASSO_LAYERS.values()):
             layer = self.find_layer(name)
             if layer is not None:
                 viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))

@@ -1,4 +1,5 @@
-"""Results dock: switch runs, overlay a gene's prediction on the focal cells, plot and tabulate changes."""
+"""Results dock: switch runs, overlay a gene's prediction on the focal cells, plot and tabulate changes;
+with a CellinaGCN model, whom a cell attends to and the receiver x sender attention heatmap."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from cellina.plugin.widgets._attention import AttentionBox
 from cellina.plugin.widgets._bridge import LFC_LABEL, RESULT_LAYER
 from cellina.plugin.widgets._common import (
     CellinaDock,
@@ -115,6 +117,8 @@ class ResultsWidget(CellinaDock):
         self.top_table.setMinimumHeight(160)
         self.top_table.horizontalHeader().setStretchLastSection(True)
         self.layout().addWidget(self.top_table)
+        self.attention = AttentionBox(self)
+        self.layout().addWidget(self.attention)
         self.finish_layout()
 
         self.run_choice.activated.connect(
