@@ -253,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         worlds = list(dict.fromkeys(scores["world"]))
     else:
         runs = []
-        for i, name in enumerate(worlds):
-            runs.append(run_world(name, world_types(name, i, types, args.types_per_world), cfg, labels))
+        for name in worlds:
+            position = list_worlds(args.split).index(name)  # the turn of a world does not depend on --worlds
+            runs.append(run_world(name, world_types(name, position, types, args.types_per_world), cfg, labels))
             scores = pd.concat([r[0] for r in runs], ignore_index=True)
             genes = pd.concat([r[1] for r in runs])
             if args.csv:  # after every world, so that a long run keeps what it has measured
