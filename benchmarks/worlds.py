@@ -161,6 +161,16 @@ def tables(scores: pd.DataFrame) -> list[str]:
     return lines
 
 
+def world_lines(worlds: list[str]) -> list[str]:
+    """One line per world: its split and what it is (the registry's description)."""
+    from cellina.datasets import world_split
+    from cellina.datasets.worlds import world_spec
+
+    lines = ["| world | split | what it is |", "|---|---|---|"]
+    lines += [f"| {w} | {world_split(w)} | {world_spec(w).description} |" for w in worlds]
+    return [*lines, ""]
+
+
 def target_lines(scores: pd.DataFrame, method: str = "recommended") -> list[str]:
     """Which (world, held-out type) pairs meet each of the issue's targets with ``method``."""
     lines = [
@@ -284,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset), `scvi` (space-blind scvi-tools SCVI, domain as batch), `mean_shift` (the type's global "
         "mean change between domains).",
         "",
+        *world_lines(worlds),
         *tables(scores),
         *(target_lines(scores) if "recommended" in set(scores["method"]) else []),
     ]
