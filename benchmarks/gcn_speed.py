@@ -2,15 +2,17 @@
 
 Both models train on the same synthetic tissue and graph (gaussian kernel, bandwidth 20 um, 30
 nearest cells: the tissue's own niche scale) with the same batch size, layer sizes (``n_hidden``,
-``n_latent``, ``n_layers``), likelihood, heads and torch thread count, in one process; runs
-alternate Cellina / each CellinaGCN setting so that load from other processes hits all alike.
-Time per epoch is the median of epochs 1.. (epoch 0 pays one-off costs); no validation. Peak memory
-is the largest resident set size sampled every 20 ms while a model trains, minus the size just
-before (the tissue itself is not counted).
+``n_latent``, ``n_layers``), likelihood, heads and torch thread count. One run of this script
+measures everything; its trainings alternate Cellina / each CellinaGCN setting so that load from
+other processes hits all alike. Each training runs in a fresh Python process that reads the stored
+tissue, so its memory is its own (the tissue is built once per size). Time per epoch is the median
+of epochs 1.. (epoch 0 pays one-off costs); no validation. Peak memory is the largest resident set
+size of that process, sampled every 20 ms while the model is built and trained; the extra memory
+is that peak minus the size just before (the tissue, torch and the libraries are not counted).
 
 The counterfactual timing is ``get_counterfactual_expression`` for 5,000 healthy focal cells with
 50 donors each from the tumour cells (pooled rewiring), decoded at their own library size, on the
-largest tissue.
+largest tissue, in the process that trained the model (first call included).
 
 Usage::
 
@@ -24,9 +26,12 @@ Figures go into the ``gcn_speed`` section of ``docs/benchmarks.md`` and the plot
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -111,19 +116,27 @@ def _epoch_timer():
     return EpochTimer()
 
 
-def train_time(adata, name: str, args) -> tuple[float, float, object]:
-    """Median seconds per epoch, peak extra memory (GiB) and the trained model."""
-    import torch
+def _registered(path: Path, name: str):
+    """The stored tissue, registered for the class that ``name`` trains."""
+    import anndata as ad
 
     import cellina.model
 
-    cls_name, options, _ = SETTINGS[name]
-    cls = getattr(cellina.model, cls_name)
-    model = cls(adata, **ARCH, **options)
-    timer = _epoch_timer()
+    adata = ad.read_h5ad(path)
+    cls = getattr(cellina.model, SETTINGS[name][0])
+    cls.setup_anndata(adata, batch_key="slide", labels_key="coarse_type", domains_key="domain", layer="counts")
+    return adata, cls
+
+
+def train_time(adata, cls, name: str, args) -> dict:
+    """Seconds per epoch, peak resident memory while training and the trained model."""
+    import torch
+
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    timer = _epoch_timer()
     with _Peak() as peak:
+        model = cls(adata, **ARCH, **SETTINGS[name][1])
         model.train(
             max_epochs=args.epochs,
             batch_size=args.batch_size,
@@ -135,7 +148,13 @@ def train_time(adata, name: str, args) -> tuple[float, float, object]:
             callbacks=[timer],
         )
     times = timer.times[1:] if len(timer.times) > 1 else timer.times
-    return float(np.median(times)), (peak.peak - peak.start) / 2**30, model
+    return {
+        "epoch_s": float(np.median(times)),
+        "epochs_s": timer.times,
+        "peak_gib": peak.peak / 2**30,
+        "extra_gib": (peak.peak - peak.start) / 2**30,
+        "model": model,
+    }
 
 
 def _counterfactual_times(model, adata, args) -> list[float]:
@@ -156,37 +175,66 @@ def _counterfactual_times(model, adata, args) -> list[float]:
     return times
 
 
-def _measure_size(n_cells: int, args) -> dict:
-    from cellina.model import Cellina, CellinaGCN
+def child(args) -> None:
+    """One training (and, if asked, the counterfactual timing) in a fresh process; JSON on stdout."""
+    adata, cls = _registered(Path(args.data), args.child)
+    out = train_time(adata, cls, args.child, args)
+    model = out.pop("model")
+    if args.cf:
+        out["cf_s"] = _counterfactual_times(model, adata, args)
+    print("RESULT " + json.dumps(out), flush=True)
 
+
+def _in_child(path: Path, name: str, cf: bool, args) -> dict:
+    """Run :func:`child` for ``name`` in a new interpreter, so each peak memory starts from scratch."""
+    flags = ["--child", name, "--data", str(path), "--threads", str(args.threads), "--epochs", str(args.epochs)]
+    flags += ["--batch-size", str(args.batch_size), "--n-focal", str(args.n_focal), "--n-donors", str(args.n_donors)]
+    flags += ["--cf-repeats", str(args.cf_repeats)] + (["--cf"] if cf else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *flags], capture_output=True, text=True, env=env
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def _measure_size(n_cells: int, args, workdir: Path) -> dict:
     t0 = time.perf_counter()
     adata = build_tissue(n_cells, args.n_genes, args.seed)
     build_s = time.perf_counter() - t0
-    setup = {"batch_key": "slide", "labels_key": "coarse_type", "domains_key": "domain", "layer": "counts"}
-    Cellina.setup_anndata(adata, **setup)
-    gcn_data = adata.copy()
-    CellinaGCN.setup_anndata(gcn_data, **setup)
+    path = workdir / f"tissue_{n_cells}.h5ad"
+    adata.write_h5ad(path)
     names = [n for n in SETTINGS if n != "gcn_all" or n_cells in args.all_neighbours_sizes]
-    times = {n: [] for n in names}
-    memory, models = {}, {}
+    largest = n_cells == max(args.sizes)
+    runs = {n: [] for n in names}
     for rep in range(args.repeats):
         for name in names:
-            data = adata if SETTINGS[name][0] == "Cellina" else gcn_data
-            t, mem, models[name] = train_time(data, name, args)
-            times[name].append(t)
-            memory[name] = max(memory.get(name, 0.0), mem)
-            print(f"{n_cells} cells, round {rep}: {name} {t:.2f} s/epoch, +{mem:.2f} GiB", flush=True)
+            cf = largest and rep == 0 and name in ("cellina", args.cf_setting)
+            out = _in_child(path, name, cf, args)
+            runs[name].append(out)
+            print(
+                f"{n_cells} cells, round {rep}: {name} {out['epoch_s']:.2f} s/epoch {out['epochs_s']}, "
+                f"peak {out['peak_gib']:.2f} GiB (+{out['extra_gib']:.2f})" + (f", cf {out['cf_s']}" if cf else ""),
+                flush=True,
+            )
     degree = float(np.diff(adata.obsp["spatial_connectivities"].indptr).mean())
     row = {"n_cells": n_cells, "build_s": build_s, "degree": degree, "settings": names}
     for name in names:
-        row[name] = float(np.median(times[name]))
-        row[f"mem_{name}"] = memory[name]
+        times = np.asarray([r["epoch_s"] for r in runs[name]])
+        row[name] = float(np.median(times))
+        row[f"peak_{name}"] = max(r["peak_gib"] for r in runs[name])
+        row[f"mem_{name}"] = max(r["extra_gib"] for r in runs[name])
         if name != "cellina":
-            row[f"ratio_{name}"] = float(np.median(np.asarray(times[name]) / np.asarray(times["cellina"])))
-    if n_cells == max(args.sizes):
-        row["cf_gcn"] = _counterfactual_times(models[args.cf_setting], gcn_data, args)
-        row["cf_cellina"] = _counterfactual_times(models["cellina"], adata, args)
+            base = np.asarray([r["epoch_s"] for r in runs["cellina"]])
+            row[f"ratio_{name}"] = float(np.median(times / base))
+            row[f"ratios_{name}"] = (times / base).tolist()
+    if largest:
+        row["cf_gcn"] = runs[args.cf_setting][0]["cf_s"]
+        row["cf_cellina"] = runs["cellina"][0]["cf_s"]
         row["n_pool"] = int((adata.obs["domain"] == "tumour").sum())
+    path.unlink()
     return row
 
 
@@ -194,7 +242,8 @@ def run(args) -> dict:
     import scvi
     import torch
 
-    rows = [_measure_size(n, args) for n in args.sizes]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [_measure_size(n, args, Path(tmp)) for n in args.sizes]
     return {"rows": rows, "versions": {"torch": torch.__version__, "scvi-tools": scvi.__version__}}
 
 
@@ -206,7 +255,7 @@ def _plot(res: dict, path: Path) -> None:
 
     rows = res["rows"]
     colours = {"cellina": "#d62728", "gcn_all": "#1f77b4", "gcn_10_5": "#6baed6", "gcn_10_5_dir": "#c6dbef"}
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    fig, ax = plt.subplots(figsize=(6.0, 4.8))
     w = 0.8 / len(SETTINGS)
     for j, (name, (_, _, label)) in enumerate(SETTINGS.items()):
         xs = [i for i, r in enumerate(rows) if name in r["settings"]]
@@ -220,7 +269,7 @@ def _plot(res: dict, path: Path) -> None:
     ax.set_xticks(range(len(rows)), [f"{r['n_cells']:,} cells" for r in rows])
     ax.set_ylabel("seconds per epoch (median, log scale)")
     ax.set_title(f"{res['n_genes']} genes, batch {res['batch_size']}, torch threads {res['threads']}")
-    ax.legend(frameon=False, fontsize=7, loc="upper left")
+    ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -229,8 +278,9 @@ def _plot(res: dict, path: Path) -> None:
 
 def _table(res: dict) -> list[str]:
     lines = [
-        "| cells | mean neighbours | setting | s/epoch | / Cellina | extra memory while training (GiB) | target <= 5x |",
-        "|---|---|---|---|---|---|---|",
+        "| cells | mean neighbours | setting | s/epoch | / Cellina | peak RSS (GiB) | extra while training (GiB) "
+        "| target <= 5x |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         for name in r["settings"]:
@@ -240,7 +290,7 @@ def _table(res: dict) -> list[str]:
             ratio_text = "1" if ratio is None else f"{ratio:.2f}"
             lines.append(
                 f"| {r['n_cells']:,} | {r['degree']:.1f} | {label} | {r[name]:.2f} | {ratio_text} | "
-                f"{r[f'mem_{name}']:.2f} | {met} |"
+                f"{r[f'peak_{name}']:.2f} | {r[f'mem_{name}']:.2f} | {met} |"
             )
     return lines
 
@@ -258,8 +308,11 @@ def _write_docs(res: dict, command: str) -> None:
         "nearest cells (the tissue's niche scale; Cellina's niche features are built on it and CellinaGCN reads "
         f"it). Both models: n_hidden 128, n_latent 10, n_layers 2 (two GATv2 layers), NB likelihood, classifier "
         f"and adversary on, batch {res['batch_size']}, no validation; CellinaGCN with its default contrastive "
-        f"loss. Median of epochs 1-{res['epochs'] - 1}, {res['repeats']} alternating round(s); ratio = median of "
-        "the per-round ratios. Extra memory: peak resident set size while training minus the size before.",
+        f"loss. Time per epoch: the median of epochs 1-{res['epochs'] - 1} (epoch 0 is not timed; every epoch is a "
+        f"full pass), {res['repeats']} alternating round(s); ratio = median of "
+        "the per-round ratios. Each training ran in its own process: peak RSS is that process's largest "
+        "resident set size while building and training the model (tissue, torch and libraries included); extra "
+        "is the peak minus the size just before the model was built.",
         "",
         *_table(res),
         "",
@@ -277,8 +330,40 @@ def _write_docs(res: dict, command: str) -> None:
             + ".",
             "",
         ]
-    lines += ["![CellinaGCN vs Cellina seconds per epoch](img/gcn_speed.png)"]
+    lines += [*_reading(res), "", "![CellinaGCN vs Cellina seconds per epoch](img/gcn_speed.png)"]
     write_section("gcn_speed", "\n".join(lines))
+
+
+def _reading(res: dict) -> list[str]:
+    """Which settings met the 5x target, and why the graph variant costs what it does."""
+    met, missed = [], []
+    for r in res["rows"]:
+        for name in r["settings"]:
+            if name != "cellina":
+                (met if r[f"ratio_{name}"] <= 5 else missed).append(f"{SETTINGS[name][2]} at {r['n_cells']:,} cells")
+    return [
+        "Target (issue 15), time per epoch at most 5x Cellina's: met by "
+        + ("; ".join(met) if met else "no setting")
+        + "; missed by "
+        + ("; ".join(missed) if missed else "no setting")
+        + ".",
+        "",
+        "Reading: Cellina reads one precomputed row of niche features per cell, while each CellinaGCN step "
+        "recomputes its first GATv2 layer for the seeds and their sampled neighbours over every edge they read in "
+        "the subgraph, and a cell is some other seed's neighbour many times per epoch. The cost per step grows "
+        "with edges x hidden units (gathers, scores, softmax, weighted sums and their gradients), so the ratio "
+        "is set by the edges per seed: induced subgraphs keep every graph edge between the sampled cells (with "
+        "10 + 5 neighbours a first-hop cell still reads most of its 30 neighbours), directional subgraphs only "
+        "the sampled ones. The per-epoch ratio does not fall with tissue size, since both models scale with the "
+        "number of cells. Timings were taken on 2 shared cores with other jobs running (load average 5-10), "
+        "so single values vary by tens of percent; the ratios compare runs made minutes apart. Cellina does the "
+        "same work per step at every size, yet its time per step was "
+        + ", ".join(
+            f"{1e3 * r['cellina'] / np.ceil(r['n_cells'] / res['batch_size']):.0f} ms at {r['n_cells']:,} cells"
+            for r in res["rows"]
+        )
+        + ": the spread is the load, and it carries into the ratios.",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -290,14 +375,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-focal", type=int, default=5_000)
     parser.add_argument("--n-donors", type=int, default=50)
     parser.add_argument("--cf-repeats", type=int, default=2)
     parser.add_argument("--cf-setting", choices=[n for n in SETTINGS if n != "cellina"], default="gcn_10_5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument("--child", choices=list(SETTINGS), help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--cf", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        child(args)
+        return
     if args.quick:
         args.sizes, args.all_neighbours_sizes, args.n_genes, args.n_focal = [3_000], [3_000], 100, 500
     res = run(args)

@@ -9,6 +9,10 @@ expression of any cell under any rewiring of its neighbourhood
 (:func:`true_counterfactual_node`) is available exactly, as are the factual means
 (:func:`true_mean`). The design is described in :mod:`cellina.datasets._synthetic`.
 
+:func:`sender_receiver_tissue` is a small tissue whose receivers respond to the mean ligand level
+of one sender type only, so a graph-attention model's attention is identified there (see
+:mod:`cellina.datasets._sender_tissue`).
+
 :func:`make_world` draws a world of the evaluation family (:mod:`cellina.datasets.worlds`):
 niche mechanisms, reaches, layouts and confounds that differ from the tissue above and from the
 model's own construction, named and split into development and evaluation worlds
@@ -27,6 +31,7 @@ from cellina.datasets._params import (
     RESPONSIVE_PROGRAMMES,
     SHARED_RESPONSE_PROGRAMMES,
 )
+from cellina.datasets._sender_tissue import SENDER_TISSUE_TYPES, sender_receiver_tissue
 from cellina.datasets._synthetic import GRAPH_KEY, TRUTH_KEY, synthetic_tissue
 from cellina.datasets._truth import true_counterfactual_edge, true_counterfactual_node, true_mean
 from cellina.datasets.worlds import (
@@ -69,11 +74,13 @@ __all__ = [
     "FINE_TYPES",
     "GRAPH_KEY",
     "RESPONSIVE_PROGRAMMES",
+    "SENDER_TISSUE_TYPES",
     "SHARED_RESPONSE_PROGRAMMES",
     "TRUTH_KEY",
     "DatasetTypeError",
     "PositionError",
     "TruthKeyError",
+    "sender_receiver_tissue",
     "synthetic_tissue",
     "true_counterfactual_edge",
     "true_counterfactual_node",
