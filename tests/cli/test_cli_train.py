@@ -51,7 +51,7 @@ def test_train_starts_from_the_recommended_preset(trained):
     prepared = ad.read_h5ad(trained[1] / "adata.h5ad")
     model = Cellina.load(str(trained[1]), adata=prepared)
     assert model.preset == "recommended"
-    assert model.module.spatial_decoding == "mean"
+    assert model.module.spatial_decoding == "mean" and model.module.spatial_encoder == "linear"
     assert model.module.type_aware_discriminator and model.module.domain_counts_by_type.sum() > 0
 
 
@@ -82,10 +82,19 @@ def test_preset_option_reaches_train_model(cli_tissue, tmp_path, train_call):
 def test_given_options_become_overrides(cli_tissue, tmp_path, train_call):
     main(
         _train_args(
-            cli_tissue, tmp_path, "--spatial-decoding", "sample", "--no-type-aware-discriminator", "--lr", "0.01"
+            cli_tissue,
+            tmp_path,
+            "--spatial-decoding",
+            "sample",
+            "--no-type-aware-discriminator",
+            "--spatial-encoder",
+            "mlp",
+            "--lr",
+            "0.01",
         )
     )
-    assert train_call["model_kwargs"] == {"spatial_decoding": "sample", "type_aware_discriminator": False}
+    expected = {"spatial_decoding": "sample", "type_aware_discriminator": False, "spatial_encoder": "mlp"}
+    assert train_call["model_kwargs"] == expected
     assert train_call["plan_kwargs"] == {"lr": 0.01}
 
 

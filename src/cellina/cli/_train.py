@@ -40,6 +40,7 @@ MODEL_OVERRIDES = (
     "niche_rank",
     "spatial_decoding",
     "type_aware_discriminator",
+    "spatial_encoder",
 )
 
 
@@ -147,6 +148,9 @@ def _add_model_options(train: argparse.ArgumentParser) -> None:
     model.add_argument("--niche-rank", type=positive_int, default=None, help="rank of the factorised niche response")
     model.add_argument(
         "--spatial-decoding", choices=("sample", "mean"), default=None, help=OPTION_NOTES["spatial_decoding"]
+    )
+    model.add_argument(
+        "--spatial-encoder", choices=("mlp", "linear"), default=None, help=OPTION_NOTES["spatial_encoder"]
     )
     model.add_argument(
         "--type-aware-discriminator",
