@@ -21,45 +21,38 @@ import json
 import sys
 import time
 import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SCORES = ("truth_pearson", "truth_skill", "truth_slope", "truth_auroc", "pearson")
 
 
 def main(argv: list[str]) -> int:
+    from worlds import MODEL_SIZE, run_protocol
+
     from cellina.datasets import list_worlds, make_world
-    from cellina.evaluation import leave_one_out
 
     world, holdout, label = argv[:3]
     if world not in list_worlds("development"):
         raise SystemExit(f"{world!r} is not a development world; use one of {list_worlds('development')}.")
     opts = {"bandwidth": 20.0, "max_neighbours": 50, "epochs": 40, "preset": "recommended", "seed": 0}
-    model, plan = {"n_latent": 10, "n_hidden": 128, "n_layers": 2}, {}
+    model, plan = {}, {}
     for item in argv[3:]:
         key, _, value = item.partition("=")
         target = model if key.startswith("m.") else plan if key.startswith("p.") else opts
         target[key[2:] if key[:2] in ("m.", "p.") else key] = json.loads(value)
+    cfg = {
+        "bandwidth": opts["bandwidth"],
+        "max_neighbours": opts["max_neighbours"],
+        "seed": opts["seed"],
+        "n_draws": 1,
+        "model": MODEL_SIZE,
+        "train": {"max_epochs": opts["epochs"], "batch_size": 512},
+    }
     adata = make_world(world)
     t0 = time.time()
-    res = leave_one_out(
-        adata,
-        holdout,
-        methods=("cellina",),
-        preset=opts["preset"],
-        batch_key="slide",
-        library_key="slide",
-        perturbations=("edge", "node"),
-        bandwidth=opts["bandwidth"],
-        max_neighbours=opts["max_neighbours"],
-        model_kwargs=model,
-        plan_kwargs=plan or None,
-        train_kwargs={"max_epochs": opts["epochs"], "batch_size": 512},
-        n_deg=50,
-        n_deg_node=20,
-        n_pert_genes=max(20, adata.n_vars // 10),
-        energy=False,
-        probes=True,
-        seed=opts["seed"],
-    )
+    res = run_protocol(adata, holdout, "cellina", opts["preset"], "cellina", cfg, model, plan, probes=True)
     scores = res.scores.set_index("perturbation")
     row = {"label": label, "world": world, "type": holdout, "seconds": round(time.time() - t0)}
     for pert in ("edge", "node"):

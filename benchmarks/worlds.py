@@ -61,6 +61,8 @@ TARGETS = {
     ("edge", "truth_calibration"): (0.8, None),
 }
 MIN_CELLS = 30
+#: the model's sizes (also those of benchmarks/world_options.py)
+MODEL_SIZE = {"n_latent": 10, "n_hidden": 128, "n_layers": 2}
 
 
 def holdout_types(adata) -> list[str]:
@@ -84,10 +86,47 @@ def world_types(name: str, position: int, types: list[str] | None, per_world: in
     return [evaluable[(start + k) % len(evaluable)] for k in range(per_world)]
 
 
+def run_protocol(
+    adata,
+    holdout: str,
+    method: str,
+    preset: str | None,
+    variant: str,
+    cfg: dict,
+    model_options: dict | None = None,
+    plan_options: dict | None = None,
+    probes: bool = False,
+):
+    """The leave-one-type-out protocol on a world with the benchmark's settings (``cfg``)."""
+    from cellina.evaluation import leave_one_out
+
+    return leave_one_out(
+        adata,
+        holdout,
+        methods=(method,),
+        preset=preset,
+        model=variant,
+        batch_key="slide",
+        library_key="slide",
+        perturbations=("edge", "node"),
+        bandwidth=cfg["bandwidth"],
+        max_neighbours=cfg["max_neighbours"],
+        model_kwargs={**cfg["model"], **(model_options or {})},
+        plan_kwargs=plan_options or None,
+        train_kwargs=cfg["train"],
+        n_deg=50,
+        n_deg_node=20,
+        n_pert_genes=max(20, adata.n_vars // 10),
+        energy=False,
+        probes=probes,
+        seed=cfg["seed"],
+        n_draws=cfg["n_draws"],
+    )
+
+
 def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every requested method on every held-out type of one world: the scores and the per-gene changes."""
     from cellina.datasets import make_world
-    from cellina.evaluation import leave_one_out
 
     adata = make_world(name)
     frames, genes = [], []
@@ -95,27 +134,7 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
         for label in labels:
             method, preset, variant, options = RUNS[label]
             t0 = time.perf_counter()
-            res = leave_one_out(
-                adata,
-                holdout,
-                methods=(method,),
-                preset=preset,
-                model=variant,
-                batch_key="slide",
-                library_key="slide",
-                perturbations=("edge", "node"),
-                bandwidth=cfg["bandwidth"],
-                max_neighbours=cfg["max_neighbours"],
-                model_kwargs={**cfg["model"], **options},
-                train_kwargs=cfg["train"],
-                n_deg=50,
-                n_deg_node=20,
-                n_pert_genes=max(20, adata.n_vars // 10),
-                energy=False,
-                probes=False,
-                seed=cfg["seed"],
-                n_draws=cfg["n_draws"],
-            )
+            res = run_protocol(adata, holdout, method, preset, variant, cfg, model_options=options)
             seconds = time.perf_counter() - t0
             frames.append(res.scores.assign(world=name, holdout=holdout, method=label, seconds=seconds))
             for (pert, _), lfc in res.lfc.items():
@@ -262,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_neighbours": 50,
         "seed": args.seed,
         "n_draws": args.n_draws,
-        "model": {"n_latent": 10, "n_hidden": 128, "n_layers": 2},
+        "model": MODEL_SIZE,
         "train": {"max_epochs": args.epochs, "batch_size": 512},
     }
     types = args.types.split(",") if args.types else None
