@@ -12,10 +12,13 @@ from ._features import (
 from ._graph import KERNELS, spatial_neighbors
 from ._perturb import _node_perturbation as _node_perturbation
 from ._perturb import make_neighbor_perturbation, make_perturbed_expression
+from ._reach import niche_reach_curve
+from ._reach_curve import NicheReachCurve
 from ._validation import CellinaKeyError, CellinaTypeError, check_positions
 
 __all__ = [
     "KERNELS",
+    "NicheReachCurve",
     "TRANSFORMS",
     "CellinaKeyError",
     "CellinaTypeError",
@@ -27,6 +30,7 @@ __all__ = [
     "expression_representation",
     "make_neighbor_perturbation",
     "make_perturbed_expression",
+    "niche_reach_curve",
     "representation_matrix",
     "spatial_neighbors",
 ]
