@@ -26,6 +26,7 @@ from ._common import (
     select,
 )
 from ._keys import TrainingKeys, resolve_training_keys, with_micrometre_coordinates
+from ._reach import bandwidth_value, choose_reach
 
 #: options of the graph variant only
 GRAPH_OVERRIDES = ("num_neighbors", "link_prediction_weight", "convolution_type", "subgraph_type")
@@ -80,11 +81,17 @@ def _add_data_options(train: argparse.ArgumentParser) -> None:
     graph.add_argument("--spatial-obsm-key", default=OBSM.NICHE_FEATURES, help="obsm key of the niche features")
     graph.add_argument(
         "--bandwidth",
-        type=positive_float,
+        type=bandwidth_value,
         default=None,
-        help="kernel bandwidth in micrometres; builds the graph and niche features",
+        help="kernel bandwidth in micrometres; builds the graph and niche features. 'auto': chosen from "
+        "the data (a validation curve over bandwidths, printed; needs the cell types)",
     )
-    graph.add_argument("--max-neighbours", type=positive_int, default=50, help="neighbours per cell in the graph")
+    graph.add_argument(
+        "--max-neighbours",
+        type=positive_int,
+        default=None,
+        help="neighbours per cell in the graph (default: 50, or with --bandwidth auto enough for its reach)",
+    )
     graph.add_argument(
         "--library-key", default=None, help="obs column of slides: no edges across slides (default: the batch key)"
     )
@@ -190,8 +197,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     train.set_defaults(handler=run_train)
 
 
-def _prepared(adata: Any, args: argparse.Namespace, keys: TrainingKeys, held_out: Any) -> tuple[Any, str | None]:
-    """The AnnData to train on and its counts layer: prepared when asked or needed."""
+def _prepared(
+    adata: Any, args: argparse.Namespace, keys: TrainingKeys, held_out: Any
+) -> tuple[Any, str | None, dict[str, Any]]:
+    """The AnnData to train on, its counts layer and the record of a reach chosen from the data."""
     from cellina.preprocessing import prepare_tissue
 
     graph_variant = args.model == "gcn"
@@ -200,7 +209,7 @@ def _prepared(adata: Any, args: argparse.Namespace, keys: TrainingKeys, held_out
     if ready and args.bandwidth is None:
         if held_out is not None:
             raise CliError("--hold-out needs --bandwidth, so the graph is rebuilt without the held-out cells")
-        return adata, keys.layer
+        return adata, keys.layer, {}
     if args.bandwidth is None:
         missing = (
             f"adata.obsp[{OBSP.CONNECTIVITIES!r}] (spatial graph)"
@@ -222,16 +231,18 @@ def _prepared(adata: Any, args: argparse.Namespace, keys: TrainingKeys, held_out
             say(args, f"cellina train: spatial graph {message.removeprefix('done: ')} um", err=True)
 
     layer = keys.layer or LAYERS.COUNTS
+    library_key = args.library_key or keys.batch_key
+    bandwidth, max_neighbours, reach = choose_reach(adata, args, keys, library_key, held_out)
     prepared = prepare_tissue(
         adata,
-        bandwidth=args.bandwidth,
+        bandwidth=bandwidth,
         counts_layer=layer,
-        max_neighbours=args.max_neighbours,
-        library_key=args.library_key or keys.batch_key,
+        max_neighbours=max_neighbours,
+        library_key=library_key,
         test_indices=held_out,
         progress=progress,
     )
-    return prepared, layer
+    return prepared, layer, reach
 
 
 def overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -260,7 +271,7 @@ def run_train(args: argparse.Namespace) -> int:
         say(args, f"cellina train: guessed {keys.describe_guesses()} (pass the options to choose others)", err=True)
     with_micrometre_coordinates(adata, keys)
     held_out = select(adata, args.hold_out, "--hold-out") if args.hold_out else None
-    adata, layer = _prepared(adata, args, keys, held_out)
+    adata, layer, reach = _prepared(adata, args, keys, held_out)
     model_kwargs, plan_kwargs = overrides(args)
     extra = {"early_stopping_monitor": "vae_loss_validation"} if args.early_stopping else {}
     with quiet_run(args.quiet) as trainer_kwargs:
@@ -296,6 +307,7 @@ def run_train(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "max_epochs": args.max_epochs,
             "batch_size": args.batch_size,
+            **({"niche_reach": reach} if reach else {}),
         }
     )
     model.save(str(output), save_anndata=True, overwrite=args.overwrite)
