@@ -75,6 +75,7 @@ _STATE = (
     "current_run",
     "last_export",
     "attention",
+    "reach_curve",
     "_display",
 )
 
@@ -88,6 +89,8 @@ class SessionEvents(SignalGroup):
     latents = Signal()
     #: the graph model's attention was computed (or dropped, with a new model or tissue)
     attention = Signal()
+    #: a niche-reach scan finished: its :class:`~cellina.spatial.NicheReachCurve`
+    reach = Signal(object)
     #: AnnData entries written in place, as ``"obsm/spatial_x"``-style names
     data = Signal(tuple)
     selection = Signal(str)
@@ -163,6 +166,8 @@ class CellinaSession(CellsMixin, JobsMixin):
         self.model: Any = None
         self.model_source: str | None = None
         self.preprocess_params: PreprocessParams | None = None
+        #: the last niche-reach scan of this tissue (:meth:`reach_job`), or None
+        self.reach_curve: Any = None
         self.train_params: TrainParams | None = None
         self.history: dict[str, list[float]] = {}
         self.selections: dict = {}
@@ -234,6 +239,7 @@ class CellinaSession(CellsMixin, JobsMixin):
         self.model = None
         self.model_source = None
         self.attention = None
+        self.reach_curve = None
         self.history = {}
         self.selections = {}
         self.gene_shifts = GeneShifts.from_rows([])

@@ -62,13 +62,36 @@ class JobsMixin:
         validate_keys(adata, keys)
         params = params or PreprocessParams()
 
+        curve = self.reach_curve
+
         def apply(result: Preprocessed) -> str:
             self._same_inputs(adata, what="preprocessing")
             self.set_adata(result.adata, result.keys)
             self.preprocess_params = result.params
+            # the scan judged these cells; it stays with the preprocessed copy of them
+            self.reach_curve = curve
             return result.message
 
-        return Job("preprocessing", steps.preprocess_steps(adata, keys, params), apply)
+        return Job("preprocessing", steps.preprocess_steps(adata, keys, params, reach=curve), apply)
+
+    def reach_job(self, keys: TissueKeys | None = None, params: PreprocessParams | None = None) -> Job:
+        """Scan graph bandwidths on the tissue read through ``keys``: the niche reach the data support.
+
+        The result (:class:`~cellina.spatial.NicheReachCurve`) becomes ``reach_curve`` and is
+        announced by ``events.reach``; the preprocessing settings are left to the caller.
+        """
+        adata = self.require_adata()
+        keys = keys or self.keys
+        validate_keys(adata, keys)
+        params = params or PreprocessParams()
+
+        def apply(curve: Any) -> str:
+            self._same_inputs(adata, what="the niche-reach scan")
+            self.reach_curve = curve
+            self.events.reach.emit(curve)
+            return curve.describe()
+
+        return Job("niche reach", steps.reach_steps(adata, keys, params.cutoff), apply)
 
     def train_job(self, params: TrainParams | None = None, method: str = "kmeans", n_clusters: int = 8) -> Job:
         """Train a model; on success the training graph and the model replace the session's.
@@ -325,6 +348,10 @@ class JobsMixin:
     def preprocess(self, **params: Any) -> ad.AnnData:
         """Run preprocessing synchronously (see :class:`PreprocessParams` for the arguments)."""
         return self.run(self.preprocess_job(PreprocessParams(**params))).adata
+
+    def scan_reach(self, **params: Any) -> Any:
+        """Scan graph bandwidths synchronously; returns the :class:`~cellina.spatial.NicheReachCurve`."""
+        return self.run(self.reach_job(params=PreprocessParams(**params)))
 
     def train(self, **params: Any) -> Any:
         """Train a model synchronously (see :class:`TrainParams`), then compute latents and clusters."""

@@ -173,6 +173,12 @@ def _annotated_base(adata: ad.AnnData, keys: TissueKeys) -> ad.AnnData:
     return base
 
 
+def _reach_record(curve: Any, params: PreprocessParams) -> dict[str, Any]:
+    record = curve.as_record()
+    record["suggestion_taken"] = bool(np.isclose(params.bandwidth_um, curve.suggested_bandwidth))
+    return record
+
+
 def _graph_message(adata: ad.AnnData) -> str:
     from cellina.preprocessing import graph_summary
 
@@ -182,7 +188,42 @@ def _graph_message(adata: ad.AnnData) -> str:
     )
 
 
-def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessParams) -> Steps:
+def reach_steps(adata: ad.AnnData, keys: TissueKeys, cutoff: float) -> Steps:
+    """Scan graph bandwidths (:func:`cellina.spatial.niche_reach_curve`) on the cells with a type and domain.
+
+    Coordinates are taken in micrometres (the keys' pixel size), counts are log-normalised inside
+    the scan, slides come from the batch key; returns the :class:`~cellina.spatial.NicheReachCurve`.
+    """
+    from cellina.spatial import niche_reach_curve
+
+    total = 100
+    yield Progress(0, total, "scanning graph bandwidths")
+    validate_keys(adata, keys)
+    if keys.cell_type_key is None:
+        raise SessionError("choose the cell-type key first: the reach is judged by what varies within a cell type")
+    base = _annotated_base(adata, keys)
+    library_key = keys.batch_key if keys.batch_key and keys.batch_key in base.obs else None
+
+    def work(report: Report) -> Any:
+        return niche_reach_curve(
+            base,
+            keys.cell_type_key,
+            layer=LAYERS.COUNTS,
+            spatial_key=OBSM.SPATIAL,
+            library_key=library_key,
+            cutoff=cutoff,
+            progress=lambda fraction, message: report(Progress(int(round(fraction * total)), total, message)),
+        )
+
+    try:
+        curve = yield from in_thread(work)
+    except ValueError as err:
+        raise SessionError(str(err)) from err
+    yield Progress(total, total, curve.describe())
+    return curve
+
+
+def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessParams, reach: Any = None) -> Steps:
     """QC filters, highly variable genes, log-normalised layer, spatial graph and niche features.
 
     Works on a copy (through :func:`cellina.preprocessing.prepare_tissue`, shared with the
@@ -192,7 +233,8 @@ def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessPara
     names and pixel size ``uns["cellina"]["preprocess"]["coordinates"]`` keeps), the graph in
     ``obsp["spatial_connectivities"]`` and niche features in ``obsm["spatial_x"]``, with the
     keys that read it. Cells without a cell type or domain are left out. A graph in which most
-    cells have no neighbour is refused with the reason (coordinates in pixels, usually).
+    cells have no neighbour is refused with the reason (coordinates in pixels, usually). A niche-reach
+    scan (``reach``) is recorded beside the settings, saying whether its suggestion was taken.
     """
     from cellina.preprocessing import prepare_tissue
 
@@ -227,7 +269,11 @@ def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessPara
     source = source_coordinates(adata, keys)
     out.uns[UNS.ROOT] = {
         **out.uns.get(UNS.ROOT, {}),
-        "preprocess": {**params_dict(params), "coordinates": {k: "" if v is None else v for k, v in source.items()}},
+        "preprocess": {
+            **params_dict(params),
+            "coordinates": {k: "" if v is None else v for k, v in source.items()},
+            **({"niche_reach": _reach_record(reach, params)} if reach is not None else {}),
+        },
     }
     message = f"{out.n_obs} cells x {out.n_vars} genes; {_graph_message(out)}"
     yield Progress(total, total, message)

@@ -23,6 +23,7 @@ from cellina.plugin._state import COUNTS_IN_X, PreprocessParams, SessionError, T
 from cellina.plugin._tissue import source_coordinates
 from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo, search_combo
 from cellina.plugin.widgets._legend import LegendWidget
+from cellina.plugin.widgets._reach import ReachPanel
 
 NONE = "(none)"
 OBS_COLUMNS = "(two obs columns)"
@@ -85,13 +86,15 @@ class TissueWidget(CellinaDock):
         self.pixel_size.editingFinished.connect(self._pixel_size_typed)
         self.instrument.activated.connect(lambda _i: self._instrument_chosen())
         self.preprocess_button.clicked.connect(self.preprocess)
+        self.reach.button.clicked.connect(self.suggest_reach)
+        self.session.events.reach.connect(self._on_reach)
         self.color_by.activated.connect(lambda _i: self.recolour(self.color_by.currentText()))
         self.point_size.valueChanged.connect(lambda v: self.guarded(lambda: self.bridge.set_point_size(v)))
         self.bridge.colouring.connect(self._on_colouring)
         self.bridge.message.connect(self.notify_error)
         self.session.events.latents.connect(self._on_latents)
         self.session.events.keys.connect(lambda _keys: self._show_keys())
-        self.session.events.busy.connect(lambda busy: self.preprocess_button.setEnabled(not busy))
+        self.session.events.busy.connect(self._on_busy)
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
         self._on_layers_changed()
@@ -142,9 +145,15 @@ class TissueWidget(CellinaDock):
         pre_form.addRow(self.use_hvg, self.n_top_genes)
         pre_form.addRow("bandwidth (um)", self.bandwidth)
         pre_form.addRow("max neighbours", self.max_neighbours)
+        self.reach = ReachPanel()
+        pre_form.addRow(self.reach)
         self.preprocess_button = QPushButton("Preprocess")
         pre_form.addRow(self.preprocess_button)
         self.layout().addWidget(pre_box)
+
+    def _on_busy(self, busy: bool) -> None:
+        self.preprocess_button.setEnabled(not busy)
+        self.reach.button.setEnabled(not busy)
 
     # ------------------------------------------------------------------ layers and keys
     def _on_layers_changed(self, event=None) -> None:
@@ -342,6 +351,23 @@ class TissueWidget(CellinaDock):
             return self.session.preprocess_job(params, keys)
 
         return self.run_job(job)
+
+    def suggest_reach(self):
+        """Scan graph bandwidths in a worker; the suggestion fills the bandwidth and max-neighbours boxes."""
+        params = self.params()
+
+        def job():
+            keys = self.keys()
+            self._check_units(keys)
+            return self.session.reach_job(keys, params)
+
+        return self.run_job(job)
+
+    def _on_reach(self, curve) -> None:
+        self.reach.show_curve(curve)
+        if curve.signal:
+            self.bandwidth.setValue(curve.suggested_bandwidth)
+            self.max_neighbours.setValue(curve.suggested_max_neighbours)
 
     def recolour(self, key: str) -> None:
         """Colour the cells by an obs column or gene (errors become notifications)."""
