@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: a run option that is not a model option: the graph's reach ("auto": from the data's validation curve)
+REACH = "reach"
 METRICS = ["truth_pearson", "truth_skill", "truth_slope", "truth_auroc", "truth_calibration", "pearson"]
 #: method label -> (protocol method, preset, model variant, model options on top of the preset)
 RUNS = {
@@ -45,6 +47,8 @@ RUNS = {
     # the recommended preset before its niche encoder became linear: the change this run judges
     "recommended_mlp": ("cellina", "recommended", "cellina", {"spatial_encoder": "mlp"}),
     "published": ("cellina", "published", "cellina", {}),
+    # the graph's reach chosen from the data (cellina.spatial.niche_reach_curve) instead of 20 um
+    "recommended_reach": ("cellina", "recommended", "cellina", {REACH: "auto"}),
     # sampled directional subgraphs: the graph variant's setting within 5x of Cellina's time (gcn_speed)
     "gcn": ("cellina", "recommended", "gcn", {"num_neighbors": [10, 5], "subgraph_type": "directional"}),
     "scvi": ("scvi", None, "cellina", {}),
@@ -124,6 +128,20 @@ def run_protocol(
     )
 
 
+def reach_cfg(adata, holdout: str, cfg: dict) -> dict:
+    """``cfg`` with the graph's bandwidth and neighbour cap suggested by the data, held-out cells left out."""
+    from cellina.spatial import niche_reach_curve
+
+    held = np.flatnonzero(
+        (adata.obs["coarse_type"].to_numpy() == holdout) & (adata.obs["domain"].to_numpy() == "tumour")
+    )
+    curve = niche_reach_curve(adata, "coarse_type", layer="counts", library_key="slide", test_indices=held)
+    print(f"  reach: {curve.describe()}", flush=True)
+    if not curve.signal:
+        return cfg
+    return {**cfg, "bandwidth": curve.suggested_bandwidth, "max_neighbours": curve.suggested_max_neighbours}
+
+
 def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every requested method on every held-out type of one world: the scores and the per-gene changes."""
     from cellina.datasets import make_world
@@ -133,8 +151,10 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
     for holdout in types:
         for label in labels:
             method, preset, variant, options = RUNS[label]
+            options = dict(options)
             t0 = time.perf_counter()
-            res = run_protocol(adata, holdout, method, preset, variant, cfg, model_options=options)
+            run_cfg = reach_cfg(adata, holdout, cfg) if options.pop(REACH, None) == "auto" else cfg
+            res = run_protocol(adata, holdout, method, preset, variant, run_cfg, model_options=options)
             seconds = time.perf_counter() - t0
             frames.append(res.scores.assign(world=name, holdout=holdout, method=label, seconds=seconds))
             for (pert, _), lfc in res.lfc.items():

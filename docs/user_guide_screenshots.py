@@ -99,7 +99,10 @@ def tissue_and_model(shooter, docks, path) -> None:
     tissue.preprocess()  # refused: the coordinates look like pixels and no pixel size is chosen yet
     choose(tissue.instrument, "CosMx")
     tissue.n_top_genes.setValue(200)
+    tissue.suggest_reach()  # the validation curve; its suggestion fills the bandwidth boxes
+    print(f"reach: {tissue.session.reach_curve.describe()}", flush=True)
     tissue.preprocess()
+    print(f"preprocessed: {tissue.status.text()}", flush=True)
     tissue.recolour("typ")
     viewer.reset_view()
     shooter.shot("01_tissue.png", "1. Tissue")

@@ -122,3 +122,32 @@ def test_the_curve_plots(ligand_curve):
     ax = ligand_curve.plot()
     assert ax.get_xscale() == "log"
     assert len(ax.lines) >= 2
+
+
+def test_windows_of_a_large_tissue_keep_every_scored_cell_s_neighbourhood_whole(ligand_world):
+    from scipy.spatial import cKDTree
+
+    from cellina.spatial._reach import reach_windows
+
+    coords = np.asarray(ligand_world.obsm["spatial"])
+    slides = ligand_world.obs["slide"].astype("category").cat.codes.to_numpy()
+    eligible = np.arange(ligand_world.n_obs)
+    reach = 60.0
+    senders, scored = reach_windows(coords, slides, eligible, 800, reach, np.random.default_rng(0))
+    assert 800 <= scored.size < ligand_world.n_obs and senders.size < ligand_world.n_obs
+    inner = senders[scored]
+    is_sender = np.zeros(ligand_world.n_obs, dtype=bool)
+    is_sender[senders] = True
+    for slide in np.unique(slides):
+        on_slide = np.flatnonzero(slides == slide)
+        tree = cKDTree(coords[on_slide])
+        for i in inner[slides[inner] == slide]:
+            assert is_sender[on_slide[tree.query_ball_point(coords[i], reach)]].all()
+
+
+def test_a_tissue_larger_than_the_budget_is_scanned_in_windows(ligand_world):
+    curve = niche_reach_curve(
+        ligand_world, "coarse_type", [10.0, 25.0], layer="counts", library_key="slide", max_cells=1000
+    )
+    assert curve.n_cells == 1000
+    assert np.all(np.isfinite(curve.score))

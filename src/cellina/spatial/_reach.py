@@ -31,7 +31,7 @@ from ._validation import (
     get_matrix,
 )
 
-__all__ = ["niche_reach_curve"]
+__all__ = ["niche_reach_curve", "reach_windows"]
 
 #: default candidates, as multiples of the median distance between neighbouring cells
 SPACING_MULTIPLES = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
@@ -41,6 +41,8 @@ RIDGE_GRID = np.array([0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
 MAX_AUTO_NEIGHBOURS = 1000
 MAX_GENES = 2000
 MIN_CELLS_PER_TYPE = 50
+#: above this many times ``max_cells`` cells, only windows of the tissue are scanned (bounded memory)
+WINDOW_FACTOR = 2
 
 
 def _log_expression(adata: Any, layer: str | None) -> sp.csr_matrix:
@@ -234,35 +236,78 @@ def niche_reach_curve(
     types_all, n_folds = _check_scan(adata, labels_key, kernel, cutoff, n_folds)
     coords = get_coordinates(adata, spatial_key)
     candidates = _candidates(bandwidths, coords)
-    slides_all = np.zeros(adata.n_obs, dtype=np.int64)
+    slides = np.zeros(adata.n_obs, dtype=np.int64)
     if library_key is not None:
-        slides_all = check_obs_key(adata, library_key, "library_key").astype("category").cat.codes.to_numpy()
+        slides = check_obs_key(adata, library_key, "library_key").astype("category").cat.codes.to_numpy()
     held = np.zeros(adata.n_obs, dtype=bool)
     if test_indices is not None:
         held[check_test_indices(test_indices, adata.n_obs)] = True
+    eligible = _eligible(types_all, held, labels_key)
     rng = np.random.default_rng(random_state)
-    eligible = np.flatnonzero(~held & np.array([t is not None for t in types_all]))
-    type_counts = {t: c for t, c in zip(*np.unique(types_all[eligible].astype(str), return_counts=True))}
-    eligible = eligible[[type_counts[str(types_all[i])] >= MIN_CELLS_PER_TYPE for i in eligible]]
+    # tiles wider than twice the longest kernel's reach: folds, and windows on a large tissue
+    tile = 2.0 * min(_reach(float(candidates.max()), float(cutoff), kernel), 20.0 * float(candidates.max()))
+    if adata.n_obs > WINDOW_FACTOR * max_cells:
+        senders, eligible = reach_windows(coords, slides, eligible, max_cells, tile, rng)
+        adata, coords, slides, held, types_all = (
+            adata[senders],
+            coords[senders],
+            slides[senders],
+            held[senders],
+            types_all[senders],
+        )
+    scored = np.sort(rng.choice(eligible, min(max_cells, eligible.size), replace=False))
+    types = types_all[scored].astype(str)
+    _, groups = np.unique(np.stack([types, slides[scored].astype(str)], axis=1), axis=0, return_inverse=True)
+    groups = groups.ravel()
+    features, targets = _components(_log_expression(adata, layer), scored, groups, n_features, n_targets, random_state)
+    folds = _spatial_folds(coords[scored], slides[scored], tile, n_folds, random_state)
+    return _scan(
+        adata, candidates, features, targets, types, groups, folds, scored,
+        dict(kernel=kernel, cutoff=float(cutoff), max_neighbours=max_neighbours, spatial_key=spatial_key,
+             library_key=library_key, test_indices=np.flatnonzero(held), seed=random_state, coords=coords,
+             slides=slides, progress=progress),
+    )  # fmt: skip
+
+
+def _eligible(types: np.ndarray, held: np.ndarray, labels_key: str) -> np.ndarray:
+    """Cells that can be scored: labelled, not held out, of a type with enough such cells."""
+    labelled = ~held & np.array([t is not None for t in types])
+    names = np.where(labelled, types.astype(str), "")
+    _, inverse, counts = np.unique(names, return_inverse=True, return_counts=True)
+    eligible = np.flatnonzero(labelled & (counts[inverse.ravel()] >= MIN_CELLS_PER_TYPE))
     if eligible.size < 2 * MIN_CELLS_PER_TYPE:
         raise ValueError(
             f"Too few labelled cells to scan the niche reach: {eligible.size} in types of at least "
             f"{MIN_CELLS_PER_TYPE} cells (obs[{labels_key!r}])."
         )
-    scored = np.sort(rng.choice(eligible, min(max_cells, eligible.size), replace=False))
-    types = types_all[scored].astype(str)
-    _, groups = np.unique(np.stack([types, slides_all[scored].astype(str)], axis=1), axis=0, return_inverse=True)
-    groups = groups.ravel()
-    features, targets = _components(_log_expression(adata, layer), scored, groups, n_features, n_targets, random_state)
-    largest_reach = _reach(float(candidates.max()), float(cutoff), kernel)
-    tile = 2.0 * min(largest_reach, 20.0 * float(candidates.max()))
-    folds = _spatial_folds(coords[scored], slides_all[scored], tile, n_folds, random_state)
-    return _scan(
-        adata, candidates, features, targets, types, groups, folds, scored,
-        dict(kernel=kernel, cutoff=float(cutoff), max_neighbours=max_neighbours, spatial_key=spatial_key,
-             library_key=library_key, test_indices=np.flatnonzero(held), seed=random_state, coords=coords,
-             slides=slides_all, progress=progress),
-    )  # fmt: skip
+    return eligible
+
+
+def reach_windows(
+    coords: np.ndarray, slides: np.ndarray, eligible: np.ndarray, max_cells: int, tile: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Square windows of a large tissue to scan: ``(senders, scored)`` as positions.
+
+    Tiles of side ``tile`` (at least the longest kernel's reach) are drawn at random until they
+    hold ``max_cells`` eligible cells; those cells may be scored (returned as positions among the
+    senders), and every cell of the same slide in a tile touching a drawn one is a sender, so a
+    scored cell's neighbourhood is complete at every candidate bandwidth. Graphs and features
+    are then built on the senders only: the cost is bounded by ``max_cells``, not the tissue.
+    """
+    xy = coords[:, :2] - coords[:, :2].min(axis=0)
+    cells = np.floor(xy / tile).astype(np.int64) + 1
+    side = int(cells.max()) + 2
+    key = (slides.astype(np.int64) * side + cells[:, 0]) * side + cells[:, 1]
+    tiles, counts = np.unique(key[eligible], return_counts=True)
+    order = rng.permutation(tiles.size)
+    chosen = tiles[order[: int(np.searchsorted(np.cumsum(counts[order]), max_cells)) + 1]]
+    near = np.zeros(key.size, dtype=bool)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            near |= np.isin(key + dx * side + dy, chosen)
+    senders = np.flatnonzero(near)
+    inside = np.isin(key[eligible], chosen)
+    return senders, np.searchsorted(senders, eligible[inside])
 
 
 def _scan(

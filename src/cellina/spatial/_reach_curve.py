@@ -114,7 +114,7 @@ class NicheReachCurve:
         if ax is None:
             import matplotlib.pyplot as plt
 
-            _, ax = plt.subplots(figsize=(4.5, 3))
+            _, ax = plt.subplots(figsize=(4.5, 3), layout="constrained")
         pct = 100 * np.asarray(self.score)
         se = 100 * np.asarray(self.score_se)
         ax.fill_between(self.bandwidths, pct - se, pct + se, color="#8fb3d9", alpha=0.4, linewidth=0)
@@ -123,6 +123,13 @@ class NicheReachCurve:
         if self.best_bandwidth != self.suggested_bandwidth:
             ax.axvline(self.best_bandwidth, color="#999999", linestyle=":", label="best")
         ax.set_xscale("log")
+        from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+        ticks = np.asarray(self.bandwidths)[::2]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(lambda value, _pos: f"{value:.3g}")
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"bandwidth ({unit})")
         ax.set_ylabel("explained beyond type (%)")
         ax.legend(fontsize="small", frameon=False)
