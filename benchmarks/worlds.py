@@ -330,7 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(worlds)}; model {cfg['model']}, {args.epochs} epochs, batch 512, seed {args.seed}; the model's "
         f"graph: gaussian kernel, bandwidth {cfg['bandwidth']:g} um, {cfg['max_neighbours']} neighbours (the "
         "project's default, whatever the world's true reach). The worlds are described in docs/worlds.md. "
-        "Methods: `recommended` and `published` (Cellina with each preset), `gcn` (CellinaGCN, recommended "
+        "Methods: `recommended` and `published` (Cellina with each preset), `recommended_reach` (the "
+        "recommended preset on a graph whose bandwidth and neighbour cap the data suggest, "
+        "`cellina.spatial.niche_reach_curve` with the held-out cells left out; 20 um when no reach stands "
+        "out), `gcn` (CellinaGCN, recommended "
         "preset, 10 + 5 sampled neighbours, directional subgraphs), `scvi` (space-blind scvi-tools SCVI, "
         "domain as batch), `mean_shift` (the type's global mean change between domains).",
         "",

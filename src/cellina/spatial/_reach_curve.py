@@ -110,7 +110,8 @@ class NicheReachCurve:
         )
 
     def plot(self, ax: Any = None, unit: str = "um") -> Any:
-        """The validation curve with +-1 standard error and the suggested and best bandwidths marked."""
+        """The validation curve with +-1 standard error and the suggested and best bandwidths marked
+        (without signal, a note instead of the marks)."""
         if ax is None:
             import matplotlib.pyplot as plt
 
@@ -119,9 +120,12 @@ class NicheReachCurve:
         se = 100 * np.asarray(self.score_se)
         ax.fill_between(self.bandwidths, pct - se, pct + se, color="#8fb3d9", alpha=0.4, linewidth=0)
         ax.plot(self.bandwidths, pct, "o-", color="#2a6bb0", markersize=3)
-        ax.axvline(self.suggested_bandwidth, color="#e0a030", linestyle="--", label="suggested")
-        if self.best_bandwidth != self.suggested_bandwidth:
-            ax.axvline(self.best_bandwidth, color="#999999", linestyle=":", label="best")
+        if self.signal:
+            ax.axvline(self.suggested_bandwidth, color="#e0a030", linestyle="--", label="suggested")
+            if self.best_bandwidth != self.suggested_bandwidth:
+                ax.axvline(self.best_bandwidth, color="#999999", linestyle=":", label="best")
+        else:
+            ax.text(0.5, 0.9, "no reach stands out", transform=ax.transAxes, ha="center", color="#e0a030")
         ax.set_xscale("log")
         from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
@@ -132,5 +136,6 @@ class NicheReachCurve:
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"bandwidth ({unit})")
         ax.set_ylabel("explained beyond type (%)")
-        ax.legend(fontsize="small", frameon=False)
+        if self.signal:
+            ax.legend(fontsize="small", frameon=False)
         return ax
