@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             i = int(np.flatnonzero(curve.bandwidths == curve.suggested_bandwidth)[0])
             rows.append(
                 f"| {name} | {split} | {adata.n_obs} | "
-                f"{'; '.join(f'{label}: {value:.3g}' for label, value in truth)} | {curve.suggested_bandwidth:.3g} | "
+                f"{'; '.join(f'{label}: {value:.3g}' for label, value in truth)} | "
+                f"{f'{curve.suggested_bandwidth:.3g}' if curve.signal else '- (no signal)'} | "
                 f"{curve.best_bandwidth:.3g} | {curve.suggested_max_neighbours} | {100 * curve.score[i]:.2f} | "
                 f"{'yes' if curve.signal else 'no'} | {seconds:.1f} |"
             )
