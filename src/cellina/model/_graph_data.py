@@ -2,8 +2,9 @@
 
 A training minibatch holds the seeds' registry entries (counts, batch, labels, domains, as a
 plain scvi-tools minibatch has them) and the graph entries of
-:data:`~cellina.model._constants.GRAPH_KEYS`: the node features of every sampled cell (densified
-for this minibatch only), the trimmed edges of every layer, node counts, batch codes, degrees and
+:data:`~cellina.model._constants.GRAPH_KEYS`: the node features of every sampled cell (gathered
+from one dense table of every cell's features, kept for training when it takes at most
+:data:`DENSE_FEATURES_MAX_BYTES`, or else densified for this minibatch only), the trimmed edges of every layer, node counts, batch codes, degrees and
 domains. :class:`GraphDataSplitter` is a :class:`scvi.dataloaders.DataSplitter`, so ``train(...,
 datasplitter_kwargs={"external_indexing": ...})`` works as for :class:`~cellina.model.Cellina`;
 the test part of the split (the held-out cells) is removed from the graph before anything is
@@ -12,7 +13,7 @@ sampled, so no held-out cell is ever in a training or validation subgraph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,12 +32,22 @@ from ._graph_sampler import prepare_graph, sample_subgraph
 FEATURE_TRANSFORMS = ("log1p", "identity")
 
 
+#: largest node-feature table (cells x genes, float32) that training keeps in memory, in bytes
+DENSE_FEATURES_MAX_BYTES = 2**30
+
+
 @dataclass
 class NodeFeatures:
-    """Rows of a cells x genes matrix turned into node features, dense only for the rows asked."""
+    """Rows of a cells x genes matrix turned into node features, dense only for the rows asked.
+
+    :meth:`keep_dense` transforms the whole matrix once and keeps it as one float32 table, so
+    that a minibatch gathers its rows instead of densifying and transforming them again (the
+    values are the same).
+    """
 
     source: Any
     transform: str = "log1p"
+    table: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.transform not in FEATURE_TRANSFORMS:
@@ -59,7 +70,29 @@ class NodeFeatures:
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """Node features of ``rows``, dense float32."""
+        if self.table is not None:
+            return self.table.numpy()[np.asarray(rows, dtype=np.int64)]
         return self.transformed(self.raw(rows))
+
+    def tensor(self, rows: np.ndarray) -> torch.Tensor:
+        """Node features of ``rows`` as a float32 tensor."""
+        if self.table is not None:
+            return self.table.index_select(0, torch.from_numpy(np.asarray(rows, dtype=np.int64)))
+        return torch.from_numpy(self.rows(rows))
+
+    def keep_dense(self, max_bytes: int = DENSE_FEATURES_MAX_BYTES, chunk: int = 8192) -> bool:
+        """Build the dense table of every cell's node features if it takes at most ``max_bytes``.
+
+        Returns whether the table is kept.
+        """
+        n_obs, width = self.source.shape
+        if self.table is None and n_obs * width * 4 <= max_bytes:
+            table = np.empty((n_obs, width), dtype=np.float32)
+            for a in range(0, n_obs, chunk):
+                rows = np.arange(a, min(a + chunk, n_obs))
+                table[rows] = self.transformed(self.raw(rows))
+            self.table = torch.from_numpy(table)
+        return self.table is not None
 
 
 @dataclass
@@ -210,11 +243,14 @@ class SampledGraphBatches(Dataset):
         )
         sizes, edges = sub.blocks(options.n_layers, candidates=options.contrastive)
         nodes = sub.nodes[: sizes[0]]
-        raw = inputs.features.raw(nodes)
-        seed_counts = raw[: seeds.size] if inputs.features_are_counts else None
-        batch = inputs.registry_entries(seeds, seed_counts)
+        if inputs.features.table is not None:
+            batch = inputs.registry_entries(seeds)
+            batch[GK.X] = inputs.features.tensor(nodes)
+        else:
+            raw = inputs.features.raw(nodes)
+            batch = inputs.registry_entries(seeds, raw[: seeds.size] if inputs.features_are_counts else None)
+            batch[GK.X] = torch.from_numpy(inputs.features.transformed(raw))
         batch.update(pack_blocks(edges, sizes, 0))
-        batch[GK.X] = torch.from_numpy(inputs.features.transformed(raw))
         batch[GK.BATCH] = _codes(inputs.batch, nodes)
         batch[GK.DEGREE] = torch.from_numpy(inputs.degree[nodes])
         batch[GK.DOMAINS] = _codes(inputs.domains, nodes[: sizes[-1]]).reshape(-1)
@@ -262,6 +298,8 @@ class GraphDataSplitter(DataSplitter):
         super().setup(stage)
         if self.inputs is None:
             self.inputs = self.graph_options.inputs(self.adata_manager, exclude=np.asarray(self.test_idx))
+            # every minibatch reads node features of a large share of the cells: keep them dense
+            self.inputs.features.keep_dense()
 
     def _loader(self, positions: np.ndarray, shuffle: bool, drop_last: bool, seed: int | None) -> DataLoader:
         dataset = SampledGraphBatches(self.inputs, self.graph_options, positions, seed)
