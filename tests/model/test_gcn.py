@@ -146,13 +146,13 @@ def test_layerwise_prediction_equals_the_minibatch_computation(trained):
 
 
 def test_trimmed_training_minibatches_give_the_seeds_their_whole_graph_s(trained):
-    """At the default (all neighbours, induced subgraphs, contrastive candidates, node features
-    gathered from the dense table), each layer runs on the cells the next one reads only, yet the
+    """At the default (all neighbours, induced subgraphs, contrastive candidates, hops in locality
+    order, node features gathered from the dense table), each layer runs on the cells the next one reads only, yet the
     seeds get exactly the s of every layer run on every cell of the graph; no held-out cell enters."""
     model, adata, held, _ = trained
     options = replace(model.graph_options(), fanouts=(None, None), contrastive=True)
-    inputs = options.inputs(model.adata_manager, exclude=held)
-    assert inputs.features.keep_dense()
+    inputs = options.inputs(model.adata_manager, exclude=held).for_training()
+    assert inputs.features.table is not None and inputs.order is not None
     seeds = np.setdiff1d(np.arange(0, adata.n_obs, 7), held)
     batch = SampledGraphBatches(inputs, options, seeds, seed=0)[list(range(seeds.size))]
     nodes, sizes = batch[GK.NODES].numpy(), batch[GK.SIZES].tolist()

@@ -26,7 +26,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._constants import GRAPH_KEYS as GK
-from ._graph_sampler import prepare_graph, sample_subgraph
+from ._graph_sampler import locality_order, prepare_graph, sample_subgraph
 
 #: how node features are made from their source matrix
 FEATURE_TRANSFORMS = ("log1p", "identity")
@@ -47,7 +47,9 @@ class NodeFeatures:
 
     source: Any
     transform: str = "log1p"
+    #: every cell's node features (row ``slot[i]`` holds cell ``i``), or None
     table: torch.Tensor | None = field(default=None, repr=False)
+    slot: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.transform not in FEATURE_TRANSFORMS:
@@ -71,26 +73,30 @@ class NodeFeatures:
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """Node features of ``rows``, dense float32."""
         if self.table is not None:
-            return self.table.numpy()[np.asarray(rows, dtype=np.int64)]
+            return self.table.numpy()[self.slot[rows]]
         return self.transformed(self.raw(rows))
 
     def tensor(self, rows: np.ndarray) -> torch.Tensor:
         """Node features of ``rows`` as a float32 tensor."""
-        if self.table is not None:
-            return self.table.index_select(0, torch.from_numpy(np.asarray(rows, dtype=np.int64)))
-        return torch.from_numpy(self.rows(rows))
+        return torch.from_numpy(self.rows(rows))  # numpy copies whole rows: faster than index_select
 
-    def keep_dense(self, max_bytes: int = DENSE_FEATURES_MAX_BYTES, chunk: int = 8192) -> bool:
+    def keep_dense(
+        self, order: np.ndarray | None = None, max_bytes: int = DENSE_FEATURES_MAX_BYTES, chunk: int = 8192
+    ) -> bool:
         """Build the dense table of every cell's node features if it takes at most ``max_bytes``.
 
-        Returns whether the table is kept.
+        ``order`` lists the cells in the table's row order (default: by position); minibatches
+        that list their cells in the same order gather the table in runs. Returns whether the
+        table is kept.
         """
         n_obs, width = self.source.shape
         if self.table is None and n_obs * width * 4 <= max_bytes:
+            order = np.arange(n_obs) if order is None else np.asarray(order, dtype=np.int64)
             table = np.empty((n_obs, width), dtype=np.float32)
             for a in range(0, n_obs, chunk):
-                rows = np.arange(a, min(a + chunk, n_obs))
-                table[rows] = self.transformed(self.raw(rows))
+                table[a : a + chunk] = self.transformed(self.raw(order[a : a + chunk]))
+            self.slot = np.empty(n_obs, dtype=np.int64)
+            self.slot[order] = np.arange(n_obs)
             self.table = torch.from_numpy(table)
         return self.table is not None
 
@@ -106,6 +112,17 @@ class GraphInputs:
     labels: np.ndarray
     domains: np.ndarray
     features_are_counts: bool = True
+    #: the cells in the order each hop of a sampled subgraph lists them (None: by position)
+    order: np.ndarray | None = None
+
+    def for_training(self) -> GraphInputs:
+        """Ready for many minibatches: hops list their cells in :func:`locality_order` (so the
+        graph layers read memory in runs) and the node features stay dense in that order when
+        they fit in :data:`DENSE_FEATURES_MAX_BYTES`. What the layers compute is unchanged."""
+        if self.order is None:
+            self.order = locality_order(self.graph)
+        self.features.keep_dense(self.order)
+        return self
 
     @property
     def degree(self) -> np.ndarray:
@@ -240,6 +257,7 @@ class SampledGraphBatches(Dataset):
             self._rng(seeds),
             options.subgraph_type,
             options.positives if options.contrastive else 0,
+            inputs.order,
         )
         sizes, edges = sub.blocks(options.n_layers, candidates=options.contrastive)
         nodes = sub.nodes[: sizes[0]]
@@ -297,9 +315,8 @@ class GraphDataSplitter(DataSplitter):
         """Split the cells, then build the graph without the test cells."""
         super().setup(stage)
         if self.inputs is None:
-            self.inputs = self.graph_options.inputs(self.adata_manager, exclude=np.asarray(self.test_idx))
-            # every minibatch reads node features of a large share of the cells: keep them dense
-            self.inputs.features.keep_dense()
+            inputs = self.graph_options.inputs(self.adata_manager, exclude=np.asarray(self.test_idx))
+            self.inputs = inputs.for_training()
 
     def _loader(self, positions: np.ndarray, shuffle: bool, drop_last: bool, seed: int | None) -> DataLoader:
         dataset = SampledGraphBatches(self.inputs, self.graph_options, positions, seed)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from cellina.spatial import distinct_draws
 
@@ -209,6 +210,7 @@ def sample_subgraph(
     rng: np.random.Generator | None,
     subgraph_type: str = "induced",
     positives: int | None = 0,
+    order: np.ndarray | None = None,
 ) -> Subgraph:
     """Seeds plus their sampled ``len(fanouts)``-hop neighbourhoods.
 
@@ -233,14 +235,23 @@ def sample_subgraph(
         Candidates of the contrastive loss: up to this many of each seed's sampled neighbours
         (``None``: all of them; ``0``: none), listed right after the seeds (see
         :meth:`Subgraph.blocks`).
+    order
+        Every cell once, in the order in which each hop lists its cells (e.g.
+        :func:`locality_order`, so that cells close in the tissue get close positions and the
+        layers read memory in runs); ``None``: by position.
     """
     if subgraph_type not in SUBGRAPH_TYPES:
         raise ValueError(f"subgraph_type={subgraph_type!r}: use one of {SUBGRAPH_TYPES}.")
     seeds = np.asarray(seeds, dtype=np.int64)
     n_obs = graph.shape[0]
-    # membership by lookup tables over the cells (linear in the cells, no sorting or hashing)
+    # membership by lookup tables over the cells, indexed by rank in `order` (linear in the
+    # cells, no sorting or hashing; a hop's new cells come out in that order)
+    rank = None
+    if order is not None:
+        rank = np.empty(n_obs, dtype=np.int64)
+        rank[order] = np.arange(n_obs)
     seen = np.zeros(n_obs, dtype=bool)
-    seen[seeds] = True
+    seen[seeds if rank is None else rank[seeds]] = True
     parts, frontier, bounds, n_candidates = [seeds], seeds, [seeds.size], 0
     sampled_src, sampled_dst = [], []
     for hop, fanout in enumerate(fanouts):
@@ -248,15 +259,16 @@ def sample_subgraph(
         sampled_src.append(neighbour)
         sampled_dst.append(frontier[owner])
         reached = np.zeros(n_obs, dtype=bool)
-        reached[neighbour] = True
-        new = np.flatnonzero(reached & ~seen)
+        reached[neighbour if rank is None else rank[neighbour]] = True
+        keys = np.flatnonzero(reached & ~seen)
+        seen[keys] = True
+        new = keys if order is None else order[keys]
         if hop == 0 and positives != 0:
             chosen = np.zeros(n_obs, dtype=bool)
             chosen[_positives(owner, neighbour, seeds.size, positives, rng)] = True
             first = chosen[new]
             new, n_candidates = np.concatenate([new[first], new[~first]]), int(first.sum())
         parts.append(new)
-        seen[new] = True
         frontier = new
         bounds.append(bounds[-1] + new.size)
     nodes = np.concatenate(parts)
@@ -293,6 +305,12 @@ def _edges_within(
     position = local[neighbour]
     keep = (position >= 0) & (position < n_local)
     return position[keep], owner[keep]
+
+
+def locality_order(graph: sp.csr_matrix) -> np.ndarray:
+    """The cells in an order that keeps graph neighbours at nearby positions (reverse
+    Cuthill-McKee on the symmetrised graph)."""
+    return np.asarray(reverse_cuthill_mckee(sp.csr_matrix(graph), symmetric_mode=False), dtype=np.int64)
 
 
 def receptive_field(graph: sp.csr_matrix, targets: np.ndarray, n_hops: int) -> list[np.ndarray]:
