@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cellina.model._gat_kernels import fused_gatv2_available
@@ -70,6 +71,10 @@ def test_the_fused_kernels_compute_the_torch_path_with_gradients():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     with torch.inference_mode():
         torch.testing.assert_close(gatv2(conv, x, x[:n_dst], edges)[0], slow, rtol=1e-5, atol=1e-5)
+    outside = edges.clone()
+    outside[1, 5] = n_dst  # a target the layer does not update
+    with pytest.raises(ValueError, match="outside the layer"):
+        gatv2(conv, x, x[:n_dst], outside)
 
 
 def test_the_torch_path_runs_where_the_kernels_do_not():

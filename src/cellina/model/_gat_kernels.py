@@ -181,7 +181,14 @@ def fused_gatv2(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The edge part of a GATv2 layer with the fused kernels: the summed messages of each of
     ``x_r``'s rows (no bias) and each edge's attention, in ``edge_index``'s order."""
-    src, dst = edge_index[0], edge_index[1]
+    src, dst = edge_index[0].long(), edge_index[1].long()
+    # the compiled kernels do not check bounds: an edge outside the blocks must not reach them
+    if src.numel() and (
+        int(src.min()) < 0 or int(dst.min()) < 0 or int(src.max()) >= x_l.shape[0] or int(dst.max()) >= x_r.shape[0]
+    ):
+        raise ValueError(
+            f"edge_index refers to nodes outside the layer's {x_l.shape[0]} sources / {x_r.shape[0]} targets."
+        )
     indptr, perm = csr_order(dst, x_r.shape[0])
     if perm is not None:
         src = src[perm]
