@@ -281,7 +281,7 @@ def _plot(res: dict, path: Path) -> None:
 
 def _table(res: dict) -> list[str]:
     lines = [
-        "| cells | mean neighbours | setting | s/epoch | / Cellina | peak RSS (GiB) | extra while training (GiB) "
+        "| cells | mean neighbours | setting | s/epoch | / Cellina (per round) | peak RSS (GiB) | extra while training (GiB) "
         "| target <= 5x |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -290,7 +290,10 @@ def _table(res: dict) -> list[str]:
             label = SETTINGS[name][2]
             ratio = r.get(f"ratio_{name}")
             met = "" if ratio is None else ("met" if ratio <= 5 else "**missed**")
+            rounds = r.get(f"ratios_{name}", [])
             ratio_text = "1" if ratio is None else f"{ratio:.2f}"
+            if len(rounds) > 1:
+                ratio_text += " (" + ", ".join(f"{v:.2f}" for v in rounds) + ")"
             lines.append(
                 f"| {r['n_cells']:,} | {r['degree']:.1f} | {label} | {r[name]:.2f} | {ratio_text} | "
                 f"{r[f'peak_{name}']:.2f} | {r[f'mem_{name}']:.2f} | {met} |"
