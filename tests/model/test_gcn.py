@@ -16,7 +16,7 @@ from cellina.counterfactual import rewired_neighbourhoods
 from cellina.keys import OBSP
 from cellina.model import Cellina, CellinaGCN, CellinaModule, holdout_split
 from cellina.model._constants import GRAPH_KEYS as GK
-from cellina.model._graph_data import SampledGraphBatches
+from cellina.model._graph_data import NodeFeatures, SampledGraphBatches
 from cellina.model._graph_sampler import prepare_graph
 
 SMALL = {"n_hidden": 16, "n_latent": 4, "n_layers": 2}
@@ -143,6 +143,34 @@ def test_layerwise_prediction_equals_the_minibatch_computation(trained):
     assert batch[GK.X].shape[0] > seeds.size * 5
     predicted = model.get_latent_representation(indices=seeds, latent_key="s")
     np.testing.assert_allclose(out["qsm"].numpy(), predicted, atol=1e-5)
+
+
+def test_trimmed_training_minibatches_give_the_seeds_their_whole_graph_s(trained):
+    """At the default (all neighbours, induced subgraphs, contrastive candidates, hops in locality
+    order, node features gathered from the dense table), each layer runs on the cells the next one reads only, yet the
+    seeds get exactly the s of every layer run on every cell of the graph; no held-out cell enters."""
+    model, adata, held, _ = trained
+    options = replace(model.graph_options(), fanouts=(None, None), contrastive=True)
+    inputs = options.inputs(model.adata_manager, exclude=held).for_training()
+    assert inputs.features.table is not None and inputs.order is not None
+    seeds = np.setdiff1d(np.arange(0, adata.n_obs, 7), held)
+    batch = SampledGraphBatches(inputs, options, seeds, seed=0)[list(range(seeds.size))]
+    nodes, sizes = batch[GK.NODES].numpy(), batch[GK.SIZES].tolist()
+    assert not np.isin(held, nodes).any()
+    assert sizes[0] == nodes.size > sizes[1] > sizes[2] > seeds.size  # trimmed, with candidates
+    np.testing.assert_array_equal(batch[GK.X].numpy(), NodeFeatures(inputs.features.source).rows(nodes))
+    module, encoder = model.module, model.module.s_encoder
+    graph = inputs.graph.tocoo()
+    edges = torch.from_numpy(np.stack([graph.col, graph.row]).astype(np.int64))
+    codes = torch.from_numpy(inputs.batch) if module.encode_batch else None
+    module.eval()
+    with torch.no_grad():
+        trimmed = module.encode_spatial({key: batch[key] for key in GK if key in batch})[0].loc[: seeds.size]
+        h = torch.from_numpy(inputs.features.rows(np.arange(adata.n_obs)))
+        for layer in range(encoder.n_layers):
+            h, _ = encoder.layer(layer, h, h, edges, codes)
+        whole = encoder.head(h)[0].loc[seeds]
+    torch.testing.assert_close(trimmed, whole, rtol=1e-4, atol=1e-5)
 
 
 def test_a_cells_own_expression_reaches_s_only_through_neighbours(trained):

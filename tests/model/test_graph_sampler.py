@@ -14,6 +14,7 @@ from cellina.model import attention_by_group
 from cellina.model._graph_sampler import (
     block_of,
     check_fanouts,
+    locality_order,
     prepare_graph,
     receptive_field,
     sample_subgraph,
@@ -75,10 +76,32 @@ def test_subgraph_lists_seeds_first_then_by_hop_and_never_an_excluded_cell():
     assert sub.nodes[:2].tolist() == [1, 21]
     assert sub.hop_bounds == (2, 2 + 6, 2 + 6 + 7)
     assert not {3, 20} & set(sub.nodes.tolist())
-    # every induced edge is a graph edge between sampled cells
+    # every induced edge is a graph edge between sampled cells, and every such edge is there
+    # except those into the last hop's cells, which no layer updates
     g = sub.nodes
     assert all(graph[g[t], g[s]] for s, t in zip(sub.sources, sub.targets))
-    assert len(sub.sources) == graph[g][:, g].nnz
+    assert len(sub.sources) == graph[g[: sub.hop_bounds[-2]]][:, g].nnz > 0
+
+
+def test_a_locality_order_lists_each_hop_in_that_order_and_changes_nothing_else():
+    graph = prepare_graph(_ring(60, reach=3), 60, exclude=np.array([7]))
+    order = locality_order(graph)
+    assert sorted(order.tolist()) == list(range(60))
+    # neighbours on the ring get nearby ranks (by position, cells 59 and 0 are 59 apart)
+    rank = np.argsort(order)
+    assert np.abs(rank[graph.tocoo().row] - rank[graph.tocoo().col]).max() <= 12
+    seeds = np.array([30, 2])
+    plain = sample_subgraph(graph, seeds, (None, None), None, "induced", positives=None)
+    local = sample_subgraph(graph, seeds, (None, None), None, "induced", positives=None, order=order)
+    assert local.hop_bounds == plain.hop_bounds and local.n_candidates == plain.n_candidates
+    assert local.nodes[:2].tolist() == [30, 2]
+    for a, b in zip(plain.hop_bounds[:-1], plain.hop_bounds[1:], strict=True):
+        assert set(local.nodes[a:b]) == set(plain.nodes[a:b]) and np.all(np.diff(rank[local.nodes[a:b]]) > 0)
+
+    def edge_set(sub):
+        return {(int(sub.nodes[i]), int(sub.nodes[j])) for i, j in zip(sub.sources, sub.targets)}
+
+    assert edge_set(local) == edge_set(plain)
 
 
 def test_directional_subgraphs_keep_only_the_sampled_edges():

@@ -37,7 +37,8 @@ class CellinaGCN(GraphGettersMixin, Cellina):
     encoded by ``n_layers`` graph layers (GATv2 by default: one head, no self-loops) over the
     spatial graph ``obsp[spatial_connectivities_key]``, whose row ``i`` lists the cells whose
     expression reaches cell ``i`` (as for the niche features). Node features are ``log1p`` of the
-    counts, or of ``x_spatial_layer``, densified per minibatch only. A supervised-contrastive loss
+    counts, or of ``x_spatial_layer``; training keeps them as one dense float32 table when it
+    takes at most 1 GiB, and densifies them per minibatch otherwise. A supervised-contrastive loss
     on ``s`` (``link_prediction_weight``) pulls neighbours together and pushes cells of other
     domains apart. No ``compute_spatial_features`` step is needed.
 

@@ -2,8 +2,9 @@
 
 A training minibatch holds the seeds' registry entries (counts, batch, labels, domains, as a
 plain scvi-tools minibatch has them) and the graph entries of
-:data:`~cellina.model._constants.GRAPH_KEYS`: the node features of every sampled cell (densified
-for this minibatch only), the trimmed edges of every layer, node counts, batch codes, degrees and
+:data:`~cellina.model._constants.GRAPH_KEYS`: the node features of every sampled cell (gathered
+from one dense table of every cell's features, kept for training when it takes at most
+:data:`DENSE_FEATURES_MAX_BYTES`, or else densified for this minibatch only), the trimmed edges of every layer, node counts, batch codes, degrees and
 domains. :class:`GraphDataSplitter` is a :class:`scvi.dataloaders.DataSplitter`, so ``train(...,
 datasplitter_kwargs={"external_indexing": ...})`` works as for :class:`~cellina.model.Cellina`;
 the test part of the split (the held-out cells) is removed from the graph before anything is
@@ -12,7 +13,7 @@ sampled, so no held-out cell is ever in a training or validation subgraph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,18 +26,30 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._constants import GRAPH_KEYS as GK
-from ._graph_sampler import prepare_graph, sample_subgraph
+from ._graph_sampler import locality_order, prepare_graph, sample_subgraph
 
 #: how node features are made from their source matrix
 FEATURE_TRANSFORMS = ("log1p", "identity")
 
 
+#: largest node-feature table (cells x genes, float32) that training keeps in memory, in bytes
+DENSE_FEATURES_MAX_BYTES = 2**30
+
+
 @dataclass
 class NodeFeatures:
-    """Rows of a cells x genes matrix turned into node features, dense only for the rows asked."""
+    """Rows of a cells x genes matrix turned into node features, dense only for the rows asked.
+
+    :meth:`keep_dense` transforms the whole matrix once and keeps it as one float32 table, so
+    that a minibatch gathers its rows instead of densifying and transforming them again (the
+    values are the same).
+    """
 
     source: Any
     transform: str = "log1p"
+    #: every cell's node features (row ``slot[i]`` holds cell ``i``), or None
+    table: torch.Tensor | None = field(default=None, repr=False)
+    slot: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.transform not in FEATURE_TRANSFORMS:
@@ -59,7 +72,33 @@ class NodeFeatures:
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """Node features of ``rows``, dense float32."""
+        if self.table is not None:
+            return self.table.numpy()[self.slot[rows]]
         return self.transformed(self.raw(rows))
+
+    def tensor(self, rows: np.ndarray) -> torch.Tensor:
+        """Node features of ``rows`` as a float32 tensor."""
+        return torch.from_numpy(self.rows(rows))  # numpy copies whole rows: faster than index_select
+
+    def keep_dense(
+        self, order: np.ndarray | None = None, max_bytes: int = DENSE_FEATURES_MAX_BYTES, chunk: int = 8192
+    ) -> bool:
+        """Build the dense table of every cell's node features if it takes at most ``max_bytes``.
+
+        ``order`` lists the cells in the table's row order (default: by position); minibatches
+        that list their cells in the same order gather the table in runs. Returns whether the
+        table is kept.
+        """
+        n_obs, width = self.source.shape
+        if self.table is None and n_obs * width * 4 <= max_bytes:
+            order = np.arange(n_obs) if order is None else np.asarray(order, dtype=np.int64)
+            table = np.empty((n_obs, width), dtype=np.float32)
+            for a in range(0, n_obs, chunk):
+                table[a : a + chunk] = self.transformed(self.raw(order[a : a + chunk]))
+            self.slot = np.empty(n_obs, dtype=np.int64)
+            self.slot[order] = np.arange(n_obs)
+            self.table = torch.from_numpy(table)
+        return self.table is not None
 
 
 @dataclass
@@ -73,6 +112,17 @@ class GraphInputs:
     labels: np.ndarray
     domains: np.ndarray
     features_are_counts: bool = True
+    #: the cells in the order each hop of a sampled subgraph lists them (None: by position)
+    order: np.ndarray | None = None
+
+    def for_training(self) -> GraphInputs:
+        """Ready for many minibatches: hops list their cells in :func:`locality_order` (so the
+        graph layers read memory in runs) and the node features stay dense in that order when
+        they fit in :data:`DENSE_FEATURES_MAX_BYTES`. What the layers compute is unchanged."""
+        if self.order is None:
+            self.order = locality_order(self.graph)
+        self.features.keep_dense(self.order)
+        return self
 
     @property
     def degree(self) -> np.ndarray:
@@ -207,14 +257,18 @@ class SampledGraphBatches(Dataset):
             self._rng(seeds),
             options.subgraph_type,
             options.positives if options.contrastive else 0,
+            inputs.order,
         )
         sizes, edges = sub.blocks(options.n_layers, candidates=options.contrastive)
         nodes = sub.nodes[: sizes[0]]
-        raw = inputs.features.raw(nodes)
-        seed_counts = raw[: seeds.size] if inputs.features_are_counts else None
-        batch = inputs.registry_entries(seeds, seed_counts)
+        if inputs.features.table is not None:
+            batch = inputs.registry_entries(seeds)
+            batch[GK.X] = inputs.features.tensor(nodes)
+        else:
+            raw = inputs.features.raw(nodes)
+            batch = inputs.registry_entries(seeds, raw[: seeds.size] if inputs.features_are_counts else None)
+            batch[GK.X] = torch.from_numpy(inputs.features.transformed(raw))
         batch.update(pack_blocks(edges, sizes, 0))
-        batch[GK.X] = torch.from_numpy(inputs.features.transformed(raw))
         batch[GK.BATCH] = _codes(inputs.batch, nodes)
         batch[GK.DEGREE] = torch.from_numpy(inputs.degree[nodes])
         batch[GK.DOMAINS] = _codes(inputs.domains, nodes[: sizes[-1]]).reshape(-1)
@@ -261,7 +315,8 @@ class GraphDataSplitter(DataSplitter):
         """Split the cells, then build the graph without the test cells."""
         super().setup(stage)
         if self.inputs is None:
-            self.inputs = self.graph_options.inputs(self.adata_manager, exclude=np.asarray(self.test_idx))
+            inputs = self.graph_options.inputs(self.adata_manager, exclude=np.asarray(self.test_idx))
+            self.inputs = inputs.for_training()
 
     def _loader(self, positions: np.ndarray, shuffle: bool, drop_last: bool, seed: int | None) -> DataLoader:
         dataset = SampledGraphBatches(self.inputs, self.graph_options, positions, seed)

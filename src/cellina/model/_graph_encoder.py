@@ -18,6 +18,8 @@ from torch.distributions import Normal
 from torch_geometric.nn import GATv2Conv, GCNConv, GINConv, SimpleConv
 from torch_geometric.utils import softmax
 
+from ._gat_kernels import fused_gatv2, fused_gatv2_available
+
 #: graph layers of the spatial encoder (the published names)
 CONVOLUTION_TYPES = ("gat", "gcn", "gin", "sg", "mean")
 
@@ -74,18 +76,30 @@ class GraphLayer(nn.Module):
 
 
 def gatv2(
-    conv: GATv2Conv, x_src: torch.Tensor, x_dst: torch.Tensor, edge_index: torch.Tensor
+    conv: GATv2Conv,
+    x_src: torch.Tensor,
+    x_dst: torch.Tensor,
+    edge_index: torch.Tensor,
+    fused: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``conv``'s output for ``x_dst`` (one head, no self-loops, no edge features) and each edge's attention.
 
     The same function as ``conv((x_src, x_dst), edge_index)``, with fewer passes over the
-    edges: each source's ``lin_l`` row is gathered once for both the score and the message
-    (torch-geometric gathers it twice), and the score is one matrix-vector product rather than
-    a product and a sum. Cost grows with edges x channels, so this is most of a layer's time.
+    edges. Cost grows with edges x channels, so the edge part is most of a layer's time. On the
+    CPU (float32, no attention dropout) it runs in the fused kernels of
+    :mod:`cellina.model._gat_kernels`, which store nothing of size edges x channels; elsewhere
+    in torch operations, where each source's ``lin_l`` row is gathered once for both the score
+    and the message (torch-geometric gathers it twice) and the score is one matrix-vector
+    product rather than a product and a sum. ``fused=False`` forces the torch path (``None``:
+    the kernels wherever they apply).
     """
-    src, dst = edge_index[0], edge_index[1]
     x_l = conv.lin_l(x_src)
     x_r = conv.lin_r(x_dst)
+    usable = (conv.dropout == 0 or not conv.training) and fused is not False
+    if usable and fused_gatv2_available(x_l, x_r, conv.att):
+        out, alpha = fused_gatv2(x_l, x_r, conv.att, edge_index, conv.negative_slope)
+        return (out if conv.bias is None else out + conv.bias), alpha
+    src, dst = edge_index[0], edge_index[1]
     x_j = x_l.index_select(0, src)
     scores = F.leaky_relu(x_j + x_r.index_select(0, dst), conv.negative_slope) @ conv.att.reshape(-1)
     alpha = softmax(scores, dst, num_nodes=x_dst.shape[0])

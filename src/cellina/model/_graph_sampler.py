@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from cellina.spatial import distinct_draws
 
@@ -113,13 +114,12 @@ def take_rows(
         For each kept edge, the position in ``rows`` of its target and the neighbour's id.
     """
     rows = np.asarray(rows, dtype=np.int64)
-    start = graph.indptr[rows].astype(np.int64)
-    degree = graph.indptr[rows + 1].astype(np.int64) - start
-    total = int(degree.sum())
+    block = graph[rows]  # scipy's compiled row gather
+    offsets = block.indptr[:-1].astype(np.int64)
+    degree = np.diff(block.indptr).astype(np.int64)
+    total = int(block.indptr[-1])
     owner = np.repeat(np.arange(rows.size), degree)
-    offsets = np.cumsum(degree) - degree
-    flat = np.arange(total, dtype=np.int64) - offsets[owner] + start[owner]
-    neighbour = graph.indices[flat].astype(np.int64)
+    neighbour = block.indices.astype(np.int64)
     if fanout is None or total == 0 or degree.max() <= fanout:
         return owner, neighbour
     if rng is None:
@@ -144,7 +144,8 @@ class Subgraph:
         ``hop_bounds[h]``: number of nodes within ``h`` hops of the seeds (``hop_bounds[0]`` is
         the number of seeds).
     sources, targets
-        Local edge ends (``sources[e] -> targets[e]``) of the subgraph.
+        Local edge ends (``sources[e] -> targets[e]``) of the subgraph, into every node but those
+        first reached at the last hop (which layers read but never update).
     """
 
     nodes: np.ndarray
@@ -209,6 +210,7 @@ def sample_subgraph(
     rng: np.random.Generator | None,
     subgraph_type: str = "induced",
     positives: int | None = 0,
+    order: np.ndarray | None = None,
 ) -> Subgraph:
     """Seeds plus their sampled ``len(fanouts)``-hop neighbourhoods.
 
@@ -233,42 +235,82 @@ def sample_subgraph(
         Candidates of the contrastive loss: up to this many of each seed's sampled neighbours
         (``None``: all of them; ``0``: none), listed right after the seeds (see
         :meth:`Subgraph.blocks`).
+    order
+        Every cell once, in the order in which each hop lists its cells (e.g.
+        :func:`locality_order`, so that cells close in the tissue get close positions and the
+        layers read memory in runs); ``None``: by position.
     """
     if subgraph_type not in SUBGRAPH_TYPES:
         raise ValueError(f"subgraph_type={subgraph_type!r}: use one of {SUBGRAPH_TYPES}.")
     seeds = np.asarray(seeds, dtype=np.int64)
-    parts, known = [seeds], np.sort(seeds)
-    frontier, bounds, n_candidates = seeds, [seeds.size], 0
+    n_obs = graph.shape[0]
+    # membership by lookup tables over the cells, indexed by rank in `order` (linear in the
+    # cells, no sorting or hashing; a hop's new cells come out in that order)
+    rank = None
+    if order is not None:
+        rank = np.empty(n_obs, dtype=np.int64)
+        rank[order] = np.arange(n_obs)
+    seen = np.zeros(n_obs, dtype=bool)
+    seen[seeds if rank is None else rank[seeds]] = True
+    parts, frontier, bounds, n_candidates = [seeds], seeds, [seeds.size], 0
     sampled_src, sampled_dst = [], []
     for hop, fanout in enumerate(fanouts):
         owner, neighbour = take_rows(graph, frontier, fanout, rng)
         sampled_src.append(neighbour)
         sampled_dst.append(frontier[owner])
-        new = np.setdiff1d(np.unique(neighbour), known, assume_unique=True)
+        reached = np.zeros(n_obs, dtype=bool)
+        reached[neighbour if rank is None else rank[neighbour]] = True
+        keys = np.flatnonzero(reached & ~seen)
+        seen[keys] = True
+        new = keys if order is None else order[keys]
         if hop == 0 and positives != 0:
-            first = np.isin(new, _positives(owner, neighbour, seeds.size, positives, rng))
+            chosen = np.zeros(n_obs, dtype=bool)
+            chosen[_positives(owner, neighbour, seeds.size, positives, rng)] = True
+            first = chosen[new]
             new, n_candidates = np.concatenate([new[first], new[~first]]), int(first.sum())
         parts.append(new)
-        known = np.union1d(known, new)
         frontier = new
         bounds.append(bounds[-1] + new.size)
     nodes = np.concatenate(parts)
+    local = np.full(n_obs, -1, dtype=np.int64)
+    local[nodes] = np.arange(nodes.size)
     out = Subgraph(nodes, tuple(bounds), np.zeros(0, np.int64), np.zeros(0, np.int64), n_candidates)
     if subgraph_type == "induced":
-        sub = graph[nodes][:, nodes].tocoo()
-        out.sources, out.targets = sub.col.astype(np.int64), sub.row.astype(np.int64)
+        # the cells first reached at the last hop are read, never updated: no edge into them
+        out.sources, out.targets = _edges_within(graph, nodes[: bounds[-2]], local, nodes.size)
     else:
-        order = np.argsort(nodes, kind="stable")
-        sorted_nodes = nodes[order]
-        out.sources = order[np.searchsorted(sorted_nodes, np.concatenate(sampled_src))]
-        out.targets = order[np.searchsorted(sorted_nodes, np.concatenate(sampled_dst))]
+        out.sources = local[np.concatenate(sampled_src)]
+        out.targets = local[np.concatenate(sampled_dst)]
     if n_candidates:
         # what a candidate reads in the last layer: at most the first hop's fan-out of its
         # neighbours within one hop of the seeds (the cells whose previous layer is computed)
-        near = graph[nodes[bounds[0] : bounds[0] + n_candidates]][:, nodes[: bounds[1]]].tocsr()
+        source, owner = _edges_within(graph, nodes[bounds[0] : bounds[0] + n_candidates], local, bounds[1])
+        lengths = np.bincount(owner, minlength=n_candidates)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        near = sp.csr_matrix((np.ones(source.size, np.float32), source, indptr), shape=(n_candidates, bounds[1]))
         owner, source = take_rows(near, np.arange(n_candidates), fanouts[0], rng)
         out.near_sources, out.near_targets = source, owner + bounds[0]
     return out
+
+
+def _edges_within(
+    graph: sp.csr_matrix, rows: np.ndarray, local: np.ndarray, n_local: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Edges into ``rows`` from the cells whose position in ``local`` is below ``n_local``.
+
+    Returns local source positions and the positions in ``rows`` of the targets (grouped by
+    target, in the order of ``rows``).
+    """
+    owner, neighbour = take_rows(graph, rows, None, None)
+    position = local[neighbour]
+    keep = (position >= 0) & (position < n_local)
+    return position[keep], owner[keep]
+
+
+def locality_order(graph: sp.csr_matrix) -> np.ndarray:
+    """The cells in an order that keeps graph neighbours at nearby positions (reverse
+    Cuthill-McKee on the symmetrised graph)."""
+    return np.asarray(reverse_cuthill_mckee(sp.csr_matrix(graph), symmetric_mode=False), dtype=np.int64)
 
 
 def receptive_field(graph: sp.csr_matrix, targets: np.ndarray, n_hops: int) -> list[np.ndarray]:
