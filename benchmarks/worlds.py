@@ -49,7 +49,7 @@ RUNS = {
     "published": ("cellina", "published", "cellina", {}),
     # the graph's reach chosen from the data (cellina.spatial.niche_reach_curve) instead of 20 um
     "recommended_reach": ("cellina", "recommended", "cellina", {REACH: "auto"}),
-    # sampled directional subgraphs: the graph variant's setting within 5x of Cellina's time (gcn_speed)
+    # sampled directional subgraphs, the graph variant's fastest setting (its time against Cellina: gcn_speed)
     "gcn": ("cellina", "recommended", "gcn", {"num_neighbors": [10, 5], "subgraph_type": "directional"}),
     "scvi": ("scvi", None, "cellina", {}),
     "mean_shift": ("mean_shift", None, "cellina", {}),
