@@ -13,6 +13,21 @@ from ._edge import rewired_neighbourhoods, rewired_niche_features, spatial_featu
 from ._novelty import niche_novelty
 
 Output = Literal["expression", "z", "s", "shifted"]
+Uncertainty = Literal["donors", "posterior"]
+#: what the spread across draws describes: the donors drawn, or the donors and the model's posterior
+UNCERTAINTIES = ("donors", "posterior")
+#: first word of the seed of the latents' stream, so posterior draws never move the donors drawn
+_LATENT_STREAM = 1
+
+
+def check_uncertainty(uncertainty: str) -> str:
+    """``uncertainty`` if it is one of :data:`UNCERTAINTIES`, else a :class:`ValueError` naming it."""
+    if uncertainty not in UNCERTAINTIES:
+        raise ValueError(
+            f"uncertainty={uncertainty!r}: use 'donors' (the spread across donor draws) or 'posterior' "
+            "(each draw also samples the latents from their posteriors)."
+        )
+    return uncertainty
 
 
 def _representation_source(adata: Any, model: Any, record: dict, layer: str | None) -> tuple[Any, dict]:
@@ -55,8 +70,10 @@ def _feature_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, 
     def draw():
         return rewired_niche_features(adata, source, focal, pool, obsm_key=obsm_key, rng=rng, record=record, **options)
 
-    def decode(spatial_x, output, library_size, batch_size, give_mean):
-        return model.predict_from_niche(adata, focal, spatial_x, output, library_size, batch_size, give_mean)
+    def decode(spatial_x, output, library_size, batch_size, give_mean, latent_rng=None):
+        return model.predict_from_niche(
+            adata, focal, spatial_x, output, library_size, batch_size, give_mean, rng=latent_rng
+        )
 
     return draw, decode
 
@@ -77,9 +94,10 @@ def _graph_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rn
     def draw():
         return rewired_neighbourhoods(adata, focal, pool, rng, **options)
 
-    def decode(rows, output, library_size, batch_size, give_mean):
+    def decode(rows, output, library_size, batch_size, give_mean, latent_rng=None):
+        exclude = options["exclude"]
         return model.predict_with_neighbourhoods(
-            adata, focal, rows, output, library_size, batch_size, give_mean, options["exclude"], features
+            adata, focal, rows, output, library_size, batch_size, give_mean, exclude, features, rng=latent_rng
         )
 
     return draw, decode
@@ -96,6 +114,7 @@ def edge_counterfactual(
     n_neighbours: int = 50,
     n_draws: int = 1,
     seed: int = 0,
+    uncertainty: Uncertainty = "donors",
     exclude: np.ndarray | None = None,
     connectivity_key: str | None = None,
     layer: str | None = None,
@@ -117,6 +136,16 @@ def edge_counterfactual(
     focal cells nobody else's neighbour) and the model predicts on that graph
     (``model.predict_with_neighbourhoods``).
 
+    The prediction is the mean over draws of the decoded posterior means (``give_mean``), whatever
+    ``uncertainty`` says. The std (``return_std``) is, per focal cell and value, the standard
+    deviation across draws of what one draw decodes: with ``uncertainty="donors"`` the decoded
+    posterior means, so it measures only which donors were drawn; with ``"posterior"`` one more
+    decoding per draw of a posterior sample of ``z`` (and of ``s`` and the library where the model
+    decodes samples of them, see ``CellinaModule.draw_latents``) with that draw's donors, so it
+    measures the donors and the model's posterior together. It is a spread of one cell's
+    prediction, not the uncertainty of a mean over focal cells. Posterior draws come from their
+    own stream of ``seed``: the donors drawn are the same for both settings.
+
     Parameters
     ----------
     model
@@ -135,6 +164,9 @@ def edge_counterfactual(
         Independent draws to average over.
     seed
         Seed of the draws (results are deterministic for a seed).
+    uncertainty
+        What the std describes: ``"donors"`` (default) the donors drawn, ``"posterior"`` the donors
+        and a posterior sample of the latents in every draw (one more decoding per draw).
     exclude
         Cells that may never reach a rebuilt niche (held-out cells): removed from the donor
         pool, or from every anchor's neighbourhood.
@@ -149,7 +181,8 @@ def edge_counterfactual(
     return_std, return_donors
         Also return the per-value standard deviation across draws, and the draws themselves.
     give_mean
-        Decode posterior means (default) or one posterior sample per draw.
+        Decode posterior means (default) or one posterior sample per draw (seeded by ``seed``); then
+        the prediction itself is the mean over sampled draws.
     return_novelty
         Also return a :class:`~cellina.counterfactual.NicheNovelty`: how far each focal cell's
         counterfactual niche code ``s`` (every draw) lies from the training cells' codes (one
@@ -165,7 +198,9 @@ def edge_counterfactual(
     """
     if int(n_draws) < 1:
         raise ValueError(f"n_draws={n_draws} must be >= 1.")
+    sampled = check_uncertainty(uncertainty) == "posterior" and give_mean
     rng = np.random.default_rng(seed)
+    latent_rng = np.random.default_rng([_LATENT_STREAM, int(seed)])
     draw_kwargs = {
         "precomputed": anchor,
         "n_neighbours": n_neighbours,
@@ -176,16 +211,18 @@ def edge_counterfactual(
         draw, decode = _graph_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
     else:
         draw, decode = _feature_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
-    stats, draws, codes = _Welford(), [], []
+    stats, spread, draws, codes = _Welford(), _Welford(), [], []
     for _ in range(int(n_draws)):
         niche, drawn = draw()
-        stats.add(decode(niche, output, library_size, batch_size, give_mean))
+        stats.add(decode(niche, output, library_size, batch_size, give_mean, None if give_mean else latent_rng))
+        if sampled:
+            spread.add(decode(niche, output, library_size, batch_size, False, latent_rng))
         draws.append(drawn)
         if return_novelty:
             codes.append(decode(niche, "s", "latent", batch_size, True))
     out: list[Any] = [stats.mean.astype(np.float32)]
     if return_std:
-        out.append(stats.std().astype(np.float32))
+        out.append((spread if sampled else stats).std().astype(np.float32))
     if return_donors:
         out.append(np.stack(draws, axis=0))
     if return_novelty:
