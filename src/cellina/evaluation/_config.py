@@ -69,9 +69,10 @@ class LeaveOneOutConfig:
         Donors drawn per control cell in the edge perturbation.
     n_draws
         Donor draws the Cellina methods average the edge prediction over (default 1, the
-        tutorial's single draw). With more than one, the spread across draws is kept and, on
-        synthetic tissue, scored as ``truth_calibration``; the exact edge truth is then the
-        mean over the same draws.
+        tutorial's single draw). With more than one, the spread across draws is kept
+        (:func:`cellina.evaluation.log2_change_std`: how far one cell's change moves across
+        them) and, on synthetic tissue, scored as ``truth_calibration``; the exact edge truth is
+        then the mean over the same draws.
     uncertainty
         What that spread describes (``Cellina.get_counterfactual_expression``): ``"donors"``
         (default) the donors drawn, ``"posterior"`` the donors and a posterior sample of the
