@@ -51,17 +51,34 @@ def test_posterior_draws_keep_the_prediction_and_the_donors_and_widen_the_spread
     np.testing.assert_array_equal(donors_p, donors_d)
     np.testing.assert_array_equal(mean_p, mean_d)
     assert (std_p >= 0).all()
-    # the posterior adds to the spread of the donors: wider for nearly every value, and on average
-    assert std_p.mean() > 2 * std_d.mean()
-    assert np.mean(std_p > std_d) > 0.9
+    # the posterior adds to the spread of the donors
+    assert std_p.mean() > 1.1 * std_d.mean()
+    assert np.mean(std_p > std_d) > 0.5
+
+
+def test_the_posterior_spread_is_that_of_the_change_not_of_the_cells_level(mean_s):
+    from cellina.counterfactual import pooled_niche_features, spatial_features_record
+
+    mean, std, donors = _edge(mean_s, uncertainty="posterior", return_donors=True)
+    focal, _ = _cells(mean_s)
+    record = spatial_features_record(mean_s.adata, "spatial_x")
+    counts = mean_s.adata.layers["counts"]
+    samples = [
+        mean_s.predict_from_niche(indices=focal, spatial_x=pooled_niche_features(counts, d, record), give_mean=False)
+        for d in donors
+    ]
+    # a sample of z moves a cell's counterfactual and its factual alike; taken against its factual,
+    # the spread left is the niche change's, much narrower than the counterfactual's own
+    assert std.mean() < 0.5 * np.stack(samples).std(0).mean()
 
 
 def test_posterior_draws_are_seeded_and_do_not_depend_on_the_minibatches(sampled):
-    _, a = _edge(sampled, uncertainty="posterior")
+    mean, a = _edge(sampled, uncertainty="posterior")
     _, b = _edge(sampled, uncertainty="posterior", batch_size=7)
     _, c = _edge(sampled, uncertainty="posterior", seed=5)
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert not np.allclose(a, c)
+    # float32 sums in other orders: differences far below the spread, relative to the values
+    assert np.all(np.abs(a - b) <= 1e-3 * a + 1e-5 * mean)
+    assert np.abs(a - c).mean() > 0.1 * a.mean()
 
 
 def test_one_posterior_draw_has_no_spread(sampled):

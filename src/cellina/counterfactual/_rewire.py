@@ -75,7 +75,10 @@ def _feature_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, 
             adata, focal, spatial_x, output, library_size, batch_size, give_mean, rng=latent_rng
         )
 
-    return draw, decode
+    def factual(output, library_size, batch_size, give_mean, latent_rng=None):
+        return decode(None, output, library_size, batch_size, give_mean, latent_rng)
+
+    return draw, decode, factual
 
 
 def _graph_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rng, layer, options: dict):
@@ -100,7 +103,28 @@ def _graph_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rn
             adata, focal, rows, output, library_size, batch_size, give_mean, exclude, features, rng=latent_rng
         )
 
-    return draw, decode
+    def factual(output, library_size, batch_size, give_mean, latent_rng=None):
+        return model.predict_from_graph(
+            adata,
+            focal,
+            None,
+            features,
+            output,
+            library_size,
+            batch_size,
+            give_mean,
+            options["exclude"],
+            rng=latent_rng,
+        )
+
+    return draw, decode, factual
+
+
+def _relative_to_factual(sample: np.ndarray, own_factual: np.ndarray, factual_mean: np.ndarray) -> np.ndarray:
+    """A sampled counterfactual taken relative to the factual decoded with the same posterior sample, at
+    the level of the factual's posterior mean: ``sample * factual_mean / own_factual``."""
+    ratio = np.divide(factual_mean, own_factual, out=np.ones_like(own_factual), where=own_factual > 0)
+    return sample * ratio
 
 
 def edge_counterfactual(
@@ -137,14 +161,17 @@ def edge_counterfactual(
     (``model.predict_with_neighbourhoods``).
 
     The prediction is the mean over draws of the decoded posterior means (``give_mean``), whatever
-    ``uncertainty`` says. The std (``return_std``) is, per focal cell and value, the standard
-    deviation across draws of what one draw decodes: with ``uncertainty="donors"`` the decoded
-    posterior means, so it measures only which donors were drawn; with ``"posterior"`` one more
-    decoding per draw of a posterior sample of ``z`` (and of ``s`` and the library where the model
-    decodes samples of them, see ``CellinaModule.draw_latents``) with that draw's donors, so it
-    measures the donors and the model's posterior together. It is a spread of one cell's
-    prediction, not the uncertainty of a mean over focal cells. Posterior draws come from their
-    own stream of ``seed``: the donors drawn are the same for both settings.
+    ``uncertainty`` says. The std (``return_std``) is, per focal cell and value, a standard
+    deviation across draws. With ``uncertainty="donors"``, of the decoded posterior means: it
+    measures only which donors were drawn. With ``"posterior"``, every draw also decodes a
+    posterior sample of ``z`` (and of ``s`` and the library where the model decodes samples of
+    them, see ``CellinaModule.draw_latents``) with its donors, and, for expression, the cell's
+    factual niche with the same sample; the spread is that of ``sample * factual / own factual``,
+    the draw's change put back at the level of the factual prediction, so what moves a cell's
+    counterfactual and factual alike (its level) cancels and the std is that of the niche's change
+    for that cell, as it is with donors alone. It is a spread of one cell's prediction, not the
+    uncertainty of a mean over focal cells. Posterior draws come from their own stream of ``seed``:
+    the donors drawn are the same for both settings.
 
     Parameters
     ----------
@@ -166,7 +193,8 @@ def edge_counterfactual(
         Seed of the draws (results are deterministic for a seed).
     uncertainty
         What the std describes: ``"donors"`` (default) the donors drawn, ``"posterior"`` the donors
-        and a posterior sample of the latents in every draw (one more decoding per draw).
+        and a posterior sample of the latents in every draw (two more decodings per draw for
+        expression, the counterfactual and the factual; one for latents).
     exclude
         Cells that may never reach a rebuilt niche (held-out cells): removed from the donor
         pool, or from every anchor's neighbourhood.
@@ -208,15 +236,22 @@ def edge_counterfactual(
         "exclude": exclude,
     }
     if getattr(model, "niche_input", "features") == "graph":
-        draw, decode = _graph_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
+        draw, decode, factual = _graph_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
     else:
-        draw, decode = _feature_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
+        draw, decode, factual = _feature_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
+    paired = sampled and output == "expression"
+    factual_mean = factual(output, library_size, batch_size, True) if paired else None
     stats, spread, draws, codes = _Welford(), _Welford(), [], []
     for _ in range(int(n_draws)):
         niche, drawn = draw()
         stats.add(decode(niche, output, library_size, batch_size, give_mean, None if give_mean else latent_rng))
         if sampled:
-            spread.add(decode(niche, output, library_size, batch_size, False, latent_rng))
+            draw_seed = int(latent_rng.integers(2**63))
+            sample = decode(niche, output, library_size, batch_size, False, np.random.default_rng(draw_seed))
+            if paired:
+                own = factual(output, library_size, batch_size, False, np.random.default_rng(draw_seed))
+                sample = _relative_to_factual(sample, own, factual_mean)
+            spread.add(sample)
         draws.append(drawn)
         if return_novelty:
             codes.append(decode(niche, "s", "latent", batch_size, True))
