@@ -2,14 +2,14 @@
 
 Trains the model once (the settings and options of ``benchmarks/world_options.py``), keeps its
 ``n_draws`` donor draws and decodes each draw at the posterior means (the prediction) and at a
-posterior sample of the latents, together with the factual at the same sample (seeded as
-``uncertainty="posterior"`` seeds them). On the held-out type's responsive genes it then scores
+posterior sample of the latents, together with the factual at the same sample of ``z`` and the
+library (seeded as ``uncertainty="posterior"`` seeds them). On the held-out type's responsive genes it then scores
 several spreads of the predicted population change, each against the exact change (calibration:
 the share within two spreads):
 
 * ``cell_donors`` / ``cell_posterior``: the protocol's spread (:func:`cellina.evaluation.log2_change_std`),
   how far one cell's log2 change moves across draws, of the donors only or of the donors and the
-  posterior (each sampled counterfactual taken against the factual decoded with the same sample, as
+  posterior (each sampled counterfactual taken against the factual decoded with the same ``z``, as
   ``uncertainty="posterior"`` does);
 * ``cell_posterior_unpaired``: the same with the sampled counterfactual alone, against a fixed factual
   (what moves a cell's level moves it too);
@@ -52,7 +52,7 @@ def _population_change(pred, factual):
 
 def _draws(model, work, control, donors, seed):
     """Per draw (``(n_draws, n_control, n_genes)`` each): the decoded posterior means, a posterior sample
-    of the counterfactual and the factual decoded with the same sample, seeded as ``edge_counterfactual``
+    of the counterfactual and the factual decoded with the same ``z``, seeded as ``edge_counterfactual``
     seeds them."""
     from cellina.counterfactual import pooled_niche_features, spatial_features_record
 
@@ -63,9 +63,9 @@ def _draws(model, work, control, donors, seed):
     for drawn in donors:
         phi = pooled_niche_features(counts, drawn, record)
         points.append(model.predict_from_niche(work, control, phi))
-        draw_seed = int(latent_rng.integers(2**63))
-        samples.append(model.predict_from_niche(work, control, phi, give_mean=False, rng=draw_seed))
-        factuals.append(model.predict_from_niche(work, control, None, give_mean=False, rng=draw_seed))
+        seed_d = int(latent_rng.integers(2**63))  # the same z and library for both niches, each its own s
+        samples.append(model.predict_from_niche(work, control, phi, give_mean=False, rng=(seed_d, [seed_d, 1])))
+        factuals.append(model.predict_from_niche(work, control, None, give_mean=False, rng=(seed_d, [seed_d, 2])))
     return np.stack(points), np.stack(samples), np.stack(factuals)
 
 

@@ -111,6 +111,19 @@ def test_a_seeded_posterior_sample_is_reproducible(sampled):
     np.testing.assert_array_equal(sampled.predict_from_niche(indices=focal, rng=3), mean)
 
 
+def test_a_pair_of_streams_draws_s_apart_from_z(sampled):
+    focal, _ = _cells(sampled)
+
+    def draw(output, rng):
+        return sampled.predict_from_niche(indices=focal, output=output, give_mean=False, rng=rng)
+
+    np.testing.assert_array_equal(draw("z", (3, 4)), draw("z", (3, 5)))
+    assert not np.allclose(draw("s", (3, 4)), draw("s", (3, 5)))
+    np.testing.assert_array_equal(draw("s", (3, 4)), draw("s", (8, 4)))
+    with pytest.raises(ValueError, match="a tuple of 3"):
+        draw("z", (1, 2, 3))
+
+
 def test_an_unknown_uncertainty_is_named(sampled):
     focal, pool = _cells(sampled)
     with pytest.raises(ValueError, match="uncertainty='model'"):

@@ -166,7 +166,8 @@ def edge_counterfactual(
     measures only which donors were drawn. With ``"posterior"``, every draw also decodes a
     posterior sample of ``z`` (and of ``s`` and the library where the model decodes samples of
     them, see ``CellinaModule.draw_latents``) with its donors, and, for expression, the cell's
-    factual niche with the same sample; the spread is that of ``sample * factual / own factual``,
+    factual niche with the same ``z`` and library (and its own draw of ``s``); the spread is that
+    of ``sample * factual / own factual``,
     the draw's change put back at the level of the factual prediction, so what moves a cell's
     counterfactual and factual alike (its level) cancels and the std is that of the niche's change
     for that cell, as it is with donors alone. It is a spread of one cell's prediction, not the
@@ -246,10 +247,11 @@ def edge_counterfactual(
         niche, drawn = draw()
         stats.add(decode(niche, output, library_size, batch_size, give_mean, None if give_mean else latent_rng))
         if sampled:
-            draw_seed = int(latent_rng.integers(2**63))
-            sample = decode(niche, output, library_size, batch_size, False, np.random.default_rng(draw_seed))
+            # z and the library: one draw for both niches; s: each niche's own draw
+            seed_d = int(latent_rng.integers(2**63))
+            sample = decode(niche, output, library_size, batch_size, False, (seed_d, [seed_d, 1]))
             if paired:
-                own = factual(output, library_size, batch_size, False, np.random.default_rng(draw_seed))
+                own = factual(output, library_size, batch_size, False, (seed_d, [seed_d, 2]))
                 sample = _relative_to_factual(sample, own, factual_mean)
             spread.add(sample)
         draws.append(drawn)

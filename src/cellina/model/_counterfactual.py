@@ -175,7 +175,7 @@ class CellinaCounterfactualMixin:
             every draw decodes posterior means. ``"posterior"``: the donors and the model's
             posterior: every draw also decodes a seeded sample of ``z`` (and of ``s`` and the
             library where the model decodes samples of them) with its donors and, with the same
-            sample, the cell's factual niche; the std is then that of the draw's change put back
+            ``z`` and library, the cell's factual niche; the std is then that of the draw's change put back
             at the factual prediction's level (``sample * factual / own factual``), so the cell's
             own level, which moves both alike, cancels. The prediction is the same for both: the
             mean over draws of the decoded posterior means (:func:`cellina.counterfactual.edge_counterfactual`).

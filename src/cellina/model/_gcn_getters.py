@@ -22,7 +22,7 @@ from ._attention import attention_by_group as _attention_by_group
 from ._graph_data import GraphInputs
 from ._graph_inference import GraphPredictionBatches, attention_weights
 from ._graph_sampler import prepare_graph
-from ._validation import LibrarySize, as_indices, check_library_size
+from ._validation import LatentRng, LibrarySize, as_indices, check_library_size, latent_streams
 
 #: seeds per prediction minibatch when none is given (the result does not depend on it)
 PREDICTION_BATCH = 1024
@@ -95,7 +95,7 @@ class GraphGettersMixin:
         batch_size: int | None = None,
         give_mean: bool = True,
         *,
-        rng: np.random.Generator | int | None = None,
+        rng: LatentRng = None,
     ) -> np.ndarray:
         """Factual prediction (``spatial_x=None``); the graph variant takes no niche features.
 
@@ -127,7 +127,7 @@ class GraphGettersMixin:
         give_mean: bool = True,
         exclude_indices: Any = "heldout",
         *,
-        rng: np.random.Generator | int | None = None,
+        rng: LatentRng = None,
     ) -> np.ndarray:
         """Decode cells with their own ``z`` and library, ``s`` from another graph or node features.
 
@@ -175,7 +175,7 @@ class GraphGettersMixin:
         exclude: np.ndarray | None = None,
         node_features: Any = None,
         *,
-        rng: np.random.Generator | int | None = None,
+        rng: LatentRng = None,
     ) -> np.ndarray:
         """Decode ``focal`` cells whose in-neighbours are the rows of ``neighbourhoods``.
 
@@ -183,8 +183,9 @@ class GraphGettersMixin:
         listed twice in ``focal`` is predicted once per occurrence with its own row. ``rng`` as in
         :meth:`Cellina.predict_from_niche`.
         """
-        if not give_mean and rng is not None and not isinstance(rng, np.random.Generator):
-            rng = np.random.default_rng(rng)
+        streams = None if give_mean else latent_streams(rng)
+        if streams is not None:  # one stream across the occurrences' graphs
+            rng = streams if streams[1] is not None else streams[0]
         focal = np.asarray(focal, dtype=np.int64)
         rows = sp.csr_matrix(neighbourhoods)
         order = np.argsort(focal, kind="stable")

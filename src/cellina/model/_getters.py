@@ -22,7 +22,7 @@ from cellina.keys import OBSM
 
 from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
-from ._validation import LibrarySize, as_indices, check_library_size
+from ._validation import LatentRng, LibrarySize, as_indices, check_library_size, latent_streams
 
 LatentKey = Literal["z", "s", "shifted", "s_perturbed"]
 LATENT_KEYS = ("z", "s", "shifted", "s_perturbed")
@@ -98,7 +98,7 @@ class CellinaGettersMixin:
         batch_size: int | None = None,
         give_mean: bool = True,
         *,
-        rng: np.random.Generator | int | None = None,
+        rng: LatentRng = None,
     ) -> np.ndarray:
         """Decode cells with their own ``z`` and library but the niche features ``spatial_x``.
 
@@ -126,7 +126,8 @@ class CellinaGettersMixin:
         rng
             With ``give_mean=False``, where the sample's noise comes from: a
             :class:`numpy.random.Generator` or a seed, so the sample is reproducible
-            (:meth:`~cellina.model.CellinaModule.draw_latents`); ``None``: torch's global generator.
+            (:meth:`~cellina.model.CellinaModule.draw_latents`), or a pair of them, the second
+            drawing ``s`` apart from ``z`` and the library; ``None``: torch's global generator.
 
         Returns
         -------
@@ -144,16 +145,15 @@ class CellinaGettersMixin:
         if output not in ("expression", "z", "s", "shifted"):
             raise ValueError(f"output={output!r}: use 'expression', 'z', 's' or 'shifted'.")
         scale = check_library_size(library_size) if output == "expression" else None
-        seeded = not give_mean and rng is not None
-        if seeded and not isinstance(rng, np.random.Generator):
-            rng = np.random.default_rng(rng)
+        streams = None if give_mean else latent_streams(rng)
+        seeded = streams is not None
         self.module.eval()
         out = []
         with torch.inference_mode():
             for tensors in self._minibatches(adata, idx, batch_size, spatial_x):
                 inf = self.module.inference(**self.module._get_inference_input(tensors), give_mean=give_mean or seeded)
                 if seeded:
-                    inf = self.module.draw_latents(inf, rng)
+                    inf = self.module.draw_latents(inf, *streams)
                 if output != "expression":
                     key = {"z": MK.Z_KEY, "s": MK.S_KEY, "shifted": MK.SHIFTED_KEY}[output]
                     out.append(inf[key].cpu().numpy())
