@@ -167,12 +167,11 @@ def edge_counterfactual(
     posterior sample of ``z`` (and of ``s`` and the library where the model decodes samples of
     them, see ``CellinaModule.draw_latents``) with its donors, and, for expression, the cell's
     factual niche with the same ``z`` and library (and its own draw of ``s``); the spread is that
-    of ``sample * factual / own factual``,
-    the draw's change put back at the level of the factual prediction, so what moves a cell's
-    counterfactual and factual alike (its level) cancels and the std is that of the niche's change
-    for that cell, as it is with donors alone. It is a spread of one cell's prediction, not the
-    uncertainty of a mean over focal cells. Posterior draws come from their own stream of ``seed``:
-    the donors drawn are the same for both settings.
+    of ``sample * factual / own factual``, the draw's change put back at the level of the factual
+    prediction, so what moves a cell's counterfactual and factual alike (its level) cancels and the
+    std is that of the niche's change for that cell, as it is with donors alone. It is a spread of
+    one cell's prediction, not the uncertainty of a mean over focal cells. Posterior draws come
+    from their own stream of ``seed``: the donors drawn are the same for both settings.
 
     Parameters
     ----------
