@@ -7,10 +7,15 @@ Usage::
     python benchmarks/world_options.py dev_two_channels Myeloid linear m.spatial_encoder='"linear"'
     python benchmarks/world_options.py dev_two_channels Myeloid adversary m.niche_adversary_lambda=1
     python benchmarks/world_options.py dev_two_channels Myeloid wide bandwidth=40 epochs=100
+    python benchmarks/world_options.py dev_two_channels Myeloid posterior n_draws=5 uncertainty='"posterior"'
 
 ``m.NAME=JSON`` sets a model option on top of the preset, ``p.NAME=JSON`` a training-plan option;
-``bandwidth``, ``max_neighbours``, ``epochs``, ``preset`` and ``seed`` set the protocol. Prints one
-``RESULT {json}`` line: edge and node truth scores, the tutorial's top-DEG Pearson, the latent
+``bandwidth``, ``max_neighbours``, ``epochs``, ``preset``, ``seed``, ``n_draws`` (edge draws, default
+1) and ``uncertainty`` (what their spread describes: ``"donors"`` or ``"posterior"``) set the protocol;
+``lfc_csv`` writes the edge run's per-gene changes (true, predicted, spread) to that file. Prints one
+``RESULT {json}`` line: edge and node truth scores (with several draws ``edge_truth_calibration``, the
+share of responsive genes whose exact change lies within two spreads of the prediction, and
+``edge_change_std``, the median spread on those genes), the tutorial's top-DEG Pearson, the latent
 probes (``niche_from_z``: how much of the niche beyond the type leaks into z) and seconds.
 Use development worlds only: the evaluation worlds judge choices made here (benchmarks/worlds.py).
 """
@@ -25,20 +30,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SCORES = ("truth_pearson", "truth_skill", "truth_slope", "truth_auroc", "pearson")
+SCORES = ("truth_pearson", "truth_skill", "truth_slope", "truth_auroc", "truth_calibration", "pearson")
 
 
-def main(argv: list[str]) -> int:
-    from worlds import MODEL_SIZE, run_protocol
+def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict]:
+    """The tool's options from ``NAME=JSON`` items (on top of ``defaults``): the protocol's options, the
+    benchmark configuration ``run_protocol`` takes, and the model and plan options."""
+    from worlds import MODEL_SIZE
 
-    from cellina.datasets import list_worlds, make_world
-
-    world, holdout, label = argv[:3]
-    if world not in list_worlds("development"):
-        raise SystemExit(f"{world!r} is not a development world; use one of {list_worlds('development')}.")
     opts = {"bandwidth": 20.0, "max_neighbours": 50, "epochs": 40, "preset": "recommended", "seed": 0}
+    opts.update({"n_draws": 1, "uncertainty": "donors", "lfc_csv": None, **defaults})
     model, plan = {}, {}
-    for item in argv[3:]:
+    for item in items:
         key, _, value = item.partition("=")
         target = model if key.startswith("m.") else plan if key.startswith("p.") else opts
         target[key[2:] if key[:2] in ("m.", "p.") else key] = json.loads(value)
@@ -46,10 +49,24 @@ def main(argv: list[str]) -> int:
         "bandwidth": opts["bandwidth"],
         "max_neighbours": opts["max_neighbours"],
         "seed": opts["seed"],
-        "n_draws": 1,
+        "n_draws": opts["n_draws"],
+        "uncertainty": opts["uncertainty"],
         "model": MODEL_SIZE,
         "train": {"max_epochs": opts["epochs"], "batch_size": 512},
     }
+    return opts, cfg, model, plan
+
+
+def main(argv: list[str]) -> int:
+    from worlds import run_protocol
+
+    from cellina.datasets import list_worlds, make_world
+    from cellina.evaluation import responsive_genes
+
+    world, holdout, label = argv[:3]
+    if world not in list_worlds("development"):
+        raise SystemExit(f"{world!r} is not a development world; use one of {list_worlds('development')}.")
+    opts, cfg, model, plan = options_config(argv[3:])
     adata = make_world(world)
     t0 = time.time()
     res = run_protocol(adata, holdout, "cellina", opts["preset"], "cellina", cfg, model, plan, probes=True)
@@ -57,8 +74,13 @@ def main(argv: list[str]) -> int:
     row = {"label": label, "world": world, "type": holdout, "seconds": round(time.time() - t0)}
     for pert in ("edge", "node"):
         for col in SCORES:
-            if pert in scores.index and col in scores:
+            if pert in scores.index and col in scores and not (pert == "node" and col == "truth_calibration"):
                 row[f"{pert}_{col}"] = round(float(scores.loc[pert, col]), 3)
+    frame = res.lfc.get(("edge", "cellina"))
+    if frame is not None and "pred_change_std" in frame:
+        row["edge_change_std"] = round(float(frame["pred_change_std"][responsive_genes(adata, holdout)].median()), 4)
+    if frame is not None and opts["lfc_csv"]:
+        frame.assign(responsive=responsive_genes(adata, holdout)).to_csv(opts["lfc_csv"])
     row.update({k: round(v, 3) for k, v in res.disentanglement.get("cellina", {}).items()})
     print("RESULT", json.dumps(row), flush=True)
     return 0

@@ -7,7 +7,8 @@ the ``recommended`` preset, the ``published`` preset, a space-blind scvi-tools S
 batch) and the global mean shift. Scores against the world's exact counterfactual on the type's
 responsive genes: Pearson, skill (1 - |pred - true|^2 / |true|^2), slope (1 = the right size),
 AUROC of responsive against null genes, calibration (the share of responsive genes whose exact change
-lies within two standard deviations across donor draws of the prediction); and the tutorial's top-50
+lies within two spreads of the prediction: the spread across edge draws, of the donors only or, with
+``--uncertainty posterior``, of the donors and the model's posterior); and the tutorial's top-50
 Pearson on observed changes.
 
 The evaluation worlds were fixed before the model changes they judge; tune on the development
@@ -100,6 +101,7 @@ def run_protocol(
     model_options: dict | None = None,
     plan_options: dict | None = None,
     probes: bool = False,
+    return_models: bool = False,
 ):
     """The leave-one-type-out protocol on a world with the benchmark's settings (``cfg``)."""
     from cellina.evaluation import leave_one_out
@@ -125,6 +127,8 @@ def run_protocol(
         probes=probes,
         seed=cfg["seed"],
         n_draws=cfg["n_draws"],
+        uncertainty=cfg.get("uncertainty", "donors"),
+        return_models=return_models,
     )
 
 
@@ -286,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         "--n-draws", type=int, default=5, help="donor draws of the edge runs (their spread gives truth_calibration)"
     )
     parser.add_argument(
+        "--uncertainty",
+        choices=("donors", "posterior"),
+        default="donors",
+        help="what the edge spread describes: the donors drawn, or the donors and the model's posterior",
+    )
+    parser.add_argument(
         "--csv", default=None, help="also write the scores and per-gene changes to PREFIX_{scores,genes}.csv"
     )
     parser.add_argument("--from-csv", default=None, help="write the docs section from PREFIX_{scores,genes}.csv")
@@ -301,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_neighbours": 50,
         "seed": args.seed,
         "n_draws": args.n_draws,
+        "uncertainty": args.uncertainty,
         "model": MODEL_SIZE,
         "train": {"max_epochs": args.epochs, "batch_size": 512},
     }
@@ -324,12 +335,15 @@ def main(argv: list[str] | None = None) -> int:
         f"## Evaluation worlds ({args.split} split)",
         "",
         f"`python benchmarks/worlds.py --split {args.split} --epochs {args.epochs}"
-        f"{'' if args.types_per_world is None else f' --types-per-world {args.types_per_world}'}` — measured "
+        f"{'' if args.types_per_world is None else f' --types-per-world {args.types_per_world}'}"
+        f"{'' if args.uncertainty == 'donors' else f' --uncertainty {args.uncertainty}'}` — measured "
         f"{time.strftime('%Y-%m-%d', time.gmtime())} on {os.cpu_count()} CPU cores "
         f"({platform.processor() or platform.machine()}, shared), {minutes:.0f} min; worlds "
         f"{', '.join(worlds)}; model {cfg['model']}, {args.epochs} epochs, batch 512, seed {args.seed}; the model's "
         f"graph: gaussian kernel, bandwidth {cfg['bandwidth']:g} um, {cfg['max_neighbours']} neighbours (the "
-        "project's default, whatever the world's true reach). The worlds are described in docs/worlds.md. "
+        "project's default, whatever the world's true reach); calibration from the spread across "
+        f"{args.n_draws} edge draws of {'the donors' if args.uncertainty == 'donors' else 'the donors and the posterior'}. "
+        "The worlds are described in docs/worlds.md. "
         "Methods: `recommended` and `published` (Cellina with each preset), `recommended_reach` (the "
         "recommended preset on a graph whose bandwidth and neighbour cap the data suggest, "
         "`cellina.spatial.niche_reach_curve` with the held-out cells left out; 20 um when no reach stands "

@@ -5,7 +5,9 @@ a perturbed .h5ad has one layout whichever face wrote it:
 
 * ``layers["cellina_counterfactual"]``, ``layers["cellina_factual"]`` and, with several
   donor draws, ``layers["cellina_counterfactual_std"]``: the focal cells' expected counts
-  under the current run (sparse; other cells are empty rows);
+  under the current run and their standard deviation across its draws, per cell and gene (of
+  the donors, or of the donors and the model's posterior: the run's ``uncertainty`` parameter)
+  (sparse; other cells are empty rows);
 * ``obs["cellina_counterfactual_cells"]`` marks the current run's focal cells and, when the run
   measured how far its counterfactual niches lie from training, ``obs["cellina_niche_novelty"]``
   (percentile among the training niches, NaN off the focal cells) and

@@ -50,7 +50,8 @@ class LAYERS:
     #: perturbed sender counts for graph encoders (the published README's key)
     PERTURBED_COUNTS: Final = "counts_cf"
     #: an export's expected counts of the current run's focal cells: counterfactual, factual, and
-    #: the counterfactual's standard deviation across donor draws (edge runs with several draws)
+    #: the counterfactual's standard deviation across draws (edge runs with several draws; the run's
+    #: ``uncertainty`` says whether the draws sample the model's posterior as well as the donors)
     COUNTERFACTUAL: Final = "cellina_counterfactual"
     FACTUAL: Final = "cellina_factual"
     COUNTERFACTUAL_STD: Final = "cellina_counterfactual_std"

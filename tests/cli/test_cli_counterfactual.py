@@ -226,3 +226,13 @@ def test_empty_focal_selection_is_an_error(trained, capsys):
     )
     assert code == 2
     assert "Unicorn" in capsys.readouterr().err
+
+
+def test_edge_records_what_its_spread_describes(edge_run, trained, capsys):
+    assert _run(edge_run)["parameters"]["uncertainty"] == "donors"
+    folder, model_dir = trained
+    args = ["counterfactual", "edge", str(model_dir), str(folder / "y.h5ad"), "--focal", HEALTHY_MYELOID]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--donors", "domain == 'tumour'", "--uncertainty", "latents", "-q"])
+    assert stop.value.code == 2
+    assert "'latents'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Calibration of the spread across donor draws: by hand, and in the leave-one-out protocol."""
+"""Calibration of the spread across edge draws (of the donors, or of the donors and the posterior): by
+hand, and in the leave-one-out protocol."""
 
 from __future__ import annotations
 
@@ -92,3 +93,29 @@ def test_one_draw_keeps_the_protocol_as_it_was(tissue):
     assert res.indices["donors"].ndim == 2
     with pytest.raises(ValueError, match="n_draws=0"):
         leave_one_out(tissue, "Myeloid", methods=("mean_shift",), n_draws=0)
+
+
+def test_posterior_draws_widen_the_spread_and_keep_the_prediction(tissue):
+    runs = {
+        u: leave_one_out(tissue, "Myeloid", methods=("cellina",), n_draws=3, uncertainty=u, **OPTIONS)
+        for u in ("donors", "posterior")
+    }
+    frames = {u: res.lfc[("edge", "cellina")] for u, res in runs.items()}
+    np.testing.assert_allclose(frames["posterior"]["pred_change"], frames["donors"]["pred_change"], atol=1e-6)
+    np.testing.assert_array_equal(runs["posterior"].indices["donors"], runs["donors"].indices["donors"])
+    resp = responsive_genes(tissue, "Myeloid")
+    wider = (
+        frames["posterior"]["pred_change_std"].to_numpy()[resp] > frames["donors"]["pred_change_std"].to_numpy()[resp]
+    )
+    assert wider.mean() > 0.9
+    scores = {u: res.scores.set_index("perturbation").loc["edge", "truth_calibration"] for u, res in runs.items()}
+    assert scores["posterior"] >= scores["donors"]
+
+
+def test_an_unknown_uncertainty_is_named_before_any_training(tissue):
+    from cellina.counterfactual import UNCERTAINTIES
+    from cellina.evaluation._config import UNCERTAINTIES as NAMED_HERE
+
+    assert NAMED_HERE == UNCERTAINTIES
+    with pytest.raises(ValueError, match="uncertainty='latent'"):
+        leave_one_out(tissue, "Myeloid", methods=("cellina",), uncertainty="latent")

@@ -8,6 +8,8 @@ the same cells, shifts and seed.
 
 from __future__ import annotations
 
+import itertools
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from cellina.evaluation import leave_one_out
 
 N_PERT_GENES = 10
 N_NEIGHBOURS = 10
+_RUNS = itertools.count()  # one output file per command line run
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +57,8 @@ def protocol(tmp_path_factory):
     return res, folder
 
 
-def _cli(folder, mode: str, *extra: str) -> np.ndarray:
-    out = folder / f"{mode}.h5ad"
+def _cli(folder, mode: str, *extra: str, layer: str = "cellina_counterfactual") -> np.ndarray:
+    out = folder / f"{mode}_{next(_RUNS)}.h5ad"
     assert (
         main(
             [
@@ -76,7 +79,7 @@ def _cli(folder, mode: str, *extra: str) -> np.ndarray:
         == 0
     )
     result = ad.read_h5ad(out)
-    return result.layers["cellina_counterfactual"][np.flatnonzero(result.obs["is_control"])].toarray()
+    return result.layers[layer][np.flatnonzero(result.obs["is_control"])].toarray()
 
 
 def test_the_protocol_trains_the_preset_it_is_given(protocol):
@@ -131,6 +134,24 @@ def test_the_plugin_gives_the_same_edge_counterfactuals(protocol, session):
     run = session.run_edge(pool="lasso", n_neighbours=N_NEIGHBOURS, seed=0)
     np.testing.assert_array_equal(run.indices, protocol[0].indices["control"])
     np.testing.assert_allclose(run.expression, protocol[0].predictions[("edge", "cellina")], rtol=1e-5, atol=1e-6)
+
+
+def test_the_cli_and_the_plugin_give_the_same_posterior_spread(protocol, session):
+    _, folder = protocol
+    draws = ("--n-neighbours", str(N_NEIGHBOURS), "--n-draws", "2")
+    options = ("--donors", "in_pool", *draws, "--uncertainty", "posterior")
+    cli = _cli(folder, "edge", *options, layer="cellina_counterfactual_std")
+    donors_only = _cli(folder, "edge", "--donors", "in_pool", *draws, layer="cellina_counterfactual_std")
+    run = session.run_edge(pool="lasso", n_neighbours=N_NEIGHBOURS, n_draws=2, seed=0, uncertainty="posterior")
+    np.testing.assert_allclose(cli, run.std, rtol=1e-4, atol=1e-5)
+    assert cli.mean() > donors_only.mean()
+    assert run.params["uncertainty"] == "posterior"
+    from cellina.plugin._results import trust_summary
+    from cellina.plugin._state import SessionError
+
+    assert trust_summary(run)[0].startswith("2 draws of donors and of the model's posterior")
+    with pytest.raises(SessionError, match="uncertainty='both'"):
+        session.edge_job(pool="lasso", n_draws=2, uncertainty="both")
 
 
 def test_the_plugin_gives_the_same_node_counterfactuals(protocol, session):

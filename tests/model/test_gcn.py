@@ -248,6 +248,19 @@ def test_edge_counterfactuals_take_cellinas_calls(trained):
     assert rows[:, held].nnz == 0 and rows[np.arange(40), focal].sum() == 0 and rows.nnz > 40
 
 
+def test_posterior_draws_take_cellinas_option(trained):
+    model, adata, *_ = trained
+    domain = adata.obs["domain"].to_numpy()
+    focal, pool = np.flatnonzero(domain == "healthy")[:30], np.flatnonzero(domain == "tumour")
+    kwargs = {"precomputed": False, "n_neighbours": 6, "n_draws": 2, "return_std": True, "seed": 1}
+    mean_d, std_d = model.get_counterfactual_expression(focal, pool, **kwargs)
+    mean_p, std_p = model.get_counterfactual_expression(focal, pool, uncertainty="posterior", **kwargs)
+    again = model.get_counterfactual_expression(focal, pool, uncertainty="posterior", batch_size=11, **kwargs)[1]
+    np.testing.assert_array_equal(mean_p, mean_d)
+    assert std_p.mean() > 1.1 * std_d.mean()
+    assert np.all(np.abs(again - std_p) <= 1e-3 * std_p + 1e-5 * mean_p)
+
+
 def test_rewiring_adds_donor_to_focal_edges_only(trained):
     model, adata, *_ = trained
     focal = np.array([3, 8])

@@ -47,6 +47,13 @@ def _add_edge_options(edge: argparse.ArgumentParser) -> None:
     )
     edge.add_argument("--n-neighbours", type=positive_int, default=50, help="donors per focal cell")
     edge.add_argument("--n-draws", type=positive_int, default=1, help="independent donor draws to average")
+    edge.add_argument(
+        "--uncertainty",
+        choices=("donors", "posterior"),
+        default="donors",
+        help="what the std layer describes: the spread across donor draws, or across draws that also sample "
+        "the model's latents from their posterior (the prediction is the same)",
+    )
 
 
 def _add_node_options(node: argparse.ArgumentParser) -> None:
@@ -141,6 +148,7 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         n_draws=args.n_draws,
         return_std=True,
         return_donors=True,
+        uncertainty=args.uncertainty,
         library_size=library_size,
         return_novelty=True,
     )
@@ -151,6 +159,7 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         "anchor": args.anchor,
         "n_neighbours": args.n_neighbours,
         "n_draws": args.n_draws,
+        "uncertainty": args.uncertainty,
         "donor_pool": pool,
     }
     return predicted, std, donors, novelty, parameters

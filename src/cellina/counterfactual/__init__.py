@@ -19,10 +19,11 @@ from ._edge import (
 from ._node import NodeCounterfactual, node_counterfactual
 from ._novelty import NicheNovelty, niche_novelty, node_niche_codes, training_reference
 from ._pools import cluster_pool, observed_neighbour_pool, select_cells
-from ._rewire import edge_counterfactual
+from ._rewire import UNCERTAINTIES, edge_counterfactual
 from ._shifts import GeneShifts
 
 __all__ = [
+    "UNCERTAINTIES",
     "GeneShifts",
     "NicheNovelty",
     "NodeCounterfactual",

@@ -13,6 +13,21 @@ from ._edge import rewired_neighbourhoods, rewired_niche_features, spatial_featu
 from ._novelty import niche_novelty
 
 Output = Literal["expression", "z", "s", "shifted"]
+Uncertainty = Literal["donors", "posterior"]
+#: what the spread across draws describes: the donors drawn, or the donors and the model's posterior
+UNCERTAINTIES = ("donors", "posterior")
+#: first word of the seed of the latents' stream, so posterior draws never move the donors drawn
+_LATENT_STREAM = 1
+
+
+def check_uncertainty(uncertainty: str) -> str:
+    """``uncertainty`` if it is one of :data:`UNCERTAINTIES`, else a :class:`ValueError` naming it."""
+    if uncertainty not in UNCERTAINTIES:
+        raise ValueError(
+            f"uncertainty={uncertainty!r}: use 'donors' (the spread across donor draws) or 'posterior' "
+            "(each draw also samples the latents from their posteriors)."
+        )
+    return uncertainty
 
 
 def _representation_source(adata: Any, model: Any, record: dict, layer: str | None) -> tuple[Any, dict]:
@@ -55,10 +70,15 @@ def _feature_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, 
     def draw():
         return rewired_niche_features(adata, source, focal, pool, obsm_key=obsm_key, rng=rng, record=record, **options)
 
-    def decode(spatial_x, output, library_size, batch_size, give_mean):
-        return model.predict_from_niche(adata, focal, spatial_x, output, library_size, batch_size, give_mean)
+    def decode(spatial_x, output, library_size, batch_size, give_mean, latent_rng=None):
+        return model.predict_from_niche(
+            adata, focal, spatial_x, output, library_size, batch_size, give_mean, rng=latent_rng
+        )
 
-    return draw, decode
+    def factual(output, library_size, batch_size, give_mean, latent_rng=None):
+        return decode(None, output, library_size, batch_size, give_mean, latent_rng)
+
+    return draw, decode, factual
 
 
 def _graph_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rng, layer, options: dict):
@@ -77,12 +97,34 @@ def _graph_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rn
     def draw():
         return rewired_neighbourhoods(adata, focal, pool, rng, **options)
 
-    def decode(rows, output, library_size, batch_size, give_mean):
+    def decode(rows, output, library_size, batch_size, give_mean, latent_rng=None):
+        exclude = options["exclude"]
         return model.predict_with_neighbourhoods(
-            adata, focal, rows, output, library_size, batch_size, give_mean, options["exclude"], features
+            adata, focal, rows, output, library_size, batch_size, give_mean, exclude, features, rng=latent_rng
         )
 
-    return draw, decode
+    def factual(output, library_size, batch_size, give_mean, latent_rng=None):
+        return model.predict_from_graph(
+            adata,
+            focal,
+            None,
+            features,
+            output,
+            library_size,
+            batch_size,
+            give_mean,
+            options["exclude"],
+            rng=latent_rng,
+        )
+
+    return draw, decode, factual
+
+
+def _relative_to_factual(sample: np.ndarray, own_factual: np.ndarray, factual_mean: np.ndarray) -> np.ndarray:
+    """A sampled counterfactual taken relative to the factual decoded with the same posterior sample, at
+    the level of the factual's posterior mean: ``sample * factual_mean / own_factual``."""
+    ratio = np.divide(factual_mean, own_factual, out=np.ones_like(own_factual), where=own_factual > 0)
+    return sample * ratio
 
 
 def edge_counterfactual(
@@ -96,6 +138,7 @@ def edge_counterfactual(
     n_neighbours: int = 50,
     n_draws: int = 1,
     seed: int = 0,
+    uncertainty: Uncertainty = "donors",
     exclude: np.ndarray | None = None,
     connectivity_key: str | None = None,
     layer: str | None = None,
@@ -117,6 +160,19 @@ def edge_counterfactual(
     focal cells nobody else's neighbour) and the model predicts on that graph
     (``model.predict_with_neighbourhoods``).
 
+    The prediction is the mean over draws of the decoded posterior means (``give_mean``), whatever
+    ``uncertainty`` says. The std (``return_std``) is, per focal cell and value, a standard
+    deviation across draws. With ``uncertainty="donors"``, of the decoded posterior means: it
+    measures only which donors were drawn. With ``"posterior"``, every draw also decodes a
+    posterior sample of ``z`` (and of ``s`` and the library where the model decodes samples of
+    them, see ``CellinaModule.draw_latents``) with its donors, and, for expression, the cell's
+    factual niche with the same ``z`` and library (and its own draw of ``s``); the spread is that
+    of ``sample * factual / own factual``, the draw's change put back at the level of the factual
+    prediction, so what moves a cell's counterfactual and factual alike (its level) cancels and the
+    std is that of the niche's change for that cell, as it is with donors alone. It is a spread of
+    one cell's prediction, not the uncertainty of a mean over focal cells. Posterior draws come
+    from their own stream of ``seed``: the donors drawn are the same for both settings.
+
     Parameters
     ----------
     model
@@ -135,6 +191,10 @@ def edge_counterfactual(
         Independent draws to average over.
     seed
         Seed of the draws (results are deterministic for a seed).
+    uncertainty
+        What the std describes: ``"donors"`` (default) the donors drawn, ``"posterior"`` the donors
+        and a posterior sample of the latents in every draw (two more decodings per draw for
+        expression, the counterfactual and the factual; one for latents).
     exclude
         Cells that may never reach a rebuilt niche (held-out cells): removed from the donor
         pool, or from every anchor's neighbourhood.
@@ -149,7 +209,8 @@ def edge_counterfactual(
     return_std, return_donors
         Also return the per-value standard deviation across draws, and the draws themselves.
     give_mean
-        Decode posterior means (default) or one posterior sample per draw.
+        Decode posterior means (default) or one posterior sample per draw (seeded by ``seed``); then
+        the prediction itself is the mean over sampled draws.
     return_novelty
         Also return a :class:`~cellina.counterfactual.NicheNovelty`: how far each focal cell's
         counterfactual niche code ``s`` (every draw) lies from the training cells' codes (one
@@ -165,7 +226,9 @@ def edge_counterfactual(
     """
     if int(n_draws) < 1:
         raise ValueError(f"n_draws={n_draws} must be >= 1.")
+    sampled = check_uncertainty(uncertainty) == "posterior" and give_mean
     rng = np.random.default_rng(seed)
+    latent_rng = np.random.default_rng([_LATENT_STREAM, int(seed)])
     draw_kwargs = {
         "precomputed": anchor,
         "n_neighbours": n_neighbours,
@@ -173,19 +236,29 @@ def edge_counterfactual(
         "exclude": exclude,
     }
     if getattr(model, "niche_input", "features") == "graph":
-        draw, decode = _graph_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
+        draw, decode, factual = _graph_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
     else:
-        draw, decode = _feature_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
-    stats, draws, codes = _Welford(), [], []
+        draw, decode, factual = _feature_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
+    paired = sampled and output == "expression"
+    factual_mean = factual(output, library_size, batch_size, True) if paired else None
+    stats, spread, draws, codes = _Welford(), _Welford(), [], []
     for _ in range(int(n_draws)):
         niche, drawn = draw()
-        stats.add(decode(niche, output, library_size, batch_size, give_mean))
+        stats.add(decode(niche, output, library_size, batch_size, give_mean, None if give_mean else latent_rng))
+        if sampled:
+            # z and the library: one draw for both niches; s: each niche's own draw
+            seed_d = int(latent_rng.integers(2**63))
+            sample = decode(niche, output, library_size, batch_size, False, (seed_d, [seed_d, 1]))
+            if paired:
+                own = factual(output, library_size, batch_size, False, (seed_d, [seed_d, 2]))
+                sample = _relative_to_factual(sample, own, factual_mean)
+            spread.add(sample)
         draws.append(drawn)
         if return_novelty:
             codes.append(decode(niche, "s", "latent", batch_size, True))
     out: list[Any] = [stats.mean.astype(np.float32)]
     if return_std:
-        out.append(stats.std().astype(np.float32))
+        out.append((spread if sampled else stats).std().astype(np.float32))
     if return_donors:
         out.append(np.stack(draws, axis=0))
     if return_novelty:

@@ -12,6 +12,8 @@ METHODS = ("cellina", "cellina_no_aux", "scvi", "mean_shift", "oracle")
 PERTURBATIONS = ("edge", "node")
 #: the variants of cellina.model.MODEL_VARIANTS (named here: this module must not import torch)
 MODEL_VARIANTS = ("cellina", "gcn")
+#: what the edge prediction's spread describes (cellina.counterfactual.UNCERTAINTIES, named here too)
+UNCERTAINTIES = ("donors", "posterior")
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,14 @@ class LeaveOneOutConfig:
         Donors drawn per control cell in the edge perturbation.
     n_draws
         Donor draws the Cellina methods average the edge prediction over (default 1, the
-        tutorial's single draw). With more than one, the spread across draws is kept and, on
-        synthetic tissue, scored as ``truth_calibration``; the exact edge truth is then the
-        mean over the same draws.
+        tutorial's single draw). With more than one, the spread across draws is kept
+        (:func:`cellina.evaluation.log2_change_std`: how far one cell's change moves across
+        them) and, on synthetic tissue, scored as ``truth_calibration``; the exact edge truth is
+        then the mean over the same draws.
+    uncertainty
+        What that spread describes (``Cellina.get_counterfactual_expression``): ``"donors"``
+        (default) the donors drawn, ``"posterior"`` the donors and a posterior sample of the
+        latents in every draw. The prediction is the same for both.
     validation_size
         Fraction of the non-test cells used for validation, in (0, 1).
     batch_size
@@ -115,6 +122,7 @@ class LeaveOneOutConfig:
     n_pert_genes: int = 200
     n_neighbours: int = 50
     n_draws: int = 1
+    uncertainty: str = "donors"
     validation_size: float = 0.1
     batch_size: int = 1024
     energy: bool = True
@@ -137,6 +145,8 @@ class LeaveOneOutConfig:
             raise ValueError(f"model={self.model!r} is not a variant; use one of {list(MODEL_VARIANTS)}.")
         if int(self.n_draws) < 1:
             raise ValueError(f"n_draws={self.n_draws} must be >= 1.")
+        if self.uncertainty not in UNCERTAINTIES:
+            raise ValueError(f"uncertainty={self.uncertainty!r}: use one of {list(UNCERTAINTIES)}.")
         if not 0.0 < self.validation_size < 1.0:
             raise ValueError(f"`validation_size` must lie in (0, 1), got {self.validation_size!r}.")
 

@@ -36,12 +36,15 @@ def normalize_counts(x: Any, eps: float = 1e-8, scale: float = 1e4) -> np.ndarra
 def log2_change_std(pred: Any, std: Any, scale: float = 1e4, eps: float = 1e-6) -> np.ndarray:
     """Per-gene spread of a predicted change across draws, in log2 units.
 
-    ``pred`` and ``std`` are the mean and the standard deviation across donor draws of each
-    cell's expected expression (``return_std=True``). Both are scaled by each cell's predicted
+    ``pred`` and ``std`` are the mean and the standard deviation across draws of each cell's
+    expected expression (``return_std=True``; the draws vary the donors and, with
+    ``uncertainty="posterior"``, the model's latents). Both are scaled by each cell's predicted
     library to ``scale`` (as :func:`mean_normalized_expression` scales the prediction), the
     std is averaged over cells and taken relative to the mean normalised prediction: to first
-    order, how far one cell's log2 change moves with the donors drawn. It is what the plugin
-    shows beside each gene's log2 fold change and what ``truth_calibration`` uses.
+    order, how far one cell's log2 change moves across the draws. It is not the standard error of
+    the focal group's mean change, which averages over the cells and is far smaller when the
+    cells vary independently. It is what the plugin shows beside each gene's log2 fold change
+    and what ``truth_calibration`` uses.
 
     Parameters
     ----------

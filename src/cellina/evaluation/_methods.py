@@ -90,7 +90,8 @@ def edge_prediction(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Expected counts of the control cells with pooled donors from the target cells' neighbours
     (mean over ``config.n_draws`` draws), the donors (``(n_control, k)`` for one draw, else
-    ``(n_draws, n_control, k)``) and, with several draws, the std across them."""
+    ``(n_draws, n_control, k)``) and, with several draws, each value's std across them (of the
+    donors only, or of the donors and the posterior: ``config.uncertainty``)."""
     out, std, donors = model.get_counterfactual_expression(
         indices=tissue.control,
         neighbour_indices=tissue.pool,
@@ -102,6 +103,7 @@ def edge_prediction(
         n_draws=config.n_draws,
         return_std=True,
         return_donors=True,
+        uncertainty=config.uncertainty,
     )
     donors = np.asarray(donors)
     if config.n_draws == 1:

@@ -197,8 +197,9 @@ def truth_scores(
     null
         Indices (or mask) of genes with no niche effect.
     change_std
-        Per-gene spread of the predicted change across draws, in the same units
-        (:func:`cellina.evaluation.log2_change_std`); adds ``truth_calibration``.
+        Per-gene spread of the predicted change across draws, in the same units: with
+        :func:`cellina.evaluation.log2_change_std`, how far one cell's change moves across the
+        draws; adds ``truth_calibration``.
 
     Returns
     -------

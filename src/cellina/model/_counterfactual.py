@@ -62,6 +62,7 @@ class CellinaCounterfactualMixin:
         layer,
         give_mean=True,
         return_novelty=False,
+        uncertainty="donors",
     ):
         from cellina.counterfactual import edge_counterfactual
 
@@ -81,6 +82,7 @@ class CellinaCounterfactualMixin:
             n_neighbours=k,
             n_draws=n_draws,
             seed=seed,
+            uncertainty=uncertainty,
             exclude=self._exclusion(adata, exclude_indices),
             connectivity_key=connectivity_key,
             layer=layer,
@@ -112,6 +114,7 @@ class CellinaCounterfactualMixin:
         exclude_indices: Any = HELDOUT,
         layer: str | None = None,
         return_novelty: bool = False,
+        uncertainty: Literal["donors", "posterior"] = "donors",
     ):
         """Expected counts of focal cells after rewiring their neighbourhoods.
 
@@ -146,7 +149,9 @@ class CellinaCounterfactualMixin:
         n_draws
             Independent draws to average over.
         return_std
-            Also return the per-gene standard deviation across draws.
+            Also return the standard deviation across draws of each focal cell's expected counts
+            per gene (zero with one draw): the spread of one cell's prediction, not the
+            uncertainty of a mean over the focal cells.
         library_size
             ``"latent"``/``"observed"``: at each cell's own library; a number: scaled to it.
         connectivity_key
@@ -165,6 +170,15 @@ class CellinaCounterfactualMixin:
             Also return a :class:`~cellina.counterfactual.NicheNovelty`: how far each focal
             cell's counterfactual niche lies from the niches of the training cells, and which
             lie outside training (:func:`cellina.counterfactual.niche_novelty`).
+        uncertainty
+            What the std describes. ``"donors"`` (default): which donors (or anchors) were drawn;
+            every draw decodes posterior means. ``"posterior"``: the donors and the model's
+            posterior: every draw also decodes a seeded sample of ``z`` (and of ``s`` and the
+            library where the model decodes samples of them) with its donors and, with the same
+            ``z`` and library, the cell's factual niche; the std is then that of the draw's change put back
+            at the factual prediction's level (``sample * factual / own factual``), so the cell's
+            own level, which moves both alike, cancels. The prediction is the same for both: the
+            mean over draws of the decoded posterior means (:func:`cellina.counterfactual.edge_counterfactual`).
 
         Returns
         -------
@@ -191,6 +205,7 @@ class CellinaCounterfactualMixin:
             exclude_indices,
             layer,
             return_novelty=return_novelty,
+            uncertainty=uncertainty,
         )
 
     def get_counterfactual_latents(
@@ -213,12 +228,14 @@ class CellinaCounterfactualMixin:
         n_neighbors: int | None = None,
         exclude_indices: Any = HELDOUT,
         layer: str | None = None,
+        uncertainty: Literal["donors", "posterior"] = "donors",
     ):
         """Latents of focal cells with rewired niches.
 
         The same draws as :meth:`get_counterfactual_expression` for the same arguments and
         ``seed``. ``latent_key``: ``"s"`` (default), ``"z"`` (unchanged by rewiring) or
-        ``"shifted"`` (``[z; s]``); ``give_mean``: posterior means (default) or one sample.
+        ``"shifted"`` (``[z; s]``); ``give_mean``: posterior means (default) or one sample per
+        draw (seeded by ``seed``); ``uncertainty`` as in :meth:`get_counterfactual_expression`.
 
         Returns
         -------
@@ -246,6 +263,7 @@ class CellinaCounterfactualMixin:
             exclude_indices,
             layer,
             give_mean,
+            uncertainty=uncertainty,
         )
 
     def _make_counterfactual_adata(self, indices, neighbour_indices, seed: int = 0, **kwargs) -> AnnData:

@@ -22,7 +22,7 @@ from ._attention import attention_by_group as _attention_by_group
 from ._graph_data import GraphInputs
 from ._graph_inference import GraphPredictionBatches, attention_weights
 from ._graph_sampler import prepare_graph
-from ._validation import LibrarySize, as_indices, check_library_size
+from ._validation import LatentRng, LibrarySize, as_indices, check_library_size, latent_streams
 
 #: seeds per prediction minibatch when none is given (the result does not depend on it)
 PREDICTION_BATCH = 1024
@@ -94,6 +94,8 @@ class GraphGettersMixin:
         library_size: LibrarySize = "latent",
         batch_size: int | None = None,
         give_mean: bool = True,
+        *,
+        rng: LatentRng = None,
     ) -> np.ndarray:
         """Factual prediction (``spatial_x=None``); the graph variant takes no niche features.
 
@@ -104,7 +106,7 @@ class GraphGettersMixin:
                 "CellinaGCN encodes s from the spatial graph, not from niche features; use "
                 "predict_from_graph(adata, indices, graph=..., node_features=...) instead."
             )
-        return self.predict_from_graph(adata, indices, None, None, output, library_size, batch_size, give_mean)
+        return self.predict_from_graph(adata, indices, None, None, output, library_size, batch_size, give_mean, rng=rng)
 
     def _obsm_features(self, adata: AnnData, key: str, idx: np.ndarray) -> np.ndarray:
         raise ValueError(
@@ -124,19 +126,21 @@ class GraphGettersMixin:
         batch_size: int | None = None,
         give_mean: bool = True,
         exclude_indices: Any = "heldout",
+        *,
+        rng: LatentRng = None,
     ) -> np.ndarray:
         """Decode cells with their own ``z`` and library, ``s`` from another graph or node features.
 
         The graph variant's counterpart of :meth:`Cellina.predict_from_niche`; ``adata`` is never
         modified. ``graph`` and ``node_features`` default to the registered ones (see
-        :meth:`graph_inputs`); ``output``, ``library_size``, ``batch_size`` and ``give_mean`` are
-        as in :meth:`Cellina.predict_from_niche`.
+        :meth:`graph_inputs`); ``output``, ``library_size``, ``batch_size``, ``give_mean`` and
+        ``rng`` are as in :meth:`Cellina.predict_from_niche`.
         """
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         idx = as_indices(indices, adata.n_obs, "indices")
         inputs = self.graph_inputs(adata, graph=graph, node_features=node_features, exclude_indices=exclude_indices)
-        return self._decode(adata, idx, batch_size, inputs, output, library_size, give_mean)
+        return self._decode(adata, idx, batch_size, inputs, output, library_size, give_mean, rng)
 
     def rewired_graph(self, adata: AnnData, focal: np.ndarray, neighbourhoods: Any) -> sp.csr_matrix:
         """The registered graph with ``focal`` cells' neighbourhoods replaced.
@@ -170,12 +174,18 @@ class GraphGettersMixin:
         give_mean: bool = True,
         exclude: np.ndarray | None = None,
         node_features: Any = None,
+        *,
+        rng: LatentRng = None,
     ) -> np.ndarray:
         """Decode ``focal`` cells whose in-neighbours are the rows of ``neighbourhoods``.
 
         Every other cell keeps its neighbours, minus the focal cells and ``exclude``; a cell
-        listed twice in ``focal`` is predicted once per occurrence with its own row.
+        listed twice in ``focal`` is predicted once per occurrence with its own row. ``rng`` as in
+        :meth:`Cellina.predict_from_niche`.
         """
+        streams = None if give_mean else latent_streams(rng)
+        if streams is not None:  # one stream across the occurrences' graphs
+            rng = streams if streams[1] is not None else streams[0]
         focal = np.asarray(focal, dtype=np.int64)
         rows = sp.csr_matrix(neighbourhoods)
         order = np.argsort(focal, kind="stable")
@@ -188,7 +198,7 @@ class GraphGettersMixin:
             graph = self.rewired_graph(adata, focal[pick], rows[pick])
             values = self.predict_from_graph(
                 adata, focal[pick], graph, node_features, output, library_size, batch_size, give_mean,
-                exclude_indices=exclude,
+                exclude_indices=exclude, rng=rng,
             )  # fmt: skip
             if out is None:
                 out = np.empty((focal.size, values.shape[1]), dtype=values.dtype)

@@ -22,7 +22,7 @@ from cellina.keys import OBSM
 
 from ._constants import CELLINA_MODULE_KEYS as MK
 from ._constants import CELLINA_REGISTRY_KEYS as RK
-from ._validation import LibrarySize, as_indices, check_library_size
+from ._validation import LatentRng, LibrarySize, as_indices, check_library_size, latent_streams
 
 LatentKey = Literal["z", "s", "shifted", "s_perturbed"]
 LATENT_KEYS = ("z", "s", "shifted", "s_perturbed")
@@ -97,6 +97,8 @@ class CellinaGettersMixin:
         library_size: LibrarySize = "latent",
         batch_size: int | None = None,
         give_mean: bool = True,
+        *,
+        rng: LatentRng = None,
     ) -> np.ndarray:
         """Decode cells with their own ``z`` and library but the niche features ``spatial_x``.
 
@@ -121,6 +123,11 @@ class CellinaGettersMixin:
             Minibatch size.
         give_mean
             Posterior means (``True``) or one posterior sample.
+        rng
+            With ``give_mean=False``, where the sample's noise comes from: a
+            :class:`numpy.random.Generator` or a seed, so the sample is reproducible
+            (:meth:`~cellina.model.CellinaModule.draw_latents`), or a pair of them, the second
+            drawing ``s`` apart from ``z`` and the library; ``None``: torch's global generator.
 
         Returns
         -------
@@ -132,17 +139,21 @@ class CellinaGettersMixin:
         idx = as_indices(indices, adata.n_obs, "indices")
         if spatial_x is not None:
             spatial_x = self._check_spatial_x(spatial_x, len(idx), "spatial_x")
-        return self._decode(adata, idx, batch_size, spatial_x, output, library_size, give_mean)
+        return self._decode(adata, idx, batch_size, spatial_x, output, library_size, give_mean, rng)
 
-    def _decode(self, adata, idx, batch_size, spatial_x, output, library_size, give_mean) -> np.ndarray:
+    def _decode(self, adata, idx, batch_size, spatial_x, output, library_size, give_mean, rng=None) -> np.ndarray:
         if output not in ("expression", "z", "s", "shifted"):
             raise ValueError(f"output={output!r}: use 'expression', 'z', 's' or 'shifted'.")
         scale = check_library_size(library_size) if output == "expression" else None
+        streams = None if give_mean else latent_streams(rng)
+        seeded = streams is not None
         self.module.eval()
         out = []
         with torch.inference_mode():
             for tensors in self._minibatches(adata, idx, batch_size, spatial_x):
-                inf = self.module.inference(**self.module._get_inference_input(tensors), give_mean=give_mean)
+                inf = self.module.inference(**self.module._get_inference_input(tensors), give_mean=give_mean or seeded)
+                if seeded:
+                    inf = self.module.draw_latents(inf, *streams)
                 if output != "expression":
                     key = {"z": MK.Z_KEY, "s": MK.S_KEY, "shifted": MK.SHIFTED_KEY}[output]
                     out.append(inf[key].cpu().numpy())

@@ -1,9 +1,12 @@
-"""Model evaluation of the Cellina module: posterior-predictive samples and the marginal likelihood."""
+"""Model evaluation of the Cellina module: posterior draws, posterior-predictive samples and the
+marginal likelihood."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.distributions import Poisson
@@ -17,8 +20,52 @@ def standard_normal(q: Normal) -> Normal:
     return Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
 
 
+def _draw(q: Normal, noise: np.ndarray) -> torch.Tensor:
+    """``q``'s draw for standard-normal ``noise`` (moved to ``q``'s device and type)."""
+    return q.loc + q.scale * torch.as_tensor(noise, dtype=q.loc.dtype, device=q.loc.device)
+
+
 class ModuleEvaluationMixin:
-    """scvi-tools' ``sample`` and ``marginal_ll`` contracts for :class:`~cellina.model.CellinaModule`."""
+    """scvi-tools' ``sample`` and ``marginal_ll`` contracts for :class:`~cellina.model.CellinaModule`,
+    and seeded posterior draws of the latents."""
+
+    def draw_latents(
+        self,
+        inference_outputs: dict[str, Any],
+        rng: np.random.Generator,
+        niche_rng: np.random.Generator | None = None,
+    ) -> dict[str, Any]:
+        """The inference outputs with one posterior draw of every latent the decoder reads as a sample.
+
+        ``z`` is drawn from ``q(z | x)``; ``s`` from ``q(s | niche)`` when the module decodes samples of
+        ``s`` (``spatial_decoding="sample"``), else it stays the posterior mean the decoder was
+        trained on (with ``"mean"`` the variance of ``q(s)`` is set by its KL term alone and says
+        nothing about the decoded niche); a learnt library is drawn from ``q(l | x)``. The noise
+        comes from ``rng``, one row of ``dim z + 1`` (``z``, library) standard normals per cell in
+        order, then ``dim s`` for ``s`` (from ``niche_rng`` when given: the same cells' ``z`` with
+        other niches' independent ``s``), so a seed gives the same draws on every device and
+        whatever the minibatches. ``[z; s]`` and the classifier's logits follow the drawn ``z``.
+        """
+        out = dict(inference_outputs)
+        qz, qs = out[MK.QZ_KEY], out[MK.QS_KEY]
+        n, n_z, n_s = qz.loc.shape[0], qz.loc.shape[-1], qs.loc.shape[-1]
+        if niche_rng is None:
+            noise = rng.standard_normal((n, n_z + 1 + n_s))
+            s_noise = noise[:, n_z + 1 :]
+        else:
+            noise, s_noise = rng.standard_normal((n, n_z + 1)), niche_rng.standard_normal((n, n_s))
+        z = _draw(qz, noise[:, :n_z])
+        out[MK.Z_KEY] = z
+        if self.spatial_decoding == "sample":
+            out[MK.S_KEY] = _draw(qs, s_noise)
+        if out.get(MK.QL_KEY) is not None:
+            out[MK.LIBRARY_KEY] = _draw(out[MK.QL_KEY], noise[:, n_z : n_z + 1])
+        out[MK.SHIFTED_KEY] = torch.cat([z, out[MK.S_KEY]], dim=-1)
+        if out.get(MK.CLASSIFIER_LOGITS_KEY) is not None:
+            out[MK.CLASSIFIER_LOGITS_KEY] = self.classifier(z)
+        if out.get(MK.DISCRIMINATOR_LOGITS_KEY) is not None:
+            out[MK.DISCRIMINATOR_LOGITS_KEY] = self.discriminator(z)
+        return out
 
     @torch.inference_mode()
     def sample(

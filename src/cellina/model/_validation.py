@@ -95,6 +95,22 @@ def as_indices(values: Any, n_obs: int, name: str, allow_empty: bool = False) ->
     return arr
 
 
+#: where seeded posterior samples draw their noise: one generator (or seed), or a pair whose second
+#: draws the noise of ``s`` apart from that of ``z`` and the library
+LatentRng = np.random.Generator | int | tuple[Any, Any] | None
+
+
+def latent_streams(rng: LatentRng) -> tuple[np.random.Generator, np.random.Generator | None] | None:
+    """``rng`` as (the stream of ``z`` and the library, the stream of ``s`` or None: the same one)."""
+    if rng is None:
+        return None
+    if isinstance(rng, tuple):
+        if len(rng) != 2:
+            raise ValueError(f"rng must be a generator, a seed or a pair of them, got a tuple of {len(rng)}.")
+        return np.random.default_rng(rng[0]), np.random.default_rng(rng[1])
+    return np.random.default_rng(rng), None
+
+
 def check_library_size(library_size: LibrarySize) -> float | None:
     """``None`` for the cell's own library ("latent"/"observed"), else the positive total."""
     if isinstance(library_size, str):

@@ -17,8 +17,9 @@ def top_changed_genes(var_names: pd.Index, run: RunResult, n: int = 20) -> pd.Da
 
     Population log2 fold change of the focal cells' mean CP10K-normalised counterfactual
     over their factual prediction (the model's own reference, so the change is the niche's),
-    and ``std``: its spread across donor draws in log2 units
-    (:func:`cellina.evaluation.log2_change_std`; NaN for a run without several draws).
+    and ``std``: how far one focal cell's log2 change moves across the draws, averaged over the
+    focal cells (:func:`cellina.evaluation.log2_change_std`; the draws vary the donors, and with
+    ``uncertainty="posterior"`` the model's latents too; NaN for a run without several draws).
     """
     from cellina.evaluation import log2_change_std, mean_normalized_expression, safe_log2_fold_change
 
@@ -43,8 +44,12 @@ def trust_summary(run: RunResult) -> tuple[str, str]:
     saw in training, and what that means.
     """
     n_draws = int(run.params.get("n_draws", 1)) if run.kind == "edge" else 1
-    if run.std is not None and n_draws > 1:
-        draws = f"{n_draws} donor draws; ± is the spread of each gene's log2FC across them."
+    if run.std is not None and n_draws > 1 and run.params.get("uncertainty") == "posterior":
+        draws = (
+            f"{n_draws} draws of donors and of the model's posterior; ± is how far one cell's log2FC moves across them."
+        )
+    elif run.std is not None and n_draws > 1:
+        draws = f"{n_draws} donor draws; ± is how far one cell's log2FC moves across them."
     elif run.kind == "edge":
         draws = "1 donor draw: no spread; run with several draws to see how much the donors matter."
     else:

@@ -17,6 +17,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 
+from cellina.counterfactual import UNCERTAINTIES
 from cellina.keys import LAYERS, OBSM
 from cellina.plugin import _steps as steps
 from cellina.plugin._attention import ReceiverEdges, attention_problem, attention_steps, attention_table, receiver_edges
@@ -230,8 +231,11 @@ class JobsMixin:
         n_draws: int = 1,
         seed: int = 0,
         name: str | None = None,
+        uncertainty: str = "donors",
     ) -> Job:
-        """Rewire the focal cells' neighbourhoods to donors from ``pool`` and decode them."""
+        """Rewire the focal cells' neighbourhoods to donors from ``pool`` and decode them; with several
+        draws the spread describes the donors drawn, or (``uncertainty="posterior"``) the donors and
+        the model's posterior."""
         model, adata = self.require_model(), self.require_adata()
         focal = self.focal_indices()
         donors = self.donor_pool(pool, observed_cell_type, observed_domain, niche_cluster)
@@ -239,6 +243,8 @@ class JobsMixin:
             raise SessionError("the donor pool holds only focal cells; a cell cannot be its own donor")
         if int(n_neighbours) < 1 or int(n_draws) < 1:
             raise SessionError("donors per cell and number of draws must be >= 1")
+        if uncertainty not in UNCERTAINTIES:
+            raise SessionError(f"uncertainty={uncertainty!r}: use one of {list(UNCERTAINTIES)}")
         params = {
             "pool": pool,
             "observed_cell_type": observed_cell_type,
@@ -246,6 +252,7 @@ class JobsMixin:
             "niche_cluster": niche_cluster,
             "n_neighbours": int(n_neighbours),
             "n_draws": int(n_draws),
+            "uncertainty": uncertainty,
             "seed": int(seed),
             "n_donor_pool": int(donors.size),
             "preset": model.preset,

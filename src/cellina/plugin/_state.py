@@ -254,8 +254,9 @@ class RunResult:
     """One counterfactual run on the focal cells, kept so the user can switch between runs.
 
     ``expression`` and ``factual`` are expected counts of the focal cells (rows follow
-    ``indices``, columns the AnnData's genes); ``std`` is the spread across donor draws;
-    ``novelty`` (a :class:`~cellina.counterfactual.NicheNovelty`) says how far each focal cell's
+    ``indices``, columns the AnnData's genes); ``std`` is each value's standard deviation across
+    the draws (of the donors, and of the model's posterior when ``params["uncertainty"]`` is
+    ``"posterior"``); ``novelty`` (a :class:`~cellina.counterfactual.NicheNovelty`) says how far each focal cell's
     counterfactual niche lies from the niches the model saw in training. A node run also carries the perturbed niche features of every cell (``spatial_x``),
     which the session stores in ``obsm`` on the main thread.
     """

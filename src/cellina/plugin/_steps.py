@@ -336,6 +336,7 @@ def edge_steps(job: EdgeJob) -> Steps:
         n_draws=params["n_draws"],
         return_std=True,
         return_donors=True,
+        uncertainty=params.get("uncertainty", "donors"),
         connectivity_key=job.connectivity_key,
         return_novelty=True,
     )

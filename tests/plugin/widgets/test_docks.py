@@ -271,3 +271,10 @@ def test_gene_colouring_shows_its_values_on_hover(make_napari_viewer, pixel_tiss
     # only the gene coloured last stays a hover column
     bridge.recolour("G5")
     assert "G5" in layer.features.columns and "G3" not in layer.features.columns
+
+
+def test_the_edge_dock_asks_for_the_spread_it_shows(make_napari_viewer):
+    edge = EdgeWidget(make_napari_viewer())
+    assert edge.job_params()["uncertainty"] == "donors"
+    edge.spread.setCurrentText("donors and model posterior")
+    assert edge.job_params()["uncertainty"] == "posterior"

@@ -25,6 +25,11 @@ POOLS = {
     "observed neighbours of type X in domain Y": "observed",
     "a niche cluster of s": "niche",
 }
+#: what the spread across draws describes (the session's ``uncertainty``)
+SPREADS = {
+    "donors drawn": "donors",
+    "donors and model posterior": "posterior",
+}
 
 
 def _multi_list() -> QListWidget:
@@ -78,9 +83,13 @@ class EdgeWidget(CellinaDock):
         self.n_neighbours = _spin(1, 10000, 50)
         self.n_draws = _spin(1, 1000, 1)
         self.seed = _spin(0, 2**31 - 1, 0)
+        self.spread = QComboBox()
+        self.spread.addItems(list(SPREADS))
+        self.spread.setToolTip("what ± describes with several draws; the prediction is the same")
         run_form = QFormLayout()
         run_form.addRow("donors per cell", self.n_neighbours)
         run_form.addRow("draws", self.n_draws)
+        run_form.addRow("spread over", self.spread)
         run_form.addRow("seed", self.seed)
         self.layout().addLayout(run_form)
         self.run_button = QPushButton("Run edge perturbation")
@@ -155,6 +164,7 @@ class EdgeWidget(CellinaDock):
             "n_neighbours": int(self.n_neighbours.value()),
             "n_draws": int(self.n_draws.value()),
             "seed": int(self.seed.value()),
+            "uncertainty": SPREADS[self.spread.currentText()],
         }
 
     def run(self):
