@@ -135,7 +135,7 @@ class NicheReachCurve:
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"bandwidth ({unit})")
-        ax.set_ylabel("explained beyond type (%)")
+        ax.set_ylabel("explained (%)")
         if self.signal:
             ax.legend(fontsize="small", frameon=False)
         return ax
