@@ -219,8 +219,11 @@ class CellinaSession(CellsMixin, JobsMixin):
             raise SessionError("no model: train one or load a model folder first")
         return self.model
 
-    def set_adata(self, adata: ad.AnnData, keys: TissueKeys | None = None) -> None:
-        """Replace the tissue; the model, selections and runs belong to the old one and are dropped."""
+    def set_adata(self, adata: ad.AnnData, keys: TissueKeys | None = None, reach_curve: Any = None) -> None:
+        """Replace the tissue; the model, selections and runs belong to the old one and are dropped.
+
+        ``reach_curve``: a niche-reach scan of these same cells (a preprocessed copy keeps its scan).
+        """
         if not isinstance(adata, ad.AnnData):
             raise SessionError(f"expected an AnnData, got {type(adata).__name__}")
         if adata.n_obs == 0:
@@ -239,7 +242,7 @@ class CellinaSession(CellsMixin, JobsMixin):
         self.model = None
         self.model_source = None
         self.attention = None
-        self.reach_curve = None
+        self.reach_curve = reach_curve
         self.history = {}
         self.selections = {}
         self.gene_shifts = GeneShifts.from_rows([])

@@ -67,10 +67,9 @@ class JobsMixin:
 
         def apply(result: Preprocessed) -> str:
             self._same_inputs(adata, what="preprocessing")
-            self.set_adata(result.adata, result.keys)
-            self.preprocess_params = result.params
             # the scan judged these cells; it stays with the preprocessed copy of them
-            self.reach_curve = curve
+            self.set_adata(result.adata, result.keys, reach_curve=curve)
+            self.preprocess_params = result.params
             return result.message
 
         return Job("preprocessing", steps.preprocess_steps(adata, keys, params, reach=curve), apply)

@@ -77,6 +77,10 @@ def test_the_dock_shows_the_curve_and_takes_the_suggestion(make_napari_viewer, m
     assert dock.last_error is None, dock.last_error
     params = dock.session.adata.uns["spatial_neighbors"]["params"]
     assert params["bandwidth"] == pytest.approx(curve.suggested_bandwidth, abs=0.01)
+    # the preprocessed copy keeps its scan; another tissue does not
+    assert not dock.reach.plot.isHidden()
+    dock.session.set_adata(ligand_world[:2000].copy(), KEYS)
+    assert dock.reach.plot.isHidden() and dock.reach.note.text() == ""
 
 
 def test_without_signal_the_dock_keeps_its_bandwidth_and_says_so(make_napari_viewer, monkeypatch, ligand_world):

@@ -44,3 +44,9 @@ class ReachPanel(QWidget):
         self.plot.setVisible(True)
         self.note.setText(curve.describe())
         self.note.setStyleSheet("" if curve.signal else WARNING_STYLE)
+
+    def clear(self) -> None:
+        """Hide the curve and its note (a new tissue has not been scanned)."""
+        self.plot.setVisible(False)
+        self.note.setText("")
+        self.note.setStyleSheet("")

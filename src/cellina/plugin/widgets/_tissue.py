@@ -175,6 +175,8 @@ class TissueWidget(CellinaDock):
         if adata is None:
             return
         self._pixel_size_chosen = False
+        if self.session.reach_curve is None:  # a new tissue: the last scan was of another one
+            self.reach.clear()
         obs = list(adata.obs.columns)
         fill_combo(self.spatial, [*adata.obsm.keys(), OBS_COLUMNS], keep=False)
         numeric = [c for c in obs if adata.obs[c].dtype.kind in "fiu"]
