@@ -235,7 +235,7 @@ def target_lines(scores: pd.DataFrame, method: str = "recommended") -> list[str]
     return [*lines, ""]
 
 
-def plot_world(genes: pd.DataFrame, world: str, method: str = "recommended") -> str | None:
+def plot_world(genes: pd.DataFrame, world: str, method: str = "recommended", prefix: str = "worlds") -> str | None:
     """Observed-vs-predicted and truth-vs-predicted changes of the edge perturbation; the image name."""
     import matplotlib
 
@@ -265,7 +265,7 @@ def plot_world(genes: pd.DataFrame, world: str, method: str = "recommended") -> 
     axes[0].legend(fontsize=7, title="held-out type", title_fontsize=7)
     fig.suptitle(f"{world}: edge counterfactual, one point per gene (dashed: the right size)")
     fig.tight_layout()
-    name = f"worlds_{world}.png"
+    name = f"{prefix}_{world}.png"
     fig.savefig(ROOT / "docs" / "img" / name, dpi=110)
     plt.close(fig)
     return name
@@ -300,11 +300,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--from-csv", default=None, help="write the docs section from PREFIX_{scores,genes}.csv")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--section",
+        default=None,
+        help="docs section (and image prefix) to write (default: worlds-SPLIT; another name keeps that one)",
+    )
     args = parser.parse_args(argv)
 
     from cellina.datasets import list_worlds
 
     worlds = args.worlds.split(",") if args.worlds else list(list_worlds(args.split))
+    section = args.section or f"worlds-{args.split}"
     labels = args.methods.split(",")
     cfg = {
         "bandwidth": 20.0,
@@ -332,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 genes.to_csv(f"{args.csv}_genes.csv")
     minutes = scores.drop_duplicates(["world", "holdout", "method"])["seconds"].sum() / 60
     body = [
-        f"## Evaluation worlds ({args.split} split)",
+        f"## Evaluation worlds ({args.split} split"
+        f"{', every held-out type' if args.types_per_world is None and not args.types else ''})",
         "",
         f"`python benchmarks/worlds.py --split {args.split} --epochs {args.epochs}"
         f"{'' if args.types_per_world is None else f' --types-per-world {args.types_per_world}'}"
@@ -356,14 +363,14 @@ def main(argv: list[str] | None = None) -> int:
         *(target_lines(scores) if "recommended" in set(scores["method"]) else []),
     ]
     for world in worlds:
-        name = None if args.no_write else plot_world(genes, world)
+        name = None if args.no_write else plot_world(genes, world, prefix=section.replace("-", "_"))
         if name:
             body += [f"![{world}: predicted against observed and exact changes](img/{name})", ""]
     text = "\n".join(body)
     if args.no_write:
         print(text)
     else:
-        write_section(f"worlds-{args.split}", text)
+        write_section(section, text)
     return 0
 
 
