@@ -64,3 +64,23 @@ def trained(cli_tissue, tmp_path_factory):
     model_dir = folder / "model"
     assert main(["train", str(cli_tissue), str(model_dir), "--hold-out", HOLD_OUT, *TINY_TRAINING]) == 0
     return folder, model_dir
+
+
+class _Captured(Exception):
+    """Raised by the fake ``train_model`` once it has recorded its arguments."""
+
+
+@pytest.fixture
+def train_call(monkeypatch):
+    """Replace ``train_model`` by a recorder: the dict receives the arguments of the call (the
+    AnnData it would train on under ``"adata"``); ``cellina train`` then exits with status 1."""
+    import cellina.model
+
+    seen: dict = {}
+
+    def fake(adata, **kwargs):
+        seen.update(kwargs, adata=adata)
+        raise _Captured
+
+    monkeypatch.setattr(cellina.model, "train_model", fake)
+    return seen

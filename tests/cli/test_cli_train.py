@@ -8,25 +8,6 @@ import pytest
 from cellina.cli import main
 
 
-class _Captured(Exception):
-    """Raised by the fake ``train_model`` once it has recorded its arguments."""
-
-
-@pytest.fixture
-def train_call(monkeypatch):
-    """Replace ``train_model`` by a recorder: the dict receives the arguments of the call."""
-    import cellina.model
-
-    seen: dict = {}
-
-    def fake(adata, **kwargs):
-        seen.update(kwargs, adata=adata)
-        raise _Captured
-
-    monkeypatch.setattr(cellina.model, "train_model", fake)
-    return seen
-
-
 def _train_args(tissue, tmp_path, *extra):
     return ["train", str(tissue), str(tmp_path / "m"), "--bandwidth", "25", "--accelerator", "cpu", "-q", *extra]
 

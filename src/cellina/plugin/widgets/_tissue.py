@@ -343,27 +343,24 @@ class TissueWidget(CellinaDock):
                 "micrometres), then preprocess"
             )
 
-    def preprocess(self):
-        """QC, HVG, log-normalisation, graph and niche features in a worker."""
+    def _run_with_keys(self, make_job):
+        """Run ``make_job(params, keys)`` with the dock's settings and keys, pixel coordinates refused first."""
         params = self.params()
 
         def job():
             keys = self.keys()
             self._check_units(keys)
-            return self.session.preprocess_job(params, keys)
+            return make_job(params, keys)
 
         return self.run_job(job)
+
+    def preprocess(self):
+        """QC, HVG, log-normalisation, graph and niche features in a worker."""
+        return self._run_with_keys(self.session.preprocess_job)
 
     def suggest_reach(self):
         """Scan graph bandwidths in a worker; the suggestion fills the bandwidth and max-neighbours boxes."""
-        params = self.params()
-
-        def job():
-            keys = self.keys()
-            self._check_units(keys)
-            return self.session.reach_job(keys, params)
-
-        return self.run_job(job)
+        return self._run_with_keys(lambda params, keys: self.session.reach_job(keys, params))
 
     def _on_reach(self, curve) -> None:
         self.reach.show_curve(curve)
