@@ -10,8 +10,9 @@ Usage::
     python benchmarks/world_options.py dev_two_channels Myeloid posterior n_draws=5 uncertainty='"posterior"'
 
 ``m.NAME=JSON`` sets a model option on top of the preset, ``p.NAME=JSON`` a training-plan option;
-``bandwidth``, ``max_neighbours``, ``epochs``, ``preset``, ``seed``, ``n_draws`` (edge draws, default
-1) and ``uncertainty`` (what their spread describes: ``"donors"`` or ``"posterior"``) set the protocol;
+``bandwidth``, ``max_neighbours``, ``epochs``, ``preset``, ``variant`` (``"cellina"`` or ``"gcn"``),
+``seed``, ``n_draws`` (edge draws, default 1) and ``uncertainty`` (what their spread describes:
+``"donors"`` or ``"posterior"``) set the protocol;
 ``lfc_csv`` writes the edge run's per-gene changes (true, predicted, spread) to that file. Prints one
 ``RESULT {json}`` line: edge and node truth scores (with several draws ``edge_truth_calibration``, the
 share of responsive genes whose exact change lies within two spreads of the prediction, and
@@ -38,7 +39,14 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
     benchmark configuration ``run_protocol`` takes, and the model and plan options."""
     from worlds import MODEL_SIZE
 
-    opts = {"bandwidth": 20.0, "max_neighbours": 50, "epochs": 40, "preset": "recommended", "seed": 0}
+    opts = {
+        "bandwidth": 20.0,
+        "max_neighbours": 50,
+        "epochs": 40,
+        "preset": "recommended",
+        "variant": "cellina",
+        "seed": 0,
+    }
     opts.update({"n_draws": 1, "uncertainty": "donors", "lfc_csv": None, **defaults})
     model, plan = {}, {}
     for item in items:
@@ -69,7 +77,7 @@ def main(argv: list[str]) -> int:
     opts, cfg, model, plan = options_config(argv[3:])
     adata = make_world(world)
     t0 = time.time()
-    res = run_protocol(adata, holdout, "cellina", opts["preset"], "cellina", cfg, model, plan, probes=True)
+    res = run_protocol(adata, holdout, "cellina", opts["preset"], opts["variant"], cfg, model, plan, probes=True)
     scores = res.scores.set_index("perturbation")
     row = {"label": label, "world": world, "type": holdout, "seconds": round(time.time() - t0)}
     for pert in ("edge", "node"):
