@@ -48,6 +48,8 @@ RUNS = {
     # the recommended preset before its niche encoder became linear: the change this run judges
     "recommended_mlp": ("cellina", "recommended", "cellina", {"spatial_encoder": "mlp"}),
     "published": ("cellina", "published", "cellina", {}),
+    # the recommended preset as it was before its KL term of s was dropped: the change this run judges
+    "recommended_kl01": ("cellina", "recommended", "cellina", {"spatial_kl_weight": 0.1}),
     # the graph's reach chosen from the data (cellina.spatial.niche_reach_curve) instead of 20 um
     "recommended_reach": ("cellina", "recommended", "cellina", {REACH: "auto"}),
     # sampled directional subgraphs, the graph variant's fastest setting (its time against Cellina: gcn_speed)
@@ -351,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         "project's default, whatever the world's true reach); calibration from the spread across "
         f"{args.n_draws} edge draws of {'the donors' if args.uncertainty == 'donors' else 'the donors and the posterior'}. "
         "The worlds are described in docs/worlds.md. "
-        "Methods: `recommended` and `published` (Cellina with each preset), `recommended_reach` (the "
+        "Methods: `recommended` and `published` (Cellina with each preset), `recommended_kl01` (the "
+        "recommended preset with the KL term of s at weight 0.1, as it was before 2026-12-06), `recommended_reach` (the "
         "recommended preset on a graph whose bandwidth and neighbour cap the data suggest, "
         "`cellina.spatial.niche_reach_curve` with the held-out cells left out; 20 um when no reach stands "
         "out), `gcn` (CellinaGCN, recommended "
