@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.n_draws} edge draws of {'the donors' if args.uncertainty == 'donors' else 'the donors and the posterior'}. "
         "The worlds are described in docs/worlds.md. "
         "Methods: `recommended` and `published` (Cellina with each preset), `recommended_kl01` (the "
-        "recommended preset with the KL term of s at weight 0.1, as it was before 2026-12-06), `recommended_reach` (the "
+        "recommended preset with the KL term of s at weight 0.1, the preset until 2026-12-06), `recommended_reach` (the "
         "recommended preset on a graph whose bandwidth and neighbour cap the data suggest, "
         "`cellina.spatial.niche_reach_curve` with the held-out cells left out; 20 um when no reach stands "
         "out), `gcn` (CellinaGCN, recommended "
