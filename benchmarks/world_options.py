@@ -11,8 +11,9 @@ Usage::
 
 ``m.NAME=JSON`` sets a model option on top of the preset, ``p.NAME=JSON`` a training-plan option;
 ``bandwidth``, ``max_neighbours``, ``epochs``, ``preset``, ``variant`` (``"cellina"`` or ``"gcn"``),
-``seed``, ``n_draws`` (edge draws, default 1) and ``uncertainty`` (what their spread describes:
-``"donors"`` or ``"posterior"``) set the protocol;
+``seed``, ``n_draws`` (edge draws, default 1), ``uncertainty`` (what their spread describes:
+``"donors"`` or ``"posterior"``) and ``composition`` (the neighbours' types in the niche features:
+``"off"``, ``"added"`` or ``"only"``, which scores the edge perturbation alone) set the protocol;
 ``lfc_csv`` writes the edge run's per-gene changes (true, predicted, spread) to that file. Prints one
 ``RESULT {json}`` line: edge and node truth scores (with several draws ``edge_truth_calibration``, the
 share of responsive genes whose exact change lies within two spreads of the prediction, and
@@ -47,7 +48,7 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
         "variant": "cellina",
         "seed": 0,
     }
-    opts.update({"n_draws": 1, "uncertainty": "donors", "lfc_csv": None, **defaults})
+    opts.update({"n_draws": 1, "uncertainty": "donors", "composition": "off", "lfc_csv": None, **defaults})
     model, plan = {}, {}
     for item in items:
         key, _, value = item.partition("=")
@@ -59,6 +60,7 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
         "seed": opts["seed"],
         "n_draws": opts["n_draws"],
         "uncertainty": opts["uncertainty"],
+        "composition": opts["composition"],
         "model": MODEL_SIZE,
         "train": {"max_epochs": opts["epochs"], "batch_size": 512},
     }

@@ -103,7 +103,9 @@ def _check_connected(adata: ad.AnnData, connectivity_key: str, spatial_key: str,
     )
 
 
-def _graph_and_features(out: ad.AnnData, graph_args: dict[str, Any], test_indices: Any, report) -> str:
+def _graph_and_features(
+    out: ad.AnnData, graph_args: dict[str, Any], feature_args: dict[str, Any], test_indices: Any, report
+) -> str:
     from cellina.spatial import compute_spatial_features, spatial_neighbors
 
     report(0.5, "building the spatial graph")
@@ -117,7 +119,7 @@ def _graph_and_features(out: ad.AnnData, graph_args: dict[str, Any], test_indice
         graph_args["bandwidth"],
     )
     report(0.8, "computing niche features")
-    compute_spatial_features(out, layer=LOGNORM_LAYER)
+    compute_spatial_features(out, layer=LOGNORM_LAYER, **feature_args)
     return (
         f"done: median {summary['median_neighbours']:g} neighbours per cell, median distance "
         f"{summary['median_distance']:.3g}"
@@ -139,6 +141,8 @@ def prepare_tissue(
     min_counts_gene: int = 0,
     n_top_genes: int | None = None,
     target_sum: float = 1e4,
+    composition_key: str | None = None,
+    composition_only: bool = False,
     progress: Callable[[float, str], None] | None = None,
 ) -> ad.AnnData:
     """Return a prepared copy of ``adata``; the caller's object is not modified.
@@ -150,8 +154,11 @@ def prepare_tissue(
     ``target_sum``; the kernel graph (``bandwidth`` in coordinate units); when
     ``test_indices`` are given, the unmasked graph is kept as
     ``obsp["spatial_connectivities_orig"]`` and the training graph leaves those cells
-    out; niche features in ``obsm["spatial_x"]``. The last progress message gives the
-    median number of neighbours and edge length.
+    out; niche features in ``obsm["spatial_x"]``: the neighbours' log-normalised expression,
+    followed, with ``composition_key`` (an ``obs`` column, usually the cell types), by the
+    share of each of its categories among the neighbours, or that share alone with
+    ``composition_only`` (see :func:`cellina.spatial.compute_spatial_features`). The last
+    progress message gives the median number of neighbours and edge length.
 
     ``test_indices`` refer to positions in the returned AnnData; with filtering on they
     would shift, so they are refused together. A graph in which more than half of the
@@ -166,6 +173,14 @@ def prepare_tissue(
     counts = _counts_of(adata, counts_layer)
     if test_indices is not None and (min_counts_cell > 0 or min_counts_gene > 0):
         raise ValueError("test_indices cannot be combined with cell or gene filtering (positions would shift)")
+    if composition_key is not None and composition_key not in adata.obs:
+        from cellina.spatial import CellinaKeyError
+
+        raise CellinaKeyError(
+            f"composition_key={composition_key!r} is not a column of adata.obs (have {list(adata.obs.columns)})."
+        )
+    if composition_only and composition_key is None:
+        raise ValueError("composition_only=True needs a composition_key (the adata.obs column of cell types).")
 
     report(0.0, "copying")
     out = adata.copy()
@@ -185,5 +200,6 @@ def prepare_tissue(
         spatial_key=spatial_key,
         library_key=library_key,
     )
-    report(1.0, _graph_and_features(out, graph_args, test_indices, report))
+    feature_args = {"composition_key": composition_key, **({"genes": []} if composition_only else {})}
+    report(1.0, _graph_and_features(out, graph_args, feature_args, test_indices, report))
     return out

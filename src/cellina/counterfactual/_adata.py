@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from cellina.keys import OBSM, OBSP
 from cellina.spatial import CellinaKeyError, aggregate_neighbours, check_positions, representation_matrix
+from cellina.spatial._composition import CATEGORIES_FIELD, has_composition, record_codes, with_composition
 from cellina.spatial._validation import check_connectivities, check_nonempty
 
 from ._donors import _unique_pool, sample_donors
@@ -82,13 +83,21 @@ def _anchor_features(
     return sp.csr_matrix(phi[idx], dtype=np.float32)
 
 
-def _check_anchor_width(adata: Any, spatial_column: str) -> None:
+def _composition_record(adata: Any, spatial_column: str) -> dict | None:
+    """The provenance record of ``obsm[spatial_column]`` when its features end in a composition block."""
+    record = adata.uns.get("cellina", {}).get("spatial_features", {}).get(spatial_column)
+    return dict(record) if has_composition(record) else None
+
+
+def _check_anchor_width(adata: Any, spatial_column: str, composition: dict | None) -> None:
     """Anchor mode rebuilds features over every gene; a narrower stored matrix cannot match."""
     if spatial_column not in adata.obsm:
         raise CellinaKeyError(
             f"spatial_column={spatial_column!r} is not in adata.obsm (available: {sorted(adata.obsm.keys())})."
         )
     width = adata.obsm[spatial_column].shape[1]
+    if composition is not None:
+        width -= len(composition[CATEGORIES_FIELD])
     if width != adata.n_vars:
         raise ValueError(
             f"adata.obsm[{spatial_column!r}] has {width} columns, but anchor mode rebuilds "
@@ -168,6 +177,9 @@ def make_counterfactual_adata(
     cf_conn_key, cf_obsm_key
         Key of the rewired graph (pooled mode); second ``obsm`` key of the result.
 
+    Features computed with a ``composition_key`` get their category shares rebuilt from the
+    same anchors or donors (``adata.obs`` must still hold the column).
+
     Returns
     -------
     anndata.AnnData
@@ -183,9 +195,12 @@ def make_counterfactual_adata(
     check_nonempty(adata)
     focal, others, exclude = _checked_cells(adata, indices, neighbour_indices, exclude_indices, anchor_donors)
     graph = check_connectivities(adata, connectivity_key)
+    composition = _composition_record(adata, spatial_column)
     if anchor_donors:
-        _check_anchor_width(adata, spatial_column)
+        _check_anchor_width(adata, spatial_column, composition)
     Xrep = representation_matrix(adata, layer, stacklevel=3)
+    if composition is not None:
+        Xrep = with_composition(Xrep, composition, record_codes(adata, composition))
     if anchor_donors:
         where = f"adata.obsp[{connectivity_key!r}]"
         phi = _anchor_features(Xrep, graph, others, focal.size, exclude, random_state, where)

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from cellina.keys import OBSP
 from cellina.spatial import aggregate_neighbours, check_positions, expression_representation
+from cellina.spatial._composition import n_niche_features, record_codes, with_composition
 
 from ._donors import sample_anchors, sample_donors
 
@@ -49,12 +50,15 @@ def _rows(counts: Any, rows: np.ndarray) -> Any:
     return counts[rows] if not sp.issparse(counts) else sp.csr_matrix(counts)[rows]
 
 
-def pooled_niche_features(counts: Any, donors: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
+def pooled_niche_features(
+    counts: Any, donors: np.ndarray, record: Mapping[str, Any], codes: np.ndarray | None = None
+) -> np.ndarray:
     """Niche features of focal cells whose neighbours are replaced by ``donors``.
 
     Every donor gets weight ``1/k``: rewired donors have no distance to the focal cell,
     so no kernel applies. The donors' expression goes through exactly the representation
-    recorded for the trained niche features.
+    recorded for the trained niche features (and their categories into its composition
+    block, if it has one).
 
     Parameters
     ----------
@@ -64,11 +68,14 @@ def pooled_niche_features(counts: Any, donors: np.ndarray, record: Mapping[str, 
         ``(n_focal, k)`` donor positions.
     record
         Spatial-features provenance record.
+    codes
+        Every cell's category code when the record has a composition block
+        (:func:`cellina.spatial.record_codes`).
 
     Returns
     -------
     numpy.ndarray
-        Dense float32 ``(n_focal, len(record["genes"]))``.
+        Dense float32 ``(n_focal, n_features)``.
     """
     donors = np.asarray(donors, dtype=np.int64)
     n, k = donors.shape
@@ -78,7 +85,7 @@ def pooled_niche_features(counts: Any, donors: np.ndarray, record: Mapping[str, 
         shape=(n, uniq.size),
     )
     W.sum_duplicates()
-    Xrep = expression_representation(_rows(counts, uniq), record)
+    Xrep = with_composition(expression_representation(_rows(counts, uniq), record), record, codes, uniq)
     return aggregate_neighbours(W, Xrep)
 
 
@@ -186,6 +193,7 @@ def anchor_niche_features(
     focal: np.ndarray,
     record: Mapping[str, Any],
     exclude: np.ndarray | None = None,
+    codes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Niche features of focal cells that inherit the neighbourhood of an anchor cell.
 
@@ -205,11 +213,13 @@ def anchor_niche_features(
         Spatial-features provenance record.
     exclude
         Positions of cells removed from every anchor's neighbourhood (None: none).
+    codes
+        Every cell's category code when the record has a composition block.
 
     Returns
     -------
     numpy.ndarray
-        Dense float32 ``(n_focal, len(record["genes"]))``. A row whose neighbourhood is
+        Dense float32 ``(n_focal, n_features)``. A row whose neighbourhood is
         left empty is zeros, with a :class:`UserWarning` saying how many.
     """
     W = masked_rows(graph, anchors, exclude, drop=focal)
@@ -223,9 +233,9 @@ def anchor_niche_features(
         )
     uniq, inv = np.unique(W.indices, return_inverse=True)
     if uniq.size == 0:
-        return np.zeros((len(anchors), len(record["genes"])), dtype=np.float32)
+        return np.zeros((len(anchors), n_niche_features(record)), dtype=np.float32)
     Wc = sp.csr_matrix((W.data.astype(np.float32), inv, W.indptr), shape=(len(anchors), uniq.size))
-    Xrep = expression_representation(_rows(counts, uniq), record)
+    Xrep = with_composition(expression_representation(_rows(counts, uniq), record), record, codes, uniq)
     return aggregate_neighbours(Wc, Xrep)
 
 
@@ -285,7 +295,7 @@ def _anchor_draw(
     exclude: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     graph, anchors = draw_anchors(adata, focal, pool, rng, connectivity_key, exclude)
-    phi = anchor_niche_features(counts, graph, anchors, focal, record, exclude)
+    phi = anchor_niche_features(counts, graph, anchors, focal, record, exclude, record_codes(adata, record))
     return phi, anchors
 
 
@@ -402,4 +412,4 @@ def rewired_niche_features(
     if precomputed:
         return _anchor_draw(adata, counts, focal, pool, record, rng, connectivity_key, exclude)
     donors = draw_pooled_donors(focal, pool, n_neighbours, rng, exclude)
-    return pooled_niche_features(counts, donors, record), donors
+    return pooled_niche_features(counts, donors, record, record_codes(adata, record)), donors

@@ -11,6 +11,7 @@ import pandas as pd
 
 from cellina.keys import LAYERS, OBSM, OBSP, UNS
 from cellina.spatial import expression_representation, make_neighbor_perturbation, make_perturbed_expression
+from cellina.spatial._composition import CATEGORIES_FIELD, KEY_FIELD, has_composition, record_codes
 
 from ._edge import spatial_features_record
 from ._pools import select_cells
@@ -178,11 +179,14 @@ def node_counterfactual(
     graph_key = connectivity_key or str(record.get("connectivity_key") or OBSP.CONNECTIVITIES)
     if graph_key not in adata.obsp:
         raise ValueError(f"adata.obsp[{graph_key!r}] (the niche graph) is missing.")
-    # A light AnnData shares the matrices and carries the sender groups: nothing is written
-    # to the caller's AnnData.
+    # A light AnnData shares the matrices and carries the sender groups (and the categories of
+    # the features' composition block, if any): nothing is written to the caller's AnnData.
+    obs = {_GROUP_COLUMN: groups}
+    if has_composition(record):
+        obs[record[KEY_FIELD]] = pd.Categorical.from_codes(record_codes(adata, record), record[CATEGORIES_FIELD])
     work = ad.AnnData(
         X=_sender_source(model, adata, record, layer, add_shift),
-        obs=pd.DataFrame({_GROUP_COLUMN: groups}, index=adata.obs_names),
+        obs=pd.DataFrame(obs, index=adata.obs_names),
         var=pd.DataFrame(index=adata.var_names),
         obsp={graph_key: adata.obsp[graph_key]},
         uns={UNS.ROOT: {UNS.SPATIAL_FEATURES: {features_key: record}}},

@@ -14,6 +14,8 @@ PERTURBATIONS = ("edge", "node")
 MODEL_VARIANTS = ("cellina", "gcn")
 #: what the edge prediction's spread describes (cellina.counterfactual.UNCERTAINTIES, named here too)
 UNCERTAINTIES = ("donors", "posterior")
+#: how the neighbours' types enter the niche features (cellina.preprocessing.prepare_tissue)
+COMPOSITIONS = ("off", "added", "only")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class LeaveOneOutConfig:
         The gaussian-kernel graph (:func:`cellina.preprocessing.prepare_tissue`): bandwidth in
         coordinate units, neighbours per cell, weight cut-off, and the column whose groups
         (slides) are never connected.
+    composition
+        The neighbours' ``labels_key`` composition in the niche features: ``"off"`` (default,
+        expression alone), ``"added"`` (after the expression) or ``"only"``.
     preset
         Model preset (:mod:`cellina.model.presets`); ``None`` (default): the constructor's
         defaults, on which the documented benchmark figures were measured.
@@ -111,6 +116,7 @@ class LeaveOneOutConfig:
     max_neighbours: int = 50
     cutoff: float = 0.1
     library_key: str | None = None
+    composition: str = "off"
     preset: str | None = None
     model: str = "cellina"
     model_kwargs: Mapping[str, Any] | None = None
@@ -143,6 +149,13 @@ class LeaveOneOutConfig:
             raise ValueError(f"unknown perturbation(s) {bad}; choose from {list(PERTURBATIONS)}.")
         if self.model not in MODEL_VARIANTS:
             raise ValueError(f"model={self.model!r} is not a variant; use one of {list(MODEL_VARIANTS)}.")
+        if self.composition not in COMPOSITIONS:
+            raise ValueError(f"composition={self.composition!r}: use one of {list(COMPOSITIONS)}.")
+        if self.composition == "only" and "node" in self.perturbations:
+            raise ValueError(
+                "composition='only' leaves no genes in the niche features, so no node perturbation "
+                "can move them; use perturbations=('edge',) or composition='added'."
+            )
         if int(self.n_draws) < 1:
             raise ValueError(f"n_draws={self.n_draws} must be >= 1.")
         if self.uncertainty not in UNCERTAINTIES:

@@ -123,6 +123,8 @@ def _prepared(adata: Any, config: LeaveOneOutConfig, target: np.ndarray) -> ad.A
         cutoff=config.cutoff,
         library_key=config.library_key,
         test_indices=target,
+        composition_key=None if config.composition == "off" else config.labels_key,
+        composition_only=config.composition == "only",
     )
 
 

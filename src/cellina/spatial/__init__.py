@@ -1,5 +1,6 @@
 """Spatial graph, niche features and neighbour perturbation (no Qt, no napari)."""
 
+from ._composition import n_niche_features, record_codes
 from ._draws import distinct_draws
 from ._features import (
     TRANSFORMS,
@@ -30,7 +31,9 @@ __all__ = [
     "expression_representation",
     "make_neighbor_perturbation",
     "make_perturbed_expression",
+    "n_niche_features",
     "niche_reach_curve",
+    "record_codes",
     "representation_matrix",
     "spatial_neighbors",
 ]

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from cellina.keys import OBSM, OBSP
 
+from ._composition import CATEGORIES_FIELD, KEY_FIELD, composition_codes, with_composition
 from ._validation import (
     CellinaKeyError,
     CellinaTypeError,
@@ -363,15 +364,15 @@ def aggregate_neighbours(W: Any, Xrep: Any) -> np.ndarray:
     return out
 
 
-def _gene_positions(adata: Any, genes: Sequence[str] | str | None) -> np.ndarray:
+def _gene_positions(adata: Any, genes: Sequence[str] | str | None, allow_empty: bool = False) -> np.ndarray:
     """Positions of ``genes`` in ``adata.var_names`` (all genes for None), checked."""
     if genes is None:
         return np.arange(adata.n_vars, dtype=np.int64)
     if isinstance(genes, str):
         genes = [genes]
     genes = [str(g) for g in genes]
-    if not genes:
-        raise ValueError("`genes` is empty; pass None to use all genes.")
+    if not genes and not allow_empty:
+        raise ValueError("`genes` is empty; pass None to use all genes (or a composition_key for composition alone).")
     positions = adata.var_names.get_indexer(genes)
     if (positions < 0).any():
         unknown = [g for g, p in zip(genes, positions) if p < 0]
@@ -388,12 +389,14 @@ def compute_spatial_features(
     layer: str | None = None,
     genes: Sequence[str] | None = None,
     neighbor_genes: Sequence[str] | None = None,
+    composition_key: str | None = None,
 ) -> None:
     """Compute niche features: the weighted mean of each cell's neighbours' expression.
 
     ``phi = D^-1 W X`` with ``W = adata.obsp[connectivity_key]`` and ``D`` its row sums,
     computed as a sparse product (``X`` is never densified). Cells without neighbours get
-    zeros.
+    zeros. With ``composition_key``, one column per category of ``adata.obs[composition_key]``
+    follows the genes: the weighted share of the cell's neighbours in that category.
 
     Parameters
     ----------
@@ -410,21 +413,30 @@ def compute_spatial_features(
         Restrict phi to these var names (in this order); None uses all genes.
     neighbor_genes
         The published Cellina's name for ``genes``; give one or the other.
+    composition_key
+        An ``adata.obs`` column of categories (usually the cell types) whose neighbourhood
+        shares are appended to the features. Types read from labels are exact where the same
+        types averaged from neighbours' expression are noisy, and regression on noisy niche
+        features shrinks the learnt responses (``docs/benchmarks.md``, "Why niche responses
+        shrink"). With it, ``genes=[]`` keeps the composition alone (then no gene shift of a
+        node perturbation can move the niche). Counterfactual donors need their category, so
+        the column must be complete.
 
     Notes
     -----
     How the source was made from counts is detected and recorded in
     ``adata.uns["cellina"]["spatial_features"][obsm_key]`` (``connectivity_key``,
     ``layer``, ``transform``, ``target_sum``, ``genes``, plus ``n_vars`` and
-    ``gene_indices``), so counterfactuals rebuild phi from counts with
+    ``gene_indices``, and ``composition_key`` and ``composition_categories`` with a
+    composition block), so counterfactuals rebuild phi from counts with
     :func:`expression_representation`. A source that looks like raw counts triggers a
     loud :class:`UserWarning` and is recorded as ``"identity"``.
 
     Raises
     ------
     ValueError
-        Missing connectivities or layer, unknown genes, NaN or infinite expression. The
-        AnnData is not modified.
+        Missing connectivities or layer, unknown genes, NaN or infinite expression, a
+        missing or incomplete ``composition_key`` column. The AnnData is not modified.
     """
     check_nonempty(adata)
     if neighbor_genes is not None:
@@ -437,7 +449,8 @@ def compute_spatial_features(
     source = get_matrix(adata, layer)
     if source.shape[0] != adata.n_obs:
         raise ValueError(f"The expression matrix has {source.shape[0]} rows, not n_obs.")
-    positions = _gene_positions(adata, genes)
+    codes, categories = (None, None) if composition_key is None else composition_codes(adata, composition_key)
+    positions = _gene_positions(adata, genes, allow_empty=composition_key is not None)
     name = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
     transform, target_sum = detect_representation(source, name=name)
     record = {
@@ -449,7 +462,9 @@ def compute_spatial_features(
         "n_vars": int(adata.n_vars),
         "gene_indices": positions,
     }
-    Xrep = _select_columns(_as_csr(source, name), positions)
+    if composition_key is not None:
+        record.update({KEY_FIELD: composition_key, CATEGORIES_FIELD: categories})
+    Xrep = with_composition(_select_columns(_as_csr(source, name), positions), record, codes)
     phi = aggregate_neighbours(W, Xrep)
     adata.obsm[obsm_key] = phi
     cellina_uns = adata.uns.setdefault("cellina", {})

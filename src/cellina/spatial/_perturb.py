@@ -23,7 +23,8 @@ import scipy.sparse as sp
 
 from cellina.keys import OBSM, OBSP
 
-from ._features import _expm1_row_sums, _sparse_product_into
+from ._composition import CATEGORIES_FIELD, has_composition, one_hot, record_codes
+from ._features import _expm1_row_sums, _sparse_product_into, aggregate_neighbours
 from ._perturb_niche import (
     _check_representation,
     _features_record,
@@ -263,7 +264,8 @@ def make_neighbor_perturbation(
         Matrix that is shifted (None: ``adata.X``): log-normalised values with
         ``add_shift=True``, raw counts with ``add_shift=False``.
     obsm_key_out
-        Output key in ``adata.obsm`` (dense float32 cells x the niche-feature genes).
+        Output key in ``adata.obsm`` (dense float32 cells x the niche-feature genes, then
+        the record's composition block, unchanged by a gene shift, when it has one).
     base
         Base of the log-fold changes.
     renormalize
@@ -315,12 +317,21 @@ def make_neighbor_perturbation(
     positions = _output_positions(adata, record, features_key)
     if neighbor_genes is not None:
         positions = _neighbor_gene_positions(adata, neighbor_genes)
+    if positions.size == 0:
+        raise ValueError(
+            f"the niche features {features_key!r} hold no genes (the neighbours' composition alone), "
+            "so no gene shift can change them; recompute them with genes to perturb senders' expression."
+        )
     transform, target_sum = _niche_transform(add_shift, record, features_key)
 
     old_total, new_total = _row_totals(plan, add_shift, base)
     r = _ratio(old_total, new_total) if renormalize else np.ones_like(old_total)
     kind, scale = _niche_map(transform, target_sum, add_shift, r, new_total)
     phi = _perturbed_niche(plan, W, positions, add_shift, base, scale, kind)
+    if neighbor_genes is None and has_composition(record):
+        # a gene shift moves no cell to another category: the composition block stays as it is
+        shares = aggregate_neighbours(W, one_hot(record_codes(adata, record), len(record[CATEGORIES_FIELD])))
+        phi = np.hstack([phi, shares]).astype(np.float32, copy=False)
 
     adata.obsm[obsm_key_out] = phi
     if layer_key is not None:
