@@ -103,6 +103,22 @@ def _check_connected(adata: ad.AnnData, connectivity_key: str, spatial_key: str,
     )
 
 
+#: how the neighbours' cell types enter the niche features: not at all, after the expression, alone
+COMPOSITIONS = ("off", "added", "only")
+
+
+def composition_arguments(composition: str, labels_key: str | None) -> dict[str, Any]:
+    """:func:`prepare_tissue`'s composition arguments for one of :data:`COMPOSITIONS` and the cell-type column."""
+    if composition not in COMPOSITIONS:
+        raise ValueError(f"composition={composition!r}: use one of {list(COMPOSITIONS)}.")
+    if composition != "off" and labels_key is None:
+        raise ValueError(f"composition={composition!r} needs the cell-type column (no cell-type key is set).")
+    return {
+        "composition_key": None if composition == "off" else labels_key,
+        "composition_only": composition == "only",
+    }
+
+
 def _graph_and_features(
     out: ad.AnnData, graph_args: dict[str, Any], feature_args: dict[str, Any], test_indices: Any, report
 ) -> str:

@@ -131,3 +131,21 @@ def test_quiet_training_prints_nothing(make_tissue, tmp_path, capfd, tiny_traini
     )
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
+
+
+def test_composition_puts_the_neighbours_types_in_the_niche_features(cli_tissue, tmp_path, train_call):
+    main(_train_args(cli_tissue, tmp_path, "--labels-key", "coarse_type", "--composition", "added"))
+    adata = train_call["adata"]
+    record = adata.uns["cellina"]["spatial_features"]["spatial_x"]
+    assert record["composition_key"] == "coarse_type"
+    assert adata.obsm["spatial_x"].shape[1] == adata.n_vars + adata.obs["coarse_type"].nunique()
+
+
+def test_composition_is_refused_where_it_cannot_act(trained, cli_tissue, tmp_path, capsys):
+    prepared = trained[1] / "adata.h5ad"
+    code = main(["train", str(prepared), str(tmp_path / "m"), "--labels-key", "coarse_type", "--composition", "only"])
+    assert code == 2 and "--composition builds the niche features, so it needs --bandwidth" in capsys.readouterr().err
+    code = main(
+        _train_args(cli_tissue, tmp_path, "--labels-key", "coarse_type", "--model", "gcn", "--composition", "added")
+    )
+    assert code == 2 and "graph variant (--model gcn) does not read" in capsys.readouterr().err

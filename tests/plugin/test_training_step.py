@@ -142,6 +142,33 @@ def test_a_later_training_without_held_out_cells_gets_everyone_back(session):
     assert np.abs(adata.obsm["spatial_x"][_held(adata)]).sum() > 0
 
 
+def test_niche_features_with_the_neighbours_types_are_rebuilt_as_made(two_slide_section):
+    session = CellinaSession(two_slide_section, TissueKeys(batch_key="slide"))
+    session.preprocess(n_top_genes=80, bandwidth_um=20, max_neighbours=15, composition="added")
+    adata = session.adata
+    n_types = adata.obs["cell_type"].nunique()
+    assert adata.obsm["spatial_x"].shape[1] == adata.n_vars + n_types
+    assert adata.uns["cellina"]["preprocess"]["composition"] == "added"
+    session.train(max_epochs=1, batch_size=128, **HELD)
+    adata, held = session.adata, _held(session.adata)
+    phi = adata.obsm["spatial_x"]
+    assert phi.shape[1] == adata.n_vars + n_types and session.model.module.n_spatial == phi.shape[1]
+    # the held-out cells are in nobody's type shares: their column sums only what others see of them
+    held_type = list(adata.uns["cellina"]["spatial_features"]["spatial_x"]["composition_categories"]).index("myeloid_1")
+    W = adata.obsp["spatial_connectivities"].toarray()
+    is_myeloid_1 = (adata.obs["cell_type"] == "myeloid_1").to_numpy().astype(float)
+    is_myeloid_1[held] = 0.0
+    deg = W.sum(1)
+    expected = np.divide(W @ is_myeloid_1, deg, out=np.zeros_like(deg), where=deg > 0)
+    np.testing.assert_allclose(phi[:, adata.n_vars + held_type], expected, atol=1e-5)
+
+
+def test_cell_types_in_the_niche_need_a_cell_type_key(two_slide_section):
+    session = CellinaSession(two_slide_section, TissueKeys(batch_key="slide", cell_type_key=None))
+    with pytest.raises(SessionError, match="needs the cell-type column"):
+        session.preprocess(n_top_genes=80, bandwidth_um=20, composition="only")
+
+
 # ---------------------------------------------------------------------- cancel and failure
 @pytest.fixture
 def trained(session):

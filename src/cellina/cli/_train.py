@@ -11,6 +11,7 @@ from cellina.io_keys import PIXEL_SIZES_UM
 from cellina.keys import LAYERS, OBSM, OBSP, UNS
 from cellina.model import CONVOLUTION_TYPES, MODEL_VARIANTS, SUBGRAPH_TYPES
 from cellina.model.presets import OPTION_NOTES, PRESETS
+from cellina.preprocessing import COMPOSITIONS
 
 from ._common import (
     TRAINING_RECORD,
@@ -94,6 +95,13 @@ def _add_data_options(train: argparse.ArgumentParser) -> None:
     )
     graph.add_argument(
         "--library-key", default=None, help="obs column of slides: no edges across slides (default: the batch key)"
+    )
+    graph.add_argument(
+        "--composition",
+        choices=COMPOSITIONS,
+        default="off",
+        help="the neighbours' cell types (--labels-key) in the niche features built with --bandwidth: "
+        "'added' after their expression, 'only' instead of it (no gene shift can then move a niche)",
     )
     graph.add_argument(
         "--hold-out",
@@ -201,12 +209,16 @@ def _prepared(
     adata: Any, args: argparse.Namespace, keys: TrainingKeys, held_out: Any
 ) -> tuple[Any, str | None, dict[str, Any]]:
     """The AnnData to train on, its counts layer and the record of a reach chosen from the data."""
-    from cellina.preprocessing import prepare_tissue
+    from cellina.preprocessing import composition_arguments, prepare_tissue
 
     graph_variant = args.model == "gcn"
+    if graph_variant and args.composition != "off":
+        raise CliError("--composition shapes the niche features, which the graph variant (--model gcn) does not read")
     # the graph variant reads the spatial graph, Cellina the niche features
     ready = OBSP.CONNECTIVITIES in adata.obsp if graph_variant else args.spatial_obsm_key in adata.obsm
     if ready and args.bandwidth is None:
+        if args.composition != "off":
+            raise CliError("--composition builds the niche features, so it needs --bandwidth")
         if held_out is not None:
             raise CliError("--hold-out needs --bandwidth, so the graph is rebuilt without the held-out cells")
         return adata, keys.layer, {}
@@ -233,6 +245,10 @@ def _prepared(
     layer = keys.layer or LAYERS.COUNTS
     library_key = args.library_key or keys.batch_key
     bandwidth, max_neighbours, reach = choose_reach(adata, args, keys, library_key, held_out)
+    try:
+        composition = composition_arguments(args.composition, keys.labels_key)
+    except ValueError as err:
+        raise CliError(f"--composition: {err}") from None
     prepared = prepare_tissue(
         adata,
         bandwidth=bandwidth,
@@ -241,6 +257,7 @@ def _prepared(
         library_key=library_key,
         test_indices=held_out,
         progress=progress,
+        **composition,
     )
     return prepared, layer, reach
 

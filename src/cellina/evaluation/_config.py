@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cellina.keys import LAYERS
+from cellina.preprocessing import composition_arguments
 
 METHODS = ("cellina", "cellina_no_aux", "scvi", "mean_shift", "oracle")
 PERTURBATIONS = ("edge", "node")
@@ -14,8 +15,6 @@ PERTURBATIONS = ("edge", "node")
 MODEL_VARIANTS = ("cellina", "gcn")
 #: what the edge prediction's spread describes (cellina.counterfactual.UNCERTAINTIES, named here too)
 UNCERTAINTIES = ("donors", "posterior")
-#: how the neighbours' types enter the niche features (cellina.preprocessing.prepare_tissue)
-COMPOSITIONS = ("off", "added", "only")
 
 
 @dataclass(frozen=True)
@@ -149,8 +148,7 @@ class LeaveOneOutConfig:
             raise ValueError(f"unknown perturbation(s) {bad}; choose from {list(PERTURBATIONS)}.")
         if self.model not in MODEL_VARIANTS:
             raise ValueError(f"model={self.model!r} is not a variant; use one of {list(MODEL_VARIANTS)}.")
-        if self.composition not in COMPOSITIONS:
-            raise ValueError(f"composition={self.composition!r}: use one of {list(COMPOSITIONS)}.")
+        composition_arguments(self.composition, self.labels_key)  # checks the value
         if self.composition == "only" and "node" in self.perturbations:
             raise ValueError(
                 "composition='only' leaves no genes in the niche features, so no node perturbation "

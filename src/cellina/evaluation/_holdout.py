@@ -104,7 +104,7 @@ def check_inputs(adata: Any, holdout: str, config: LeaveOneOutConfig) -> tuple[n
 
 def _prepared(adata: Any, config: LeaveOneOutConfig, target: np.ndarray) -> ad.AnnData:
     """The tissue prepared as every face prepares it, with the target cells out of the training graph."""
-    from cellina.preprocessing import prepare_tissue
+    from cellina.preprocessing import composition_arguments, prepare_tissue
 
     counts = adata.X if config.layer is None else adata.layers[config.layer]
     # a light AnnData sharing the caller's matrices: prepare_tissue makes the one copy
@@ -123,8 +123,7 @@ def _prepared(adata: Any, config: LeaveOneOutConfig, target: np.ndarray) -> ad.A
         cutoff=config.cutoff,
         library_key=config.library_key,
         test_indices=target,
-        composition_key=None if config.composition == "off" else config.labels_key,
-        composition_only=config.composition == "only",
+        **composition_arguments(config.composition, config.labels_key),
     )
 
 

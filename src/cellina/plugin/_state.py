@@ -94,7 +94,12 @@ class TissueKeys:
 
 @dataclass
 class PreprocessParams:
-    """QC, gene selection, normalisation and spatial-graph settings."""
+    """QC, gene selection, normalisation, spatial-graph and niche-feature settings.
+
+    ``composition``: whether the niche features hold the neighbours' cell types beside their
+    expression (``"added"``), instead of it (``"only"``) or not at all (``"off"``); the cell
+    types are those of the cell-type key.
+    """
 
     min_counts_cell: int = 3
     min_counts_gene: int = 3
@@ -103,6 +108,7 @@ class PreprocessParams:
     bandwidth_um: float = 20.0
     max_neighbours: int = 50
     cutoff: float = 0.1
+    composition: str = "off"
 
 
 @dataclass

@@ -236,13 +236,17 @@ def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessPara
     cells have no neighbour is refused with the reason (coordinates in pixels, usually). A niche-reach
     scan (``reach``) is recorded beside the settings, saying whether its suggestion was taken.
     """
-    from cellina.preprocessing import prepare_tissue
+    from cellina.preprocessing import composition_arguments, prepare_tissue
 
     total = 100
     yield Progress(0, total, "checking keys and counts")
     validate_keys(adata, keys)
     if not params.bandwidth_um > 0:
         raise SessionError(f"bandwidth must be > 0 micrometres, got {params.bandwidth_um}")
+    try:
+        composition = composition_arguments(params.composition, keys.cell_type_key)
+    except ValueError as err:
+        raise SessionError(f"niche features: {err}") from err
     base = _annotated_base(adata, keys)
     library_key = keys.batch_key if keys.batch_key and keys.batch_key in base.obs else None
 
@@ -259,6 +263,7 @@ def preprocess_steps(adata: ad.AnnData, keys: TissueKeys, params: PreprocessPara
             min_counts_gene=params.min_counts_gene,
             n_top_genes=params.n_top_genes,
             target_sum=params.target_sum,
+            **composition,
             progress=lambda fraction, message: report(Progress(int(round(fraction * total)), total, message)),
         )
 

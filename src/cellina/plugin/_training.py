@@ -82,6 +82,9 @@ def training_data(adata: ad.AnnData, keys: TissueKeys, test_idx: np.ndarray) -> 
             library_key=graph.get("library_key") or None,
             test_indices=test_idx if test_idx.size else None,
             target_sum=float(record.get("target_sum") or pre.get("target_sum", 1e4)),
+            # the niche features are rebuilt as they were made: with the neighbours' types, or of them alone
+            composition_key=record.get("composition_key"),
+            composition_only=bool(record.get("composition_key")) and len(record.get("genes", ())) == 0,
         )
     except ValueError as err:
         raise SessionError(f"could not build the training graph: {err}") from err

@@ -125,3 +125,18 @@ def test_a_pixel_size_of_one_typed_on_purpose_reaches_the_library_refusal(cosmx_
     assert "have no neighbour within the bandwidth" in errors[-1] and "pixel size" in errors[-1]
     assert errors[-1].count("preprocessing failed") == 1
     assert not tissue.session.busy and tissue.preprocess_button.isEnabled()
+
+
+def test_the_niche_features_can_hold_the_neighbours_cell_types(cosmx_dock):
+    _, tissue, _, _ = cosmx_dock
+    _choose(tissue.instrument, "CosMx")
+    tissue.use_hvg.setChecked(False)
+    assert tissue.params().composition == "off"
+    _choose(tissue.composition, "expression + cell types")
+    assert tissue.params().composition == "added"
+    tissue.preprocess()
+    assert tissue.last_error is None, tissue.last_error
+    adata = tissue.session.adata
+    record = adata.uns["cellina"]["spatial_features"]["spatial_x"]
+    assert record["composition_key"] == tissue.session.keys.cell_type_key
+    assert adata.obsm["spatial_x"].shape[1] == adata.n_vars + len(record["composition_categories"])

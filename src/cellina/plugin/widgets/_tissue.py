@@ -33,6 +33,12 @@ CHOOSE = "choose the instrument..."
 MICROMETRES = "micrometres already: 1"
 WARNING_STYLE = "color: #e0a030"
 #: the dock's key boxes and the TissueKeys field each sets
+#: the "niche features" choices: label, PreprocessParams.composition
+NICHE_FEATURE_CHOICES = (
+    ("expression", "off"),
+    ("expression + cell types", "added"),
+    ("cell types only", "only"),
+)
 KEY_FIELDS = {"cell_type": "cell_type_key", "domain": "domain_key", "batch": "batch_key", "counts": "counts_layer"}
 
 
@@ -140,11 +146,22 @@ class TissueWidget(CellinaDock):
         self.n_top_genes = _spin(10, 50000, defaults.n_top_genes)
         self.bandwidth = _spin(0.01, 1e5, defaults.bandwidth_um, 1.0, decimals=2)
         self.max_neighbours = _spin(1, 1000, defaults.max_neighbours)
+        self.composition = QComboBox()
+        for label, value in NICHE_FEATURE_CHOICES:
+            self.composition.addItem(label, value)
+        self.composition.setCurrentIndex(self.composition.findData(defaults.composition))
+        self.composition.setToolTip(
+            "What the model reads of a cell's neighbours. Their cell types (the cell-type key) are "
+            "exact where types read from their counts are noisy, and noisy niche features shrink the "
+            "predicted responses. 'cell types only' answers neighbourhood swaps but no gene shift "
+            "of the senders."
+        )
         pre_form.addRow("min counts per cell", self.min_counts_cell)
         pre_form.addRow("min counts per gene", self.min_counts_gene)
         pre_form.addRow(self.use_hvg, self.n_top_genes)
         pre_form.addRow("bandwidth (um)", self.bandwidth)
         pre_form.addRow("max neighbours", self.max_neighbours)
+        pre_form.addRow("niche features", self.composition)
         self.reach = ReachPanel()
         pre_form.addRow(self.reach)
         self.preprocess_button = QPushButton("Preprocess")
@@ -315,6 +332,7 @@ class TissueWidget(CellinaDock):
             n_top_genes=int(self.n_top_genes.value()) if self.use_hvg.isChecked() else None,
             bandwidth_um=float(self.bandwidth.value()),
             max_neighbours=int(self.max_neighbours.value()),
+            composition=str(self.composition.currentData()),
         )
 
     def _on_colouring(self, info) -> None:
