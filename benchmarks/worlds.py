@@ -39,8 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-#: a run option that is not a model option: the graph's reach ("auto": from the data's validation curve)
+#: run options that are not model options: the graph's reach ("auto": from the data's validation curve) and
+#: the neighbours' cell types in the niche features (cellina.preprocessing.COMPOSITIONS)
 REACH = "reach"
+COMPOSITION = "composition"
 METRICS = ["truth_pearson", "truth_skill", "truth_slope", "truth_auroc", "truth_calibration", "pearson"]
 #: method label -> (protocol method, preset, model variant, model options on top of the preset)
 RUNS = {
@@ -52,6 +54,9 @@ RUNS = {
     "recommended_kl01": ("cellina", "recommended", "cellina", {"spatial_kl_weight": 0.1}),
     # the graph's reach chosen from the data (cellina.spatial.niche_reach_curve) instead of 20 um
     "recommended_reach": ("cellina", "recommended", "cellina", {REACH: "auto"}),
+    # the neighbours' cell types after their expression in the niche features, or instead of it (edge only)
+    "recommended_types": ("cellina", "recommended", "cellina", {COMPOSITION: "added"}),
+    "recommended_types_only": ("cellina", "recommended", "cellina", {COMPOSITION: "only"}),
     # sampled directional subgraphs, the graph variant's fastest setting (its time against Cellina: gcn_speed)
     "gcn": ("cellina", "recommended", "gcn", {"num_neighbors": [10, 5], "subgraph_type": "directional"}),
     "scvi": ("scvi", None, "cellina", {}),
@@ -161,6 +166,7 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
             options = dict(options)
             t0 = time.perf_counter()
             run_cfg = reach_cfg(adata, holdout, cfg) if options.pop(REACH, None) == "auto" else cfg
+            run_cfg = {**run_cfg, "composition": options.pop(COMPOSITION, "off")}
             res = run_protocol(adata, holdout, method, preset, variant, run_cfg, model_options=options)
             seconds = time.perf_counter() - t0
             frames.append(res.scores.assign(world=name, holdout=holdout, method=label, seconds=seconds))
@@ -358,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         "recommended preset with the KL term of s at weight 0.1, the preset until 2026-12-06), `recommended_reach` (the "
         "recommended preset on a graph whose bandwidth and neighbour cap the data suggest, "
         "`cellina.spatial.niche_reach_curve` with the held-out cells left out; 20 um when no reach stands "
-        "out), `gcn` (CellinaGCN, recommended "
+        "out), `recommended_types` / `recommended_types_only` (the recommended preset whose niche features "
+        "hold the neighbours' coarse types after their expression / instead of it; the latter scores the edge "
+        "perturbation only), `gcn` (CellinaGCN, recommended "
         "preset, 10 + 5 sampled neighbours, directional subgraphs), `scvi` (space-blind scvi-tools SCVI, "
         "domain as batch), `mean_shift` (the type's global mean change between domains).",
         "",
