@@ -57,6 +57,8 @@ RUNS = {
     # the neighbours' cell types after their expression in the niche features, or instead of it (edge only)
     "recommended_types": ("cellina", "recommended", "cellina", {COMPOSITION: "added"}),
     "recommended_types_only": ("cellina", "recommended", "cellina", {COMPOSITION: "only"}),
+    # the types after the expression, whose 300-1,000 columns the niche encoder reads through 20 principal directions
+    "recommended_types_pcs": ("cellina", "recommended", "cellina", {COMPOSITION: "added", "spatial_components": 20}),
     # sampled directional subgraphs, the graph variant's fastest setting (its time against Cellina: gcn_speed)
     "gcn": ("cellina", "recommended", "gcn", {"num_neighbors": [10, 5], "subgraph_type": "directional"}),
     "scvi": ("scvi", None, "cellina", {}),
@@ -366,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         "`cellina.spatial.niche_reach_curve` with the held-out cells left out; 20 um when no reach stands "
         "out), `recommended_types` / `recommended_types_only` (the recommended preset whose niche features "
         "hold the neighbours' coarse types after their expression / instead of it; the latter scores the edge "
-        "perturbation only), `gcn` (CellinaGCN, recommended "
+        "perturbation only), `recommended_types_pcs` (`recommended_types` with the expression columns read "
+        "through their 20 leading principal directions, `spatial_components=20`), `gcn` (CellinaGCN, recommended "
         "preset, 10 + 5 sampled neighbours, directional subgraphs), `scvi` (space-blind scvi-tools SCVI, "
         "domain as batch), `mean_shift` (the type's global mean change between domains).",
         "",

@@ -205,3 +205,32 @@ def test_record_survives_h5ad(tissue, tmp_path):
     np.testing.assert_array_equal(
         record_codes(back, record), record_codes(tissue, spatial_features_record(tissue, "spatial_x"))
     )
+
+
+def test_the_linear_encoder_can_read_principal_directions_of_the_expression(tissue, tmp_path):
+    adata = tissue.copy()
+    Cellina.setup_anndata(adata, batch_key="slide", labels_key=KEY, domains_key="domain", layer="counts")
+    model = Cellina.from_preset(adata, "recommended", n_hidden=16, n_latent=4, n_layers=1, spatial_components=5)
+    encoder = model.module.s_encoder
+    n_types = len(set(adata.obs[KEY]))
+    assert (encoder.n_components, encoder.n_passthrough, encoder.n_projected) == (5, n_types, adata.n_vars)
+    # the directions are the leading principal directions of the expression columns of cells with a niche
+    phi = np.asarray(adata.obsm["spatial_x"], dtype=np.float64)
+    expr = phi[np.abs(phi).sum(1) > 0, : adata.n_vars]
+    _, _, vt = np.linalg.svd(expr - expr.mean(0), full_matrices=False)
+    rotation = encoder.projection.numpy()
+    np.testing.assert_allclose(np.abs(np.sum(rotation * vt[:5].T, axis=0)), 1.0, atol=1e-4)
+    torch.manual_seed(0)
+    model.train(max_epochs=1, batch_size=128, **QUIET)
+    healthy = np.flatnonzero(adata.obs["domain"] == "healthy")[:20]
+    tumour = np.flatnonzero(adata.obs["domain"] == "tumour")
+    out = np.asarray(model.get_counterfactual_expression(indices=healthy, neighbour_indices=tumour, precomputed=False))
+    model.save(tmp_path / "m", overwrite=True)
+    back = Cellina.load(tmp_path / "m", adata=adata)
+    np.testing.assert_array_equal(back.module.s_encoder.projection.numpy(), rotation)
+    again = np.asarray(back.get_counterfactual_expression(indices=healthy, neighbour_indices=tumour, precomputed=False))
+    np.testing.assert_allclose(again, out, rtol=1e-5)
+    with pytest.raises(ValueError, match="spatial_components needs spatial_encoder='linear'"):
+        Cellina.from_preset(adata, "published", spatial_components=5)
+    with pytest.raises(ValueError, match="spatial_components=500 must be between 1 and the 100"):
+        Cellina.from_preset(adata, "recommended", spatial_components=500)

@@ -15,6 +15,7 @@ from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
 from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
 
 from cellina.keys import OBSM
+from cellina.spatial._composition import CATEGORIES_FIELD, has_composition
 
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._counterfactual import CellinaCounterfactualMixin
@@ -161,6 +162,7 @@ class Cellina(
             type_aware_discriminator=type_aware_discriminator,
             **module_kwargs,
         )
+        self._fit_niche_projection()
         self._model_summary_string = self._summary()
         logger.info("The Cellina model has been initialized %s", self._summary().split(":")[0])
         self.init_params_ = self._get_init_params(locals())
@@ -211,8 +213,23 @@ class Cellina(
         return dims
 
     def _niche_dimensions(self) -> dict[str, int]:
-        """The width of what ``s`` is encoded from: the niche features."""
-        return {"n_spatial": self.summary_stats[f"n_{RK.SPATIAL_KEY}"]}
+        """The width of what ``s`` is encoded from (the niche features) and of their cell-type block."""
+        record = self.adata.uns.get("cellina", {}).get("spatial_features", {}).get(self.spatial_obsm_key)
+        n_types = len(record[CATEGORIES_FIELD]) if has_composition(record) else 0
+        return {"n_spatial": self.summary_stats[f"n_{RK.SPATIAL_KEY}"], "n_spatial_passthrough": n_types}
+
+    def _fit_niche_projection(self) -> None:
+        """Fix the linear niche encoder's principal directions from the cells that have a niche."""
+        encoder = getattr(self.module, "s_encoder", None)
+        if getattr(encoder, "n_components", None) is None:
+            return
+        features = np.asarray(self.adata_manager.get_from_registry(RK.SPATIAL_KEY), dtype=np.float64)
+        kept = encoder.fit_projection(features[np.abs(features).sum(axis=1) > 0])
+        logger.info(
+            "The niche encoder reads %d principal directions (%.0f%% of the variance).",
+            encoder.n_components,
+            100 * kept,
+        )
 
     def _classifier_weight(self, classifier_lambda: float, niche_decoder: str) -> float:
         labels_key = self.adata_manager.registry["setup_args"].get("labels_key")

@@ -115,6 +115,11 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         ``"mlp"`` (published: scvi-tools' ``Encoder``) or ``"linear"``
         (:class:`~cellina.model.LinearGaussianEncoder`: the posterior mean of ``s`` is linear in
         the standardised niche features, so niches beyond the training range are not squashed).
+    spatial_components, n_spatial_passthrough
+        With the linear encoder: read the expression columns of the niche features through
+        their ``spatial_components`` leading principal directions (fixed by the model from
+        its data), and the last ``n_spatial_passthrough`` columns (the neighbours' cell-type
+        shares) as they are. ``None`` (default): every column as it is.
     niche_adversary_lambda
         Weight of an adversary that keeps the niche out of ``z`` directly: a regressor learns to
         predict the niche code ``s`` (posterior mean, detached) from ``z`` and the cell's type,
@@ -164,6 +169,8 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         spatial_decoding: SpatialDecoding = "sample",
         type_aware_discriminator: bool = False,
         spatial_encoder: SpatialEncoder = "mlp",
+        spatial_components: int | None = None,
+        n_spatial_passthrough: int = 0,
     ):
         super().__init__()
         choices = {
@@ -195,6 +202,12 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         self.condition_on_intrinsic = condition_on_intrinsic
         self.encode_batch = bool(encode_batch)
         self.type_aware_discriminator = bool(type_aware_discriminator and self.discriminator_lambda > 0)
+        if spatial_components is not None and (self.spatial_encoder != "linear" or condition_on_intrinsic):
+            raise ValueError(
+                "spatial_components needs spatial_encoder='linear' without condition_on_intrinsic "
+                f"(got spatial_encoder={self.spatial_encoder!r}, condition_on_intrinsic={condition_on_intrinsic})."
+            )
+        self.spatial_components, self.n_spatial_passthrough = spatial_components, int(n_spatial_passthrough)
         # what scvi-tools' VAEMixin expects of a module with a Gaussian latent
         self.latent_distribution = "normal"
         self._register_state(library_log_means, library_log_vars)
@@ -253,7 +266,13 @@ class CellinaModule(ObjectiveMixin, AuxiliaryHeadsMixin, ModuleEvaluationMixin, 
         self.z_encoder = Encoder(self.n_input, self.n_latent, n_cat_list=encoder_cats, **common)
         n_s_input = self.n_spatial + (self.n_latent if self.condition_on_intrinsic else 0)
         if self.spatial_encoder == "linear":
-            self.s_encoder = LinearGaussianEncoder(n_s_input, self.n_latent_spatial, n_cat if self.encode_batch else 0)
+            self.s_encoder = LinearGaussianEncoder(
+                n_s_input,
+                self.n_latent_spatial,
+                n_cat if self.encode_batch else 0,
+                n_components=self.spatial_components,
+                n_passthrough=self.n_spatial_passthrough,
+            )
         else:
             self.s_encoder = Encoder(n_s_input, self.n_latent_spatial, n_cat_list=encoder_cats, **common)
         if not self.use_observed_lib_size:
