@@ -90,6 +90,12 @@ class Cellina(
     preset
         Name of the preset these options came from (set by :meth:`from_preset`; its plan
         options then become :meth:`train`'s defaults). Recorded with the model.
+    **module_kwargs
+        Further :class:`~cellina.model.CellinaModule` options: ``spatial_encoder`` and, with the
+        linear encoder, ``spatial_components`` (read the niche features' expression columns
+        through that many leading principal directions, fixed here from the cells that have a
+        niche, and their cell-type shares as they are; measured in ``docs/benchmarks.md``,
+        "Neighbourhood composition in the niche features").
 
     Examples
     --------
