@@ -52,13 +52,15 @@ class LinearGaussianEncoder(torch.nn.Module):
 
     @torch.no_grad()
     def fit_projection(self, features: np.ndarray) -> float:
-        """Fix the projection to the leading principal directions of ``features``' expression columns.
+        """Fix the projection to the leading principal directions of ``features``' expression columns,
+        over the rows that have a niche (cells without neighbours have all-zero features).
 
         Returns the share of their variance the directions keep.
         """
         if self.n_components is None:
             raise ValueError("this encoder was built without spatial_components; it has no projection.")
-        X = np.asarray(features, dtype=np.float64)[:, : self.n_projected]
+        X = np.asarray(features, dtype=np.float64)
+        X = X[np.abs(X).sum(axis=1) > 0, : self.n_projected]
         if X.shape[0] <= self.n_components:
             raise ValueError(f"{X.shape[0]} cells cannot fix {self.n_components} principal directions.")
         mean = X.mean(axis=0)

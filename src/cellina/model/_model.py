@@ -15,7 +15,7 @@ from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
 from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
 
 from cellina.keys import OBSM
-from cellina.spatial._composition import CATEGORIES_FIELD, has_composition
+from cellina.spatial._composition import composition_width
 
 from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._counterfactual import CellinaCounterfactualMixin
@@ -91,11 +91,8 @@ class Cellina(
         Name of the preset these options came from (set by :meth:`from_preset`; its plan
         options then become :meth:`train`'s defaults). Recorded with the model.
     **module_kwargs
-        Further :class:`~cellina.model.CellinaModule` options: ``spatial_encoder`` and, with the
-        linear encoder, ``spatial_components`` (read the niche features' expression columns
-        through that many leading principal directions, fixed here from the cells that have a
-        niche, and their cell-type shares as they are; measured in ``docs/benchmarks.md``,
-        "Neighbourhood composition in the niche features").
+        Further :class:`~cellina.model.CellinaModule` options (``spatial_encoder``,
+        ``spatial_components``, ...).
 
     Examples
     --------
@@ -221,21 +218,15 @@ class Cellina(
     def _niche_dimensions(self) -> dict[str, int]:
         """The width of what ``s`` is encoded from (the niche features) and of their cell-type block."""
         record = self.adata.uns.get("cellina", {}).get("spatial_features", {}).get(self.spatial_obsm_key)
-        n_types = len(record[CATEGORIES_FIELD]) if has_composition(record) else 0
-        return {"n_spatial": self.summary_stats[f"n_{RK.SPATIAL_KEY}"], "n_spatial_passthrough": n_types}
+        return {
+            "n_spatial": self.summary_stats[f"n_{RK.SPATIAL_KEY}"],
+            "n_spatial_passthrough": composition_width(record),
+        }
 
     def _fit_niche_projection(self) -> None:
-        """Fix the linear niche encoder's principal directions from the cells that have a niche."""
         encoder = getattr(self.module, "s_encoder", None)
-        if getattr(encoder, "n_components", None) is None:
-            return
-        features = np.asarray(self.adata_manager.get_from_registry(RK.SPATIAL_KEY), dtype=np.float64)
-        kept = encoder.fit_projection(features[np.abs(features).sum(axis=1) > 0])
-        logger.info(
-            "The niche encoder reads %d principal directions (%.0f%% of the variance).",
-            encoder.n_components,
-            100 * kept,
-        )
+        if getattr(encoder, "n_components", None) is not None:
+            encoder.fit_projection(self.adata_manager.get_from_registry(RK.SPATIAL_KEY))
 
     def _classifier_weight(self, classifier_lambda: float, niche_decoder: str) -> float:
         labels_key = self.adata_manager.registry["setup_args"].get("labels_key")

@@ -68,9 +68,14 @@ def has_composition(record: Mapping[str, Any] | None) -> bool:
     return record is not None and record.get(KEY_FIELD) is not None
 
 
+def composition_width(record: Mapping[str, Any] | None) -> int:
+    """Columns of the composition block at the end of niche features with this record (0: none)."""
+    return len(record[CATEGORIES_FIELD]) if has_composition(record) else 0
+
+
 def n_niche_features(record: Mapping[str, Any]) -> int:
     """Columns of the niche features a record describes: its genes, then its categories."""
-    return len(record["genes"]) + (len(record[CATEGORIES_FIELD]) if has_composition(record) else 0)
+    return len(record["genes"]) + composition_width(record)
 
 
 def record_codes(adata: Any, record: Mapping[str, Any]) -> np.ndarray | None:
