@@ -33,10 +33,13 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{report.when}", report)
 
 
-def prepared_tissue(n_cells: int = 640, n_genes: int = 100, n_slides: int = 2, seed: int = 0):
+def prepared_tissue(
+    n_cells: int = 640, n_genes: int = 100, n_slides: int = 2, seed: int = 0, composition_key: str | None = None
+):
     """A small synthetic tissue ready for Cellina: graph, niche features, counts in X and a layer.
 
-    Real data has several slides, so the default has two; ``obs["slide"]`` names them.
+    Real data has several slides, so the default has two; ``obs["slide"]`` names them. With
+    ``composition_key`` the niche features end in the neighbours' shares of that column's values.
     """
     import scanpy as sc
 
@@ -48,7 +51,7 @@ def prepared_tissue(n_cells: int = 640, n_genes: int = 100, n_slides: int = 2, s
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     spatial_neighbors(adata, bandwidth=20.0, max_neighbours=20, library_key="slide")
-    compute_spatial_features(adata)
+    compute_spatial_features(adata, composition_key=composition_key)
     adata.X = adata.layers["counts"].copy()
     return adata
 

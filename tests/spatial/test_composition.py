@@ -16,7 +16,6 @@ from cellina.counterfactual import (
     pooled_niche_features,
     spatial_features_record,
 )
-from cellina.datasets import synthetic_tissue
 from cellina.evaluation import LeaveOneOutConfig
 from cellina.model import Cellina
 from cellina.preprocessing import prepare_tissue
@@ -26,7 +25,6 @@ from cellina.spatial import (
     make_neighbor_perturbation,
     n_niche_features,
     record_codes,
-    spatial_neighbors,
 )
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -34,17 +32,20 @@ KEY = "coarse_type"
 
 
 @pytest.fixture(scope="module")
-def tissue():
+def tissue(make_tissue):
     """Two slides, a graph kept unmasked, features of the expression followed by the type shares."""
-    adata = synthetic_tissue(n_cells=600, n_genes=100, n_slides=2, seed=3, store_means=False)
-    adata.X = adata.layers["counts"].copy()
-    sc.pp.normalize_total(adata, target_sum=1e4)
-    sc.pp.log1p(adata)
-    spatial_neighbors(adata, bandwidth=20.0, max_neighbours=20, library_key="slide")
+    adata = make_tissue(n_cells=600, seed=3, composition_key=KEY)
     adata.obsp["spatial_connectivities_orig"] = adata.obsp["spatial_connectivities"].copy()
-    compute_spatial_features(adata, composition_key=KEY)
-    adata.X = adata.layers["counts"].copy()
     return adata
+
+
+def _log_normalised(tissue):
+    """A copy of ``tissue`` with log1p(CP10K) of its counts in X, as niche features are built from."""
+    out = tissue.copy()
+    out.X = out.layers["counts"].copy()
+    sc.pp.normalize_total(out, target_sum=1e4)
+    sc.pp.log1p(out)
+    return out
 
 
 def _shares(adata, W):
@@ -65,19 +66,13 @@ def test_features_end_in_the_neighbours_type_shares(tissue):
     has_neighbours = np.asarray(tissue.obsp["spatial_connectivities"].sum(1)).ravel() > 0
     np.testing.assert_allclose(phi[has_neighbours, tissue.n_vars :].sum(1), 1.0, atol=1e-5)
     # the expression block is what it is without the composition
-    plain = tissue.copy()
-    plain.X = tissue.layers["counts"].copy()
-    sc.pp.normalize_total(plain, target_sum=1e4)
-    sc.pp.log1p(plain)
+    plain = _log_normalised(tissue)
     compute_spatial_features(plain, obsm_key="plain")
     np.testing.assert_allclose(phi[:, : tissue.n_vars], plain.obsm["plain"], atol=1e-5)
 
 
 def test_composition_alone_and_bad_keys(tissue):
-    ad2 = tissue.copy()
-    ad2.X = ad2.layers["counts"].copy()
-    sc.pp.normalize_total(ad2, target_sum=1e4)
-    sc.pp.log1p(ad2)
+    ad2 = _log_normalised(tissue)
     compute_spatial_features(ad2, obsm_key="types_only", genes=[], composition_key=KEY)
     assert ad2.obsm["types_only"].shape[1] == len(set(ad2.obs[KEY]))
     with pytest.raises(CellinaKeyError, match="composition_key='no_such_column'"):
@@ -127,18 +122,14 @@ def test_node_perturbation_keeps_the_composition(tissue):
     np.testing.assert_allclose(cf[:, ad2.n_vars :], phi[:, ad2.n_vars :], atol=1e-6)
     has_neighbours = np.asarray(ad2.obsp["spatial_connectivities"].sum(1)).ravel() > 0
     assert (cf[has_neighbours, 0] > phi[has_neighbours, 0]).mean() > 0.9
-    sc.pp.normalize_total(ad2, target_sum=1e4)
-    sc.pp.log1p(ad2)
+    ad2 = _log_normalised(tissue)
     compute_spatial_features(ad2, obsm_key="types_only", genes=[], composition_key=KEY)
     with pytest.raises(ValueError, match="hold no genes"):
         make_neighbor_perturbation(ad2, {ad2.var_names[0]: 2.0}, features_key="types_only", obsm_key_out="cf2")
 
 
 def test_counterfactual_adata_rebuilds_the_composition(tissue):
-    ad2 = tissue.copy()
-    ad2.X = ad2.layers["counts"].copy()
-    sc.pp.normalize_total(ad2, target_sum=1e4)
-    sc.pp.log1p(ad2)
+    ad2 = _log_normalised(tissue)
     focal, anchors = np.arange(5), np.array([300, 301, 302])
     out = make_counterfactual_adata(ad2, focal, anchors, "spatial_x", anchor_donors=True, exclude_indices=focal)
     assert out.obsm["spatial_x"].shape[1] == ad2.n_vars + len(set(ad2.obs[KEY]))
