@@ -88,7 +88,10 @@ class CellinaGCN(GraphGettersMixin, Cellina):
         last graph layer only, so the loss costs little beyond the seeds' own computation.
     **kwargs
         Further :class:`Cellina` options (``dropout_rate``, ``niche_decoder``,
-        ``spatial_kl_weight``, ``preset``, ...).
+        ``spatial_kl_weight``, ``preset``, ...). ``spatial_encoder`` chooses how each graph
+        layer is finished: ``"mlp"`` (default, published: layer norm and ReLU) or ``"linear"``
+        (batch normalisation across cells, no activation: the counterpart of Cellina's linear
+        niche encoder, which the recommended preset chooses for both variants).
 
     Examples
     --------
@@ -103,8 +106,7 @@ class CellinaGCN(GraphGettersMixin, Cellina):
     _data_splitter_cls = GraphDataSplitter
     #: the graph variant reads the spatial graph, not niche features
     niche_input = "graph"
-
-    _options_without_effect = ("spatial_encoder",)
+    _options_without_effect: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -171,7 +173,7 @@ class CellinaGCN(GraphGettersMixin, Cellina):
         m = self.module
         fan = "all" if all(f is None for f in self.fanouts_) else str([f or "all" for f in self.fanouts_])
         parts = [
-            f"{m.n_graph_layers} {m.convolution_type} layers",
+            f"{m.n_graph_layers} {m.convolution_type} layers ({m.spatial_encoder})",
             f"{self.subgraph_type} subgraphs, neighbours per hop {fan}",
             f"spatial loss {m.spatial_loss_type} (weight {m.link_prediction_weight})",
         ]

@@ -18,7 +18,7 @@ from torch.distributions import Normal
 
 from ._constants import GRAPH_KEYS as GK
 from ._constants import METRIC_SPATIAL_LOSS, RAW
-from ._graph_encoder import GraphEncoder
+from ._graph_encoder import GRAPH_ENCODERS, GraphEncoder
 from ._losses import supervised_contrastive_loss
 from ._module import CellinaModule
 
@@ -63,6 +63,10 @@ class CellinaGCNModule(CellinaModule):
         Temperature of the contrastive loss.
     convolution_type
         ``"gat"`` (GATv2, default), ``"gcn"``, ``"gin"``, ``"sg"`` or ``"mean"``.
+    spatial_encoder
+        How each graph layer is finished: ``"mlp"`` (published: layer norm and ReLU) or
+        ``"linear"`` (batch normalisation, no activation; see
+        :class:`~cellina.model._graph_encoder.GraphEncoder`).
     **kwargs
         :class:`CellinaModule` arguments (``n_batch``, ``n_labels``, ``n_domains``, the heads'
         weights, the decoder options, ...).
@@ -89,11 +93,10 @@ class CellinaGCNModule(CellinaModule):
             raise ValueError(f"link_prediction_weight={link_prediction_weight} must be >= 0.")
         if not float(supcon_temperature) > 0:
             raise ValueError(f"supcon_temperature={supcon_temperature} must be > 0.")
-        if kwargs.get("spatial_encoder", "mlp") != "mlp":
-            raise ValueError(
-                f"spatial_encoder={kwargs['spatial_encoder']!r} does not apply to the graph variant: its "
-                "graph layers encode s."
-            )
+        # Cellina's niche-feature encoder is replaced by the graph layers, which come in the same two kinds
+        graph_encoder = kwargs.pop("spatial_encoder", "mlp")
+        if graph_encoder not in GRAPH_ENCODERS:
+            raise ValueError(f"spatial_encoder={graph_encoder!r}: the graph variant's layers are one of {GRAPH_ENCODERS}.")
         if kwargs.get("condition_on_intrinsic"):
             raise ValueError(
                 "condition_on_intrinsic=True is not available with the graph encoder: z exists for the "
@@ -122,7 +125,9 @@ class CellinaGCNModule(CellinaModule):
             dropout_rate=dropout_rate,
             n_batch=self.n_batch if self.encode_batch else 0,
             convolution_type=convolution_type,
+            kind=graph_encoder,
         )
+        self.spatial_encoder = graph_encoder
         self.register_buffer("alpha_spatial", torch.tensor(1.0))
 
     @property

@@ -118,12 +118,25 @@ def _symmetric_weights(edge_index: torch.Tensor, degree: torch.Tensor | None, x:
     return torch.rsqrt(deg[edge_index[0]] * deg[edge_index[1]])
 
 
+#: how the graph layers are finished: the published ``"mlp"`` or the ``"linear"`` layers
+GRAPH_ENCODERS = ("mlp", "linear")
+
+
 class GraphEncoder(nn.Module):
     """Stacked graph layers (with the batch injected into each) and a Gaussian head.
 
     Each layer: graph convolution, plus a linear map of the one-hot batch when there are several
-    batches, then layer norm, ReLU and dropout. The last layer's output for the final targets
-    goes through linear mean and log-variance heads, as scvi-tools' ``Encoder`` does.
+    batches, then (``kind="mlp"``, published) layer norm, ReLU and dropout, or (``kind="linear"``)
+    a batch normalisation and dropout. The last layer's output for the final targets goes through
+    linear mean and log-variance heads, as scvi-tools' ``Encoder`` does.
+
+    ``"linear"`` is the graph counterpart of Cellina's linear niche encoder: with GATv2 the
+    encoder is linear in the neighbours' features for given attention, and the batch normalisation
+    standardises each hidden unit across cells, as Cellina's linear encoder standardises each niche
+    feature. A layer norm instead rescales each cell's units by their own spread: neighbourhoods
+    share most of their expression, so what differs between niches is a small part of that spread,
+    ``s`` comes out almost the same in every cell and learns the niche only from the contrastive
+    loss (``docs/benchmarks.md``, "Where CellinaGCN's niche responses shrink").
 
     Parameters
     ----------
@@ -137,6 +150,8 @@ class GraphEncoder(nn.Module):
         Number of batches (injected when > 1).
     convolution_type
         One of :data:`CONVOLUTION_TYPES`.
+    kind
+        One of :data:`GRAPH_ENCODERS`.
     var_eps
         Floor of the posterior variance.
     """
@@ -150,11 +165,16 @@ class GraphEncoder(nn.Module):
         dropout_rate: float = 0.1,
         n_batch: int = 0,
         convolution_type: str = "gat",
+        kind: str = "mlp",
         var_eps: float = 1e-4,
     ):
         super().__init__()
         if int(n_layers) < 1:
             raise ValueError(f"n_layers={n_layers}: the graph encoder needs at least one layer.")
+        if kind not in GRAPH_ENCODERS:
+            raise ValueError(f"spatial_encoder={kind!r}: the graph variant's layers are one of {GRAPH_ENCODERS}.")
+        self.kind = kind
+        self.n_hidden = int(n_hidden)
         self.n_layers = int(n_layers)
         self.n_batch = int(n_batch)
         self.convolution_type = convolution_type
@@ -165,7 +185,10 @@ class GraphEncoder(nn.Module):
             if self.n_batch > 1
             else None
         )
-        self.norms = nn.ModuleList(nn.LayerNorm(n_hidden) for _ in range(self.n_layers))
+        self.norms = nn.ModuleList(
+            nn.LayerNorm(n_hidden) if kind == "mlp" else nn.BatchNorm1d(n_hidden, momentum=0.01, eps=1e-3)
+            for _ in range(self.n_layers)
+        )
         self.dropout = nn.Dropout(dropout_rate)
         self.mean_encoder = nn.Linear(n_hidden, n_output)
         self.var_encoder = nn.Linear(n_hidden, n_output)
@@ -188,7 +211,13 @@ class GraphEncoder(nn.Module):
                 raise ValueError("the graph encoder was built with batches; pass each node's batch code.")
             onehot = F.one_hot(batch_dst.reshape(-1).long(), self.n_batch).to(h.dtype)
             h = h + self.covariates[index](onehot)
-        return self.dropout(F.relu(self.norms[index](h))), alpha
+        norm = self.norms[index]
+        if self.kind == "linear" and self.training and h.shape[0] < 2:
+            # a batch statistic needs two cells: a lone target is normalised with the running ones
+            h = F.batch_norm(h, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps)
+        else:
+            h = norm(h)
+        return self.dropout(F.relu(h) if self.kind == "mlp" else h), alpha
 
     def propagate(
         self,

@@ -62,7 +62,7 @@ class _Layerwise:
             wanted[attention_rows] = True
         for layer in range(n_run):
             update = fields[n_layers - 1 - layer]
-            out = torch.empty(update.size, self.encoder.norms[layer].normalized_shape[0])
+            out = torch.empty(update.size, self.encoder.n_hidden)
             rows, cols, vals = [], [], []
             for a in range(0, update.size, self.chunk):
                 targets = update[a : a + self.chunk]

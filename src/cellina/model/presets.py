@@ -67,6 +67,7 @@ PUBLISHED = Preset(
         "encode_batch": True,
         "domain_classifier_lambda": 0.0,
         "spatial_encoder": "mlp",
+        "link_prediction_weight": 1.0,
         "classifier_kwargs": {"n_hidden": 128, "n_layers": 1},
         "discriminator_kwargs": {"n_hidden": 32, "n_layers": 2},
     },
@@ -91,6 +92,7 @@ RECOMMENDED = Preset(
         "encode_batch": True,
         "domain_classifier_lambda": 0.0,
         "spatial_encoder": "linear",
+        "link_prediction_weight": 0.0,
     },
     plan={
         "n_epochs_kl_warmup": "auto",
@@ -136,7 +138,15 @@ OPTION_NOTES: Mapping[str, str] = MappingProxyType(
             "'linear': the posterior mean of s is an affine map of the standardised features, so a niche "
             "beyond those seen in training (a held-out type's new neighbourhood) is not squashed by the "
             "hidden layers; with the type-gated decoder the niche response stays linear in the niche. "
-            "The graph variant's niche encoder is its graph layers: it ignores this option."
+            "In the graph variant it finishes each graph layer: 'mlp' (published) with layer norm and ReLU, "
+            "'linear' with a batch normalisation across cells and no activation, so s learns the niche "
+            "from the likelihood too, not from the contrastive loss alone."
+        ),
+        "link_prediction_weight": (
+            "Graph variant only: weight of the supervised-contrastive loss on s (neighbours alike, other "
+            "domains apart). 1 (published); 0 (recommended): with linear graph layers s learns the niche "
+            "from the likelihood, and the contrastive loss, which asks for no size of response, shrank "
+            "it (docs/benchmarks.md). Cellina has no such loss and ignores it."
         ),
         "condition_on_intrinsic": "Feed a detached z to the s encoder as well (off in both presets).",
         "encode_batch": (

@@ -25,8 +25,6 @@ CLUSTER_COLUMNS = {"z": "cellina_z_cluster", "s": "cellina_s_cluster"}
 
 #: model options the Model dock shows; their defaults come from the chosen preset
 PRESET_OPTIONS = ("niche_decoder", "spatial_decoding", "type_aware_discriminator", "spatial_encoder")
-#: preset options the graph variant does not have (its graph layers encode s)
-CELLINA_ONLY_OPTIONS = ("spatial_encoder",)
 #: the model variants the Model dock offers: label -> variant name of :func:`cellina.model.train_model`
 VARIANTS = {"Cellina": "cellina", "CellinaGCN": "gcn"}
 #: what a value of the receiver x sender attention table means
@@ -120,7 +118,8 @@ class TrainParams:
     the preset's value, and a value given here overrides it. ``variant`` is ``"cellina"``
     (niche features) or ``"gcn"`` (:class:`~cellina.model.CellinaGCN`, a GATv2 encoder over
     the spatial graph); the options in :data:`GRAPH_OPTIONS` apply to the graph variant only
-    (``num_neighbors``: neighbours sampled per hop while training, None for all).
+    (``num_neighbors``: neighbours sampled per hop while training, None for all;
+    ``link_prediction_weight`` None: the preset's).
     """
 
     preset: str = "recommended"
@@ -145,7 +144,7 @@ class TrainParams:
     holdout_domain: str | None = None
     seed: int = 0
     num_neighbors: int | tuple[int, ...] | None = None
-    link_prediction_weight: float = 1.0
+    link_prediction_weight: float | None = None
     convolution_type: str = "gat"
     subgraph_type: str = "induced"
 
@@ -160,6 +159,8 @@ class TrainParams:
         for name in PRESET_OPTIONS:
             if getattr(self, name) is None:
                 setattr(self, name, chosen.model[name])
+        if self.link_prediction_weight is None:  # a graph option whose default the preset chooses
+            self.link_prediction_weight = float(chosen.model.get("link_prediction_weight", 1.0))
         self.variant = VARIANTS.get(self.variant, self.variant)
         if self.variant not in VARIANTS.values():
             raise SessionError(
@@ -197,7 +198,6 @@ class TrainParams:
         """Constructor options on top of the preset's (with the graph variant's own when it is chosen)."""
         options = {name: getattr(self, name) for name in PRESET_OPTIONS}
         if self.graph:
-            options = {k: v for k, v in options.items() if k not in CELLINA_ONLY_OPTIONS}
             options.update({name: getattr(self, name) for name in GRAPH_OPTIONS})
             if isinstance(self.num_neighbors, tuple):
                 options["num_neighbors"] = list(self.num_neighbors)

@@ -69,13 +69,16 @@ def test_the_graph_variant_shows_its_own_options_only_when_chosen(dock):
     assert not dock.graph_box.isHidden() and "GATv2" in dock.variant.toolTip()
     dock.num_neighbors.setText("10, 5")
     dock.subgraph_type.setCurrentText("directional")
+    # the contrastive weight follows the preset: off in the recommended one, on in the published one
+    assert dock.params().link_prediction_weight == 0.0
     dock.preset.setCurrentIndex(dock.preset.findData("published"))
     params = dock.params()
+    assert params.link_prediction_weight == 1.0 and params.model_kwargs()["link_prediction_weight"] == 1.0
     assert (params.variant, params.num_neighbors, params.subgraph_type) == ("gcn", (10, 5), "directional")
     assert params.preset == "published" and params.niche_decoder == PUBLISHED.model["niche_decoder"]
     assert params.model_kwargs()["num_neighbors"] == [10, 5]
-    # the graph layers encode s: Cellina's niche encoder is neither offered nor passed on
-    assert not dock.spatial_encoder.isEnabled() and "spatial_encoder" not in params.model_kwargs()
+    # the niche encoder's choice finishes the graph layers: the published preset's is passed on
+    assert dock.spatial_encoder.isEnabled() and params.model_kwargs()["spatial_encoder"] == "mlp"
     dock.variant.setCurrentIndex(dock.variant.findData("cellina"))
     assert dock.graph_box.isHidden() and "num_neighbors" not in dock.params().model_kwargs()
     assert dock.spatial_encoder.isEnabled() and dock.params().model_kwargs()["spatial_encoder"] == "mlp"

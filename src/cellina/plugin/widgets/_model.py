@@ -104,7 +104,10 @@ VARIANT_NOTES = {
 GRAPH_NOTES = {
     "num_neighbors": "Neighbours sampled per hop while training: 'all', one number for every hop, or one per "
     "layer (e.g. '10, 5'); fewer is faster. Predictions always read every neighbour.",
-    "link_prediction_weight": "Weight of the supervised-contrastive loss on s (0: off).",
+    "link_prediction_weight": (
+        "Weight of the supervised-contrastive loss on s (0: off). The preset chooses it: 1 published, "
+        "0 recommended (with linear graph layers s learns the niche from the likelihood)."
+    ),
     "convolution_type": "Graph layer: 'gat' (GATv2 attention, the only one with attention maps), 'gcn', 'gin', "
     "'sg' or 'mean'.",
     "subgraph_type": "'induced': every graph edge between the sampled cells; 'directional': only the sampled edges.",
@@ -191,11 +194,10 @@ class ModelWidget(CellinaDock):
         self.form.addRow(self.graph_box)
 
     def _variant_chosen(self) -> None:
-        """The graph variant's options show only while it is chosen; Cellina's niche encoder only without it."""
+        """The graph variant's options show only while it is chosen."""
         name = str(self.variant.currentData())
         self.variant.setToolTip(VARIANT_NOTES[name])
         self.graph_box.setVisible(name == "gcn")
-        self.spatial_encoder.setEnabled(name != "gcn")
 
     def _build_sizes(self, d: TrainParams) -> None:
         self.n_latent = _spin(2, 256, d.n_latent)
@@ -278,6 +280,7 @@ class ModelWidget(CellinaDock):
         chosen = TrainParams(preset=name)
         for option, combo in self._option_combos().items():
             combo.setCurrentIndex(combo.findData(getattr(chosen, option)))
+        self.link_prediction_weight.setValue(chosen.link_prediction_weight)
 
     def _on_adata(self, adata) -> None:
         if adata is None:
