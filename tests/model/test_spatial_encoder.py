@@ -81,7 +81,10 @@ def test_linear_graph_layers_are_affine_in_the_node_features():
     torch.manual_seed(0)
     encoder = GraphEncoder(6, 3, n_hidden=8, n_layers=2, convolution_type="mean", kind="linear")
     # targets are the first rows of the sources; 0 and 1 read 2..4, and 2..4 read 5..7
-    full = [torch.tensor([[5, 6, 7, 5, 6, 7, 2, 3, 4, 3], [2, 2, 3, 3, 4, 4, 0, 0, 1, 1]]), torch.tensor([[2, 3, 4, 3], [0, 0, 1, 1]])]
+    full = [
+        torch.tensor([[5, 6, 7, 5, 6, 7, 2, 3, 4, 3], [2, 2, 3, 3, 4, 4, 0, 0, 1, 1]]),
+        torch.tensor([[2, 3, 4, 3], [0, 0, 1, 1]]),
+    ]
     encoder.train()
     for _ in range(3):
         encoder.propagate(torch.randn(8, 6) * 2 + 1, full, [8, 5, 2], 0)  # running statistics move
@@ -92,7 +95,9 @@ def test_linear_graph_layers_are_affine_in_the_node_features():
     x = torch.randn(8, 6)
     f = lambda v: encoder.propagate(v, full, [8, 5, 2], 0)  # noqa: E731
     # affine: a niche twice as far moves every layer's output twice as far
-    torch.testing.assert_close(f(2 * x) - f(torch.zeros_like(x)), 2 * (f(x) - f(torch.zeros_like(x))), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        f(2 * x) - f(torch.zeros_like(x)), 2 * (f(x) - f(torch.zeros_like(x))), rtol=1e-4, atol=1e-5
+    )
     published = GraphEncoder(6, 3, n_hidden=8, n_layers=2, convolution_type="mean").eval()
     g = lambda v: published.propagate(v, full, [8, 5, 2], 0)  # noqa: E731
     assert not torch.allclose(g(2 * x) - g(torch.zeros_like(x)), 2 * (g(x) - g(torch.zeros_like(x))), atol=1e-3)

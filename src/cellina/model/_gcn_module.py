@@ -96,7 +96,9 @@ class CellinaGCNModule(CellinaModule):
         # Cellina's niche-feature encoder is replaced by the graph layers, which come in the same two kinds
         graph_encoder = kwargs.pop("spatial_encoder", "mlp")
         if graph_encoder not in GRAPH_ENCODERS:
-            raise ValueError(f"spatial_encoder={graph_encoder!r}: the graph variant's layers are one of {GRAPH_ENCODERS}.")
+            raise ValueError(
+                f"spatial_encoder={graph_encoder!r}: the graph variant's layers are one of {GRAPH_ENCODERS}."
+            )
         if kwargs.get("condition_on_intrinsic"):
             raise ValueError(
                 "condition_on_intrinsic=True is not available with the graph encoder: z exists for the "
