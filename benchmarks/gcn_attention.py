@@ -43,7 +43,8 @@ from gcn_speed import build_tissue  # noqa: E402
 RECEIVER, SENDER = "Myeloid", "CAF"
 # part 2: the tissue, model and training of tests/model/test_gcn_attention.py
 SENDER_TISSUE = {"n_cells": 2500, "n_genes": 40, "seed": 0}
-SENDER_MODEL = {"n_hidden": 32, "n_latent": 8, "n_layers": 1, "num_neighbors": None}
+# the graph layers as published (layer norm, ReLU); the contrastive weight is each run's own
+SENDER_MODEL = {"n_hidden": 32, "n_latent": 8, "n_layers": 1, "num_neighbors": None, "spatial_encoder": "mlp"}
 SENDER_TRAIN = {"max_epochs": 30, "batch_size": 128, "plan_kwargs": {"lr": 3e-3}}
 SENDER_SETUP = {"batch_key": "slide", "labels_key": "cell_type", "domains_key": "domain", "layer": "counts"}
 

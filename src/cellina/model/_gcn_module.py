@@ -18,7 +18,7 @@ from torch.distributions import Normal
 
 from ._constants import GRAPH_KEYS as GK
 from ._constants import METRIC_SPATIAL_LOSS, RAW
-from ._graph_encoder import GRAPH_ENCODERS, GraphEncoder
+from ._graph_encoder import GraphEncoder
 from ._losses import supervised_contrastive_loss
 from ._module import CellinaModule
 
@@ -93,12 +93,8 @@ class CellinaGCNModule(CellinaModule):
             raise ValueError(f"link_prediction_weight={link_prediction_weight} must be >= 0.")
         if not float(supcon_temperature) > 0:
             raise ValueError(f"supcon_temperature={supcon_temperature} must be > 0.")
-        # Cellina's niche-feature encoder is replaced by the graph layers, which come in the same two kinds
+        # Cellina's niche-feature encoder is replaced by the graph layers (which check the kind)
         graph_encoder = kwargs.pop("spatial_encoder", "mlp")
-        if graph_encoder not in GRAPH_ENCODERS:
-            raise ValueError(
-                f"spatial_encoder={graph_encoder!r}: the graph variant's layers are one of {GRAPH_ENCODERS}."
-            )
         if kwargs.get("condition_on_intrinsic"):
             raise ValueError(
                 "condition_on_intrinsic=True is not available with the graph encoder: z exists for the "

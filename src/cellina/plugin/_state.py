@@ -160,7 +160,7 @@ class TrainParams:
             if getattr(self, name) is None:
                 setattr(self, name, chosen.model[name])
         if self.link_prediction_weight is None:  # a graph option whose default the preset chooses
-            self.link_prediction_weight = float(chosen.model.get("link_prediction_weight", 1.0))
+            self.link_prediction_weight = float(chosen.model["link_prediction_weight"])
         self.variant = VARIANTS.get(self.variant, self.variant)
         if self.variant not in VARIANTS.values():
             raise SessionError(
