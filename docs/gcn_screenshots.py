@@ -6,8 +6,9 @@ Run under a display with OpenGL::
 
 The synthetic tumour section (2,000 cells, 150 genes, two slides) is preprocessed in the Tissue
 dock, a CellinaGCN is trained in the Model dock (two GATv2 layers, 10 and 5 neighbours per hop),
-one cell at the tumour margin is picked in the Results dock and the receiver x sender heatmap is
-drawn. Every step goes through the docks, synchronously; the image lands in ``docs/img/``.
+the Model dock is shot with the trained model's summary, then one cell at the tumour margin is picked
+in the Results dock and the receiver x sender heatmap is drawn. Every step goes through the docks,
+synchronously; the images land in ``docs/img/``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,41 @@ import numpy as np
 IMG = Path(__file__).resolve().parent / "img"
 
 
+def settle() -> None:
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(10):
+        QApplication.processEvents()
+        time.sleep(0.05)
+
+
+def bring_forward(widget, visible=None) -> None:
+    """Raise the dock tab that holds ``widget`` and scroll ``visible`` (a child) into view."""
+    from qtpy.QtWidgets import QDockWidget, QScrollArea
+
+    frame = widget
+    while frame is not None and not isinstance(frame, QDockWidget):
+        frame = frame.parent()
+    # raising a tab only sticks once the window has settled, so raise again just before
+    frame.raise_()
+    settle()
+    scroll = widget.parent()
+    while scroll is not None and not isinstance(scroll, QScrollArea):
+        scroll = scroll.parent()
+    if scroll is not None and visible is not None:
+        scroll.ensureWidgetVisible(visible)
+    frame.raise_()
+    settle()
+
+
+def shoot(viewer, name: str) -> None:
+    IMG.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(IMG / name), canvas_only=False, flash=False)
+    print("wrote", IMG / name, flush=True)
+
+
 def main() -> int:
     import napari
-    from qtpy.QtWidgets import QApplication, QDockWidget, QScrollArea
 
     from cellina.datasets import synthetic_tissue
     from cellina.plugin.widgets import CellinaDock, add_cellina_docks
@@ -50,6 +83,8 @@ def main() -> int:
     model.train()
     session = model.session
     print(f"trained in {time.perf_counter() - t0:.1f} s: {session.model_source}", flush=True)
+    bring_forward(model)
+    shoot(viewer, "08_gcn_model.png")
     tissue.recolour("cell_type")
     # a receiver at the tumour margin, where neighbours of several types meet
     obs = session.adata.obs
@@ -63,23 +98,8 @@ def main() -> int:
     viewer.scene.camera.center = (0.0, *points[receiver])
     viewer.scene.camera.zoom = 9.0
     tissue.bridge.cells_layer.opacity = 0.55  # dim the cells so the lines stand out
-    settle = lambda: [(QApplication.processEvents(), time.sleep(0.05)) for _ in range(10)]  # noqa: E731
-    frame = results
-    while frame is not None and not isinstance(frame, QDockWidget):
-        frame = frame.parent()
-    # raising a tab only sticks once the window has settled, so raise again just before
-    frame.raise_()
-    settle()
-    scroll = results.parent()
-    while scroll is not None and not isinstance(scroll, QScrollArea):
-        scroll = scroll.parent()
-    if scroll is not None:
-        scroll.ensureWidgetVisible(results.attention.caption)
-    frame.raise_()
-    settle()
-    IMG.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(IMG / "07_gcn_attention.png"), canvas_only=False, flash=False)
-    print("wrote", IMG / "07_gcn_attention.png", flush=True)
+    bring_forward(results, results.attention.caption)
+    shoot(viewer, "07_gcn_attention.png")
     errors = [d.last_error for d in docks.values() if d.last_error]
     print("dock errors:", errors, flush=True)
     viewer.close()

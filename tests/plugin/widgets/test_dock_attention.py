@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
+from qtpy.QtWidgets import QWidget
 
 import cellina.plugin._sample_data as sample_data
 from cellina.plugin._state import CLUSTER_COLUMNS
@@ -29,6 +30,17 @@ def _canvas_point(viewer, row_col: np.ndarray) -> QPoint:
     x = (row_col[1] - centre[1]) * camera.zoom + canvas.width() / 2
     y = (row_col[0] - centre[0]) * camera.zoom + canvas.height() / 2
     return QPoint(round(x), round(y))
+
+
+def _overlapping(box: QWidget) -> list[tuple[str, str]]:
+    """The box's visible widgets (direct children) whose rectangles overlap, by class name."""
+    kids = [w for w in box.findChildren(QWidget) if w.parent() is box and w.isVisible()]
+    return [
+        (type(a).__name__, type(b).__name__)
+        for i, a in enumerate(kids)
+        for b in kids[i + 1 :]
+        if a.geometry().intersects(b.geometry())
+    ]
 
 
 def test_pick_a_cell_of_a_cellina_gcn_model_and_see_whom_it_attends_to(make_napari_viewer, monkeypatch):
@@ -95,5 +107,8 @@ def test_pick_a_cell_of_a_cellina_gcn_model_and_see_whom_it_attends_to(make_napa
     assert box.heatmap.isVisible() and "1 = uniform" in box.caption.text() and "seeds" in box.caption.text()
     expected = session.model.attention_by_group(session.keys.cell_type_key, layer=0, adata=session.adata)
     np.testing.assert_allclose(box.heatmap.table.to_numpy(), expected.to_numpy(), rtol=1e-6)
+    _settle(0.2)
+    # the heatmap covers neither its caption nor the wrapped line about the picked cell
+    assert _overlapping(box) == []
     _click(box.pick_button)  # picking off: a click no longer moves the overlay
     assert not box.bridge.picking

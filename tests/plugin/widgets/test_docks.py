@@ -6,11 +6,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from qtpy.QtWidgets import QLabel
 
 from cellina.plugin._colours import ColourInfo, categorical_colours
 from cellina.plugin._writer import write_points
 from cellina.plugin.widgets import DOCKS, CellinaDock, EdgeWidget, ModelWidget, TissueWidget, add_cellina_docks
 from cellina.plugin.widgets._bridge import get_bridge
+from cellina.plugin.widgets._common import WrappedLabel
 from cellina.plugin.widgets._legend import LegendWidget
 
 from .._helpers import grid_tissue
@@ -59,6 +61,27 @@ def test_legend_shows_categories_and_colorbar(qtbot):
     assert legend.labels() == ["-1.5", "2.25"]
     legend.show_info(None)
     assert legend.labels() == [] and legend.title.text() == ""
+
+
+def test_a_wrapped_label_reserves_the_height_of_its_lines_at_its_width(qtbot):
+    # a scroll area (napari's dock) lays out by minimum and hinted heights, not by height-for-width
+    text = "a sentence long enough to wrap onto several lines at two hundred pixels " * 3
+    plain = QLabel(text)  # the reference: QLabel's own height for a width
+    plain.setWordWrap(True)
+    label = WrappedLabel("short")
+    qtbot.addWidget(label)
+    qtbot.addWidget(plain)
+    label.resize(200, 20)
+    label.show()
+    qtbot.waitExposed(label)
+    one_line = label.minimumHeight()
+    assert one_line > 0 and label.sizeHint().height() == one_line
+    label.setText(text)
+    assert label.minimumHeight() == plain.heightForWidth(200) >= 3 * one_line
+    assert label.sizeHint().height() == label.minimumHeight()
+    label.resize(400, label.height())  # wider: fewer lines, less height reserved
+    qtbot.waitUntil(lambda: label.width() == 400)
+    assert label.minimumHeight() == plain.heightForWidth(400) < plain.heightForWidth(200)
 
 
 def test_a_layer_without_coordinates_is_refused_by_name(make_napari_viewer, pixel_tissue, errors):

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLineEdit, QPushButton, QWidget
 
 from cellina.plugin._colours import relative_norm
 from cellina.plugin._state import CLUSTER_COLUMNS, UNIFORM_NOTE
-from cellina.plugin.widgets._common import PlotWidget, fill_combo
+from cellina.plugin.widgets._common import PlotWidget, WrappedLabel, fill_combo
 
 #: the caption under the heatmap
 CAPTION = (
@@ -82,15 +82,13 @@ class AttentionBox(QGroupBox):
         row = QHBoxLayout()
         row.addWidget(self.cell)
         row.addWidget(self.show_button)
-        self.receiver_label = QLabel("")
-        self.receiver_label.setWordWrap(True)
+        self.receiver_label = WrappedLabel("")
         self.groupby = QComboBox()
         self.groupby.setToolTip("the obs column whose groups are the heatmap's rows and columns")
         self.heatmap_button = QPushButton("Heatmap: receiver x sender")
         self.heatmap = AttentionHeatmap()
         self.heatmap.setVisible(False)
-        self.caption = QLabel(CAPTION)
-        self.caption.setWordWrap(True)
+        self.caption = WrappedLabel(CAPTION)
         self.caption.setStyleSheet("font-size: 10px")
         form.addRow("GATv2 layer", self.layer)
         form.addRow(self.pick_button)

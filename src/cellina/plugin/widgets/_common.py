@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QSize
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -25,6 +26,52 @@ def describe(err: BaseException) -> str:
         return str(err)
     text = str(err).strip("'\"")
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+class WrappedLabel(QLabel):
+    """A word-wrapped label that reserves the height its text needs at its width.
+
+    napari puts each dock in a scroll area, and scroll areas ignore height-for-width: a plain
+    wrapped label counts as one line when the dock is laid out, so a dock whose content is
+    taller than the window squeezes its rows and a tall widget (a plot) overlaps the lines
+    below it.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None):
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        super().setText(text)
+        self._reserve_height()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._reserve_height()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        # QLabel's own hint guesses a width for wrapped text; the height at the real width is the one laid out
+        hint = super().sizeHint()
+        needed = self._needed_height()
+        if needed > 0:
+            hint.setHeight(needed)
+        return hint
+
+    def _needed_height(self) -> int:
+        if self.width() <= 1:
+            return -1
+        # QLabel never reports less than its minimum height, so measure without it
+        reserved = self.minimumHeight()
+        self.setMinimumHeight(0)
+        needed = self.heightForWidth(self.width())
+        self.setMinimumHeight(reserved)
+        return needed
+
+    def _reserve_height(self) -> None:
+        needed = self._needed_height()
+        if needed > 0 and needed != self.minimumHeight():
+            self.setMinimumHeight(needed)
+        self.updateGeometry()  # the layout caches heights for widths (from before the style's font, too)
 
 
 class CellinaDock(QWidget):
@@ -49,8 +96,7 @@ class CellinaDock(QWidget):
         self.layout().addLayout(self.form)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = WrappedLabel("")
         self._tail: list[QWidget] = [self.progress, self.status]
 
     def follow_adata(self, handler: Callable[[Any], None]) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton
+from qtpy.QtWidgets import QFileDialog, QPushButton
 
 from cellina.plugin._state import Outcome
 from cellina.plugin._tissue import source_coordinates
-from cellina.plugin.widgets._common import CellinaDock
+from cellina.plugin.widgets._common import CellinaDock, WrappedLabel
 
 EXPORT_TEXT = "Export perturbed AnnData..."
 
@@ -18,11 +18,9 @@ class ExportWidget(CellinaDock):
 
     def __init__(self, napari_viewer: Any):
         super().__init__(napari_viewer)
-        self.run_label = QLabel("")
-        self.run_label.setWordWrap(True)
+        self.run_label = WrappedLabel("")
         self.layout().addWidget(self.run_label)
-        self.keys_label = QLabel("")
-        self.keys_label.setWordWrap(True)
+        self.keys_label = WrappedLabel("")
         self.layout().addWidget(self.keys_label)
         self.export_button = QPushButton(EXPORT_TEXT)
         self.layout().addWidget(self.export_button)

@@ -10,7 +10,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -19,6 +18,7 @@ from qtpy.QtWidgets import (
 from cellina.plugin._state import KNOCKOUT_LFC
 from cellina.plugin.widgets._common import (
     CellinaDock,
+    WrappedLabel,
     combo_value,
     domain_levels,
     fill_combo,
@@ -70,8 +70,7 @@ class NodeWidget(CellinaDock):
         self.control_domain, self.target_domain, self.holdout = QComboBox(), QComboBox(), QComboBox()
         self.n_genes = _spin(1, 5000, 20)
         self.fill_button = QPushButton("Fill from contrast")
-        self.direction = QLabel("")
-        self.direction.setWordWrap(True)
+        self.direction = WrappedLabel("")
         contrast_form.addRow("control domain", self.control_domain)
         contrast_form.addRow("target domain", self.target_domain)
         contrast_form.addRow(self.direction)

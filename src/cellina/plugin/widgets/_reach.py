@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QPushButton, QVBoxLayout, QWidget
 
-from cellina.plugin.widgets._common import PlotWidget
+from cellina.plugin.widgets._common import PlotWidget, WrappedLabel
 
 WARNING_STYLE = "color: #e0a030"
 
@@ -28,8 +28,7 @@ class ReachPanel(QWidget):
         )
         self.plot = PlotWidget(size=(3.6, 2.0), min_height=150)
         self.plot.setVisible(False)
-        self.note = QLabel("")
-        self.note.setWordWrap(True)
+        self.note = WrappedLabel("")
         box = QVBoxLayout(self)
         box.setContentsMargins(0, 0, 0, 0)
         box.addWidget(self.button)

@@ -11,7 +11,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGroupBox,
-    QLabel,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -23,6 +22,7 @@ from cellina.plugin.widgets._bridge import LFC_LABEL, RESULT_LAYER
 from cellina.plugin.widgets._common import (
     CellinaDock,
     PlotWidget,
+    WrappedLabel,
     domain_levels,
     fill_combo,
     obs_levels,
@@ -102,10 +102,8 @@ class ResultsWidget(CellinaDock):
         self.plot = LfcPlot()
         self.plot.setVisible(False)
         self.layout().addWidget(self.plot)
-        self.draws_label = QLabel("")
-        self.draws_label.setWordWrap(True)
-        self.warning = QLabel("")
-        self.warning.setWordWrap(True)
+        self.draws_label = WrappedLabel("")
+        self.warning = WrappedLabel("")
         self.warning.setStyleSheet(WARNING_STYLE)
         self.warning.setVisible(False)
         self.layout().addWidget(self.warning)

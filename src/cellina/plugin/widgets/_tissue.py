@@ -12,7 +12,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -21,7 +20,7 @@ from qtpy.QtWidgets import (
 from cellina.io_keys import PIXEL_SIZES_UM, file_pixel_size
 from cellina.plugin._state import COUNTS_IN_X, PreprocessParams, SessionError, TissueKeys
 from cellina.plugin._tissue import source_coordinates
-from cellina.plugin.widgets._common import CellinaDock, combo_value, fill_combo, search_combo
+from cellina.plugin.widgets._common import CellinaDock, WrappedLabel, combo_value, fill_combo, search_combo
 from cellina.plugin.widgets._legend import LegendWidget
 from cellina.plugin.widgets._reach import ReachPanel
 
@@ -109,16 +108,14 @@ class TissueWidget(CellinaDock):
     def _build_keys(self) -> None:
         keys_box = QGroupBox("keys")
         keys_form = QFormLayout(keys_box)
-        self.guesses = QLabel("")
-        self.guesses.setWordWrap(True)
+        self.guesses = WrappedLabel("")
         self.spatial = QComboBox()
         self.x_column, self.y_column = QComboBox(), QComboBox()
         self.pixel_size = QLineEdit("1")
         self.pixel_size.setValidator(QDoubleValidator(1e-9, 1e9, 12))
         self.pixel_size.setToolTip("micrometres per coordinate unit; every digit typed is kept")
         self.instrument = QComboBox()
-        self.units = QLabel("")
-        self.units.setWordWrap(True)
+        self.units = WrappedLabel("")
         pixel_row = QHBoxLayout()
         pixel_row.addWidget(self.pixel_size, 1)
         pixel_row.addWidget(self.instrument, 2)
