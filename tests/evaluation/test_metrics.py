@@ -154,5 +154,21 @@ def test_separation_auroc_is_the_mann_whitney_statistic():
     true = np.array([1.0, -1.0, 0.5, 0.0, 0.0, 0.0])
     good = truth_scores(true * 0.8, true, responsive=[0, 1, 2], null=[3, 4, 5])
     assert good["truth_auroc"] == 1.0
-    noisy = truth_scores(np.array([0.1, 0.0, 0.1, 0.9, 0.8, 0.0]), true, responsive=[0, 1, 2], null=[3, 4, 5])
+    noisy = truth_scores(np.array([0.1, 0.0, 0.1, 0.9, -0.8, 0.0]), true, responsive=[0, 1, 2], null=[3, 4, 5])
     assert noisy["truth_auroc"] < 0.5
+
+
+def test_the_auroc_ranks_the_change_beyond_the_common_normalisation_shift():
+    from cellina.evaluation._metrics import truth_scores
+
+    # library normalisation moves every gene by the same -0.2; gene 2 responds by +0.15, so its whole
+    # change (-0.05) is smaller than the null genes' (-0.2): it still responds, and the exact change scores 1
+    niche = np.array([1.0, -0.6, 0.15, 0.0, 0.0, 0.0, 0.0])
+    true = niche - 0.2
+    exact = truth_scores(true, true, responsive=[0, 1, 2], null=[3, 4, 5, 6])
+    assert exact["truth_auroc"] == 1.0 and exact["null_change_true"] == pytest.approx(0.2)
+    # a prediction that gets the normalisation shift wrong but the responses right loses nothing
+    assert truth_scores(niche + 0.3, true, responsive=[0, 1, 2], null=[3, 4, 5, 6])["truth_auroc"] == 1.0
+    # missing gene 2's response ranks it with the null genes
+    flat = truth_scores(np.where(np.arange(7) == 2, -0.2, true), true, responsive=[0, 1, 2], null=[3, 4, 5, 6])
+    assert flat["truth_auroc"] == pytest.approx((2 * 4 + 0.5 * 4) / 12)
