@@ -43,8 +43,9 @@ from gcn_speed import build_tissue  # noqa: E402
 RECEIVER, SENDER = "Myeloid", "CAF"
 # part 2: the tissue, model and training of tests/model/test_gcn_attention.py
 SENDER_TISSUE = {"n_cells": 2500, "n_genes": 40, "seed": 0}
-# the graph layers as published (layer norm, ReLU); the contrastive weight is each run's own
-SENDER_MODEL = {"n_hidden": 32, "n_latent": 8, "n_layers": 1, "num_neighbors": None, "spatial_encoder": "mlp"}
+# the graph layers (``spatial_encoder``: "mlp" as published, layer norm and ReLU, or "linear") and the contrastive
+# weight are each run's own
+SENDER_MODEL = {"n_hidden": 32, "n_latent": 8, "n_layers": 1, "num_neighbors": None}
 SENDER_TRAIN = {"max_epochs": 30, "batch_size": 128, "plan_kwargs": {"lr": 3e-3}}
 SENDER_SETUP = {"batch_key": "slide", "labels_key": "cell_type", "domains_key": "domain", "layer": "counts"}
 
@@ -105,7 +106,9 @@ def run(args) -> dict:
     return {"rows": rows, "example": example}
 
 
-def train_sender(adata, seed: int, epochs: int = SENDER_TRAIN["max_epochs"], weight: float = 1.0) -> dict:
+def train_sender(
+    adata, seed: int, epochs: int = SENDER_TRAIN["max_epochs"], weight: float = 1.0, encoder: str = "mlp"
+) -> dict:
     """The receivers' attention to each cell type (relative to uniform) after training with ``seed``,
     and how much of the receivers' response (the true ``r``) a linear read-out of ``s`` or ``z`` explains."""
     import scvi
@@ -115,7 +118,9 @@ def train_sender(adata, seed: int, epochs: int = SENDER_TRAIN["max_epochs"], wei
     scvi.settings.seed = seed  # torch, numpy and random
     data = adata.copy()
     CellinaGCN.setup_anndata(data, **SENDER_SETUP)
-    model = CellinaGCN.from_preset(data, "recommended", link_prediction_weight=weight, **SENDER_MODEL)
+    model = CellinaGCN.from_preset(
+        data, "recommended", link_prediction_weight=weight, spatial_encoder=encoder, **SENDER_MODEL
+    )
     train = {**SENDER_TRAIN, "max_epochs": epochs}
     model.train(**train, enable_progress_bar=False, enable_model_summary=False)
     out = {k: float(v) for k, v in model.attention_by_group("cell_type").loc["Receiver"].items() if k != "Receiver"}
@@ -163,11 +168,12 @@ def run_sender(args) -> dict:
     for response in (args.response, 0.0):
         adata = sender_receiver_tissue(**SENDER_TISSUE, response=response)
         ideal = even_over_senders(adata)
-        for epochs, weight in args.sender_runs:
+        for epochs, weight, encoder in args.sender_runs:
             for seed in range(args.sender_seeds):
                 t = time.perf_counter()
-                values = train_sender(adata, seed, epochs, weight)
-                rows.append({"epochs": epochs, "weight": weight, "response": response, "seed": seed, **values})
+                values = train_sender(adata, seed, epochs, weight, encoder)
+                run = {"epochs": epochs, "weight": weight, "encoder": encoder, "response": response, "seed": seed}
+                rows.append({**run, **values})
                 print(f"sender tissue: {rows[-1]} ({time.perf_counter() - t:.0f} s)", flush=True)
     return {"sender_rows": rows, "sender_ideal": ideal}
 
@@ -214,23 +220,25 @@ def _summary(rows: list[dict]) -> list[str]:
 
 
 def _sender_summary(res: dict) -> list[str]:
-    types = [c for c in res["sender_rows"][0] if c not in ("epochs", "weight", "response", "seed", "r2_s", "r2_z")]
+    fixed = ("epochs", "weight", "encoder", "response", "seed", "r2_s", "r2_z")
+    types = [c for c in res["sender_rows"][0] if c not in fixed]
     lines = [
-        "| epochs | contrastive weight | tissue | seed | "
+        "| graph layers | epochs | contrastive weight | tissue | seed | "
         + " | ".join(f"Receiver <- {t}" for t in types)
         + " | R^2 of r from s | from z |",
-        "|---|---|---|---|" + "---|" * (len(types) + 2),
+        "|---|---|---|---|---|" + "---|" * (len(types) + 2),
     ]
-    for r in sorted(res["sender_rows"], key=lambda r: (r["epochs"], -r["weight"], -r["response"], r["seed"])):
+    order = lambda r: (r["encoder"], r["epochs"], -r["weight"], -r["response"], r["seed"])  # noqa: E731
+    for r in sorted(res["sender_rows"], key=order):
         label = f"response {r['response']:g}" if r["response"] else "control (response 0)"
         values = " | ".join(f"{r[t]:.2f}" for t in types)
         r2 = f"{r['r2_s']:.2f} | {r['r2_z']:.2f}"
-        lines.append(f"| {r['epochs']} | {r['weight']:g} | {label} | {r['seed']} | {values} | {r2} |")
+        lines.append(f"| {r['encoder']} | {r['epochs']} | {r['weight']:g} | {label} | {r['seed']} | {values} | {r2} |")
     return lines
 
 
-def _sender_verdict(res: dict, epochs: int, weight: float) -> list[str]:
-    rows = [r for r in res["sender_rows"] if (r["epochs"], r["weight"]) == (epochs, weight)]
+def _sender_verdict(res: dict, epochs: int, weight: float, encoder: str) -> list[str]:
+    rows = [r for r in res["sender_rows"] if (r["epochs"], r["weight"], r["encoder"]) == (epochs, weight, encoder)]
     on = [r["Sender"] for r in rows if r["response"]]
     off = [r["Sender"] for r in rows if not r["response"]]
     paired = [a - b for a, b in zip(on, off, strict=False)]
@@ -245,7 +253,7 @@ def _sender_verdict(res: dict, epochs: int, weight: float) -> list[str]:
         else "s carries the response at least as well as z"
     )
     return [
-        f"{epochs} epochs, contrastive weight {weight:g}. Receiver <- Sender with the response: {min(on):.2f}-{max(on):.2f} over {len(on)} seeds "
+        f"{encoder} graph layers, {epochs} epochs, contrastive weight {weight:g}. Receiver <- Sender with the response: {min(on):.2f}-{max(on):.2f} over {len(on)} seeds "
         f"(> 1 in {sum(v > 1 for v in on)}/{len(on)}); without it (control): {min(off):.2f}-{max(off):.2f} "
         f"(> 1 in {sum(v > 1 for v in off)}/{len(off)}); response minus control, same seed: "
         + ", ".join(f"{d:+.2f}" for d in paired)
@@ -254,7 +262,7 @@ def _sender_verdict(res: dict, epochs: int, weight: float) -> list[str]:
         f"and {r2_z:.2f} from their z ({r2_s_off:.2f} and {r2_z_off:.2f} in the control, where r is only a "
         "statistic of the neighbourhood).",
         "",
-        f"Reading ({epochs} epochs, contrastive weight {weight:g}): "
+        f"Reading ({encoder} graph layers, {epochs} epochs, contrastive weight {weight:g}): "
         + (
             f"the response raises the receivers' attention to their senders above the control in every seed; {carrier}."
             if caused
@@ -270,16 +278,20 @@ def _sender_verdict(res: dict, epochs: int, weight: float) -> list[str]:
 
 
 def _sender_reading(res: dict) -> list[str]:
-    """What the contrastive-loss ablation says about where the preference for senders comes from."""
-    short = min(r["epochs"] for r in res["sender_rows"])
+    """What the contrastive-loss ablation (published graph layers) says about where the preference for senders
+    comes from."""
+    published = [r for r in res["sender_rows"] if r["encoder"] == "mlp"]
+    if not published:
+        return []
+    short = min(r["epochs"] for r in published)
     always = {}
-    for weight in {r["weight"] for r in res["sender_rows"]}:
-        values = [r["Sender"] for r in res["sender_rows"] if (r["epochs"], r["weight"]) == (short, weight)]
+    for weight in {r["weight"] for r in published}:
+        values = [r["Sender"] for r in published if (r["epochs"], r["weight"]) == (short, weight)]
         always[weight] = min(values) > 1
     if not (any(always.get(w) for w in always if w > 0) and always.get(0.0) is False):
         return []
     return [
-        "Overall: with the contrastive loss on, the receivers favour their senders in every seed with or without "
+        "Overall, with the published graph layers: with the contrastive loss on, the receivers favour their senders in every seed with or without "
         "the response; with it off, the preference goes and the maps change from seed to seed, again with or "
         "without the response. The preference comes from the contrastive loss (which pulls the s of neighbours "
         "together), not from the likelihood of the response: even on a tissue that identifies attention, "
@@ -321,17 +333,27 @@ def _write_docs(res: dict, args, command: str) -> None:
         "mean ligand level of their sender neighbours only; decoys make the same ligand at random levels and are "
         "ignored; the share of senders changes across the slide; graph: the 10 nearest cells. Control: the same "
         f"tissue with response 0. CellinaGCN `from_preset('recommended')`, {model}, "
-        f"{' or '.join(sorted({str(e) for e, _ in args.sender_runs}))} epochs, contrastive weight "
-        f"{' or '.join(sorted({f'{w:g}' for _, w in args.sender_runs}))}, batch {SENDER_TRAIN['batch_size']}, learning rate "
+        f"graph layers {' or '.join(sorted({c for _, _, c in args.sender_runs}))}, "
+        f"{' or '.join(sorted({str(e) for e, _, _ in args.sender_runs}))} epochs, contrastive weight "
+        f"{' or '.join(sorted({f'{w:g}' for _, w, _ in args.sender_runs}))}, batch {SENDER_TRAIN['batch_size']}, learning rate "
         f"{SENDER_TRAIN['plan_kwargs']['lr']:g}, seeded with `scvi.settings.seed` (the configuration of "
         "`tests/model/test_gcn_attention.py`). Values: the receivers' attention to each type relative to uniform.",
         "",
         *_sender_summary(res),
         "",
-        *[line for epochs, weight in args.sender_runs for line in [*_sender_verdict(res, epochs, weight), ""]],
+        *[line for run in args.sender_runs for line in [*_sender_verdict(res, *run), ""]],
         *_sender_reading(res),
     ]
     write_section("gcn_attention", "\n".join(lines))
+
+
+def _sender_run(text: str) -> tuple[int, float, str]:
+    """``EPOCHS:WEIGHT[:GRAPH_LAYERS]`` as (epochs, contrastive weight, graph layers)."""
+    epochs, weight, *encoder = text.split(":")
+    encoder = encoder[0] if encoder else "mlp"
+    if encoder not in ("mlp", "linear"):
+        raise SystemExit(f"--sender-runs {text!r}: graph layers are 'mlp' or 'linear', not {encoder!r}")
+    return int(epochs), float(weight), encoder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -346,11 +368,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--response", type=float, default=2.0, help="part 2: the receivers' response")
     parser.add_argument("--sender-seeds", type=int, default=5, help="part 2: training seeds")
     parser.add_argument(
-        "--sender-runs", nargs="+", default=["30:1"], help="part 2: EPOCHS:CONTRASTIVE_WEIGHT of each training setting"
+        "--sender-runs",
+        nargs="+",
+        default=["30:1"],
+        help="part 2: EPOCHS:CONTRASTIVE_WEIGHT[:GRAPH_LAYERS] of each training setting (graph layers 'mlp', the "
+        "default, or 'linear')",
     )
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args(argv)
-    args.sender_runs = [(int(e), float(w)) for e, w in (run.split(":") for run in args.sender_runs)]
+    args.sender_runs = [_sender_run(run) for run in args.sender_runs]
     if args.quick:
         args.n_cells, args.seeds, args.epochs, args.sender_seeds = 1_500, 2, 5, 2
     res = run(args)
