@@ -40,6 +40,7 @@ class WrappedLabel(QLabel):
     def __init__(self, text: str = "", parent: QWidget | None = None):
         super().__init__(text, parent)
         self.setWordWrap(True)
+        self._height = -1  # the height the text needs at the current width, measured on text and resize
 
     def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
         super().setText(text)
@@ -52,25 +53,17 @@ class WrappedLabel(QLabel):
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
         # QLabel's own hint guesses a width for wrapped text; the height at the real width is the one laid out
         hint = super().sizeHint()
-        needed = self._needed_height()
-        if needed > 0:
-            hint.setHeight(needed)
+        if self._height > 0:
+            hint.setHeight(self._height)
         return hint
 
-    def _needed_height(self) -> int:
-        if self.width() <= 1:
-            return -1
-        # QLabel never reports less than its minimum height, so measure without it
-        reserved = self.minimumHeight()
-        self.setMinimumHeight(0)
-        needed = self.heightForWidth(self.width())
-        self.setMinimumHeight(reserved)
-        return needed
-
     def _reserve_height(self) -> None:
-        needed = self._needed_height()
-        if needed > 0 and needed != self.minimumHeight():
-            self.setMinimumHeight(needed)
+        if self.width() <= 1:
+            return
+        # QLabel never reports less than its minimum height, so measure without it
+        self.setMinimumHeight(0)
+        self._height = self.heightForWidth(self.width())
+        self.setMinimumHeight(max(self._height, 0))
         self.updateGeometry()  # the layout caches heights for widths (from before the style's font, too)
 
 
