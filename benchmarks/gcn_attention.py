@@ -349,10 +349,12 @@ def _write_docs(res: dict, args, command: str) -> None:
 
 def _sender_run(text: str) -> tuple[int, float, str]:
     """``EPOCHS:WEIGHT[:GRAPH_LAYERS]`` as (epochs, contrastive weight, graph layers)."""
+    from cellina.model._graph_encoder import GRAPH_ENCODERS
+
     epochs, weight, *encoder = text.split(":")
     encoder = encoder[0] if encoder else "mlp"
-    if encoder not in ("mlp", "linear"):
-        raise SystemExit(f"--sender-runs {text!r}: graph layers are 'mlp' or 'linear', not {encoder!r}")
+    if encoder not in GRAPH_ENCODERS:
+        raise SystemExit(f"--sender-runs {text!r}: graph layers are one of {GRAPH_ENCODERS}, not {encoder!r}")
     return int(epochs), float(weight), encoder
 
 

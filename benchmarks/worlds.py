@@ -243,7 +243,8 @@ def target_lines(scores: pd.DataFrame, method: str = "recommended") -> list[str]
         "|---|---|---|---|" + ("---|" if with_oracle else "") + "---|",
     ]
 
-    def met(sub: pd.DataFrame, metric: str, low: float, high: float | None) -> pd.Series:
+    def met(sub: pd.DataFrame, metric: str, low: float, high: float | None) -> tuple[pd.Series, pd.Series]:
+        """The values by (world, held-out type) and whether each meets the target."""
         values = sub.set_index(["world", "holdout"])[metric].astype(float)
         return values, np.isfinite(values) & (values >= low) & (values <= (np.inf if high is None else high))
 

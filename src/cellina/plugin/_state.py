@@ -31,6 +31,8 @@ VARIANTS = {"Cellina": "cellina", "CellinaGCN": "gcn"}
 UNIFORM_NOTE = "1 = uniform attention (as much as any neighbour); maps can differ between training seeds"
 #: options of the graph variant only (constructor arguments of :class:`cellina.model.CellinaGCN`)
 GRAPH_OPTIONS = ("num_neighbors", "link_prediction_weight", "convolution_type", "subgraph_type")
+#: graph options whose default the chosen preset sets (None: the preset's value)
+PRESET_GRAPH_OPTIONS = ("link_prediction_weight",)
 
 
 class SessionError(ValueError):
@@ -156,11 +158,9 @@ class TrainParams:
         except ValueError as err:
             raise SessionError(str(err)) from None
         self.preset = chosen.name
-        for name in PRESET_OPTIONS:
+        for name in (*PRESET_OPTIONS, *PRESET_GRAPH_OPTIONS):
             if getattr(self, name) is None:
                 setattr(self, name, chosen.model[name])
-        if self.link_prediction_weight is None:  # a graph option whose default the preset chooses
-            self.link_prediction_weight = float(chosen.model["link_prediction_weight"])
         self.variant = VARIANTS.get(self.variant, self.variant)
         if self.variant not in VARIANTS.values():
             raise SessionError(
