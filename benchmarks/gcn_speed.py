@@ -60,10 +60,11 @@ class Setting:
 
 
 SAMPLED = {"num_neighbors": [10, 5]}
+EVERY_NEIGHBOUR = {"num_neighbors": None, "subgraph_type": "induced"}
 DIRECTIONAL = {**SAMPLED, "subgraph_type": "directional"}
 SETTINGS = {
     "cellina": Setting("Cellina", "Cellina", "#d62728", baseline=None),
-    "gcn_all": Setting("CellinaGCN", "CellinaGCN, all neighbours (default)", "#1f77b4", {"num_neighbors": None}),
+    "gcn_all": Setting("CellinaGCN", "CellinaGCN, all neighbours (default)", "#1f77b4", EVERY_NEIGHBOUR),
     "gcn_10_5": Setting("CellinaGCN", "CellinaGCN, 10 + 5 neighbours", "#6baed6", SAMPLED),
     "gcn_10_5_dir": Setting("CellinaGCN", "CellinaGCN, 10 + 5 neighbours, directional", "#c6dbef", DIRECTIONAL),
     # the recommended preset of both (the Model dock's default): linear niche layers, no contrastive loss
@@ -72,6 +73,7 @@ SETTINGS = {
         "CellinaGCN",
         "CellinaGCN, recommended preset, all neighbours",
         "#31a354",
+        EVERY_NEIGHBOUR,
         preset="recommended",
         baseline="cellina_rec",
     ),

@@ -75,7 +75,6 @@ def main() -> int:
     tissue.max_neighbours.setValue(15)
     tissue.preprocess()
     model.variant.setCurrentIndex(model.variant.findData("gcn"))
-    model.num_neighbors.setText("10, 5")
     model.max_epochs.setValue(15)
     model.batch_size.setValue(256)
     model.early_stopping.setChecked(False)

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from scvi.nn import DecoderSCVI, Encoder
 
 from cellina.counterfactual import rewired_neighbourhoods
-from cellina.keys import OBSP
+from cellina.keys import OBSM, OBSP
 from cellina.model import Cellina, CellinaGCN, CellinaModule, holdout_split
 from cellina.model._constants import GRAPH_KEYS as GK
 from cellina.model._graph_data import NodeFeatures, SampledGraphBatches
@@ -99,6 +99,26 @@ def test_shares_cellinas_parts_rather_than_copying_them(trained, two_slide_tissu
     assert recommended.preset == "recommended"
     assert recommended.module.niche_decoder == "type_gated" and recommended.module.type_aware_discriminator
     assert recommended._summary().startswith("CellinaGCN model") and "2 gat layers" in recommended._summary()
+
+
+@pytest.mark.parametrize(
+    ("preset", "options", "fanouts", "subgraph"),
+    [
+        ("recommended", {}, (10, 5), "directional"),
+        ("recommended", {"n_layers": 1}, (10,), "directional"),
+        ("recommended", {"n_layers": 3}, (10, 5, 5), "directional"),
+        ("recommended", {"num_neighbors": None, "subgraph_type": "induced"}, (None, None), "induced"),
+        ("published", {}, (None, None), "induced"),
+    ],
+)
+def test_the_preset_chooses_the_sampling(two_slide_tissue, preset, options, fanouts, subgraph):
+    adata = two_slide_tissue.copy()
+    CellinaGCN.setup_anndata(adata, **SETUP)
+    model = CellinaGCN.from_preset(adata, preset, **{**SMALL, **options})
+    assert (model.fanouts_, model.subgraph_type) == (fanouts, subgraph)
+    # Cellina has no graph sampling: the same preset builds it without them
+    Cellina.setup_anndata(adata, **SETUP, spatial_obsm_key=OBSM.NICHE_FEATURES)
+    assert Cellina.from_preset(adata, preset, **SMALL).preset == preset
 
 
 def test_getters_have_scvi_tools_shapes(trained):

@@ -35,6 +35,7 @@ MODEL = {
     "n_latent": 8,
     "n_layers": 1,
     "num_neighbors": None,
+    "subgraph_type": "induced",
     "spatial_encoder": "mlp",
     "link_prediction_weight": 1.0,
 }

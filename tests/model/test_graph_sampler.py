@@ -14,6 +14,7 @@ from cellina.model import attention_by_group
 from cellina.model._graph_sampler import (
     block_of,
     check_fanouts,
+    fit_fanouts,
     locality_order,
     prepare_graph,
     receptive_field,
@@ -54,6 +55,15 @@ def test_fanouts_are_checked_against_the_layers():
         check_fanouts([10, 5], 3)
     with pytest.raises(ValueError, match="positive int"):
         check_fanouts([0, 5], 2)
+
+
+def test_a_presets_fanouts_are_fitted_to_the_layers():
+    assert fit_fanouts((10, 5), 1) == [10]
+    assert fit_fanouts((10, 5), 2) == [10, 5]
+    assert fit_fanouts([10, 5], 4) == [10, 5, 5, 5]
+    assert fit_fanouts(None, 3) is None and fit_fanouts(7, 3) == 7
+    with pytest.raises(ValueError, match=r"num_neighbors=\[\]"):
+        fit_fanouts([], 2)
 
 
 def test_take_rows_keeps_at_most_the_fanout_without_repeats():

@@ -9,7 +9,14 @@ import scipy.sparse as sp
 
 from cellina.keys import OBSM, OBSP
 from cellina.plugin._session import CellinaSession
-from cellina.plugin._state import SessionError, TissueKeys, TrainParams, parse_num_neighbors
+from cellina.plugin._state import (
+    ALL_NEIGHBOURS,
+    SessionError,
+    TissueKeys,
+    TrainParams,
+    format_num_neighbors,
+    parse_num_neighbors,
+)
 
 #: a tiny CellinaGCN: two GATv2 layers, few neighbours per hop, one epoch
 TINY_GCN = {
@@ -119,10 +126,27 @@ def test_a_cellina_model_has_no_attention(trained_two_slide):
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("all", None), ("", None), ("10", 10), ("10, 5", (10, 5)), ("-1 5", (-1, 5))]
+    ("text", "expected"),
+    [("all", -1), ("", -1), ("10", 10), ("10, 5", (10, 5)), ("-1 5", (-1, 5)), ("(10, 5)", (10, 5)), ("[8 4]", (8, 4))],
 )
-def test_num_neighbors_as_typed(text, expected):
+def test_num_neighbors_as_typed_and_written_back(text, expected):
     assert parse_num_neighbors(text) == expected
+    assert parse_num_neighbors(format_num_neighbors(expected)) == expected
+
+
+def test_the_preset_chooses_the_sampling_fitted_to_the_layers():
+    recommended = TrainParams(variant="gcn")
+    assert (recommended.num_neighbors, recommended.subgraph_type) == ((10, 5), "directional")
+    assert recommended.model_kwargs()["num_neighbors"] == [10, 5]
+    assert TrainParams(variant="gcn", n_layers=1).num_neighbors == (10,)
+    assert TrainParams(variant="gcn", n_layers=3).num_neighbors == (10, 5, 5)
+    published = TrainParams(variant="gcn", preset="published")
+    assert (published.num_neighbors, published.subgraph_type) == (ALL_NEIGHBOURS, "induced")
+    # a value the user gives wins, and is checked against the layers as given
+    mine = TrainParams(variant="gcn", num_neighbors="all", subgraph_type="induced")
+    assert (mine.model_kwargs()["num_neighbors"], mine.subgraph_type) == (ALL_NEIGHBOURS, "induced")
+    with pytest.raises(SessionError, match="gives 2 hop"):
+        TrainParams(variant="gcn", n_layers=1, num_neighbors="10, 5")
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,8 @@ def _add_graph_options(train: argparse.ArgumentParser) -> None:
         type=int,
         nargs="+",
         default=None,
-        help="neighbours sampled per hop in training, one value per layer or one for all (-1: all; default: all)",
+        help="neighbours sampled per hop in training, one value per layer or one for all (-1: all; default: the "
+        "preset's, recommended 10 5, published all)",
     )
     graph.add_argument(
         "--link-prediction-weight", type=float, default=None, help="weight of the contrastive loss on s (0: off)"
@@ -131,7 +132,8 @@ def _add_graph_options(train: argparse.ArgumentParser) -> None:
         "--subgraph-type",
         choices=SUBGRAPH_TYPES,
         default=None,
-        help="induced: every graph edge between sampled cells (default); directional: only the sampled edges",
+        help="induced: every graph edge between sampled cells; directional: only the sampled edges (default: the "
+        "preset's, recommended directional, published induced)",
     )
 
 

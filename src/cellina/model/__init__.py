@@ -7,7 +7,7 @@ from ._gcn_model import CellinaGCN
 from ._gcn_module import CellinaGCNModule
 from ._graph_data import GraphDataSplitter
 from ._graph_encoder import CONVOLUTION_TYPES, GraphEncoder
-from ._graph_sampler import SUBGRAPH_TYPES
+from ._graph_sampler import SUBGRAPH_TYPES, fit_fanouts
 from ._model import Cellina
 from ._module import CellinaModule
 from ._splits import holdout_split
@@ -38,6 +38,7 @@ __all__ = [
     "Preset",
     "attention_by_group",
     "auto_kl_warmup_epochs",
+    "fit_fanouts",
     "get_preset",
     "holdout_split",
     "linear_warmup",

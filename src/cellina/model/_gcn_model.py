@@ -16,10 +16,14 @@ from ._gcn_getters import GraphGettersMixin
 from ._gcn_module import CellinaGCNModule
 from ._graph_data import GraphDataSplitter, GraphOptions
 from ._graph_encoder import CONVOLUTION_TYPES
-from ._graph_sampler import SUBGRAPH_TYPES, check_fanouts
+from ._graph_sampler import SUBGRAPH_TYPES, check_fanouts, fit_fanouts
 from ._model import Cellina, check_setup, registry_fields
+from .presets import Preset, get_preset
 
 logger = logging.getLogger(__name__)
+
+#: graph layers of the spatial encoder unless ``n_layers`` is given
+N_LAYERS_DEFAULT = 2
 
 
 def looks_like_counts(matrix: Any, max_values: int = 1_000_000) -> bool:
@@ -113,7 +117,7 @@ class CellinaGCN(GraphGettersMixin, Cellina):
         adata: AnnData | None = None,
         n_hidden: int = 128,
         n_latent: int = 10,
-        n_layers: int = 2,
+        n_layers: int = N_LAYERS_DEFAULT,
         discriminator_lambda: float = 1.0,
         classifier_lambda: float = 1.0,
         link_prediction_weight: float = 1.0,
@@ -161,6 +165,23 @@ class CellinaGCN(GraphGettersMixin, Cellina):
         )
         self._model_summary_string = self._summary()
         self.init_params_ = self._get_init_params(locals())
+
+    #: the variant has every option of the presets
+    _options_without_effect: tuple[str, ...] = ()
+
+    @classmethod
+    def from_preset(cls, adata: AnnData, preset: str | Preset, **overrides: Any) -> CellinaGCN:
+        """A model with a preset's options, ``overrides`` on top (as :meth:`Cellina.from_preset`).
+
+        A preset's per-hop ``num_neighbors`` is fitted to ``n_layers`` (the recommended ``(10, 5)``
+        gives ``[10]`` with one layer, ``[10, 5, 5]`` with three); one given in ``overrides`` is used
+        as it is.
+        """
+        chosen = get_preset(preset)
+        if "num_neighbors" in chosen.model and "num_neighbors" not in overrides:
+            n_layers = int(overrides.get("n_layers", N_LAYERS_DEFAULT))
+            overrides["num_neighbors"] = fit_fanouts(chosen.model["num_neighbors"], n_layers)
+        return super().from_preset(adata, chosen, **overrides)
 
     # ------------------------------------------------------------------ construction
     def _niche_dimensions(self) -> dict[str, int]:

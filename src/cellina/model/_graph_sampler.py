@@ -103,6 +103,20 @@ def check_fanouts(num_neighbors: Any, n_layers: int) -> tuple[int | None, ...]:
     return tuple(out)
 
 
+def fit_fanouts(num_neighbors: Any, n_layers: int) -> Any:
+    """A preset's fan-outs fitted to ``n_layers``: a per-hop list is cut to the first ``n_layers``
+    values, or its last value repeated for the deeper hops; ``None`` and an int apply to every hop
+    as they are. A preset names fan-outs for the first hops (e.g. ``[10, 5]``) whatever the depth
+    the user chooses; what a user passes is checked against ``n_layers`` as given.
+    """
+    if num_neighbors is None or isinstance(num_neighbors, (int, np.integer)):
+        return num_neighbors
+    values = list(num_neighbors)
+    if not values:
+        raise ValueError("num_neighbors=[]: give at least one fan-out (or None for all neighbours).")
+    return (values + [values[-1]] * n_layers)[: int(n_layers)]
+
+
 def take_rows(
     graph: sp.csr_matrix, rows: np.ndarray, fanout: int | None, rng: np.random.Generator | None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -171,7 +171,7 @@ class Cellina(
         self.init_params_ = self._get_init_params(locals())
 
     #: preset options this variant does not have (a preset sets them for the other variant)
-    _options_without_effect: tuple[str, ...] = ("link_prediction_weight",)
+    _options_without_effect: tuple[str, ...] = ("link_prediction_weight", "num_neighbors", "subgraph_type")
 
     @classmethod
     def from_preset(cls, adata: AnnData, preset: str | Preset, **overrides: Any) -> Cellina:

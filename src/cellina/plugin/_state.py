@@ -32,7 +32,9 @@ UNIFORM_NOTE = "1 = uniform attention (as much as any neighbour); maps can diffe
 #: options of the graph variant only (constructor arguments of :class:`cellina.model.CellinaGCN`)
 GRAPH_OPTIONS = ("num_neighbors", "link_prediction_weight", "convolution_type", "subgraph_type")
 #: graph options whose default the chosen preset sets (None: the preset's value)
-PRESET_GRAPH_OPTIONS = ("link_prediction_weight",)
+PRESET_GRAPH_OPTIONS = ("link_prediction_weight", "num_neighbors", "subgraph_type")
+#: ``TrainParams.num_neighbors`` value for every neighbour in every hop (None takes the preset's)
+ALL_NEIGHBOURS = -1
 
 
 class SessionError(ValueError):
@@ -120,8 +122,9 @@ class TrainParams:
     the preset's value, and a value given here overrides it. ``variant`` is ``"cellina"``
     (niche features) or ``"gcn"`` (:class:`~cellina.model.CellinaGCN`, a GATv2 encoder over
     the spatial graph); the options in :data:`GRAPH_OPTIONS` apply to the graph variant only
-    (``num_neighbors``: neighbours sampled per hop while training, None for all;
-    ``link_prediction_weight`` None: the preset's).
+    (``num_neighbors``: neighbours sampled per hop while training, :data:`ALL_NEIGHBOURS` for all;
+    ``num_neighbors``, ``subgraph_type`` and ``link_prediction_weight`` None: the preset's, its
+    fan-outs fitted to ``n_layers``).
     """
 
     preset: str = "recommended"
@@ -145,12 +148,13 @@ class TrainParams:
     holdout_cell_type: str | None = None
     holdout_domain: str | None = None
     seed: int = 0
-    num_neighbors: int | tuple[int, ...] | None = None
+    num_neighbors: int | tuple[int, ...] | str | None = None
     link_prediction_weight: float | None = None
     convolution_type: str = "gat"
-    subgraph_type: str = "induced"
+    subgraph_type: str | None = None
 
     def __post_init__(self) -> None:
+        from cellina.model import fit_fanouts
         from cellina.model.presets import get_preset
 
         try:
@@ -158,9 +162,13 @@ class TrainParams:
         except ValueError as err:
             raise SessionError(str(err)) from None
         self.preset = chosen.name
-        for name in (*PRESET_OPTIONS, *PRESET_GRAPH_OPTIONS):
-            if getattr(self, name) is None:
-                setattr(self, name, chosen.model[name])
+        from_preset = [name for name in (*PRESET_OPTIONS, *PRESET_GRAPH_OPTIONS) if getattr(self, name) is None]
+        for name in from_preset:
+            setattr(self, name, chosen.model[name])
+        if "num_neighbors" in from_preset:
+            self.num_neighbors = fit_fanouts(self.num_neighbors, self.n_layers)
+        if self.num_neighbors is None:
+            self.num_neighbors = ALL_NEIGHBOURS
         self.variant = VARIANTS.get(self.variant, self.variant)
         if self.variant not in VARIANTS.values():
             raise SessionError(
@@ -215,9 +223,10 @@ class TrainParams:
         return {"lr": self.lr, "normalize_losses": self.normalize_losses}
 
 
-def parse_num_neighbors(text: str) -> int | tuple[int, ...] | None:
+def parse_num_neighbors(text: str) -> int | tuple[int, ...]:
     """Neighbours sampled per hop from the text a user types: ``"all"`` (or empty) for every
-    neighbour, ``"10"`` for every hop, ``"10, 5"`` for one value per hop (``-1``: all in that hop).
+    neighbour (:data:`ALL_NEIGHBOURS`), ``"10"`` for every hop, ``"10, 5"`` for one value per hop
+    (``-1``: all in that hop).
 
     Raises
     ------
@@ -226,8 +235,8 @@ def parse_num_neighbors(text: str) -> int | tuple[int, ...] | None:
     """
     cleaned = str(text).strip().lower()
     if cleaned in ("", "all", "none"):
-        return None
-    parts = [p for p in cleaned.replace(";", ",").replace(" ", ",").split(",") if p]
+        return ALL_NEIGHBOURS
+    parts = [p for p in cleaned.strip("()[]").replace(";", ",").replace(" ", ",").split(",") if p]
     try:
         values = tuple(int(p) for p in parts)
     except ValueError:
@@ -238,6 +247,15 @@ def parse_num_neighbors(text: str) -> int | tuple[int, ...] | None:
     if bad:
         raise SessionError(f"num_neighbors={text!r}: {bad[0]} neighbours per hop; use a number >= 1, or -1 for all")
     return values[0] if len(values) == 1 else values
+
+
+def format_num_neighbors(value: int | tuple[int, ...] | None) -> str:
+    """The text :func:`parse_num_neighbors` reads back as ``value``: ``"all"``, ``"10"`` or ``"10, 5"``."""
+    if value is None or value == ALL_NEIGHBOURS:
+        return "all"
+    if isinstance(value, int):
+        return str(value)
+    return ", ".join(str(v) for v in value)
 
 
 @dataclass

@@ -67,16 +67,22 @@ def test_the_graph_variant_shows_its_own_options_only_when_chosen(dock):
     assert dock.graph_box.isHidden() and dock.params().variant == "cellina"
     dock.variant.setCurrentIndex(dock.variant.findData("gcn"))
     assert not dock.graph_box.isHidden() and "GATv2" in dock.variant.toolTip()
-    dock.num_neighbors.setText("10, 5")
-    dock.subgraph_type.setCurrentText("directional")
-    # the contrastive weight follows the preset: off in the recommended one, on in the published one
-    assert dock.params().link_prediction_weight == 0.0
+    # the contrastive weight and the sampling follow the preset: the recommended one samples 10 + 5
+    # neighbours in directional subgraphs without the contrastive loss, the published one takes all
+    # neighbours in induced subgraphs with it
+    assert (dock.num_neighbors.text(), dock.subgraph_type.currentText()) == ("10, 5", "directional")
+    params = dock.params()
+    assert (params.link_prediction_weight, params.num_neighbors, params.subgraph_type) == (0.0, (10, 5), "directional")
     dock.preset.setCurrentIndex(dock.preset.findData("published"))
+    assert (dock.num_neighbors.text(), dock.subgraph_type.currentText()) == ("all", "induced")
+    # what the user sets after choosing the preset is kept
+    dock.num_neighbors.setText("8, 4")
+    dock.subgraph_type.setCurrentText("directional")
     params = dock.params()
     assert params.link_prediction_weight == 1.0 and params.model_kwargs()["link_prediction_weight"] == 1.0
-    assert (params.variant, params.num_neighbors, params.subgraph_type) == ("gcn", (10, 5), "directional")
+    assert (params.variant, params.num_neighbors, params.subgraph_type) == ("gcn", (8, 4), "directional")
     assert params.preset == "published" and params.niche_decoder == PUBLISHED.model["niche_decoder"]
-    assert params.model_kwargs()["num_neighbors"] == [10, 5]
+    assert params.model_kwargs()["num_neighbors"] == [8, 4]
     # the niche encoder's choice finishes the graph layers: the published preset's is passed on
     assert dock.spatial_encoder.isEnabled() and params.model_kwargs()["spatial_encoder"] == "mlp"
     dock.variant.setCurrentIndex(dock.variant.findData("cellina"))

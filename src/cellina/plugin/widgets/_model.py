@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from cellina.plugin._state import CLUSTER_COLUMNS, VARIANTS, Progress, TrainParams
+from cellina.plugin._state import CLUSTER_COLUMNS, VARIANTS, Progress, TrainParams, format_num_neighbors
 from cellina.plugin.widgets._common import CellinaDock, PlotWidget, combo_value, describe, fill_combo, obs_levels
 from cellina.plugin.widgets._legend import LegendWidget
 from cellina.plugin.widgets._tissue import _spin
@@ -103,14 +103,16 @@ VARIANT_NOTES = {
 #: tooltips of the graph variant's own options
 GRAPH_NOTES = {
     "num_neighbors": "Neighbours sampled per hop while training: 'all', one number for every hop, or one per "
-    "layer (e.g. '10, 5'); fewer is faster. Predictions always read every neighbour.",
+    "layer (e.g. '10, 5'); fewer is faster. Predictions always read every neighbour. The preset chooses it: "
+    "all published, '10, 5' recommended.",
     "link_prediction_weight": (
         "Weight of the supervised-contrastive loss on s (0: off). The preset chooses it: 1 published, "
         "0 recommended (with linear graph layers s learns the niche from the likelihood)."
     ),
     "convolution_type": "Graph layer: 'gat' (GATv2 attention, the only one with attention maps), 'gcn', 'gin', "
     "'sg' or 'mean'.",
-    "subgraph_type": "'induced': every graph edge between the sampled cells; 'directional': only the sampled edges.",
+    "subgraph_type": "'induced': every graph edge between the sampled cells; 'directional': only the sampled edges. "
+    "The preset chooses it: induced published, directional recommended.",
 }
 
 #: options of the preset the dock shows: row label, then choice label -> value
@@ -175,7 +177,7 @@ class ModelWidget(CellinaDock):
 
         self.graph_box = QGroupBox("graph variant (CellinaGCN)")
         form = QFormLayout(self.graph_box)
-        self.num_neighbors = QLineEdit("all" if d.num_neighbors is None else str(d.num_neighbors))
+        self.num_neighbors = QLineEdit(format_num_neighbors(d.num_neighbors))
         self.link_prediction_weight = _spin(0, 100, d.link_prediction_weight, 0.1, decimals=2)
         self.convolution_type, self.subgraph_type = QComboBox(), QComboBox()
         self.convolution_type.addItems(list(CONVOLUTION_TYPES))
@@ -281,6 +283,8 @@ class ModelWidget(CellinaDock):
         for option, combo in self._option_combos().items():
             combo.setCurrentIndex(combo.findData(getattr(chosen, option)))
         self.link_prediction_weight.setValue(chosen.link_prediction_weight)
+        self.num_neighbors.setText(format_num_neighbors(chosen.num_neighbors))
+        self.subgraph_type.setCurrentText(chosen.subgraph_type)
 
     def _on_adata(self, adata) -> None:
         if adata is None:
