@@ -271,6 +271,54 @@ def target_lines(scores: pd.DataFrame, method: str = "recommended") -> list[str]
     return [*lines, ""]
 
 
+#: the graph variant's accuracy target against Cellina (same preset): these edge scores within MARGIN, or better
+PEER_METRICS = ("truth_pearson", "truth_skill", "pearson")
+MARGIN = 0.03
+
+
+def peer_lines(scores: pd.DataFrame, method: str = "gcn", baseline: str = "recommended") -> list[str]:
+    """``method`` against ``baseline`` on every (world, held-out type) pair both were run on: the edge scores of
+    :data:`PEER_METRICS` side by side, their differences, and on how many pairs ``method`` is within
+    :data:`MARGIN` of ``baseline`` or better."""
+    edge = scores[scores["perturbation"] == "edge"]
+    a, b = (edge[edge["method"] == m].set_index(["world", "holdout"])[list(PEER_METRICS)] for m in (method, baseline))
+    pairs = a.index.intersection(b.index).sort_values()
+    if pairs.empty:
+        return []
+    diff = a.loc[pairs] - b.loc[pairs]
+    close = diff >= -MARGIN
+    names = " / ".join(PEER_METRICS)
+    lines = [
+        f"### {method} against {baseline} (edge)",
+        "",
+        f"{names}; difference {method} - {baseline}; the scores where {method} is within {MARGIN:g} of "
+        f"{baseline} or better.",
+        "",
+        f"| world | held-out type | {method} | {baseline} | difference | within {MARGIN:g} or better |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cells(row: pd.Series, signed: bool = False) -> str:
+        return " / ".join(f"{v:+.2f}" if signed else _fmt(v) for v in row)
+
+    for pair in pairs:
+        ok = [m for m in PEER_METRICS if close.loc[pair, m]]
+        lines.append(
+            f"| {pair[0]} | {pair[1]} | {cells(a.loc[pair])} | {cells(b.loc[pair])} | "
+            f"{cells(diff.loc[pair], signed=True)} | {', '.join(ok) or '-'} |"
+        )
+    lines += [
+        f"| **mean** | | {cells(a.loc[pairs].mean())} | {cells(b.loc[pairs].mean())} | "
+        f"{cells(diff.mean(), signed=True)} | |",
+        "",
+        f"Within {MARGIN:g} or better on {len(pairs)} pairs: "
+        + ", ".join(f"{m} {int(close[m].sum())}" for m in PEER_METRICS)
+        + f"; on all three {int(close.all(axis=1).sum())}.",
+        "",
+    ]
+    return lines
+
+
 def plot_world(genes: pd.DataFrame, world: str, method: str = "recommended", prefix: str = "worlds") -> str | None:
     """Observed-vs-predicted and truth-vs-predicted changes of the edge perturbation; the image name."""
     import matplotlib
@@ -403,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         *world_lines(worlds),
         *tables(scores),
         *(target_lines(scores) if "recommended" in set(scores["method"]) else []),
+        *peer_lines(scores),
     ]
     for world in worlds:
         name = None if args.no_write else plot_world(genes, world, prefix=section.replace("-", "_"))
