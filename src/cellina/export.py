@@ -62,8 +62,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _plain(value: Any) -> bool:
+    """Whether an init parameter is recorded: a scalar, None, or a list of them (e.g. the graph variant's
+    ``num_neighbors``); mappings and objects are left out."""
+    scalar = (int, float, str, bool, type(None))
+    return isinstance(value, scalar) or (isinstance(value, (list, tuple)) and all(isinstance(v, scalar) for v in value))
+
+
 def model_identity(model: Any, source: str = "") -> dict[str, Any]:
-    """Class, variant, preset (``""``: none), scalar init parameters, a SHA-256 of the weights and where the model came from."""
+    """Class, variant, preset (``""``: none), plain init parameters (as text), a SHA-256 of the weights and where
+    the model came from."""
     if model is None:
         return {}
     digest = hashlib.sha256()
@@ -71,7 +79,7 @@ def model_identity(model: Any, source: str = "") -> dict[str, Any]:
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().numpy().tobytes())
     init = getattr(model, "init_params_", None) or {}
-    scalars = {k: v for k, v in init.get("non_kwargs", init).items() if isinstance(v, (int, float, str, bool))}
+    scalars = {k: v for k, v in init.get("non_kwargs", init).items() if _plain(v)}
     return {
         "class": type(model).__name__,
         # the variant name every face uses: "gcn" for models that read the spatial graph

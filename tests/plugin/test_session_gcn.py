@@ -46,7 +46,10 @@ def test_the_graph_variant_trains_from_the_graph_alone(gcn_session):
     assert model.summary_stats.n_batch == 2 and OBSM.NICHE_FEATURES not in gcn_session.adata.obsm
     assert OBSM.S in gcn_session.adata.obsm  # the latents follow-up ran
     assert gcn_session.train_params.variant == "gcn"
-    assert gcn_session.build_export().uns["cellina"]["provenance"]["model"]["variant"] == "gcn"
+    model = gcn_session.build_export().uns["cellina"]["provenance"]["model"]
+    assert model["variant"] == "gcn"
+    # the sampling is recorded with the other options
+    assert (model["init_params"]["num_neighbors"], model["init_params"]["subgraph_type"]) == ("[5, 3]", "directional")
 
 
 def test_cellina_still_demands_the_niche_features(gcn_session):
