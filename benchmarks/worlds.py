@@ -469,9 +469,15 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`python benchmarks/worlds.py --split {args.split} --epochs {args.epochs}"
         f"{'' if args.types_per_world is None else f' --types-per-world {args.types_per_world}'}"
-        f"{'' if args.uncertainty == 'donors' else f' --uncertainty {args.uncertainty}'}` — measured "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())} on {os.cpu_count()} CPU cores "
-        f"({platform.processor() or platform.machine()}, shared), {minutes:.0f} min; worlds "
+        f"{'' if args.uncertainty == 'donors' else f' --uncertainty {args.uncertainty}'}` — "
+        + (
+            f"written {time.strftime('%Y-%m-%d', time.gmtime())} from runs saved with `--csv` (methods run "
+            "separately, on the dates the sections above name)"
+            if args.from_csv
+            else f"measured {time.strftime('%Y-%m-%d', time.gmtime())}"
+        )
+        + f" on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}, shared), {minutes:.0f} min "
+        "of runs; worlds "
         f"{', '.join(worlds)}; model {cfg['model']}, {args.epochs} epochs, batch 512, seed {args.seed}; the model's "
         f"graph: gaussian kernel, bandwidth {cfg['bandwidth']:g} um, {cfg['max_neighbours']} neighbours (the "
         "project's default, whatever the world's true reach); calibration from the spread across "
