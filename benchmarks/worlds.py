@@ -299,13 +299,17 @@ MARGIN = 0.03
 def peer_lines(scores: pd.DataFrame, method: str = "gcn", baseline: str = "recommended") -> list[str]:
     """``method`` against ``baseline`` on every (world, held-out type) pair both were run on: the edge scores of
     :data:`PEER_METRICS` side by side, their differences, and on how many pairs ``method`` is within
-    :data:`MARGIN` of ``baseline`` or better."""
+    :data:`MARGIN` of ``baseline`` or better (and, where the scores have it, the :data:`TOP_TRUTH` difference)."""
     edge = scores[scores["perturbation"] == "edge"]
-    a, b = (edge[edge["method"] == m].set_index(["world", "holdout"])[list(PEER_METRICS)] for m in (method, baseline))
+    columns = [*PEER_METRICS, *([TOP_TRUTH] if TOP_TRUTH in edge else [])]
+    a, b = (edge[edge["method"] == m].set_index(["world", "holdout"])[columns] for m in (method, baseline))
     pairs = a.index.intersection(b.index).sort_values()
     if pairs.empty:
         return []
-    diff = a.loc[pairs] - b.loc[pairs]
+    a, b = a.loc[pairs], b.loc[pairs]
+    every_diff = a - b
+    peer = list(PEER_METRICS)
+    a, b, diff = a[peer], b[peer], every_diff[peer]
     close = diff >= -MARGIN
     names = " / ".join(PEER_METRICS)
     lines = [
@@ -328,8 +332,7 @@ def peer_lines(scores: pd.DataFrame, method: str = "gcn", baseline: str = "recom
             f"{cells(diff.loc[pair], signed=True)} | {', '.join(ok) or '-'} |"
         )
     lines += [
-        f"| **mean** | | {cells(a.loc[pairs].mean())} | {cells(b.loc[pairs].mean())} | "
-        f"{cells(diff.mean(), signed=True)} | |",
+        f"| **mean** | | {cells(a.mean())} | {cells(b.mean())} | {cells(diff.mean(), signed=True)} | |",
         "",
         f"Within {MARGIN:g} or better on {len(pairs)} pairs: "
         + ", ".join(f"{m} {int(close[m].sum())}" for m in PEER_METRICS)
@@ -339,10 +342,8 @@ def peer_lines(scores: pd.DataFrame, method: str = "gcn", baseline: str = "recom
         + ".",
         "",
     ]
-    if TOP_TRUTH in edge:
-        top = edge[edge["method"] == method].set_index(["world", "holdout"])[TOP_TRUTH].reindex(pairs) - edge[
-            edge["method"] == baseline
-        ].set_index(["world", "holdout"])[TOP_TRUTH].reindex(pairs)
+    if TOP_TRUTH in every_diff:
+        top = every_diff[TOP_TRUTH]
         lines += [
             f"The same top-50 genes against the exact change ({TOP_TRUTH}), {method} - {baseline}: "
             f"{_spread(top.to_numpy())}; within {MARGIN:g} or better on {int((top >= -MARGIN).sum())} of "
