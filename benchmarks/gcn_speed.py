@@ -62,11 +62,16 @@ class Setting:
 SAMPLED = {"num_neighbors": [10, 5]}
 EVERY_NEIGHBOUR = {"num_neighbors": None, "subgraph_type": "induced"}
 DIRECTIONAL = {**SAMPLED, "subgraph_type": "directional"}
+#: minibatches whose seeds come from 8 spatial patches (64 seeds each at batch 512)
+PATCHES = {"seed_patches": 8}
 SETTINGS = {
     "cellina": Setting("Cellina", "Cellina", "#d62728", baseline=None),
     "gcn_all": Setting("CellinaGCN", "CellinaGCN, all neighbours (default)", "#1f77b4", EVERY_NEIGHBOUR),
     "gcn_10_5": Setting("CellinaGCN", "CellinaGCN, 10 + 5 neighbours", "#6baed6", SAMPLED),
     "gcn_10_5_dir": Setting("CellinaGCN", "CellinaGCN, 10 + 5 neighbours, directional", "#c6dbef", DIRECTIONAL),
+    "gcn_all_patches": Setting(
+        "CellinaGCN", "CellinaGCN, all neighbours, 8 seed patches", "#08306b", {**EVERY_NEIGHBOUR, **PATCHES}
+    ),
     # the recommended preset of both (the Model dock's default): linear niche layers, no contrastive loss
     "cellina_rec": Setting("Cellina", "Cellina, recommended preset", "#8c1c13", preset="recommended", baseline=None),
     "gcn_rec_all": Setting(
@@ -85,9 +90,18 @@ SETTINGS = {
         preset="recommended",
         baseline="cellina_rec",
     ),
+    "gcn_rec_10_5_dir_patches": Setting(
+        "CellinaGCN",
+        "CellinaGCN, recommended preset, 10 + 5 neighbours, directional, 8 seed patches",
+        "#006d2c",
+        {**DIRECTIONAL, **PATCHES},
+        preset="recommended",
+        baseline="cellina_rec",
+    ),
 }
+
 #: settings that read every neighbour (timed only at ``--all-neighbours-sizes``)
-ALL_NEIGHBOURS = ("gcn_all", "gcn_rec_all")
+ALL_NEIGHBOURS = ("gcn_all", "gcn_all_patches", "gcn_rec_all")
 
 
 def build_tissue(n_cells: int, n_genes: int, seed: int):

@@ -24,6 +24,8 @@ def gcn_trained(cli_tissue, tmp_path_factory, tiny_training, hold_out):
         "3",
         "--link-prediction-weight",
         "0.5",
+        "--seed-patches",
+        "2",
     ]
     assert main(["train", str(cli_tissue), str(model_dir), "--hold-out", hold_out, *options]) == 0
     return folder, model_dir
@@ -36,6 +38,7 @@ def test_train_saves_the_graph_variant_with_its_options(gcn_trained, hold_out):
     model = load_model(str(gcn_trained[1]), adata=prepared)
     assert isinstance(model, CellinaGCN) and model.preset == "recommended"
     assert tuple(model.fanouts_) == (5, 3) and model.module.link_prediction_weight == 0.5
+    assert model.seed_patches == 2
     held = np.flatnonzero(prepared.obs.eval(hold_out).to_numpy())
     assert np.array_equal(np.sort(model.heldout_indices_), held)
     record = prepared.uns["cellina"]["training"]
@@ -68,6 +71,12 @@ def test_graph_options_need_the_graph_variant(cli_tissue, tmp_path, capsys):
     args = ["train", str(cli_tissue), str(tmp_path / "m"), "--bandwidth", "25", "--num-neighbors", "5", "-q"]
     assert main(args) == 2
     assert "--num-neighbors only apply to the graph variant; add --model gcn" in capsys.readouterr().err
+
+
+def test_bad_seed_patches_are_named(cli_tissue, tmp_path, capsys):
+    args = ["train", str(cli_tissue), str(tmp_path / "m"), "--model", "gcn", "--bandwidth", "25", "--seed-patches", "0"]
+    assert main([*args, "-q"]) == 2
+    assert "seed_patches=0 must be a positive int" in capsys.readouterr().err
 
 
 def test_graph_variant_needs_a_graph_or_a_bandwidth(cli_tissue, tmp_path, capsys):

@@ -326,6 +326,43 @@ def test_setup_and_options_are_checked(two_slide_tissue):
         CellinaGCN(adata, subgraph_type="full")
 
 
+class SeedSpy(Callback):
+    """Records each training minibatch's seeds and how many cells its subgraph reads."""
+
+    def __init__(self):
+        self.seeds, self.read = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        nodes = batch[GK.NODES].cpu().numpy()
+        self.seeds.append(nodes[: batch["X"].shape[0]])
+        self.read.append(nodes)
+
+
+def test_patch_minibatches_train_on_every_seed_once_and_never_on_held_out_cells(two_slide_tissue):
+    adata = two_slide_tissue.copy()
+    CellinaGCN.setup_anndata(adata, **SETUP)
+    held = _held_out(adata)
+    split = holdout_split(adata.n_obs, held, 0.1, 0)
+    read = {}
+    for patches in (None, 2):
+        spy = SeedSpy()
+        torch.manual_seed(0)
+        model = CellinaGCN(adata, **SMALL, seed_patches=patches)
+        assert ("seeds in 2 patches" in model._model_summary_string) == (patches == 2)
+        model.train(
+            max_epochs=2, batch_size=64, datasplitter_kwargs={"external_indexing": split}, callbacks=[spy], **QUIET
+        )
+        for epoch in (spy.seeds[: len(spy.seeds) // 2], spy.seeds[len(spy.seeds) // 2 :]):
+            assert np.array_equal(np.sort(np.concatenate(epoch)), np.sort(split[0]))
+        assert not np.isin(held, np.concatenate(spy.read)).any()
+        read[patches] = np.mean([nodes.size for nodes in spy.read])
+        assert model.get_latent_representation(latent_key="s").shape == (adata.n_obs, SMALL["n_latent"])
+    # every neighbour, two hops: seeds that are neighbours share what their subgraphs read
+    assert read[2] < 0.6 * read[None]
+    with pytest.raises(ValueError, match="seed_patches=0 must be a positive int"):
+        CellinaGCN(adata, seed_patches=0)
+
+
 @pytest.mark.parametrize("kind", ["gcn", "gin", "sg", "mean"])
 def test_other_graph_layers_train_and_predict(two_slide_tissue, kind):
     adata = two_slide_tissue.copy()

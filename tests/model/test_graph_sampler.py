@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from cellina.model import attention_by_group
+from cellina.model._graph_data import PatchBatches
 from cellina.model._graph_sampler import (
     block_of,
     check_fanouts,
@@ -19,6 +20,7 @@ from cellina.model._graph_sampler import (
     prepare_graph,
     receptive_field,
     sample_subgraph,
+    spatial_patches,
     take_rows,
 )
 from cellina.model._losses import supervised_contrastive_loss
@@ -112,6 +114,65 @@ def test_a_locality_order_lists_each_hop_in_that_order_and_changes_nothing_else(
         return {(int(sub.nodes[i]), int(sub.nodes[j])) for i, j in zip(sub.sources, sub.targets)}
 
     assert edge_set(local) == edge_set(plain)
+
+
+def _grid(side: int) -> sp.csr_matrix:
+    """Cells on a ``side`` x ``side`` lattice, each reading its (up to 8) surrounding cells."""
+    cell = np.arange(side * side).reshape(side, side)
+    rows, cols = [], []
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr or dc:
+                a = cell[max(0, -dr) : side - max(0, dr), max(0, -dc) : side - max(0, dc)]
+                b = cell[max(0, dr) : side + min(0, dr) or None, max(0, dc) : side + min(0, dc) or None]
+                rows.append(a.ravel())
+                cols.append(b.ravel())
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    return prepare_graph(sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(side * side,) * 2), side * side)
+
+
+def test_spatial_patches_are_connected_groups_of_about_the_size_asked():
+    graph = _grid(30)
+    # two cells that read nobody and nobody reads: each gets a patch of its own
+    graph = prepare_graph(sp.block_diag([graph, sp.csr_matrix((2, 2))]), 902)
+    patch = spatial_patches(graph, 25, np.random.default_rng(0))
+    assert patch.shape == (902,) and patch.min() == 0
+    sizes = np.bincount(patch)
+    assert sizes.min() >= 1 and sizes.sum() == 902
+    assert 20 <= sizes[patch[:900]].size / np.unique(patch[:900]).size <= 30  # about 25 cells each
+    assert patch[900] != patch[901] and sizes[patch[900]] == sizes[patch[901]] == 1
+    for p in np.unique(patch[:900]):
+        members = np.flatnonzero(patch == p)
+        n_parts, _ = sp.csgraph.connected_components(graph[members][:, members], directed=False)
+        assert n_parts == 1
+    assert not np.array_equal(patch, spatial_patches(graph, 25, np.random.default_rng(1)))
+    with pytest.raises(ValueError, match="patch_size=0.5 must be at least 1 cell"):
+        spatial_patches(graph, 0.5, np.random.default_rng(0))
+
+
+def test_patch_minibatches_visit_every_seed_once_and_read_fewer_cells():
+    graph = _grid(40)
+    positions = np.random.default_rng(0).permutation(1600)[:1400]  # the training cells, shuffled
+    sampler = PatchBatches(graph, positions, 128, 4, drop_last=False)
+    torch.manual_seed(0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 11
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1400))
+    assert all(len(b) == 128 for b in batches[:-1])
+    torch.manual_seed(0)
+    assert list(sampler) == batches  # reproducible under torch.manual_seed
+    assert list(sampler) != batches  # new patches every epoch
+
+    def cells_read(items) -> int:
+        return sample_subgraph(graph, positions[np.asarray(items)], (None, None), None, "induced").hop_bounds[-1]
+
+    rng = np.random.default_rng(1)
+    at_random = np.mean([cells_read(rng.permutation(1400)[:128]) for _ in range(5)])
+    assert np.mean([cells_read(b) for b in batches[:5]]) < 0.5 * at_random
+    dropping = PatchBatches(graph, positions, 128, 4, drop_last=True)
+    assert len(dropping) == len(list(dropping)) == 10
+    with pytest.raises(ValueError, match="seed_patches=0 must be a positive int"):
+        PatchBatches(graph, positions, 128, 0, drop_last=False)
 
 
 def test_directional_subgraphs_keep_only_the_sampled_edges():

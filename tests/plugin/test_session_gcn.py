@@ -26,6 +26,7 @@ TINY_GCN = {
     "max_epochs": 1,
     "batch_size": 128,
     "num_neighbors": (5, 3),
+    "seed_patches": 2,
     "early_stopping": False,
 }
 
@@ -50,6 +51,7 @@ def test_the_graph_variant_trains_from_the_graph_alone(gcn_session):
     assert model["variant"] == "gcn"
     # the sampling is recorded with the other options
     assert (model["init_params"]["num_neighbors"], model["init_params"]["subgraph_type"]) == ("[5, 3]", "directional")
+    assert gcn_session.model.seed_patches == 2 and int(model["init_params"]["seed_patches"]) == 2
 
 
 def test_cellina_still_demands_the_niche_features(gcn_session):
@@ -162,6 +164,7 @@ def test_the_preset_chooses_the_sampling_fitted_to_the_layers():
         ({"convolution_type": "sage"}, "convolution_type='sage'"),
         ({"subgraph_type": "full"}, "subgraph_type='full'"),
         ({"link_prediction_weight": -1.0}, "link_prediction_weight=-1.0"),
+        ({"seed_patches": 0}, "seed_patches=0 must be a whole number >= 1"),
     ],
 )
 def test_bad_graph_options_are_named(options, match):

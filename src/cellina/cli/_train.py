@@ -30,7 +30,7 @@ from ._keys import TrainingKeys, resolve_training_keys, with_micrometre_coordina
 from ._reach import bandwidth_value, choose_reach
 
 #: options of the graph variant only
-GRAPH_OVERRIDES = ("num_neighbors", "link_prediction_weight", "convolution_type", "subgraph_type")
+GRAPH_OVERRIDES = ("num_neighbors", "link_prediction_weight", "convolution_type", "subgraph_type", "seed_patches")
 #: options that override a preset's model options (flag name -> constructor argument)
 MODEL_OVERRIDES = (
     "n_latent",
@@ -134,6 +134,13 @@ def _add_graph_options(train: argparse.ArgumentParser) -> None:
         default=None,
         help="induced: every graph edge between sampled cells; directional: only the sampled edges (default: the "
         "preset's, recommended directional, published induced)",
+    )
+    graph.add_argument(
+        "--seed-patches",
+        type=int,
+        default=None,
+        help="take each training minibatch's seed cells from this many spatial patches (faster epochs; default: "
+        "seeds at random)",
     )
 
 

@@ -14,7 +14,7 @@ from cellina.keys import OBSP
 
 from ._gcn_getters import GraphGettersMixin
 from ._gcn_module import CellinaGCNModule
-from ._graph_data import GraphDataSplitter, GraphOptions
+from ._graph_data import GraphDataSplitter, GraphOptions, check_seed_patches
 from ._graph_encoder import CONVOLUTION_TYPES
 from ._graph_sampler import SUBGRAPH_TYPES, check_fanouts, fit_fanouts
 from ._model import Cellina, check_setup, registry_fields
@@ -90,6 +90,10 @@ class CellinaGCN(GraphGettersMixin, Cellina):
         How many of a seed's sampled neighbours the contrastive loss compares it with (``None``:
         all). Their ``s`` is computed from their neighbours within one hop of the seeds, in the
         last graph layer only, so the loss costs little beyond the seeds' own computation.
+    seed_patches
+        Training minibatches take their seed cells from this many spatial patches of neighbouring
+        cells, cut anew every epoch, instead of at random (``None``, as published). Neighbouring
+        seeds share their neighbourhoods, so a step reads far fewer cells; prediction is unchanged.
     **kwargs
         Further :class:`Cellina` options (``dropout_rate``, ``niche_decoder``,
         ``spatial_kl_weight``, ``preset``, ...). ``spatial_encoder`` chooses how each graph
@@ -129,6 +133,7 @@ class CellinaGCN(GraphGettersMixin, Cellina):
         convolution_type: Literal["gat", "gcn", "gin", "sg", "mean"] = "gat",
         subgraph_type: Literal["induced", "directional"] = "induced",
         supcon_positives: int | None = 2,
+        seed_patches: int | None = None,
         **kwargs,
     ):
         if adata is None:
@@ -149,6 +154,7 @@ class CellinaGCN(GraphGettersMixin, Cellina):
         if supcon_positives is not None and (isinstance(supcon_positives, bool) or int(supcon_positives) < 1):
             raise ValueError(f"supcon_positives={supcon_positives!r} must be a positive int or None (all).")
         self.supcon_positives = None if supcon_positives is None else int(supcon_positives)
+        self.seed_patches = check_seed_patches(seed_patches)
         super().__init__(
             adata,
             n_hidden=n_hidden,
@@ -196,6 +202,7 @@ class CellinaGCN(GraphGettersMixin, Cellina):
         parts = [
             f"{m.n_graph_layers} {m.convolution_type} layers ({m.spatial_encoder})",
             f"{self.subgraph_type} subgraphs, neighbours per hop {fan}",
+            "random seeds" if self.seed_patches is None else f"seeds in {self.seed_patches} patches per minibatch",
             f"spatial loss {m.spatial_loss_type} (weight {m.link_prediction_weight})",
         ]
         return "CellinaGCN" + head.removeprefix("Cellina") + ": " + ", ".join(parts) + ", " + tail
@@ -261,6 +268,7 @@ class CellinaGCN(GraphGettersMixin, Cellina):
             feature_transform=self.node_feature_transform,
             contrastive=bool(self.module.use_contrastive),
             positives=self.supcon_positives,
+            seed_patches=self.seed_patches,
         )
 
     # ------------------------------------------------------------------ training

@@ -321,6 +321,41 @@ def _edges_within(
     return position[keep], owner[keep]
 
 
+def spatial_patches(graph: sp.csr_matrix, patch_size: float, rng: np.random.Generator) -> np.ndarray:
+    """Every cell's patch: connected groups of about ``patch_size`` neighbouring cells.
+
+    Patches grow from ``n / patch_size`` centres drawn at random, one hop per round, over the
+    graph's edges in both directions: a cell joins the patch of a neighbour that reached it in
+    the previous round (one at random when several did). Cells that no centre reaches (another
+    component without a centre, isolated cells) get centres of their own, until every cell is in
+    a patch. The work is linear in the edges; a new ``rng`` state gives a new partition.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64`` patch number per cell, ``0 .. n_patches - 1``.
+    """
+    if not patch_size >= 1:
+        raise ValueError(f"patch_size={patch_size!r} must be at least 1 cell.")
+    n_obs = graph.shape[0]
+    both = sp.csr_matrix(graph + graph.T)
+    patch = np.full(n_obs, -1, dtype=np.int64)
+    n_patches = 0
+    while (left := np.flatnonzero(patch < 0)).size:
+        k = max(1, int(round(left.size / patch_size)))
+        frontier = rng.choice(left, size=min(k, left.size), replace=False)
+        patch[frontier] = n_patches + np.arange(frontier.size)
+        n_patches += frontier.size
+        while frontier.size:
+            owner, neighbour = take_rows(both, frontier, None, None)
+            free = patch[neighbour] < 0
+            shuffled = rng.permutation(int(free.sum()))
+            reached, first = np.unique(neighbour[free][shuffled], return_index=True)
+            patch[reached] = patch[frontier[owner[free][shuffled][first]]]
+            frontier = reached
+    return patch
+
+
 def locality_order(graph: sp.csr_matrix) -> np.ndarray:
     """The cells in an order that keeps graph neighbours at nearby positions (reverse
     Cuthill-McKee on the symmetrised graph)."""

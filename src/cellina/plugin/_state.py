@@ -30,7 +30,7 @@ VARIANTS = {"Cellina": "cellina", "CellinaGCN": "gcn"}
 #: what a value of the receiver x sender attention table means
 UNIFORM_NOTE = "1 = uniform attention (as much as any neighbour); maps can differ between training seeds"
 #: options of the graph variant only (constructor arguments of :class:`cellina.model.CellinaGCN`)
-GRAPH_OPTIONS = ("num_neighbors", "link_prediction_weight", "convolution_type", "subgraph_type")
+GRAPH_OPTIONS = ("num_neighbors", "link_prediction_weight", "convolution_type", "subgraph_type", "seed_patches")
 #: graph options whose default the chosen preset sets (None: the preset's value)
 PRESET_GRAPH_OPTIONS = ("link_prediction_weight", "num_neighbors", "subgraph_type")
 #: ``TrainParams.num_neighbors`` value for every neighbour in every hop (None takes the preset's)
@@ -124,7 +124,8 @@ class TrainParams:
     the spatial graph); the options in :data:`GRAPH_OPTIONS` apply to the graph variant only
     (``num_neighbors``: neighbours sampled per hop while training, :data:`ALL_NEIGHBOURS` for all;
     ``num_neighbors``, ``subgraph_type`` and ``link_prediction_weight`` None: the preset's, its
-    fan-outs fitted to ``n_layers``).
+    fan-outs fitted to ``n_layers``; ``seed_patches``: spatial patches per training minibatch,
+    None for seeds drawn at random).
     """
 
     preset: str = "recommended"
@@ -152,6 +153,7 @@ class TrainParams:
     link_prediction_weight: float | None = None
     convolution_type: str = "gat"
     subgraph_type: str | None = None
+    seed_patches: int | None = None
 
     def __post_init__(self) -> None:
         from cellina.model import fit_fanouts
@@ -187,6 +189,9 @@ class TrainParams:
             raise SessionError(f"convolution_type={self.convolution_type!r}: use one of {list(CONVOLUTION_TYPES)}")
         if self.subgraph_type not in SUBGRAPH_TYPES:
             raise SessionError(f"subgraph_type={self.subgraph_type!r}: use one of {list(SUBGRAPH_TYPES)}")
+        patches = self.seed_patches
+        if patches is not None and (isinstance(patches, bool) or not isinstance(patches, int) or patches < 1):
+            raise SessionError(f"seed_patches={patches!r} must be a whole number >= 1 (or None for random seeds)")
         if not self.link_prediction_weight >= 0:
             raise SessionError(f"link_prediction_weight={self.link_prediction_weight!r} must be >= 0")
         hops = self.num_neighbors

@@ -73,6 +73,10 @@ def test_the_graph_variant_shows_its_own_options_only_when_chosen(dock):
     assert (dock.num_neighbors.text(), dock.subgraph_type.currentText()) == ("10, 5", "directional")
     params = dock.params()
     assert (params.link_prediction_weight, params.num_neighbors, params.subgraph_type) == (0.0, (10, 5), "directional")
+    # seeds are drawn at random unless patches are asked for
+    assert dock.seed_patches.text() == "random" and params.seed_patches is None
+    dock.seed_patches.setValue(8)
+    assert dock.params().seed_patches == 8 and dock.params().model_kwargs()["seed_patches"] == 8
     dock.preset.setCurrentIndex(dock.preset.findData("published"))
     assert (dock.num_neighbors.text(), dock.subgraph_type.currentText()) == ("all", "induced")
     # what the user sets after choosing the preset is kept
