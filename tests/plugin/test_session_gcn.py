@@ -164,7 +164,7 @@ def test_the_preset_chooses_the_sampling_fitted_to_the_layers():
         ({"convolution_type": "sage"}, "convolution_type='sage'"),
         ({"subgraph_type": "full"}, "subgraph_type='full'"),
         ({"link_prediction_weight": -1.0}, "link_prediction_weight=-1.0"),
-        ({"seed_patches": 0}, "seed_patches=0 must be a whole number >= 1"),
+        ({"seed_patches": 0}, "seed_patches=0 must be a positive int"),
     ],
 )
 def test_bad_graph_options_are_named(options, match):

@@ -5,7 +5,7 @@ from ._attention import attention_by_group
 from ._decoders import FactorisedNicheDecoder
 from ._gcn_model import CellinaGCN
 from ._gcn_module import CellinaGCNModule
-from ._graph_data import GraphDataSplitter
+from ._graph_data import GraphDataSplitter, check_seed_patches
 from ._graph_encoder import CONVOLUTION_TYPES, GraphEncoder
 from ._graph_sampler import SUBGRAPH_TYPES, fit_fanouts
 from ._model import Cellina
@@ -38,6 +38,7 @@ __all__ = [
     "Preset",
     "attention_by_group",
     "auto_kl_warmup_epochs",
+    "check_seed_patches",
     "fit_fanouts",
     "get_preset",
     "holdout_split",

@@ -314,7 +314,9 @@ class PatchBatches(Sampler):
         n_patches = check_seed_patches(n_patches)
         if n_patches is None:
             raise ValueError("PatchBatches needs a number of patches per minibatch.")
-        self.graph, self.positions = graph, np.asarray(positions, dtype=np.int64)
+        # patches grow over edges in both directions; symmetrised once, not every epoch
+        self.both_ways = sp.csr_matrix(graph + graph.T)
+        self.positions = np.asarray(positions, dtype=np.int64)
         self.batch_size, self.drop_last = int(batch_size), bool(drop_last)
         # patches are cut over every cell of the graph, of which the seeds may be a part
         self.patch_size = max(1.0, self.batch_size / n_patches * graph.shape[0] / max(1, self.positions.size))
@@ -325,7 +327,7 @@ class PatchBatches(Sampler):
 
     def __iter__(self):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-        patch = spatial_patches(self.graph, self.patch_size, rng)
+        patch = spatial_patches(self.both_ways, self.patch_size, rng)
         rank = rng.permutation(int(patch.max()) + 1)[patch[self.positions]]
         items = np.argsort(rank, kind="stable")
         for start in range(0, items.size, self.batch_size):

@@ -324,9 +324,10 @@ def _edges_within(
 def spatial_patches(graph: sp.csr_matrix, patch_size: float, rng: np.random.Generator) -> np.ndarray:
     """Every cell's patch: connected groups of about ``patch_size`` neighbouring cells.
 
-    Patches grow from ``n / patch_size`` centres drawn at random, one hop per round, over the
-    graph's edges in both directions: a cell joins the patch of a neighbour that reached it in
-    the previous round (one at random when several did). Cells that no centre reaches (another
+    Patches grow from ``n / patch_size`` centres drawn at random, one hop per round, along the
+    rows of ``graph`` (pass it symmetrised, ``graph + graph.T``, to grow over edges in both
+    directions): a cell joins the patch of a neighbour that reached it in the previous round (one
+    at random when several did). Cells that no centre reaches (another
     component without a centre, isolated cells) get centres of their own, until every cell is in
     a patch. The work is linear in the edges; a new ``rng`` state gives a new partition.
 
@@ -338,7 +339,6 @@ def spatial_patches(graph: sp.csr_matrix, patch_size: float, rng: np.random.Gene
     if not patch_size >= 1:
         raise ValueError(f"patch_size={patch_size!r} must be at least 1 cell.")
     n_obs = graph.shape[0]
-    both = sp.csr_matrix(graph + graph.T)
     patch = np.full(n_obs, -1, dtype=np.int64)
     n_patches = 0
     while (left := np.flatnonzero(patch < 0)).size:
@@ -347,7 +347,7 @@ def spatial_patches(graph: sp.csr_matrix, patch_size: float, rng: np.random.Gene
         patch[frontier] = n_patches + np.arange(frontier.size)
         n_patches += frontier.size
         while frontier.size:
-            owner, neighbour = take_rows(both, frontier, None, None)
+            owner, neighbour = take_rows(graph, frontier, None, None)
             free = patch[neighbour] < 0
             shuffled = rng.permutation(int(free.sum()))
             reached, first = np.unique(neighbour[free][shuffled], return_index=True)

@@ -183,15 +183,16 @@ class TrainParams:
         self._check_graph_options()
 
     def _check_graph_options(self) -> None:
-        from cellina.model import CONVOLUTION_TYPES, SUBGRAPH_TYPES
+        from cellina.model import CONVOLUTION_TYPES, SUBGRAPH_TYPES, check_seed_patches
 
         if self.convolution_type not in CONVOLUTION_TYPES:
             raise SessionError(f"convolution_type={self.convolution_type!r}: use one of {list(CONVOLUTION_TYPES)}")
         if self.subgraph_type not in SUBGRAPH_TYPES:
             raise SessionError(f"subgraph_type={self.subgraph_type!r}: use one of {list(SUBGRAPH_TYPES)}")
-        patches = self.seed_patches
-        if patches is not None and (isinstance(patches, bool) or not isinstance(patches, int) or patches < 1):
-            raise SessionError(f"seed_patches={patches!r} must be a whole number >= 1 (or None for random seeds)")
+        try:
+            self.seed_patches = check_seed_patches(self.seed_patches)
+        except ValueError as err:
+            raise SessionError(str(err)) from None
         if not self.link_prediction_weight >= 0:
             raise SessionError(f"link_prediction_weight={self.link_prediction_weight!r} must be >= 0")
         hops = self.num_neighbors
