@@ -19,6 +19,7 @@ from ._edge import (
 from ._node import NodeCounterfactual, node_counterfactual
 from ._novelty import NicheNovelty, niche_novelty, node_niche_codes, training_reference
 from ._pools import cluster_pool, observed_neighbour_pool, select_cells
+from ._reliability import NicheReliability, disattenuated_niche_latent, niche_reliability, split_neighbours
 from ._rewire import UNCERTAINTIES, edge_counterfactual
 from ._shifts import GeneShifts
 
@@ -26,14 +27,17 @@ __all__ = [
     "UNCERTAINTIES",
     "GeneShifts",
     "NicheNovelty",
+    "NicheReliability",
     "NodeCounterfactual",
     "anchor_niche_features",
     "cluster_pool",
     "default_anchor_graph",
+    "disattenuated_niche_latent",
     "edge_counterfactual",
     "make_counterfactual_adata",
     "masked_rows",
     "niche_novelty",
+    "niche_reliability",
     "node_counterfactual",
     "node_niche_codes",
     "observed_neighbour_pool",
@@ -44,6 +48,7 @@ __all__ = [
     "sample_donors",
     "select_cells",
     "spatial_features_record",
+    "split_neighbours",
     "training_reference",
     "usable_anchors",
 ]

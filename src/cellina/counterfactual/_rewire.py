@@ -11,6 +11,7 @@ from cellina.spatial import check_positions
 
 from ._edge import rewired_neighbourhoods, rewired_niche_features, spatial_features_record
 from ._novelty import niche_novelty
+from ._reliability import disattenuated_niche_latent, focal_cell_types, niche_reliability
 
 Output = Literal["expression", "z", "s", "shifted"]
 Uncertainty = Literal["donors", "posterior"]
@@ -120,6 +121,21 @@ def _graph_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rn
     return draw, decode, factual
 
 
+class _Disattenuation:
+    """Decodes the focal cells with each draw's change in ``s`` divided by its reliability."""
+
+    def __init__(self, model: Any, adata: Any, focal: np.ndarray, factual_codes: np.ndarray, batch_size) -> None:
+        self.model, self.adata, self.focal, self.batch_size = model, adata, focal, batch_size
+        self.factual = factual_codes
+        self.types = focal_cell_types(model, adata, focal)
+        present = None if self.types is None else sorted(set(self.types.tolist()))
+        self.reliability = niche_reliability(model, adata, present, batch_size)
+
+    def expression(self, codes: np.ndarray, library_size: Any) -> np.ndarray:
+        moved = disattenuated_niche_latent(self.factual, codes, self.types, self.reliability)
+        return self.model.predict_with_niche_latent(self.adata, self.focal, moved, library_size, self.batch_size)
+
+
 def _relative_to_factual(sample: np.ndarray, own_factual: np.ndarray, factual_mean: np.ndarray) -> np.ndarray:
     """A sampled counterfactual taken relative to the factual decoded with the same posterior sample, at
     the level of the factual's posterior mean: ``sample * factual_mean / own_factual``."""
@@ -149,6 +165,7 @@ def edge_counterfactual(
     give_mean: bool = True,
     return_novelty: bool = False,
     novelty_options: dict[str, Any] | None = None,
+    disattenuate: bool = False,
 ):
     """Decode focal cells after rewiring their neighbourhoods, averaged over donor draws.
 
@@ -218,6 +235,11 @@ def edge_counterfactual(
     novelty_options
         Options of :func:`~cellina.counterfactual.niche_novelty` (``n_neighbours``,
         ``quantile``, ``reference``, ...).
+    disattenuate
+        Expression only: divide each draw's change in ``s`` by the reliability of the focal cells'
+        niche codes along it (per cell type; :func:`~cellina.counterfactual.niche_reliability`), so
+        the response learnt from noisy niches is not shrunk by their noise. The latents, the
+        novelty and, with ``uncertainty="posterior"``, the spread stay those of the uncorrected codes.
 
     Returns
     -------
@@ -241,10 +263,18 @@ def edge_counterfactual(
         draw, decode, factual = _feature_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
     paired = sampled and output == "expression"
     factual_mean = factual(output, library_size, batch_size, True) if paired else None
+    corrected = None
+    if disattenuate and output == "expression":
+        if not give_mean:
+            raise ValueError("disattenuate=True corrects posterior means; it cannot be combined with give_mean=False.")
+        corrected = _Disattenuation(model, adata, focal, factual("s", "latent", batch_size, True), batch_size)
     stats, spread, draws, codes = _Welford(), _Welford(), [], []
     for _ in range(int(n_draws)):
         niche, drawn = draw()
-        stats.add(decode(niche, output, library_size, batch_size, give_mean, None if give_mean else latent_rng))
+        if corrected is None:
+            stats.add(decode(niche, output, library_size, batch_size, give_mean, None if give_mean else latent_rng))
+        else:
+            stats.add(corrected.expression(decode(niche, "s", "latent", batch_size, True), library_size))
         if sampled:
             # z and the library: one draw for both niches; s: each niche's own draw
             seed_d = int(latent_rng.integers(2**63))

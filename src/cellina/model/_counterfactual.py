@@ -63,6 +63,7 @@ class CellinaCounterfactualMixin:
         give_mean=True,
         return_novelty=False,
         uncertainty="donors",
+        disattenuate=None,
     ):
         from cellina.counterfactual import edge_counterfactual
 
@@ -92,7 +93,16 @@ class CellinaCounterfactualMixin:
             return_donors=return_donors,
             give_mean=give_mean,
             return_novelty=return_novelty,
+            disattenuate=self._disattenuation(disattenuate),
         )
+
+    def _disattenuation(self, disattenuate: bool | None) -> bool:
+        """``disattenuate`` as asked, or the model's ``disattenuate_niche`` for None."""
+        if disattenuate is None:
+            return bool(getattr(self, "disattenuate_niche", False))
+        if not isinstance(disattenuate, bool | np.bool_):
+            raise ValueError(f"disattenuate={disattenuate!r} must be True, False or None (the model's setting).")
+        return bool(disattenuate)
 
     def get_counterfactual_expression(
         self,
@@ -115,6 +125,7 @@ class CellinaCounterfactualMixin:
         layer: str | None = None,
         return_novelty: bool = False,
         uncertainty: Literal["donors", "posterior"] = "donors",
+        disattenuate: bool | None = None,
     ):
         """Expected counts of focal cells after rewiring their neighbourhoods.
 
@@ -179,6 +190,11 @@ class CellinaCounterfactualMixin:
             at the factual prediction's level (``sample * factual / own factual``), so the cell's
             own level, which moves both alike, cancels. The prediction is the same for both: the
             mean over draws of the decoded posterior means (:func:`cellina.counterfactual.edge_counterfactual`).
+        disattenuate
+            Divide each draw's change in ``s`` by the reliability of the focal cells' niche codes
+            along it, per cell type, so the response is not shrunk by the noise of the niches it was
+            learnt from (:func:`cellina.counterfactual.niche_reliability`). ``None`` (default): the
+            model's ``disattenuate_niche`` (on in the recommended preset, off as published).
 
         Returns
         -------
@@ -206,6 +222,7 @@ class CellinaCounterfactualMixin:
             layer,
             return_novelty=return_novelty,
             uncertainty=uncertainty,
+            disattenuate=disattenuate,
         )
 
     def get_counterfactual_latents(

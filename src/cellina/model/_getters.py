@@ -141,19 +141,58 @@ class CellinaGettersMixin:
             spatial_x = self._check_spatial_x(spatial_x, len(idx), "spatial_x")
         return self._decode(adata, idx, batch_size, spatial_x, output, library_size, give_mean, rng)
 
-    def _decode(self, adata, idx, batch_size, spatial_x, output, library_size, give_mean, rng=None) -> np.ndarray:
+    @torch.inference_mode()
+    def predict_with_niche_latent(
+        self,
+        adata: AnnData | None,
+        indices: Sequence[int] | np.ndarray | None,
+        niche_latent: Any,
+        library_size: LibrarySize = "latent",
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Expected counts of cells decoded with their own ``z`` and library and the niche latent given.
+
+        Parameters
+        ----------
+        adata, indices
+            As in :meth:`predict_from_niche`.
+        niche_latent
+            ``(n_cells, n_latent_spatial)`` values of ``s``, rows aligned with ``indices``; what a
+            corrected counterfactual decodes (:func:`cellina.counterfactual.disattenuated_niche_latent`).
+        library_size, batch_size
+            As in :meth:`predict_from_niche`.
+        """
+        self._check_if_trained(warn=False)
+        adata = self._validate_anndata(adata)
+        idx = as_indices(indices, adata.n_obs, "indices")
+        values = np.asarray(niche_latent, dtype=np.float32)
+        width = self.module.n_latent_spatial
+        if values.shape != (idx.size, width):
+            raise ValueError(f"niche_latent must have shape ({idx.size}, {width}), got {values.shape}.")
+        if not np.isfinite(values).all():
+            raise ValueError("niche_latent has NaN or infinite values.")
+        return self._decode(adata, idx, batch_size, None, "expression", library_size, True, niche_latent=values)
+
+    def _decode(
+        self, adata, idx, batch_size, spatial_x, output, library_size, give_mean, rng=None, niche_latent=None
+    ) -> np.ndarray:
         if output not in ("expression", "z", "s", "shifted"):
             raise ValueError(f"output={output!r}: use 'expression', 'z', 's' or 'shifted'.")
         scale = check_library_size(library_size) if output == "expression" else None
         streams = None if give_mean else latent_streams(rng)
         seeded = streams is not None
         self.module.eval()
-        out = []
+        out, start = [], 0
         with torch.inference_mode():
             for tensors in self._minibatches(adata, idx, batch_size, spatial_x):
                 inf = self.module.inference(**self.module._get_inference_input(tensors), give_mean=give_mean or seeded)
                 if seeded:
                     inf = self.module.draw_latents(inf, *streams)
+                if niche_latent is not None:
+                    z = inf[MK.Z_KEY]
+                    s = torch.as_tensor(niche_latent[start : start + z.shape[0]], dtype=z.dtype, device=z.device)
+                    start += z.shape[0]
+                    inf = {**inf, MK.S_KEY: s, MK.SHIFTED_KEY: torch.cat([z, s], dim=-1)}
                 if output != "expression":
                     key = {"z": MK.Z_KEY, "s": MK.S_KEY, "shifted": MK.SHIFTED_KEY}[output]
                     out.append(inf[key].cpu().numpy())

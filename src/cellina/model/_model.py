@@ -87,6 +87,10 @@ class Cellina(
     spatial_kl_weight, niche_decoder, niche_rank, spatial_decoding, type_aware_discriminator,
     encode_batch, adversarial_loss
         See :class:`~cellina.model.CellinaModule` and :data:`cellina.model.presets.OPTION_NOTES`.
+    disattenuate_niche
+        Edge counterfactuals' default for ``disattenuate``: divide the change in ``s`` by the
+        reliability of the focal cells' niche codes (:func:`cellina.counterfactual.niche_reliability`).
+        It changes no training.
     preset
         Name of the preset these options came from (set by :meth:`from_preset`; its plan
         options then become :meth:`train`'s defaults). Recorded with the model.
@@ -130,12 +134,16 @@ class Cellina(
         type_aware_discriminator: bool = False,
         encode_batch: bool = True,
         adversarial_loss: Literal["uniform", "negative_ce"] = "uniform",
+        disattenuate_niche: bool = False,
         preset: str | None = None,
         **module_kwargs,
     ):
         super().__init__(adata)
         if adata is None:
             raise ValueError("Cellina needs an AnnData registered with Cellina.setup_anndata.")
+        if not isinstance(disattenuate_niche, bool | np.bool_):
+            raise ValueError(f"disattenuate_niche={disattenuate_niche!r} must be True or False.")
+        self.disattenuate_niche = bool(disattenuate_niche)
         self.preset = None if preset is None else get_preset(preset).name
         effective_classifier_lambda = self._classifier_weight(classifier_lambda, niche_decoder)
         self._check_registered_keys(discriminator_lambda, domain_classifier_lambda, type_aware_discriminator)
