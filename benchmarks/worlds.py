@@ -61,6 +61,8 @@ RUNS = {
     "recommended_types_only": ("cellina", "recommended", "cellina", {COMPOSITION: "only"}),
     # the types after the expression, whose 300-1,000 columns the niche encoder reads through 20 principal directions
     "recommended_types_pcs": ("cellina", "recommended", "cellina", {COMPOSITION: "added", "spatial_components": 20}),
+    # the same model, each edge counterfactual's change in s divided by its split-half reliability
+    "recommended_disattenuated": ("cellina", "recommended", "cellina", {"disattenuate_niche": True}),
     # sampled directional subgraphs, the graph variant's fastest setting (its time against Cellina: gcn_speed)
     "gcn": ("cellina", "recommended", "gcn", {"num_neighbors": [10, 5], "subgraph_type": "directional"}),
     "scvi": ("scvi", None, "cellina", {}),
