@@ -194,7 +194,7 @@ class CellinaCounterfactualMixin:
             Divide each draw's change in ``s`` by the reliability of the focal cells' niche codes
             along it, per cell type, so the response is not shrunk by the noise of the niches it was
             learnt from (:func:`cellina.counterfactual.niche_reliability`). ``None`` (default): the
-            model's ``disattenuate_niche`` (on in the recommended preset, off as published).
+            model's ``disattenuate_niche`` (off unless the model was built with it).
 
         Returns
         -------
