@@ -228,6 +228,24 @@ def test_empty_focal_selection_is_an_error(trained, capsys):
     assert "Unicorn" in capsys.readouterr().err
 
 
+def test_edge_divides_the_niche_change_by_its_reliability_on_request(edge_run, trained, hold_out):
+    assert _run(edge_run)["parameters"]["disattenuate"] is False
+    folder, model_dir = trained
+    out = folder / "edge_disattenuated.h5ad"
+    args = ["counterfactual", "edge", str(model_dir), str(out), "--focal", HEALTHY_MYELOID]
+    args += ["--donors-neighbours-of", hold_out, "--exclude", "coarse_type == 'Myeloid'"]
+    assert main([*args, "--n-neighbours", "10", "--n-draws", "2", "--seed", "4", "--disattenuate", "-q"]) == 0
+    result = ad.read_h5ad(out)
+    assert _run(result)["parameters"]["disattenuate"] is True
+
+    def layer(adata, key):
+        return adata.layers[key].toarray()
+
+    np.testing.assert_array_equal(layer(result, "cellina_factual"), layer(edge_run, "cellina_factual"))
+    changed = np.abs(layer(result, "cellina_counterfactual") - layer(edge_run, "cellina_counterfactual"))
+    assert changed.max() > 1e-3
+
+
 def test_edge_records_what_its_spread_describes(edge_run, trained, capsys):
     assert _run(edge_run)["parameters"]["uncertainty"] == "donors"
     folder, model_dir = trained

@@ -54,6 +54,14 @@ def _add_edge_options(edge: argparse.ArgumentParser) -> None:
         help="what the std layer describes: the spread across donor draws, or across draws that also sample "
         "the model's latents from their posterior (the prediction is the same)",
     )
+    edge.add_argument(
+        "--disattenuate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="divide each draw's change in the niche code s by its split-half reliability for the focal cells' "
+        "type, so the response is not shrunk by the noise of the niches it was learnt from (default: the "
+        "model's disattenuate_niche setting)",
+    )
 
 
 def _add_node_options(node: argparse.ArgumentParser) -> None:
@@ -151,6 +159,7 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         uncertainty=args.uncertainty,
         library_size=library_size,
         return_novelty=True,
+        disattenuate=args.disattenuate,
     )
     parameters = {
         "donors": args.donors,
@@ -160,6 +169,7 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         "n_neighbours": args.n_neighbours,
         "n_draws": args.n_draws,
         "uncertainty": args.uncertainty,
+        "disattenuate": model.disattenuation(args.disattenuate),
         "donor_pool": pool,
     }
     return predicted, std, donors, novelty, parameters

@@ -93,11 +93,12 @@ class CellinaCounterfactualMixin:
             return_donors=return_donors,
             give_mean=give_mean,
             return_novelty=return_novelty,
-            disattenuate=self._disattenuation(disattenuate),
+            disattenuate=self.disattenuation(disattenuate),
         )
 
-    def _disattenuation(self, disattenuate: bool | None) -> bool:
-        """``disattenuate`` as asked, or the model's ``disattenuate_niche`` for None."""
+    def disattenuation(self, disattenuate: bool | None = None) -> bool:
+        """Whether an edge counterfactual called with ``disattenuate`` divides the change in ``s`` by its
+        reliability: the value given, or the model's ``disattenuate_niche`` for None."""
         if disattenuate is None:
             return bool(getattr(self, "disattenuate_niche", False))
         if not isinstance(disattenuate, bool | np.bool_):
