@@ -114,6 +114,18 @@ def test_an_edge_run_is_deterministic_for_its_seed(scripted):
     np.testing.assert_array_equal(scripted["edge"].expression, scripted["again"].expression)
 
 
+def test_an_edge_run_records_and_applies_the_niche_noise_correction(scripted):
+    session, edge = scripted["session"], scripted["edge"]
+    assert edge.params["disattenuate"] is False
+    pool = dict(pool="observed", observed_cell_type="myeloid_1", observed_domain="tumour", n_neighbours=10, seed=4)
+    corrected = session.run_edge(**pool, n_draws=3, disattenuate=True)
+    assert corrected.params["disattenuate"] is True
+    np.testing.assert_array_equal(corrected.factual, edge.factual)
+    assert not np.allclose(corrected.expression, edge.expression)
+    with pytest.raises(SessionError, match="disattenuate='yes'"):
+        session.run_edge(**pool, disattenuate="yes")
+
+
 def test_an_edge_run_with_draws_keeps_their_spread(scripted):
     edge = scripted["edge"]
     assert edge.std.shape == edge.expression.shape and (edge.std >= 0).all()

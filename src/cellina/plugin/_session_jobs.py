@@ -231,10 +231,12 @@ class JobsMixin:
         seed: int = 0,
         name: str | None = None,
         uncertainty: str = "donors",
+        disattenuate: bool | None = None,
     ) -> Job:
         """Rewire the focal cells' neighbourhoods to donors from ``pool`` and decode them; with several
         draws the spread describes the donors drawn, or (``uncertainty="posterior"``) the donors and
-        the model's posterior."""
+        the model's posterior. ``disattenuate``: divide the change in ``s`` by its reliability (None: the
+        model's setting)."""
         model, adata = self.require_model(), self.require_adata()
         focal = self.focal_indices()
         donors = self.donor_pool(pool, observed_cell_type, observed_domain, niche_cluster)
@@ -244,6 +246,10 @@ class JobsMixin:
             raise SessionError("donors per cell and number of draws must be >= 1")
         if uncertainty not in UNCERTAINTIES:
             raise SessionError(f"uncertainty={uncertainty!r}: use one of {list(UNCERTAINTIES)}")
+        try:
+            corrected = model.disattenuation(disattenuate)
+        except ValueError as error:
+            raise SessionError(str(error)) from None
         params = {
             "pool": pool,
             "observed_cell_type": observed_cell_type,
@@ -252,6 +258,7 @@ class JobsMixin:
             "n_neighbours": int(n_neighbours),
             "n_draws": int(n_draws),
             "uncertainty": uncertainty,
+            "disattenuate": corrected,
             "seed": int(seed),
             "n_donor_pool": int(donors.size),
             "preset": model.preset,

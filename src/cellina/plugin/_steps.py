@@ -344,6 +344,7 @@ def edge_steps(job: EdgeJob) -> Steps:
         uncertainty=params.get("uncertainty", "donors"),
         connectivity_key=job.connectivity_key,
         return_novelty=True,
+        disattenuate=params.get("disattenuate", False),
     )
     yield Progress(2, 2, "done")
     return RunResult(

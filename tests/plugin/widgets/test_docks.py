@@ -301,3 +301,8 @@ def test_the_edge_dock_asks_for_the_spread_it_shows(make_napari_viewer):
     assert edge.job_params()["uncertainty"] == "donors"
     edge.spread.setCurrentText("donors and model posterior")
     assert edge.job_params()["uncertainty"] == "posterior"
+    assert edge.job_params()["disattenuate"] is None
+    edge.niche_noise.setCurrentText("divide by its reliability")
+    assert edge.job_params()["disattenuate"] is True
+    edge.niche_noise.setCurrentText("leave as learnt")
+    assert edge.job_params()["disattenuate"] is False

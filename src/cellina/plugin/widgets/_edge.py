@@ -30,6 +30,12 @@ SPREADS = {
     "donors drawn": "donors",
     "donors and model posterior": "posterior",
 }
+#: whether the change in s is divided by the split-half reliability of the niche codes (``disattenuate``)
+NICHE_NOISE = {
+    "as the model was built": None,
+    "divide by its reliability": True,
+    "leave as learnt": False,
+}
 
 
 def _multi_list() -> QListWidget:
@@ -90,6 +96,15 @@ class EdgeWidget(CellinaDock):
         run_form.addRow("donors per cell", self.n_neighbours)
         run_form.addRow("draws", self.n_draws)
         run_form.addRow("spread over", self.spread)
+        self.niche_noise = QComboBox()
+        self.niche_noise.addItems(list(NICHE_NOISE))
+        self.niche_noise.setToolTip(
+            "A niche read from a few neighbours is noisy, and a response learnt from noisy niches comes out "
+            "too small. 'divide by its reliability' scales each change in s up by the share of the focal "
+            "type's niche spread that is not noise (split-half estimate); it overshoots where cells answer "
+            "exactly the neighbours the graph lists (docs/benchmarks.md)."
+        )
+        run_form.addRow("niche noise", self.niche_noise)
         run_form.addRow("seed", self.seed)
         self.layout().addLayout(run_form)
         self.run_button = QPushButton("Run edge perturbation")
@@ -165,6 +180,7 @@ class EdgeWidget(CellinaDock):
             "n_draws": int(self.n_draws.value()),
             "seed": int(self.seed.value()),
             "uncertainty": SPREADS[self.spread.currentText()],
+            "disattenuate": NICHE_NOISE[self.niche_noise.currentText()],
         }
 
     def run(self):
