@@ -18,12 +18,11 @@ the world's exact truth, on the held-out type's responsive genes (slope 1 = the 
   (errors in variables), while the pooled donors of a counterfactual are a clean niche;
 * ``ridge_margin`` / ``ridge_tumour``: a ridge regression from those components, fitted on the held-out
   type's training cells, asked the same two questions (the features' own ceiling, model-free);
-* ``split_half_reliability`` and ``tumour_disattenuated``: how much of the held-out type's spread in ``s``
-  along the protocol's change survives when each cell's neighbours are split at random into two halves
-  (each half's niche features encoded apart; the variance of their difference, scaled by the kernel
-  weights, estimates the noise of the full niche), and the protocol's question again with that change in
-  ``s`` divided by the reliability (floored at 0.2). Under errors in variables, regressing on a niche with
-  reliability r learns r times the response; the correction treats every difference between a cell's
+* ``split_half_reliability`` and ``tumour_disattenuated``: the share of the held-out type's spread in ``s``
+  along the protocol's change that is not noise of the niche, by split neighbours
+  (:func:`cellina.counterfactual.niche_reliability`), and the protocol's question again with that change in
+  ``s`` divided by it (``disattenuate=True``). Under errors in variables, regressing on a niche with
+  reliability r learns r times the response; the estimate treats every difference between a cell's
   neighbours as noise, which is only true where the world senses a smoother niche than the graph's.
 
 Usage::
@@ -123,66 +122,35 @@ def feature_parts(tissue, truth, holdout: str, control, pools) -> dict:
     return out
 
 
-def _split_half_graphs(graph, rng: np.random.Generator):
-    """Each edge of ``graph`` to one of two halves at random; with each cell's noise factor: the squared
-    weights of its full niche over those of its two halves (a weighted mean of independent neighbours has
-    noise variance proportional to ``sum w^2 / (sum w)^2``)."""
-    import scipy.sparse as sp
-
-    full = sp.csr_matrix(graph, dtype=np.float64)
-    side = rng.random(full.nnz) < 0.5
-    halves = []
-    for keep in (side, ~side):
-        half = full.copy()
-        half.data = half.data * keep
-        half.eliminate_zeros()
-        halves.append(half)
-
-    def spread(m):
-        total = np.asarray(m.sum(axis=1)).ravel()
-        squares = np.asarray(m.multiply(m).sum(axis=1)).ravel()
-        return np.divide(squares, total**2, out=np.full_like(total, np.nan), where=total > 0)
-
-    factor = spread(full) / (spread(halves[0]) + spread(halves[1]))
-    return halves, factor
-
-
-def disattenuation(model, work, truth, holdout: str, control, cells, pool) -> dict:
-    """The split-half reliability of ``s`` along the protocol's change, and the change divided by it."""
-    from cellina.counterfactual import pooled_niche_features, sample_donors, spatial_features_record
-    from cellina.evaluation._truth import population_lfc
-    from cellina.spatial._features import aggregate_neighbours
-
-    record = spatial_features_record(work, model.spatial_obsm_key)
-    counts = work.layers["counts"]
-    # every cell's representation as a neighbour: a niche of that one cell
-    rep = pooled_niche_features(counts, np.arange(work.n_obs)[:, None], record)
-    halves, factor = _split_half_graphs(work.obsp[record["connectivity_key"]], np.random.default_rng(0))
-    cells = cells[np.isfinite(factor[cells])]
-
-    def encode(idx, features):
-        return np.asarray(model.predict_from_niche(adata=work, indices=idx, spatial_x=features, output="s"))
-
-    s = encode(cells, None)
-    noise = encode(cells, aggregate_neighbours(halves[0], rep)[cells]) - encode(
-        cells, aggregate_neighbours(halves[1], rep)[cells]
+def disattenuation(model, work, truth, holdout: str, control, pool) -> dict:
+    """The split-half reliability of the held-out type's ``s`` along the protocol's change, and the
+    protocol's question again with that change divided by it (``cellina.counterfactual.niche_reliability``)."""
+    from cellina.counterfactual import (
+        disattenuated_niche_latent,
+        niche_reliability,
+        pooled_niche_features,
+        sample_donors,
+        spatial_features_record,
     )
-    noise *= np.sqrt(factor[cells])[:, None]
+    from cellina.evaluation._truth import population_lfc
+
     donors = sample_donors(control, pool, 50, np.random.default_rng(0))
-    moved = pooled_niche_features(counts, donors, record)
-    factual_x = np.asarray(work.obsm[model.spatial_obsm_key])[control]
-    direction = (encode(control, moved) - encode(control, factual_x)).mean(axis=0)
-    total = float(direction @ np.cov(s.T) @ direction)
-    reliability = 1.0 - float(direction @ np.cov(noise.T) @ direction) / total
-    corrected = factual_x + (moved - factual_x) / max(reliability, 0.2)
-
-    def decode(features):
-        return np.asarray(model.predict_from_niche(adata=work, indices=control, spatial_x=features, library_size=1e4))
-
+    moved = pooled_niche_features(work.layers["counts"], donors, spatial_features_record(work, model.spatial_obsm_key))
+    factual = model.get_latent_representation(adata=work, indices=control, latent_key="s")
+    rewired = np.asarray(model.predict_from_niche(adata=work, indices=control, spatial_x=moved, output="s"))
+    reliability = niche_reliability(model, work, [holdout])
+    types = np.full(control.size, holdout, dtype=object)
+    corrected = disattenuated_niche_latent(factual, rewired, types, reliability)
+    decoded = model.predict_with_niche_latent(work, control, corrected, library_size=1e4)
     true = population_lfc(truth.edge(control, donors), truth.mean(control))
     return {
-        "split_half_reliability": round(reliability, 3),
-        "tumour_disattenuated": _scores(population_lfc(decode(corrected), decode(factual_x)), true, truth, holdout),
+        "split_half_reliability": round(reliability.along(holdout, (rewired - factual).mean(axis=0)), 3),
+        "tumour_disattenuated": _scores(
+            population_lfc(decoded, model.get_expression(adata=work, indices=control, library_size=1e4)),
+            true,
+            truth,
+            holdout,
+        ),
     }
 
 
@@ -213,8 +181,7 @@ def main(argv: list[str]) -> int:
     control = res.indices["control"]
     row = {"world": world, "type": holdout, "options": argv[2:]}
     row.update(model_parts(model, work, truth, holdout, control, cells["margin"], cells["healthy"], pools))
-    trained = np.concatenate([cells["healthy"], cells["margin"]])
-    row.update(disattenuation(model, work, truth, holdout, control, trained, pools["tumour"]))
+    row.update(disattenuation(model, work, truth, holdout, control, pools["tumour"]))
     config = LeaveOneOutConfig(
         batch_key="slide", library_key="slide", bandwidth=opts["bandwidth"], max_neighbours=opts["max_neighbours"]
     )
