@@ -17,7 +17,7 @@ from cellina.counterfactual import (
     spatial_features_record,
     split_neighbours,
 )
-from cellina.counterfactual._reliability import MIN_RELIABILITY
+from cellina.counterfactual._reliability import MIN_CELLS_PER_TYPE, MIN_RELIABILITY
 from cellina.model import Cellina, CellinaGCN
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -144,11 +144,13 @@ def test_disattenuated_counterfactual_is_the_hand_computed_one(cellina):
     adata = cellina.adata
     focal, pool = _cells(cellina)
     plain = cellina.get_counterfactual_expression(focal, pool, **EDGE)
-    assert cellina.disattenuate_niche is False
+    assert cellina.disattenuate_niche is False and cellina.niche_reliability_ is None
     np.testing.assert_array_equal(cellina.get_counterfactual_expression(focal, pool, disattenuate=False, **EDGE), plain)
     corrected, donors = cellina.get_counterfactual_expression(
         focal, pool, disattenuate=True, return_donors=True, **EDGE
     )
+    # measured on the first request and kept
+    assert cellina.niche_reliability_ is not None
     # by hand: the same draws' codes, each draw's change divided by the reliability of its direction
     types = _types(cellina, focal)
     reliability = niche_reliability(cellina, adata, sorted(set(types)))
@@ -179,9 +181,17 @@ def test_the_option_is_the_models_default_and_survives_saving(two_slide_tissue, 
     on = model.get_counterfactual_expression(focal, pool, **EDGE)
     np.testing.assert_array_equal(on, model.get_counterfactual_expression(focal, pool, disattenuate=True, **EDGE))
     assert not np.allclose(on, model.get_counterfactual_expression(focal, pool, disattenuate=False, **EDGE))
+    # measured when training ended, for every registered type, and saved with the model
+    stored = model.niche_reliability_
+    sizes = adata.obs["coarse_type"].astype(str).value_counts()
+    assert "" in stored["types"] and set(stored["types"]) <= set(sizes.index) | {""}
+    # types too small to estimate apart are read with the statistics of all cells
+    assert set(sizes.index[sizes >= 2 * MIN_CELLS_PER_TYPE]) <= set(stored["types"])
+    assert not set(sizes.index[sizes < MIN_CELLS_PER_TYPE]) & set(stored["types"])
     model.save(tmp_path / "m", save_anndata=False)
     loaded = Cellina.load(tmp_path / "m", adata=adata)
     assert loaded.disattenuate_niche is True
+    np.testing.assert_array_equal(loaded.niche_reliability_["noise"], stored["noise"])
     np.testing.assert_allclose(loaded.get_counterfactual_expression(focal, pool, **EDGE), on, rtol=1e-5)
     with pytest.raises(ValueError, match="disattenuate_niche='yes'"):
         Cellina(adata, **SMALL, disattenuate_niche="yes")

@@ -19,6 +19,7 @@ the corrected change overshoots (docs/benchmarks.md, "Why niche responses shrink
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,8 +78,16 @@ def _niche_graph(model: Any, adata: Any) -> Any:
     return adata.obsp[record["connectivity_key"]]
 
 
-def _niche_codes(model: Any, adata: Any, cells: np.ndarray, graph: sp.csr_matrix, batch_size: int | None) -> np.ndarray:
-    """Posterior means of ``s`` for ``cells`` with the niche ``graph`` gives them."""
+def _subset_rng(key: str | None) -> np.random.Generator:
+    return np.random.default_rng([SPLIT_SEED, zlib.crc32(b"" if key is None else str(key).encode())])
+
+
+def _niche_codes(
+    model: Any, adata: Any, cells: np.ndarray, graph: sp.csr_matrix | None, batch_size: int | None
+) -> np.ndarray:
+    """Posterior means of ``s`` for ``cells`` with the niche ``graph`` gives them (None: their own)."""
+    if graph is None:
+        return np.asarray(model.predict_from_niche(adata, cells, None, output="s", batch_size=batch_size))
     if getattr(model, "niche_input", "features") == "graph":
         return np.asarray(model.predict_from_graph(adata, cells, graph, output="s", batch_size=batch_size))
     record = spatial_features_record(adata, model.spatial_obsm_key)
@@ -101,6 +110,23 @@ class NicheReliability:
 
     covariances: dict[str | None, tuple[np.ndarray, np.ndarray]]
     n_cells: dict[str | None, int]
+
+    def to_record(self) -> dict[str, Any]:
+        """Plain arrays and names, for saving with a model (``None``, all cells, as ``""``)."""
+        keys = list(self.covariances)
+        return {
+            "types": ["" if key is None else str(key) for key in keys],
+            "total": np.stack([self.covariances[key][0] for key in keys]),
+            "noise": np.stack([self.covariances[key][1] for key in keys]),
+            "n_cells": np.array([self.n_cells.get(key, 0) for key in keys], dtype=np.int64),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> NicheReliability:
+        """The statistics :meth:`to_record` wrote."""
+        keys = [None if name == "" else str(name) for name in record["types"]]
+        pairs = {key: (np.asarray(record["total"][i]), np.asarray(record["noise"][i])) for i, key in enumerate(keys)}
+        return cls(pairs, {key: int(record["n_cells"][i]) for i, key in enumerate(keys)})
 
     def along(self, cell_type: str | None, direction: np.ndarray) -> float:
         """The reliability of ``s`` along ``direction`` for ``cell_type`` (the statistics of all
@@ -125,8 +151,9 @@ def niche_reliability(
     adata
         Its registered AnnData (never modified).
     cell_types
-        Types to estimate apart (registered labels); the statistics over all training cells are
-        always made. ``None``: all cells only.
+        Types to estimate apart (registered labels; each on at most :data:`MAX_CELLS_PER_TYPE` of
+        its training cells); the statistics over all training cells are always made. ``None``: all
+        cells only.
     batch_size
         Minibatch size of the encoder.
 
@@ -134,8 +161,7 @@ def niche_reliability(
     -------
     NicheReliability
     """
-    rng = np.random.default_rng(SPLIT_SEED)
-    half_a, half_b, factor = split_neighbours(_niche_graph(model, adata), rng)
+    half_a, half_b, factor = split_neighbours(_niche_graph(model, adata), np.random.default_rng(SPLIT_SEED))
     cells = training_reference(model, adata)
     cells = cells[np.isfinite(factor[cells])]
     if cells.size < 2:
@@ -146,14 +172,15 @@ def niche_reliability(
         members = cells[labels[cells] == cell_type] if labels is not None else np.empty(0, dtype=np.int64)
         if members.size >= MIN_CELLS_PER_TYPE:
             groups[cell_type] = members
+    # each type's subset from its own stream, so it does not depend on which other types are estimated
     groups = {
-        key: np.sort(rng.choice(members, MAX_CELLS_PER_TYPE, replace=False))
+        key: np.sort(_subset_rng(key).choice(members, MAX_CELLS_PER_TYPE, replace=False))
         if members.size > MAX_CELLS_PER_TYPE
         else members
         for key, members in groups.items()
     }
     union = np.unique(np.concatenate(list(groups.values())))
-    whole = _niche_codes(model, adata, union, sp.csr_matrix(_niche_graph(model, adata)), batch_size)
+    whole = _niche_codes(model, adata, union, None, batch_size)
     noise = _niche_codes(model, adata, union, half_a, batch_size) - _niche_codes(
         model, adata, union, half_b, batch_size
     )

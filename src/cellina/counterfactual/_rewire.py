@@ -11,7 +11,7 @@ from cellina.spatial import check_positions
 
 from ._edge import rewired_neighbourhoods, rewired_niche_features, spatial_features_record
 from ._novelty import niche_novelty
-from ._reliability import disattenuated_niche_latent, focal_cell_types, niche_reliability
+from ._reliability import disattenuated_niche_latent, focal_cell_types
 
 Output = Literal["expression", "z", "s", "shifted"]
 Uncertainty = Literal["donors", "posterior"]
@@ -128,8 +128,8 @@ class _Disattenuation:
         self.model, self.adata, self.focal, self.batch_size = model, adata, focal, batch_size
         self.factual = factual_codes
         self.types = focal_cell_types(model, adata, focal)
-        present = None if self.types is None else sorted(set(self.types.tolist()))
-        self.reliability = niche_reliability(model, adata, present, batch_size)
+        # measured on the training data when the model finished training, else now (and kept)
+        self.reliability = model.stored_niche_reliability(batch_size)
 
     def expression(self, codes: np.ndarray, library_size: Any) -> np.ndarray:
         moved = disattenuated_niche_latent(self.factual, codes, self.types, self.reliability)

@@ -96,6 +96,35 @@ class CellinaCounterfactualMixin:
             disattenuate=self.disattenuation(disattenuate),
         )
 
+    def measure_niche_reliability(self, batch_size: int | None = None):
+        """Estimate how much of each cell type's spread in ``s`` is noise of its niche, on the training data.
+
+        Runs when training ends for a model built with ``disattenuate_niche=True``, else on the first
+        counterfactual that asks for ``disattenuate``; kept with the model (``niche_reliability_``,
+        saved with it). See :func:`cellina.counterfactual.niche_reliability`.
+
+        Returns
+        -------
+        cellina.counterfactual.NicheReliability
+        """
+        from cellina.counterfactual import niche_reliability
+
+        self._check_if_trained(warn=False)
+        key = self.adata_manager.registry["setup_args"].get("labels_key")
+        types = sorted(set(self.adata.obs[key].astype(str))) if key is not None else None
+        reliability = niche_reliability(self, self.adata, types, batch_size)
+        self.niche_reliability_ = reliability.to_record()
+        return reliability
+
+    def stored_niche_reliability(self, batch_size: int | None = None):
+        """The statistics :meth:`measure_niche_reliability` kept, measured now if there are none."""
+        from cellina.counterfactual import NicheReliability
+
+        record = getattr(self, "niche_reliability_", None)
+        if record is None:
+            return self.measure_niche_reliability(batch_size)
+        return NicheReliability.from_record(record)
+
     def disattenuation(self, disattenuate: bool | None = None) -> bool:
         """Whether an edge counterfactual called with ``disattenuate`` divides the change in ``s`` by its
         reliability: the value given, or the model's ``disattenuate_niche`` for None."""

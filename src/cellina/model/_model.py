@@ -428,6 +428,9 @@ class Cellina(
             **kwargs,
         )
         self.heldout_indices_ = heldout
+        self.niche_reliability_ = None
+        if self.disattenuate_niche:
+            self.measure_niche_reliability()
         return result
 
     # ------------------------------------------------------------------ save / load
