@@ -154,6 +154,18 @@ def test_the_cli_and_the_plugin_give_the_same_posterior_spread(protocol, session
         session.edge_job(pool="lasso", n_draws=2, uncertainty="both")
 
 
+def test_the_cli_and_the_plugin_divide_the_niche_change_alike(protocol, session):
+    from cellina.plugin._results import trust_summary
+
+    _, folder = protocol
+    options = ("--donors", "in_pool", "--n-neighbours", str(N_NEIGHBOURS))
+    cli = _cli(folder, "edge", *options, "--disattenuate")
+    run = session.run_edge(pool="lasso", n_neighbours=N_NEIGHBOURS, seed=0, disattenuate=True)
+    np.testing.assert_allclose(cli, run.expression, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(run.expression, session.run_edge(pool="lasso", n_neighbours=N_NEIGHBOURS, seed=0).expression)
+    assert "divided by its split-half reliability" in trust_summary(run)[0]
+
+
 def test_the_plugin_gives_the_same_node_counterfactuals(protocol, session):
     res, folder = protocol
     session.set_gene_shifts(_shifts(folder))

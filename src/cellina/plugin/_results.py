@@ -40,8 +40,9 @@ def top_changed_genes(var_names: pd.Index, run: RunResult, n: int = 20) -> pd.Da
 def trust_summary(run: RunResult) -> tuple[str, str]:
     """What the Results dock says about how much to trust ``run``: (draws line, warning or "").
 
-    The warning names how many focal cells got a counterfactual niche outside what the model
-    saw in training, and what that means.
+    The draws line also says when the change in ``s`` was divided by its reliability. The warning
+    names how many focal cells got a counterfactual niche outside what the model saw in training,
+    and what that means.
     """
     n_draws = int(run.params.get("n_draws", 1)) if run.kind == "edge" else 1
     if run.std is not None and n_draws > 1 and run.params.get("uncertainty") == "posterior":
@@ -54,6 +55,8 @@ def trust_summary(run: RunResult) -> tuple[str, str]:
         draws = "1 donor draw: no spread; run with several draws to see how much the donors matter."
     else:
         draws = "node run: one deterministic perturbation, no spread across draws."
+    if run.kind == "edge" and run.params.get("disattenuate"):
+        draws += " The change in s was divided by its split-half reliability (niche noise)."
     warning = run.novelty.message() if run.novelty is not None and run.novelty.n_outside else ""
     return draws, warning
 
