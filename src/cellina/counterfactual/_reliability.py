@@ -9,7 +9,8 @@ predicted change is too small by that factor. The noise is estimated by splittin
 neighbours at random into two halves and encoding each half's niche apart; the variance of the two
 codes' difference, scaled by how the kernel weights divide between the halves, estimates the noise of
 the whole niche. Reliability is taken within a cell type (the model answers a niche differently per
-type) and along the direction in which the counterfactual moves ``s``.
+type) and along the direction in which the counterfactual moves ``s``. For the graph variant the
+kernel weights stand in for its learnt attention, and the halves split every hop's edges.
 
 Every difference between a cell's neighbours counts as noise here. That holds where a tissue's cells
 answer a smoother niche than the graph's (a gradient, a structure's proximity, a type's share over a
