@@ -90,7 +90,7 @@ class Cellina(
     disattenuate_niche
         Edge counterfactuals' default for ``disattenuate``: divide the change in ``s`` by the
         reliability of the focal cells' niche codes (:func:`cellina.counterfactual.niche_reliability`).
-        It changes no training.
+        Nothing the model learns changes; the statistics are measured when training ends.
     preset
         Name of the preset these options came from (set by :meth:`from_preset`; its plan
         options then become :meth:`train`'s defaults). Recorded with the model.
