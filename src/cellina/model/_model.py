@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
@@ -26,6 +24,7 @@ from ._validation import (
     check_counts,
     check_niche_features,
     check_obs_column,
+    check_saved_genes,
     library_size_prior,
     resolve_devices,
 )
@@ -448,31 +447,8 @@ class Cellina(
             Passed to :meth:`scvi.model.base.BaseModelClass.load`.
         """
         if adata is not None:
-            _check_saved_genes(dir_path, adata, kwargs.get("prefix") or "")
+            check_saved_genes(dir_path, adata, kwargs.get("prefix") or "")
         return super().load(dir_path, adata=adata, **kwargs)
-
-
-def _check_saved_genes(dir_path: str, adata: AnnData, prefix: str) -> None:
-    path = os.path.join(dir_path, f"{prefix}model.pt")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No saved Cellina model at {path}.")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    saved_genes = [str(g) for g in np.asarray(saved["var_names"])]
-    genes = [str(g) for g in adata.var_names]
-    if saved_genes == genes:
-        return
-    missing = [g for g in saved_genes if g not in set(genes)]
-    extra = [g for g in genes if g not in set(saved_genes)]
-    detail = (
-        f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-        f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}"
-        if missing or extra
-        else "same genes in a different order"
-    )
-    raise ValueError(
-        f"adata.var_names do not match the {len(saved_genes)} genes the model in {dir_path!r} was "
-        f"trained on ({detail}); subset and order adata like the training data."
-    )
 
 
 def check_setup(adata: AnnData, batch_key, labels_key, domains_key, layer) -> None:

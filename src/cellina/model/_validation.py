@@ -5,6 +5,7 @@ Every check runs before anything is written to the caller's AnnData.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -156,3 +157,27 @@ def library_size_prior(counts: Any, batch_codes: np.ndarray, n_batch: int) -> tu
             means[0, b] = logs.mean()
             variances[0, b] = logs.var()
     return means, variances
+
+
+def check_saved_genes(dir_path: str, adata: AnnData, prefix: str) -> None:
+    """Refuse an AnnData whose genes (names and order) differ from those a saved model was trained on."""
+    path = os.path.join(dir_path, f"{prefix}model.pt")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No saved Cellina model at {path}.")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved_genes = [str(g) for g in np.asarray(saved["var_names"])]
+    genes = [str(g) for g in adata.var_names]
+    if saved_genes == genes:
+        return
+    missing = [g for g in saved_genes if g not in set(genes)]
+    extra = [g for g in genes if g not in set(saved_genes)]
+    detail = (
+        f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+        f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}"
+        if missing or extra
+        else "same genes in a different order"
+    )
+    raise ValueError(
+        f"adata.var_names do not match the {len(saved_genes)} genes the model in {dir_path!r} was "
+        f"trained on ({detail}); subset and order adata like the training data."
+    )
