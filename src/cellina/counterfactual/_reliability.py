@@ -153,8 +153,8 @@ def niche_reliability(
         Its registered AnnData (never modified).
     cell_types
         Types to estimate apart (registered labels; each on at most :data:`MAX_CELLS_PER_TYPE` of
-        its training cells); the statistics over all training cells are always made. ``None``: all
-        cells only.
+        its training cells); the statistics over all training cells are always made. ``None``: every
+        registered type among the training cells; ``()``: all cells only.
     batch_size
         Minibatch size of the encoder.
 
@@ -169,7 +169,9 @@ def niche_reliability(
         raise ValueError("fewer than two training cells have neighbours in both halves of their niche.")
     labels = _cell_types(model, adata)
     groups: dict[str | None, np.ndarray] = {ALL_CELLS: cells}
-    for cell_type in cell_types or ():
+    if cell_types is None:
+        cell_types = () if labels is None else np.unique(labels[cells]).tolist()
+    for cell_type in cell_types:
         members = cells[labels[cells] == cell_type] if labels is not None else np.empty(0, dtype=np.int64)
         if members.size >= MIN_CELLS_PER_TYPE:
             groups[cell_type] = members

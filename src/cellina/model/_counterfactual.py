@@ -110,9 +110,7 @@ class CellinaCounterfactualMixin:
         from cellina.counterfactual import niche_reliability
 
         self._check_if_trained(warn=False)
-        key = self.adata_manager.registry["setup_args"].get("labels_key")
-        types = sorted(set(self.adata.obs[key].astype(str))) if key is not None else None
-        reliability = niche_reliability(self, self.adata, types, batch_size)
+        reliability = niche_reliability(self, self.adata, batch_size=batch_size)
         self.niche_reliability_ = reliability.to_record()
         return reliability
 
