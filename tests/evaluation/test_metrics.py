@@ -10,6 +10,7 @@ from cellina.evaluation import (
     energy_distance,
     lfc_scores,
     pearson_top_k,
+    rescaled_skill,
     signed_precision_at_k,
     skill,
     spearman_top_k,
@@ -85,6 +86,7 @@ def half_change():
         ("truth_pearson", 1.0),
         ("truth_skill", 0.75),
         ("truth_slope", 0.5),
+        ("truth_cosine", 1.0),
         ("null_change", 0.1),
         ("null_change_true", 0.0),
     ],
@@ -92,6 +94,25 @@ def half_change():
 def test_truth_scores_of_half_the_change(half_change, score, value):
     pred, true_change, resp = half_change
     assert truth_scores(pred, true_change, resp, ~resp)[score] == pytest.approx(value)
+
+
+def test_skill_is_fixed_by_the_direction_and_the_size():
+    rng = np.random.default_rng(3)
+    true_change = rng.normal(size=40)
+    pred = 0.6 * true_change + rng.normal(scale=0.5, size=40)
+    scores = truth_scores(pred, true_change, np.arange(40))
+    cosine = scores["truth_cosine"]
+    assert 0.5 < cosine < 0.95
+    assert rescaled_skill(cosine, scores["truth_slope"]) == pytest.approx(scores["truth_skill"])
+    # every rescaling of the prediction lies on the parabola, whose top is (cos^2, cos^2)
+    for factor in (0.3, 1.0, 2.5):
+        rescaled = truth_scores(factor * pred, true_change, np.arange(40))
+        assert rescaled["truth_cosine"] == pytest.approx(cosine)
+        assert rescaled_skill(cosine, rescaled["truth_slope"]) == pytest.approx(rescaled["truth_skill"])
+        assert rescaled["truth_skill"] <= cosine**2 + 1e-12
+    best = truth_scores(pred * cosine**2 / scores["truth_slope"], true_change, np.arange(40))
+    assert best["truth_skill"] == pytest.approx(cosine**2)
+    assert np.isnan(rescaled_skill(-0.2, 1.0))
 
 
 @pytest.mark.parametrize("responsive", [np.zeros(100, dtype=bool), [0, 200]])

@@ -33,6 +33,7 @@ _NAMES: dict[str, str] = {
     "energy_distance": "_metrics",
     "lfc_scores": "_metrics",
     "pearson_top_k": "_metrics",
+    "rescaled_skill": "_metrics",
     "signed_precision_at_k": "_metrics",
     "skill": "_metrics",
     "spearman_top_k": "_metrics",

@@ -206,7 +206,8 @@ def truth_scores(
     dict
         ``truth_pearson`` and ``truth_skill`` on the responsive genes, ``truth_slope`` the
         least-squares slope through the origin of predicted on true change there (1: the right
-        size, 0.1: a tenth of it); ``null_change`` the
+        size, 0.1: a tenth of it), ``truth_cosine`` the cosine between the two there (the direction
+        alone, whatever the size: see :func:`rescaled_skill`); ``null_change`` the
         root-mean-square predicted change on null genes and ``null_change_true`` the same for
         the truth (non-zero only through library normalisation); ``responsive_change_true``
         the root-mean-square true change on responsive genes, for scale; ``truth_auroc`` how well
@@ -224,6 +225,7 @@ def truth_scores(
         "truth_pearson": _correlation("pearson", t[resp], p[resp]),
         "truth_skill": skill(p[resp], t[resp]),
         "truth_slope": _slope(p[resp], t[resp]),
+        "truth_cosine": _cosine(p[resp], t[resp]),
         "responsive_change_true": float(np.sqrt(np.mean(t[resp] ** 2))),
     }
     if change_std is not None:
@@ -273,6 +275,41 @@ def separation_auroc(positive: Any, negative: Any) -> float:
         return float("nan")
     ranks = rankdata(np.concatenate([pos, neg]))
     return float((ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+
+
+def rescaled_skill(cosine: Any, slope: Any) -> np.ndarray:
+    """Skill of a predicted change rescaled to ``slope``, from its cosine with the true change.
+
+    With ``b`` the slope through the origin of predicted on true change and ``c`` their cosine,
+    skill is exactly ``2 b - b^2 / c^2``: the direction fixes a parabola in the size. It peaks at
+    ``b = c^2`` with skill ``c^2``, so no rescaling of a prediction scores above its squared
+    cosine, and the best-scoring size is below the true one (slope ``c^2 < 1``) whenever the
+    direction is not exact. At the right size (``b = 1``) skill is ``2 - 1 / c^2``. A skill of at
+    least ``s`` at a slope of at least ``b`` therefore needs ``c^2 >= b^2 / (2 b - s)``.
+
+    Parameters
+    ----------
+    cosine
+        Cosine between predicted and true change (``truth_cosine`` of :func:`truth_scores`).
+    slope
+        Slope to rescale to.
+
+    Returns
+    -------
+    numpy.ndarray
+        The skill, broadcast over the inputs; NaN where the cosine is not positive (no positive
+        rescaling helps such a prediction).
+    """
+    c = np.asarray(cosine, dtype=np.float64)
+    b = np.asarray(slope, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(c > 0, 2.0 * b - b**2 / c**2, np.nan)
+
+
+def _cosine(pred: np.ndarray, true: np.ndarray) -> float:
+    ok = np.isfinite(pred) & np.isfinite(true)
+    denom = float(np.sqrt(np.sum(pred[ok] ** 2) * np.sum(true[ok] ** 2)))
+    return float(np.sum(pred[ok] * true[ok]) / denom) if denom > 0 else float("nan")
 
 
 def _slope(pred: np.ndarray, true: np.ndarray) -> float:
