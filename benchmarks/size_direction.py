@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cellina.evaluation import rescaled_skill
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SECTION = "## Evaluation worlds (evaluation split, every held-out type)"
 SKILL_TARGET, SLOPE_RANGE = 0.6, (0.7, 1.3)
@@ -64,10 +66,9 @@ def with_direction(scores: pd.DataFrame) -> pd.DataFrame:
     denom = 2 * b - s
     # 2 b - s = b^2 / c^2 > 0 for any prediction with a positive slope; otherwise no rescaling helps
     out["cos2"] = np.where((b > 0) & (denom > 0), b**2 / denom.where(denom > 0), np.nan)
-    lo, hi = SLOPE_RANGE
-    in_range = out["cos2"].clip(lo, hi)
-    out["best_skill"] = out["cos2"]
-    out["best_skill_in_range"] = 2 * in_range - in_range**2 / out["cos2"]
+    cosine = np.sqrt(out["cos2"])
+    out["best_skill"] = out["cos2"]  # the parabola's top, at slope cos^2
+    out["best_skill_in_range"] = rescaled_skill(cosine, out["cos2"].clip(*SLOPE_RANGE))
     return out
 
 
