@@ -229,7 +229,7 @@ def test_specification_round_trips_through_a_plain_dictionary():
 
 
 def test_registry_splits_development_from_evaluation_worlds():
-    assert len(DEVELOPMENT_WORLDS) == 6 and len(EVALUATION_WORLDS) == 6
+    assert len(DEVELOPMENT_WORLDS) == 7 and len(EVALUATION_WORLDS) == 6
     assert not set(DEVELOPMENT_WORLDS) & set(EVALUATION_WORLDS)
     assert list_worlds() == [*DEVELOPMENT_WORLDS, *EVALUATION_WORLDS]
     assert list_worlds("evaluation") == list(EVALUATION_WORLDS)

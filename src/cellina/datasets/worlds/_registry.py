@@ -163,6 +163,46 @@ _DEVELOPMENT: tuple[WorldSpec, ...] = (
         layout=Layout(nests=2.0, vessels=8.0),
         confounds=Confounds(subtype_shift=0.7, state_shift=0.15, size_ratio=1.3),
     ),
+    # Added 2026-12-07: no development world had the conditions under which the held-out type's
+    # response points the wrong way on the evaluation worlds (few counts per cell, small effects on few
+    # genes, clustered types), so tuning against that failure had one world (dev_hypoxia_short_ligand).
+    WorldSpec(
+        name="dev_sparse_aggregates",
+        description="small effects on few genes at depth 120: a short exponential ligand of repair "
+        "macrophages (10 um), saturating, and the lymphocyte fraction (Gaussian 30 um), linear; aggregates "
+        "and nests; subtype and state confounds",
+        channels=(
+            Channel(
+                "chemokine",
+                "ligand",
+                "exponential",
+                10.0,
+                "saturating",
+                senders=("macro_repair",),
+                responders=_ALL,
+                n_genes=7,
+                effect=(0.4, 0.8),
+            ),
+            Channel(
+                "lymphoid",
+                "fraction",
+                "gaussian",
+                30.0,
+                "linear",
+                senders=("T_cell", "B_cell"),
+                responders=_STROMA,
+                n_genes=6,
+                effect=(0.3, 0.7),
+            ),
+        ),
+        seed=107,
+        n_cells=10000,
+        n_genes=500,
+        n_slides=2,
+        depth=120.0,
+        layout=Layout(nests=1.5, aggregates=2.0),
+        confounds=Confounds(subtype_shift=0.9, state_shift=0.2),
+    ),
 )
 
 # Fixed before the model changes they judge: generators and seeds must not be tuned.
