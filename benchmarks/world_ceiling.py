@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,25 +89,62 @@ def _ridge_change(features, features_cf, expression, fit_cells, feature_cells, c
     return _change(moved, factual)
 
 
-def pair_ceilings(world: str, adata, holdout: str) -> dict:
-    """Coverage and the two ridges for one world and held-out type (the protocol's split, graph and donors)."""
-    from cellina.counterfactual import pooled_niche_features, sample_donors, spatial_features_record
+@dataclass
+class Pair:
+    """One world and held-out type as the protocol splits it, with 50 pooled tumour donors per control cell."""
+
+    tissue: Any
+    truth: Any
+    donors: np.ndarray
+    record: Any
+    fit_cells: np.ndarray  # the held-out type's training cells
+    true_change: np.ndarray  # the exact population log2 change of the control cells
+
+
+def pair_setup(adata, holdout: str) -> Pair:
+    """The protocol's split and graph for ``holdout``, donors (seed 0) and the exact change they cause."""
+    from cellina.counterfactual import sample_donors, spatial_features_record
     from cellina.datasets import truth_for
-    from cellina.evaluation import LeaveOneOutConfig, truth_scores
+    from cellina.evaluation import LeaveOneOutConfig
     from cellina.evaluation._holdout import prepare_holdout  # the protocol's own split and graph
-    from cellina.spatial._features import aggregate_neighbours, expression_representation
 
     cfg = LeaveOneOutConfig(batch_key="slide", library_key="slide", bandwidth=20.0, max_neighbours=50)
     tissue = prepare_holdout(adata, holdout, cfg)
     truth = truth_for(adata)
     donors = sample_donors(tissue.control, tissue.pool, N_DONORS, np.random.default_rng(0))
-    record = spatial_features_record(tissue.work, "spatial_x")
-    graph = tissue.work.obsp[record["connectivity_key"]]
-    fit_cells = np.setdiff1d(np.flatnonzero(tissue.labels == holdout), tissue.target)
     before, after = truth.mean(tissue.control), truth.edge(tissue.control, donors)
     true_change = np.log2(after.mean(0) / after.sum(1).mean() + 1e-12) - np.log2(
         before.mean(0) / before.sum(1).mean() + 1e-12
     )
+    fit_cells = np.setdiff1d(np.flatnonzero(tissue.labels == holdout), tissue.target)
+    record = spatial_features_record(tissue.work, "spatial_x")
+    return Pair(tissue, truth, donors, record, fit_cells, true_change)
+
+
+def observed_ridge_change(pair: Pair, fit_cells: np.ndarray | None = None) -> np.ndarray:
+    """The ridge's change on observed counts, fitted on ``fit_cells`` (default: all the type's training cells)."""
+    from cellina.counterfactual import pooled_niche_features
+
+    counts = pair.tissue.work.layers["counts"]
+    return _ridge_change(
+        np.asarray(pair.tissue.work.obsm["spatial_x"]),
+        pooled_niche_features(counts, pair.donors, pair.record),
+        _log_normalised(counts),
+        pair.fit_cells if fit_cells is None else fit_cells,
+        pair.tissue.train,
+        pair.tissue.control,
+    )
+
+
+def pair_ceilings(world: str, adata, holdout: str) -> dict:
+    """Coverage and the four ridges for one world and held-out type."""
+    from cellina.counterfactual import pooled_niche_features
+    from cellina.evaluation import truth_scores
+    from cellina.spatial._features import aggregate_neighbours, expression_representation
+
+    pair = pair_setup(adata, holdout)
+    tissue, truth, donors, record, fit_cells = pair.tissue, pair.truth, pair.donors, pair.record, pair.fit_cells
+    graph = tissue.work.obsp[record["connectivity_key"]]
     resp, null = truth.responsive(holdout), truth.null_genes()
     row: dict = {"world": world, "holdout": holdout, "n_fit": int(fit_cells.size)}
 
@@ -121,7 +160,7 @@ def pair_ceilings(world: str, adata, holdout: str) -> dict:
     targets = {"observed": _log_normalised(counts), "exact": _log_normalised(exact_counts)}
     for (f_label, (phi, phi_cf)), (t_label, expression) in product(features.items(), targets.items()):
         change = _ridge_change(phi, phi_cf, expression, fit_cells, tissue.train, tissue.control)
-        scores = truth_scores(change, true_change, resp, null)
+        scores = truth_scores(change, pair.true_change, resp, null)
         for metric in ("truth_pearson", "truth_skill", "truth_slope"):
             row[f"{f_label}_{t_label}_{metric[6:]}"] = float(scores[metric])
     cover = coverage(truth, holdout, fit_cells, tissue.control, donors)

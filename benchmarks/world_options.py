@@ -11,14 +11,15 @@ Usage::
 
 ``m.NAME=JSON`` sets a model option on top of the preset, ``p.NAME=JSON`` a training-plan option;
 ``bandwidth``, ``max_neighbours``, ``epochs``, ``preset``, ``variant`` (``"cellina"`` or ``"gcn"``),
-``seed``, ``n_draws`` (edge draws, default 1), ``uncertainty`` (what their spread describes:
-``"donors"`` or ``"posterior"``) and ``composition`` (the neighbours' types in the niche features:
-``"off"``, ``"added"`` or ``"only"``, which scores the edge perturbation alone) set the protocol;
-``lfc_csv`` writes the edge run's per-gene changes (true, predicted, spread) to that file. Prints one
-``RESULT {json}`` line: edge and node truth scores (with several draws ``edge_truth_calibration``, the
-share of responsive genes whose exact change lies within two spreads of the prediction, and
-``edge_change_std``, the median spread on those genes), the tutorial's top-DEG Pearson, the latent
-probes (``niche_from_z``: how much of the niche beyond the type leaks into z) and seconds.
+``seed``, ``depth`` and ``n_cells`` (the world's, instead of its specification's), ``n_draws`` (edge
+draws, default 1), ``uncertainty`` (what their spread describes: ``"donors"`` or ``"posterior"``) and
+``composition`` (the neighbours' types in the niche features: ``"off"``, ``"added"`` or ``"only"``,
+which scores the edge perturbation alone) set the protocol; ``lfc_csv`` writes the edge run's
+per-gene changes (true, predicted, spread) to that file. Prints one ``RESULT {json}`` line: edge and
+node truth scores (with several draws ``edge_truth_calibration``, the share of responsive genes whose
+exact change lies within two spreads of the prediction, and ``edge_change_std``, the median spread on
+those genes), the tutorial's top-DEG Pearson, the latent probes (``niche_from_z``: how much of the
+niche beyond the type leaks into z) and seconds.
 Use development worlds only: the evaluation worlds judge choices made here (benchmarks/worlds.py).
 """
 
@@ -49,10 +50,15 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
         "seed": 0,
     }
     opts.update({"n_draws": 1, "uncertainty": "donors", "composition": "off", "lfc_csv": None, **defaults})
+    opts.update({"depth": None, "n_cells": None})
     model, plan = {}, {}
     for item in items:
         key, _, value = item.partition("=")
         target = model if key.startswith("m.") else plan if key.startswith("p.") else opts
+        if target is opts and key not in opts:
+            raise SystemExit(
+                f"unknown option {key!r}; protocol options are {sorted(opts)}, model ones m.NAME, plan ones p.NAME"
+            )
         target[key[2:] if key[:2] in ("m.", "p.") else key] = json.loads(value)
     cfg = {
         "bandwidth": opts["bandwidth"],
@@ -77,7 +83,7 @@ def main(argv: list[str]) -> int:
     if world not in list_worlds("development"):
         raise SystemExit(f"{world!r} is not a development world; use one of {list_worlds('development')}.")
     opts, cfg, model, plan = options_config(argv[3:])
-    adata = make_world(world)
+    adata = make_world(world, depth=opts["depth"], n_cells=opts["n_cells"])
     t0 = time.time()
     res = run_protocol(adata, holdout, "cellina", opts["preset"], opts["variant"], cfg, model, plan, probes=True)
     scores = res.scores.set_index("perturbation")

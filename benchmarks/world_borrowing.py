@@ -1,0 +1,145 @@
+"""Mixing the model's edge change with the other types' mean shift, offline, from per-gene changes.
+
+``python benchmarks/worlds.py --methods recommended,mean_shift --csv P --no-write`` writes each pair's
+per-gene predicted change (``P_genes.csv``). This script mixes the two, ``(1 - w) * model + w * mean
+shift``, and scores the mixture against the world's exact change like any method (edge truth Pearson,
+skill, slope, responsive-vs-null AUROC), in two ways:
+
+* a fixed ``w`` (0, 0.1, ..., 1) for every pair;
+* ``w`` per pair from the reliability of the held-out type's own data: the type's training cells are split
+  in two random halves (seed 0), a ridge regression from 20 principal components of the niche features
+  (``world_ceiling.py``'s, on observed counts) is fitted on each, and the Pearson correlation ``r``
+  between the two halves' predicted changes over all genes, stepped up to the whole set
+  (Spearman-Brown, ``2 r / (1 + r)``, clipped to 0-1), is the weight of the model; the mean shift gets
+  the rest. Nothing of the truth enters the weight: a type whose own cells give a reproducible response
+  keeps the model's, one whose cells give noise borrows the other types'.
+
+docs/benchmarks.md ("Decision rule ..." sections) holds the rules these mixtures were judged by.
+
+Usage::
+
+    python benchmarks/world_borrowing.py --genes P_genes.csv[,Q_genes.csv] [--reliability-csv R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from world_ceiling import observed_ridge_change, pair_setup  # noqa: E402
+
+FIXED = np.round(np.arange(0, 1.01, 0.1), 2)
+RELIABILITY = "reliability"
+#: the issue's edge targets, counted per mixture
+COUNTS = {
+    "truth Pearson >= 0.9": ("pearson", lambda v: v >= 0.9),
+    "skill >= 0.6": ("skill", lambda v: v >= 0.6),
+    "slope 0.7-1.3": ("slope", lambda v: (v >= 0.7) & (v <= 1.3)),
+    "AUROC >= 0.85": ("auroc", lambda v: v >= 0.85),
+}
+
+
+def split_half_reliability(pair, seed: int = 0) -> float:
+    """Spearman-Brown reliability of the type's own response from two random halves of its training cells."""
+    rng = np.random.default_rng(seed)
+    cells = rng.permutation(pair.fit_cells)
+    half = cells.size // 2
+    first, second = (
+        observed_ridge_change(pair, np.sort(cells[:half])),
+        observed_ridge_change(pair, np.sort(cells[half:])),
+    )
+    r = float(np.corrcoef(first, second)[0, 1])
+    return float(np.clip(2 * r / (1 + r), 0.0, 1.0)) if r > -1 else 0.0
+
+
+def reliabilities(pairs: pd.DataFrame) -> pd.DataFrame:
+    """``pairs`` (world, holdout) with the split-half reliability of each."""
+    from cellina.datasets import make_world
+
+    rows = []
+    for world, group in pairs.groupby("world", sort=False):
+        adata = make_world(world)
+        for holdout in group["holdout"]:
+            rows.append(
+                {"world": world, "holdout": holdout, RELIABILITY: split_half_reliability(pair_setup(adata, holdout))}
+            )
+            print(rows[-1], flush=True)
+    return pd.DataFrame(rows)
+
+
+def mixture_scores(genes: pd.DataFrame, weights: pd.DataFrame | None) -> pd.DataFrame:
+    """Scores of every pair at each fixed ``w`` and, with ``weights``, at the reliability's ``w``."""
+    from cellina.datasets import make_world, truth_for
+    from cellina.evaluation import truth_scores
+
+    edge = genes[genes["perturbation"] == "edge"]
+    rows = []
+    for world in edge["world"].unique():
+        truth = truth_for(make_world(world))
+        for holdout in edge.loc[edge["world"] == world, "holdout"].unique():
+            pair = edge[(edge["world"] == world) & (edge["holdout"] == holdout)]
+            model, shift = pair[pair["method"] == "recommended"], pair[pair["method"] == "mean_shift"]
+            if model.empty or shift.empty:
+                continue
+            if not (model.index == shift.index).all():
+                raise ValueError(f"{world}/{holdout}: the two methods' genes differ")
+            ws = {str(w): w for w in FIXED}
+            if weights is not None:
+                hit = weights[(weights["world"] == world) & (weights["holdout"] == holdout)]
+                ws[RELIABILITY] = 1.0 - float(hit[RELIABILITY].iloc[0])
+            for label, w in ws.items():
+                mixed = (1 - w) * model["pred_change"].to_numpy() + w * shift["pred_change"].to_numpy()
+                s = truth_scores(mixed, model["true_change"].to_numpy(), truth.responsive(holdout), truth.null_genes())
+                rows.append(
+                    {
+                        "world": world,
+                        "holdout": holdout,
+                        "mixture": label,
+                        "w": w,
+                        **{k[6:]: s[k] for k in s if k.startswith("truth_")},
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per mixture: pairs within each target and the median truth Pearson, skill and slope."""
+    grouped = scores.groupby("mixture", sort=False)
+    table = pd.DataFrame(
+        {name: grouped[col].apply(lambda v, ok=ok: int(ok(v).sum())) for name, (col, ok) in COUNTS.items()}
+    )
+    for col in ("pearson", "skill", "slope"):
+        table[f"median {col}"] = grouped[col].median().round(3)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--genes", required=True, help="comma-separated per-gene CSVs of benchmarks/worlds.py --csv P")
+    parser.add_argument("--reliability-csv", help="read the per-pair reliabilities here if it exists, else write them")
+    parser.add_argument("--no-reliability", action="store_true", help="fixed w only")
+    args = parser.parse_args(argv)
+    genes = pd.concat([pd.read_csv(f, index_col=0) for f in args.genes.split(",")])
+    weights = None
+    if not args.no_reliability:
+        cached = Path(args.reliability_csv) if args.reliability_csv else None
+        if cached is not None and cached.exists():
+            weights = pd.read_csv(cached)
+        else:
+            weights = reliabilities(genes[["world", "holdout"]].drop_duplicates())
+            if cached is not None:
+                tmp = cached.with_suffix(cached.suffix + ".tmp")
+                weights.to_csv(tmp, index=False)
+                tmp.replace(cached)
+    scores = mixture_scores(genes, weights)
+    print(f"pairs: {scores[['world', 'holdout']].drop_duplicates().shape[0]}")
+    print(summary(scores).to_string())
+
+
+if __name__ == "__main__":
+    main()
