@@ -18,7 +18,8 @@ a perturbed .h5ad has one layout whichever face wrote it:
   (class, preset, parameters, SHA-256 of its weights, where it came from), package versions,
   the export time and the annotation keys used; ``n_outside_training``: how many of the
   current run's focal cells got a niche outside training (the warning the plugin shows; -1 when
-  not measured), each run's record its ``novelty`` summary.
+  not measured), each run's record its ``novelty`` summary and, when the model knows cell types,
+  its ``support``: the training cells and counts of the focal cells' types.
 """
 
 from __future__ import annotations
@@ -133,9 +134,11 @@ def run_record(
     gene_shifts: Any = None,
     created: str | None = None,
     novelty: Any = None,
+    support: Any = None,
 ) -> dict[str, Any]:
     """Provenance of one run: perturbation type, parameters, seed, cells, donors, shifts, time and,
-    given a :class:`~cellina.counterfactual.NicheNovelty`, how many focal cells lie outside training."""
+    given a :class:`~cellina.counterfactual.NicheNovelty`, how many focal cells lie outside training,
+    given a :class:`~cellina.counterfactual.TypeSupport`, the training cells and counts of their types."""
     record = {
         "perturbation": kind,
         "parameters": dict(parameters),
@@ -145,6 +148,7 @@ def run_record(
         "gene_shifts": gene_shifts,
         "created": created or utc_now(),
         "novelty": None if novelty is None else {**novelty.record(), "message": novelty.message()},
+        "support": None if support is None else {**support.record(), "message": support.message()},
     }
     return to_h5ad_value(record)
 

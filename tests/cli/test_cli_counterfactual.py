@@ -100,6 +100,16 @@ def test_edge_stores_how_far_the_focal_niches_lie_from_training(edge_run):
     assert _run(edge_run)["novelty"]["n_outside_training"] == n_outside
 
 
+def test_edge_records_what_the_model_saw_of_the_focal_type(edge_run):
+    support = _run(edge_run)["support"]
+    n_focal = int(edge_run.obs["cellina_counterfactual_cells"].sum())
+    assert list(support["types"]) == ["Myeloid"] and list(support["n_focal"]) == [n_focal]
+    # the model was trained with the tumour Myeloid cells held out
+    obs = edge_run.obs
+    assert list(support["n_training"]) == [int(((obs["coarse_type"] == "Myeloid") & (obs["domain"] != "tumour")).sum())]
+    assert support["message"].startswith(f"Myeloid ({n_focal} focal cells): learnt from")
+
+
 def test_edge_records_the_draws_without_excluded_donors(edge_run):
     run = _run(edge_run)
     assert run["perturbation"] == "edge" and run["seed"] == 4

@@ -126,6 +126,12 @@ def test_an_edge_run_records_and_applies_the_niche_noise_correction(scripted):
         session.run_edge(**pool, disattenuate="yes")
 
 
+def test_runs_record_what_the_model_saw_of_the_focal_types(scripted):
+    session, edge = scripted["session"], scripted["edge"]
+    assert edge.support is not None and int(edge.support.n_focal.sum()) == edge.indices.size
+    assert (edge.support.n_training > 0).all() and edge.support.message() in session.trust_summary(edge.name)[0]
+
+
 def test_an_edge_run_with_draws_keeps_their_spread(scripted):
     edge = scripted["edge"]
     assert edge.std.shape == edge.expression.shape and (edge.std >= 0).all()

@@ -231,6 +231,7 @@ def _library_size(text: str) -> Any:
 def run_counterfactual(args: argparse.Namespace) -> int:
     """Load the model, run the edge or node counterfactual and write the perturbed AnnData."""
     from cellina._io import write_h5ad_atomic
+    from cellina.counterfactual import type_support
     from cellina.export import CurrentRun, perturbed_anndata, run_record
     from cellina.model import load_model, variant_name
 
@@ -260,8 +261,16 @@ def run_counterfactual(args: argparse.Namespace) -> int:
         **extra,
     }
     run_name = f"{args.mode} 1"
+    support = type_support(model, adata, focal)
     record = run_record(
-        args.mode, parameters, focal=focal, seed=args.seed, donors=donors, gene_shifts=shifts, novelty=novelty
+        args.mode,
+        parameters,
+        focal=focal,
+        seed=args.seed,
+        donors=donors,
+        gene_shifts=shifts,
+        novelty=novelty,
+        support=support,
     )
     training = dict(adata.uns.get(UNS.ROOT, {}).get(TRAINING_RECORD, {}))
     out = perturbed_anndata(
@@ -276,4 +285,6 @@ def run_counterfactual(args: argparse.Namespace) -> int:
     if novelty.n_outside:
         print(f"warning: {novelty.message()}", file=sys.stderr)
     say(args, f"wrote {args.mode} counterfactuals for {focal.size} focal cells to {output}")
+    if support is not None:
+        say(args, support.message())
     return 0

@@ -22,6 +22,7 @@ from ._pools import cluster_pool, observed_neighbour_pool, select_cells
 from ._reliability import NicheReliability, disattenuated_niche_latent, niche_reliability, split_neighbours
 from ._rewire import UNCERTAINTIES, edge_counterfactual
 from ._shifts import GeneShifts
+from ._support import TypeSupport, type_support
 
 __all__ = [
     "UNCERTAINTIES",
@@ -29,6 +30,7 @@ __all__ = [
     "NicheNovelty",
     "NicheReliability",
     "NodeCounterfactual",
+    "TypeSupport",
     "anchor_niche_features",
     "cluster_pool",
     "default_anchor_graph",
@@ -50,5 +52,6 @@ __all__ = [
     "spatial_features_record",
     "split_neighbours",
     "training_reference",
+    "type_support",
     "usable_anchors",
 ]

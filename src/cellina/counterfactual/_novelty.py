@@ -100,7 +100,7 @@ def training_reference(model: Any, adata: Any) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def _cell_types(model: Any, adata: Any) -> np.ndarray | None:
+def registered_cell_types(model: Any, adata: Any) -> np.ndarray | None:
     """The registered cell type of every cell, or None when the model has none."""
     try:
         key = model.adata_manager.registry["setup_args"].get("labels_key")
@@ -214,7 +214,7 @@ def niche_novelty(
     ref_codes = np.asarray(model.get_latent_representation(adata, indices=ref, latent_key="s", batch_size=batch_size))
     if ref_codes.shape[1] != values.shape[2]:
         raise ValueError(f"codes have dimension {values.shape[2]}, the model's s has {ref_codes.shape[1]}.")
-    types = _cell_types(model, adata) if by_type else None
+    types = registered_cell_types(model, adata) if by_type else None
     focal_groups = types[focal] if types is not None else np.full(focal.size, "")
     distance, percentile, threshold = (np.empty(focal.size) for _ in range(3))
     grouped = np.zeros(focal.size, dtype=bool)

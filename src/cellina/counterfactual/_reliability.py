@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from cellina.spatial._composition import record_codes
 
 from ._edge import anchor_niche_features, spatial_features_record
-from ._novelty import _cell_types, training_reference
+from ._novelty import registered_cell_types, training_reference
 
 #: the smallest reliability a change is divided by: the correction is at most five-fold
 MIN_RELIABILITY = 0.2
@@ -167,7 +167,7 @@ def niche_reliability(
     cells = cells[np.isfinite(factor[cells])]
     if cells.size < 2:
         raise ValueError("fewer than two training cells have neighbours in both halves of their niche.")
-    labels = _cell_types(model, adata)
+    labels = registered_cell_types(model, adata)
     groups: dict[str | None, np.ndarray] = {ALL_CELLS: cells}
     if cell_types is None:
         cell_types = () if labels is None else np.unique(labels[cells]).tolist()
@@ -226,5 +226,5 @@ def disattenuated_niche_latent(
 
 def focal_cell_types(model: Any, adata: Any, focal: np.ndarray) -> np.ndarray | None:
     """The registered type of each focal cell, or None when the model has none."""
-    labels = _cell_types(model, adata)
+    labels = registered_cell_types(model, adata)
     return None if labels is None else labels[np.asarray(focal, dtype=np.int64)]

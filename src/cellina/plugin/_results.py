@@ -40,7 +40,9 @@ def top_changed_genes(var_names: pd.Index, run: RunResult, n: int = 20) -> pd.Da
 def trust_summary(run: RunResult) -> tuple[str, str]:
     """What the Results dock says about how much to trust ``run``: (draws line, warning or "").
 
-    The draws line also says when the change in ``s`` was divided by its reliability. The warning
+    The draws line also says when the change in ``s`` was divided by its reliability, and how many
+    training cells and counts the model had of the focal cells' types (their noise, more than a niche
+    outside training, limited the direction of predictions on the evaluation worlds). The warning
     names how many focal cells got a counterfactual niche outside what the model saw in training,
     and what that means.
     """
@@ -57,6 +59,8 @@ def trust_summary(run: RunResult) -> tuple[str, str]:
         draws = "node run: one deterministic perturbation, no spread across draws."
     if run.kind == "edge" and run.params.get("disattenuate"):
         draws += " The change in s was divided by its split-half reliability (niche noise)."
+    if run.support is not None:
+        draws += " " + run.support.message()
     warning = run.novelty.message() if run.novelty is not None and run.novelty.n_outside else ""
     return draws, warning
 

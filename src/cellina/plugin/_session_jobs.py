@@ -323,6 +323,7 @@ class JobsMixin:
                 gene_shifts=None if run.gene_shifts is None else run.gene_shifts.table,
                 created=run.created,
                 novelty=run.novelty,
+                support=run.support,
             )
             for run in self.runs.values()
         }

@@ -287,7 +287,8 @@ class RunResult:
     ``indices``, columns the AnnData's genes); ``std`` is each value's standard deviation across
     the draws (of the donors, and of the model's posterior when ``params["uncertainty"]`` is
     ``"posterior"``); ``novelty`` (a :class:`~cellina.counterfactual.NicheNovelty`) says how far each focal cell's
-    counterfactual niche lies from the niches the model saw in training. A node run also carries the perturbed niche features of every cell (``spatial_x``),
+    counterfactual niche lies from the niches the model saw in training, and ``support`` (a
+    :class:`~cellina.counterfactual.TypeSupport`) how many training cells and counts the model had of the focal types. A node run also carries the perturbed niche features of every cell (``spatial_x``),
     which the session stores in ``obsm`` on the main thread.
     """
 
@@ -303,6 +304,7 @@ class RunResult:
     created: str = ""
     spatial_x: np.ndarray | None = None
     novelty: Any = None
+    support: Any = None
 
     def log_fold_change(self, genes: int | np.ndarray | slice | None = None, eps: float = 1e-6) -> np.ndarray:
         """Per-cell natural-log fold change of the counterfactual over the factual prediction.

@@ -325,6 +325,7 @@ def latent_steps(model: Any, adata: ad.AnnData, method: str = "kmeans", n_cluste
 # ---------------------------------------------------------------------- counterfactuals
 def edge_steps(job: EdgeJob) -> Steps:
     """Rewire the focal cells' neighbourhoods to donors and decode (mean and spread over draws)."""
+    from cellina.counterfactual import type_support
     from cellina.export import utc_now
 
     params = job.params
@@ -358,6 +359,7 @@ def edge_steps(job: EdgeJob) -> Steps:
         donors=np.asarray(drawn),
         created=utc_now(),
         novelty=novelty,
+        support=type_support(job.model, job.adata, job.focal),
     )
 
 
@@ -367,7 +369,7 @@ def node_steps(job: NodeJob) -> Steps:
     Sender grouping, the perturbation and decoding all happen here, in the worker, through
     :func:`cellina.counterfactual.node_counterfactual`, which never writes to the AnnData.
     """
-    from cellina.counterfactual import niche_novelty, node_counterfactual, node_niche_codes
+    from cellina.counterfactual import niche_novelty, node_counterfactual, node_niche_codes, type_support
     from cellina.export import utc_now
 
     library_size = job.params["library_size"]
@@ -400,6 +402,7 @@ def node_steps(job: NodeJob) -> Steps:
         created=utc_now(),
         spatial_x=result.spatial_x,
         novelty=novelty,
+        support=type_support(job.model, job.adata, job.focal),
     )
 
 

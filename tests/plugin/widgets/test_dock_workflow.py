@@ -307,6 +307,13 @@ def test_the_top_genes_carry_their_spread_across_draws(workflow):
     assert seen["draws text"].startswith("2 donor draws")
 
 
+def test_the_dock_says_what_the_model_saw_of_the_focal_types(workflow):
+    _, w, seen = workflow
+    support = w["tissue"].session.runs["edge 1"].support
+    assert support is not None and support.n_training[0] > 0
+    assert support.message() in seen["draws text"] and "training cells of that type" in seen["draws text"]
+
+
 def test_no_warning_when_the_niches_lie_within_training(workflow):
     _, w, seen = workflow
     assert w["tissue"].session.runs["edge 1"].novelty.share_outside < 0.2
