@@ -1,4 +1,4 @@
-"""What a held-out type's own training cells can tell about its tumour response: two ceilings per pair.
+"""What a held-out type's own training cells can tell about its tumour response: coverage and four ridges per pair.
 
 The leave-one-type-out protocol asks for the change of a type's healthy cells when their niches are
 pooled from tumour donors, with none of that type's tumour cells in training. Any model that learns the
@@ -15,19 +15,20 @@ cells vary with their niche. Two measurements say how much they hold, with no mo
   and scored against the exact change like the model (truth Pearson, skill, slope). Four fits: the
   features (the neighbours' expression they average) and the targets (the cells' own expression) each
   from the observed counts or from the world's exact expected counts (infinite depth). Exact features
-  and exact targets is the ceiling of any learner linear in the project's niche features: where it
+  and exact targets is the ceiling of a learner linear in the niche features' leading components: where it
   misses, the features do not carry the answer; where it meets a target the model misses, count noise
   stands between the data and the answer, and the two mixed fits say whether in the features (errors in
   variables, which shrink the response) or in the targets (estimation noise on the type's few cells).
 
 These are diagnostics of the data, not a method: nothing here is tuned, so they may be reported on the
-evaluation worlds to say why a target is missed (docs/benchmarks.md, "What the held-out type's cells
-identify").
+evaluation worlds to say why a target is missed (docs/benchmarks.md, "What a held-out type's own
+cells identify").
 
 Usage::
 
     python benchmarks/world_ceiling.py --split evaluation --csv ceilings.csv
     python benchmarks/world_ceiling.py --worlds dev_two_channels --types Myeloid
+    python benchmarks/world_ceiling.py --from-csv ceilings.csv --model-scores P_scores.csv --section worlds-ceiling
 """
 
 from __future__ import annotations
@@ -194,11 +195,11 @@ def with_model(table: pd.DataFrame, score_files: list[str], method: str = "recom
     return table.join(model, on=["world", "holdout"], how="left")
 
 
-def markdown(table: pd.DataFrame, command: str) -> str:
+def markdown(table: pd.DataFrame, command: str, split: str) -> str:
     """The section: the table, one row per pair, and how many pairs each fit brings within each target."""
     fits = ({"model": "model (recommended)"} if "model_pearson" in table else {}) | FITS
     lines = [
-        "## What a held-out type's own cells identify (evaluation worlds)",
+        f"## What a held-out type's own cells identify ({split} worlds)",
         "",
         f"`{command}` (no training; the protocol's split, graph and 50 pooled tumour donors, donor seed 0). "
         "Each cell: edge truth Pearson / skill / slope of the change predicted by a ridge regression from 20 "
@@ -265,7 +266,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.section:
         from docs_section import write_section
 
-        write_section(args.section, markdown(table, f"python benchmarks/world_ceiling.py --split {args.split}"))
+        write_section(
+            args.section, markdown(table, f"python benchmarks/world_ceiling.py --split {args.split}", args.split)
+        )
 
 
 if __name__ == "__main__":
