@@ -122,6 +122,13 @@ def type_support(model: Any, adata: Any, focal: Any) -> TypeSupport | None:
     Returns
     -------
     TypeSupport or None
+
+    Raises
+    ------
+    ValueError
+        Focal positions out of range.
+    KeyError
+        The model's counts layer is missing from ``adata``.
     """
     types = registered_cell_types(model, adata)
     if types is None:
