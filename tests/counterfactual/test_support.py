@@ -95,6 +95,10 @@ def test_support_refuses_bad_focal_cells_and_is_none_without_types(held_out, two
     model, _, _ = held_out
     with pytest.raises(ValueError, match="focal"):
         type_support(model, model.adata, np.array([model.adata.n_obs + 3]))
+    without_counts = model.adata.copy()
+    del without_counts.layers["counts"]
+    with pytest.raises(KeyError, match="'counts'"):
+        type_support(model, without_counts, np.arange(3))
     adata = two_slide_tissue.copy()
     Cellina.setup_anndata(adata, batch_key="slide", layer="counts")
     untyped = Cellina(adata, n_hidden=8, n_latent=2, n_layers=1, discriminator_lambda=0.0, classifier_lambda=0.0)
