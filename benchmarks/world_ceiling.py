@@ -172,8 +172,8 @@ def pair_ceilings(world: str, adata, holdout: str) -> dict:
 
 FITS = {
     "observed_observed": "ridge, observed",
-    "exact_observed": "exact features",
-    "observed_exact": "exact targets",
+    "exact_observed": "ridge, exact features",
+    "observed_exact": "ridge, exact targets",
     "exact_exact": "ridge, exact (ceiling)",
 }
 #: the issue's edge targets: truth Pearson, skill, slope
@@ -224,6 +224,35 @@ def markdown(table: pd.DataFrame, command: str, split: str) -> str:
     return "\n".join(lines)
 
 
+def plot(table: pd.DataFrame, split: str) -> str:
+    """Each pair's truth Pearson: the model and the noisy ridges against the ceiling; the image name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fits = (["model"] if "model_pearson" in table else []) + ["observed_observed", "observed_exact"]
+    labels = {"model": "model (recommended)", **FITS}
+    fig, ax = plt.subplots(figsize=(5.6, 5.0))
+    for prefix, marker in zip(fits, ("o", "s", "^"), strict=False):
+        x, y = table["exact_exact_pearson"], table[f"{prefix}_pearson"]
+        ax.scatter(x, y, s=22, marker=marker, alpha=0.75, label=labels[prefix])
+    ax.plot([-1, 1], [-1, 1], color="grey", lw=0.8, ls="--")
+    ax.axhline(0.9, color="lightgrey", lw=0.8)
+    ax.axvline(0.9, color="lightgrey", lw=0.8)
+    ax.set_xlim(-0.6, 1.02)
+    ax.set_ylim(-0.6, 1.02)
+    ax.set_xlabel("ceiling: ridge on exact features and exact targets")
+    ax.set_ylabel("edge truth Pearson")
+    ax.set_title(f"{split} worlds, one point per world and held-out type", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    name = f"worlds_ceiling_{split}.png"
+    fig.savefig(Path(__file__).resolve().parents[1] / "docs" / "img" / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def measure(names: list[str], types: list[str] | None) -> pd.DataFrame:
     from cellina.datasets import make_world
 
@@ -266,9 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.section:
         from docs_section import write_section
 
-        write_section(
-            args.section, markdown(table, f"python benchmarks/world_ceiling.py --split {args.split}", args.split)
-        )
+        body = markdown(table, f"python benchmarks/world_ceiling.py --split {args.split}", args.split)
+        image = plot(table, args.split)
+        write_section(args.section, body + f"\n\n![Edge truth Pearson against the ceiling, per pair](img/{image})")
 
 
 if __name__ == "__main__":
