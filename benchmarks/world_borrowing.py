@@ -14,11 +14,17 @@ skill, slope, responsive-vs-null AUROC), in two ways:
   the rest. Nothing of the truth enters the weight: a type whose own cells give a reproducible response
   keeps the model's, one whose cells give noise borrows the other types'.
 
-docs/benchmarks.md ("Decision rule ..." sections) holds the rules these mixtures were judged by.
+With ``--borrowed`` the other side of the mixture is not the observed mean shift but the trained model's
+own change for the other types (``python benchmarks/world_options.py WORLD TYPE LABEL borrow=true
+lfc_csv='"WORLD_TYPE.csv"'``): the same donors' niche given to each other type's healthy cells, equal
+weight per type, so no domain confound and less count noise enter it.
+
+docs/benchmarks.md ("Decision rule ..." paragraphs) holds the rules these mixtures were judged by.
 
 Usage::
 
     python benchmarks/world_borrowing.py --genes P_genes.csv[,Q_genes.csv] [--reliability-csv R]
+    python benchmarks/world_borrowing.py --borrowed dev_two_channels_Myeloid.csv,...
 """
 
 from __future__ import annotations
@@ -72,15 +78,10 @@ def reliabilities(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def mixture_scores(genes: pd.DataFrame, weights: pd.DataFrame | None) -> pd.DataFrame:
-    """Scores of every pair at each fixed ``w`` and, with ``weights``, at the reliability's ``w``."""
-    from cellina.datasets import make_world, truth_for
-    from cellina.evaluation import truth_scores
-
+def pairs_from_genes(genes: pd.DataFrame):
+    """(world, holdout, model change, mean shift change, true change) from worlds.py per-gene CSVs."""
     edge = genes[genes["perturbation"] == "edge"]
-    rows = []
     for world in edge["world"].unique():
-        truth = truth_for(make_world(world))
         for holdout in edge.loc[edge["world"] == world, "holdout"].unique():
             pair = edge[(edge["world"] == world) & (edge["holdout"] == holdout)]
             model, shift = pair[pair["method"] == "recommended"], pair[pair["method"] == "mean_shift"]
@@ -88,22 +89,45 @@ def mixture_scores(genes: pd.DataFrame, weights: pd.DataFrame | None) -> pd.Data
                 continue
             if not (model.index == shift.index).all():
                 raise ValueError(f"{world}/{holdout}: the two methods' genes differ")
-            ws = {str(w): w for w in FIXED}
-            if weights is not None:
-                hit = weights[(weights["world"] == world) & (weights["holdout"] == holdout)]
-                ws[RELIABILITY] = 1.0 - float(hit[RELIABILITY].iloc[0])
-            for label, w in ws.items():
-                mixed = (1 - w) * model["pred_change"].to_numpy() + w * shift["pred_change"].to_numpy()
-                s = truth_scores(mixed, model["true_change"].to_numpy(), truth.responsive(holdout), truth.null_genes())
-                rows.append(
-                    {
-                        "world": world,
-                        "holdout": holdout,
-                        "mixture": label,
-                        "w": w,
-                        **{k[6:]: s[k] for k in s if k.startswith("truth_")},
-                    }
-                )
+            own, other = model["pred_change"].to_numpy(), shift["pred_change"].to_numpy()
+            yield world, holdout, own, other, model["true_change"].to_numpy()
+
+
+def pairs_from_borrowed(files: list[str]):
+    """(world, holdout, model change, the model's change for the other types, true change) from
+    ``world_options.py ... borrow=true lfc_csv=WORLD_TYPE.csv`` files (named by world and type)."""
+    from cellina.datasets import list_worlds
+
+    for name in files:
+        stem = Path(name).stem
+        world = next((w for w in list_worlds() if stem.startswith(w + "_")), None)
+        if world is None:
+            raise SystemExit(f"{name}: the file name must start with a world name and '_'")
+        frame = pd.read_csv(name, index_col=0)
+        if "borrowed_change" not in frame:
+            raise SystemExit(f"{name} has no borrowed_change column (run world_options.py with borrow=true)")
+        own, other = frame["pred_change"].to_numpy(), frame["borrowed_change"].to_numpy()
+        yield world, stem[len(world) + 1 :], own, other, frame["true_change"].to_numpy()
+
+
+def mixture_scores(pairs, weights: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Scores of every pair at each fixed ``w`` and, with ``weights``, at the reliability's ``w``."""
+    from cellina.datasets import make_world, truth_for
+    from cellina.evaluation import truth_scores
+
+    rows, truths = [], {}
+    for world, holdout, own, other, true in pairs:
+        if world not in truths:
+            truths[world] = truth_for(make_world(world))
+        truth = truths[world]
+        ws = {str(w): w for w in FIXED}
+        if weights is not None:
+            hit = weights[(weights["world"] == world) & (weights["holdout"] == holdout)]
+            ws[RELIABILITY] = 1.0 - float(hit[RELIABILITY].iloc[0])
+        for label, w in ws.items():
+            s = truth_scores((1 - w) * own + w * other, true, truth.responsive(holdout), truth.null_genes())
+            scores = {k[6:]: s[k] for k in s if k.startswith("truth_")}
+            rows.append({"world": world, "holdout": holdout, "mixture": label, "w": w, **scores})
     return pd.DataFrame(rows)
 
 
@@ -120,25 +144,33 @@ def summary(scores: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--genes", required=True, help="comma-separated per-gene CSVs of benchmarks/worlds.py --csv P")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--genes", help="comma-separated per-gene CSVs of benchmarks/worlds.py --csv P")
+    source.add_argument("--borrowed", help="comma-separated world_options.py borrow=true lfc CSVs (WORLD_TYPE.csv)")
     parser.add_argument("--reliability-csv", help="read the per-pair reliabilities here if it exists, else write them")
     parser.add_argument("--no-reliability", action="store_true", help="fixed w only")
     args = parser.parse_args(argv)
-    genes = pd.concat([pd.read_csv(f, index_col=0) for f in args.genes.split(",")])
-    weights = None
-    if not args.no_reliability:
-        cached = Path(args.reliability_csv) if args.reliability_csv else None
-        if cached is not None and cached.exists():
-            weights = pd.read_csv(cached)
-        else:
-            weights = reliabilities(genes[["world", "holdout"]].drop_duplicates())
-            if cached is not None:
-                tmp = cached.with_suffix(cached.suffix + ".tmp")
-                weights.to_csv(tmp, index=False)
-                tmp.replace(cached)
-    scores = mixture_scores(genes, weights)
+    if args.borrowed:
+        scores = mixture_scores(pairs_from_borrowed(args.borrowed.split(",")))
+    else:
+        genes = pd.concat([pd.read_csv(f, index_col=0) for f in args.genes.split(",")])
+        weights = None if args.no_reliability else _weights(genes, args.reliability_csv)
+        scores = mixture_scores(pairs_from_genes(genes), weights)
     print(f"pairs: {scores[['world', 'holdout']].drop_duplicates().shape[0]}")
     print(summary(scores).to_string())
+
+
+def _weights(genes: pd.DataFrame, cache: str | None) -> pd.DataFrame:
+    """The per-pair reliabilities, read from ``cache`` if it exists, else measured (and written there)."""
+    path = Path(cache) if cache else None
+    if path is not None and path.exists():
+        return pd.read_csv(path)
+    weights = reliabilities(genes[["world", "holdout"]].drop_duplicates())
+    if path is not None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        weights.to_csv(tmp, index=False)
+        tmp.replace(path)
+    return weights
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ Usage::
 
 ``m.NAME=JSON`` sets a model option on top of the preset, ``p.NAME=JSON`` a training-plan option;
 ``bandwidth``, ``max_neighbours``, ``epochs``, ``preset``, ``variant`` (``"cellina"`` or ``"gcn"``),
-``seed``, ``depth`` and ``n_cells`` (the world's, instead of its specification's), ``n_draws`` (edge
+``seed``, ``depth`` and ``n_cells`` (the world's, instead of its specification's), ``borrow`` (with
+``lfc_csv``: add the model's change for the other types, ``borrowed_change``), ``n_draws`` (edge
 draws, default 1), ``uncertainty`` (what their spread describes: ``"donors"`` or ``"posterior"``) and
 ``composition`` (the neighbours' types in the niche features: ``"off"``, ``"added"`` or ``"only"``,
 which scores the edge perturbation alone) set the protocol; ``lfc_csv`` writes the edge run's
@@ -50,7 +51,7 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
         "seed": 0,
     }
     opts.update({"n_draws": 1, "uncertainty": "donors", "composition": "off", "lfc_csv": None, **defaults})
-    opts.update({"depth": None, "n_cells": None})
+    opts.update({"depth": None, "n_cells": None, "borrow": False})
     model, plan = {}, {}
     for item in items:
         key, _, value = item.partition("=")
@@ -73,6 +74,35 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
     return opts, cfg, model, plan
 
 
+def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = 500):
+    """The trained model's edge change for the other types, equal weight per type.
+
+    Each other type's healthy cells (at most ``max_cells``, seed 0) get niches pooled from the protocol's
+    donor pool, as the held-out type's control cells do; the population change (the protocol's
+    ``pred_change``) is averaged over the types. What the model would predict for the held-out type if it
+    borrowed the other types' answer to the tumour's niche, from the same trained model.
+    """
+    import numpy as np
+
+    from cellina.evaluation._truth import population_lfc
+
+    (model,) = res.models.values()
+    work, pool = model.adata, res.indices["neighbours"]
+    labels, domains = work.obs["coarse_type"].astype(str).to_numpy(), work.obs["domain"].astype(str).to_numpy()
+    rng, changes = np.random.default_rng(0), []
+    for name in np.unique(labels):
+        cells = np.flatnonzero((labels == name) & (domains == "healthy"))
+        if name == holdout or cells.size < 30:
+            continue
+        cells = np.sort(rng.choice(cells, min(max_cells, cells.size), replace=False))
+        factual = model.get_expression(adata=work, indices=cells, library_size=1e4)
+        moved = model.get_counterfactual_expression(
+            indices=cells, neighbour_indices=pool, adata=work, precomputed=False, n_neighbours=50, seed=cfg["seed"]
+        )
+        changes.append(population_lfc(np.asarray(moved), np.asarray(factual)))
+    return np.mean(changes, axis=0)
+
+
 def main(argv: list[str]) -> int:
     from worlds import run_protocol
 
@@ -85,7 +115,18 @@ def main(argv: list[str]) -> int:
     opts, cfg, model, plan = options_config(argv[3:])
     adata = make_world(world, depth=opts["depth"], n_cells=opts["n_cells"])
     t0 = time.time()
-    res = run_protocol(adata, holdout, "cellina", opts["preset"], opts["variant"], cfg, model, plan, probes=True)
+    res = run_protocol(
+        adata,
+        holdout,
+        "cellina",
+        opts["preset"],
+        opts["variant"],
+        cfg,
+        model,
+        plan,
+        probes=True,
+        return_models=bool(opts["borrow"]),
+    )
     scores = res.scores.set_index("perturbation")
     row = {"label": label, "world": world, "type": holdout, "seconds": round(time.time() - t0)}
     for pert in ("edge", "node"):
@@ -96,7 +137,8 @@ def main(argv: list[str]) -> int:
     if frame is not None and "pred_change_std" in frame:
         row["edge_change_std"] = round(float(frame["pred_change_std"][responsive_genes(adata, holdout)].median()), 4)
     if frame is not None and opts["lfc_csv"]:
-        frame.assign(responsive=responsive_genes(adata, holdout)).to_csv(opts["lfc_csv"])
+        extra = {"borrowed_change": borrowed_change(res, holdout, cfg)} if opts["borrow"] else {}
+        frame.assign(responsive=responsive_genes(adata, holdout), **extra).to_csv(opts["lfc_csv"])
     row.update({k: round(v, 3) for k, v in res.disentanglement.get("cellina", {}).items()})
     print("RESULT", json.dumps(row), flush=True)
     return 0
