@@ -14,16 +14,19 @@ skill, slope, responsive-vs-null AUROC), in two ways:
   the rest. Nothing of the truth enters the weight: a type whose own cells give a reproducible response
   keeps the model's, one whose cells give noise borrows the other types'.
 
-With ``--borrowed`` the other side of the mixture is not the observed mean shift but the trained model's
-own change for the other types (``python benchmarks/world_options.py WORLD TYPE LABEL borrow=true
-lfc_csv='"WORLD_TYPE.csv"'``): the same donors' niche given to each other type's healthy cells, equal
-weight per type, so no domain confound and less count noise enter it.
+The other side of the mixture can also be the trained model's own change for the other types: the same
+donor pool's niche given to each other type's healthy cells, equal weight per type, so no domain confound
+and less count noise enter it. ``python benchmarks/worlds.py --methods recommended_borrowed --csv P`` writes
+it as the method ``recommended_borrowed_other`` (mix with ``--own recommended_borrowed --other
+recommended_borrowed_other``); on a development world ``python benchmarks/world_options.py WORLD TYPE LABEL
+borrow=true lfc_csv='"WORLD_TYPE.csv"'`` writes it as a column, read with ``--borrowed``.
 
 docs/benchmarks.md ("Decision rule ..." paragraphs) holds the rules these mixtures were judged by.
 
 Usage::
 
     python benchmarks/world_borrowing.py --genes P_genes.csv[,Q_genes.csv] [--reliability-csv R]
+    python benchmarks/world_borrowing.py --genes P_genes.csv --own recommended_borrowed --other recommended_borrowed_other
     python benchmarks/world_borrowing.py --borrowed dev_two_channels_Myeloid.csv,...
 """
 
@@ -78,13 +81,13 @@ def reliabilities(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pairs_from_genes(genes: pd.DataFrame):
-    """(world, holdout, model change, mean shift change, true change) from worlds.py per-gene CSVs."""
+def pairs_from_genes(genes: pd.DataFrame, own: str = "recommended", other: str = "mean_shift"):
+    """(world, holdout, ``own``'s change, ``other``'s change, true change) from worlds.py per-gene CSVs."""
     edge = genes[genes["perturbation"] == "edge"]
     for world in edge["world"].unique():
         for holdout in edge.loc[edge["world"] == world, "holdout"].unique():
             pair = edge[(edge["world"] == world) & (edge["holdout"] == holdout)]
-            model, shift = pair[pair["method"] == "recommended"], pair[pair["method"] == "mean_shift"]
+            model, shift = pair[pair["method"] == own], pair[pair["method"] == other]
             if model.empty or shift.empty:
                 continue
             if not (model.index == shift.index).all():
@@ -147,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--genes", help="comma-separated per-gene CSVs of benchmarks/worlds.py --csv P")
     source.add_argument("--borrowed", help="comma-separated world_options.py borrow=true lfc CSVs (WORLD_TYPE.csv)")
+    parser.add_argument("--own", default="recommended", help="with --genes: the method whose change is mixed")
+    parser.add_argument(
+        "--other", default="mean_shift", help="with --genes: what it is mixed with (e.g. recommended_borrowed_other)"
+    )
     parser.add_argument("--reliability-csv", help="read the per-pair reliabilities here if it exists, else write them")
     parser.add_argument("--no-reliability", action="store_true", help="fixed w only")
     args = parser.parse_args(argv)
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         genes = pd.concat([pd.read_csv(f, index_col=0) for f in args.genes.split(",")])
         weights = None if args.no_reliability else _weights(genes, args.reliability_csv)
-        scores = mixture_scores(pairs_from_genes(genes), weights)
+        scores = mixture_scores(pairs_from_genes(genes, args.own, args.other), weights)
     print(f"pairs: {scores[['world', 'holdout']].drop_duplicates().shape[0]}")
     print(summary(scores).to_string())
 

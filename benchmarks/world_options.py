@@ -74,37 +74,8 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
     return opts, cfg, model, plan
 
 
-def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = 500):
-    """The trained model's edge change for the other types, equal weight per type.
-
-    Each other type's healthy cells (at most ``max_cells``, seed 0) get niches pooled from the protocol's
-    donor pool, as the held-out type's control cells do; the population change (the protocol's
-    ``pred_change``) is averaged over the types. What the model would predict for the held-out type if it
-    borrowed the other types' answer to the tumour's niche, from the same trained model.
-    """
-    import numpy as np
-
-    from cellina.evaluation._truth import population_lfc
-
-    (model,) = res.models.values()
-    work, pool = model.adata, res.indices["neighbours"]
-    labels, domains = work.obs["coarse_type"].astype(str).to_numpy(), work.obs["domain"].astype(str).to_numpy()
-    rng, changes = np.random.default_rng(0), []
-    for name in np.unique(labels):
-        cells = np.flatnonzero((labels == name) & (domains == "healthy"))
-        if name == holdout or cells.size < 30:
-            continue
-        cells = np.sort(rng.choice(cells, min(max_cells, cells.size), replace=False))
-        factual = model.get_expression(adata=work, indices=cells, library_size=1e4)
-        moved = model.get_counterfactual_expression(
-            indices=cells, neighbour_indices=pool, adata=work, precomputed=False, n_neighbours=50, seed=cfg["seed"]
-        )
-        changes.append(population_lfc(np.asarray(moved), np.asarray(factual)))
-    return np.mean(changes, axis=0)
-
-
 def main(argv: list[str]) -> int:
-    from worlds import run_protocol
+    from worlds import borrowed_change, run_protocol
 
     from cellina.datasets import list_worlds, make_world
     from cellina.evaluation import responsive_genes

@@ -43,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the neighbours' cell types in the niche features (cellina.preprocessing.COMPOSITIONS)
 REACH = "reach"
 COMPOSITION = "composition"
+#: a run option: also the trained model's edge change for the other types (``borrowed_change``), written to the
+#: per-gene CSV as the method ``<label>_other`` for benchmarks/world_borrowing.py
+BORROW = "borrow"
 #: the tutorial's top observed genes judged against the exact change instead of the observed one (with_top_truth)
 TOP_TRUTH = "top_truth_pearson"
 METRICS = ["truth_pearson", "truth_skill", "truth_slope", "truth_auroc", "truth_calibration", "pearson", TOP_TRUTH]
@@ -63,6 +66,8 @@ RUNS = {
     "recommended_types_pcs": ("cellina", "recommended", "cellina", {COMPOSITION: "added", "spatial_components": 20}),
     # the same model, each edge counterfactual's change in s divided by its split-half reliability
     "recommended_disattenuated": ("cellina", "recommended", "cellina", {"disattenuate_niche": True}),
+    # the preset, and its own change for the other types (the side the borrowed mixture takes; world_borrowing.py)
+    "recommended_borrowed": ("cellina", "recommended", "cellina", {BORROW: True}),
     # sampled directional subgraphs, the graph variant's fastest setting (its time against Cellina: gcn_speed)
     "gcn": ("cellina", "recommended", "gcn", {"num_neighbors": [10, 5], "subgraph_type": "directional"}),
     "scvi": ("scvi", None, "cellina", {}),
@@ -149,6 +154,33 @@ def run_protocol(
     )
 
 
+def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = 500):
+    """The trained model's edge change for the other types, equal weight per type.
+
+    Each other type's healthy cells (at most ``max_cells``, seed 0) get niches pooled from the protocol's
+    donor pool, as the held-out type's control cells do; the population change (the protocol's
+    ``pred_change``) is averaged over the types. What the model would predict for the held-out type if it
+    borrowed the other types' answer to the tumour's niche, from the same trained model.
+    """
+    from cellina.evaluation._truth import population_lfc
+
+    (model,) = res.models.values()
+    work, pool = model.adata, res.indices["neighbours"]
+    labels, domains = work.obs["coarse_type"].astype(str).to_numpy(), work.obs["domain"].astype(str).to_numpy()
+    rng, changes = np.random.default_rng(0), []
+    for name in np.unique(labels):
+        cells = np.flatnonzero((labels == name) & (domains == "healthy"))
+        if name == holdout or cells.size < 30:
+            continue
+        cells = np.sort(rng.choice(cells, min(max_cells, cells.size), replace=False))
+        factual = model.get_expression(adata=work, indices=cells, library_size=1e4)
+        moved = model.get_counterfactual_expression(
+            indices=cells, neighbour_indices=pool, adata=work, precomputed=False, n_neighbours=50, seed=cfg["seed"]
+        )
+        changes.append(population_lfc(np.asarray(moved), np.asarray(factual)))
+    return np.mean(changes, axis=0)
+
+
 def reach_cfg(adata, holdout: str, cfg: dict) -> dict:
     """``cfg`` with the graph's bandwidth and neighbour cap suggested by the data, held-out cells left out."""
     from cellina.spatial import niche_reach_curve
@@ -176,11 +208,17 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
             t0 = time.perf_counter()
             run_cfg = reach_cfg(adata, holdout, cfg) if options.pop(REACH, None) == "auto" else cfg
             run_cfg = {**run_cfg, "composition": options.pop(COMPOSITION, "off")}
-            res = run_protocol(adata, holdout, method, preset, variant, run_cfg, model_options=options)
+            borrow = bool(options.pop(BORROW, False))
+            res = run_protocol(
+                adata, holdout, method, preset, variant, run_cfg, model_options=options, return_models=borrow
+            )
             seconds = time.perf_counter() - t0
             frames.append(res.scores.assign(world=name, holdout=holdout, method=label, seconds=seconds))
             for (pert, _), lfc in res.lfc.items():
                 genes.append(lfc.assign(world=name, holdout=holdout, method=label, perturbation=pert))
+                if borrow and pert == "edge":
+                    other = lfc.assign(pred_change=borrowed_change(res, holdout, run_cfg))
+                    genes.append(other.assign(world=name, holdout=holdout, method=f"{label}_other", perturbation=pert))
             print(f"{name} {holdout} {label}: {seconds:.0f} s", flush=True)
             print(res.scores[["perturbation", *[m for m in METRICS if m in res.scores]]].to_string(), flush=True)
     return pd.concat(frames, ignore_index=True), pd.concat(genes)
