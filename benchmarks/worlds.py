@@ -154,7 +154,23 @@ def run_protocol(
     )
 
 
-def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = 500):
+#: the other types' control cells whose change is averaged: at most this many per type, types with fewer than
+#: MIN_OTHER_CELLS left out
+MAX_OTHER_CELLS = 500
+MIN_OTHER_CELLS = 30
+
+
+def other_type_cells(labels, domains, holdout: str, domain: str, rng, max_cells: int = MAX_OTHER_CELLS):
+    """For each type but ``holdout`` with enough cells in ``domain``: up to ``max_cells`` of them (sorted),
+    drawn with ``rng``."""
+    for name in np.unique(labels):
+        cells = np.flatnonzero((labels == name) & (domains == domain))
+        if name == holdout or cells.size < MIN_OTHER_CELLS:
+            continue
+        yield np.sort(rng.choice(cells, min(max_cells, cells.size), replace=False))
+
+
+def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = MAX_OTHER_CELLS):
     """The trained model's edge change for the other types, equal weight per type.
 
     Each other type's healthy cells (at most ``max_cells``, seed 0) get niches pooled from the protocol's
@@ -167,12 +183,8 @@ def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = 500):
     (model,) = res.models.values()
     work, pool = model.adata, res.indices["neighbours"]
     labels, domains = work.obs["coarse_type"].astype(str).to_numpy(), work.obs["domain"].astype(str).to_numpy()
-    rng, changes = np.random.default_rng(0), []
-    for name in np.unique(labels):
-        cells = np.flatnonzero((labels == name) & (domains == "healthy"))
-        if name == holdout or cells.size < 30:
-            continue
-        cells = np.sort(rng.choice(cells, min(max_cells, cells.size), replace=False))
+    changes = []
+    for cells in other_type_cells(labels, domains, holdout, "healthy", np.random.default_rng(0), max_cells):
         factual = model.get_expression(adata=work, indices=cells, library_size=1e4)
         moved = model.get_counterfactual_expression(
             indices=cells, neighbour_indices=pool, adata=work, precomputed=False, n_neighbours=50, seed=cfg["seed"]
