@@ -99,18 +99,24 @@ def pairs_from_genes(genes: pd.DataFrame, own: str = "recommended", other: str =
 def pairs_from_borrowed(files: list[str]):
     """(world, holdout, model change, the model's change for the other types, true change) from
     ``world_options.py ... borrow=true lfc_csv=WORLD_TYPE.csv`` files (named by world and type)."""
-    from cellina.datasets import list_worlds
-
     for name in files:
-        stem = Path(name).stem
-        world = next((w for w in list_worlds() if stem.startswith(w + "_")), None)
-        if world is None:
-            raise SystemExit(f"{name}: the file name must start with a world name and '_'")
+        world, holdout = world_of(name)
         frame = pd.read_csv(name, index_col=0)
         if "borrowed_change" not in frame:
             raise SystemExit(f"{name} has no borrowed_change column (run world_options.py with borrow=true)")
         own, other = frame["pred_change"].to_numpy(), frame["borrowed_change"].to_numpy()
-        yield world, stem[len(world) + 1 :], own, other, frame["true_change"].to_numpy()
+        yield world, holdout, own, other, frame["true_change"].to_numpy()
+
+
+def world_of(name: str) -> tuple[str, str]:
+    """(world, held-out type) from a world_options.py lfc CSV named ``WORLD_TYPE.csv``."""
+    from cellina.datasets import list_worlds
+
+    stem = Path(name).stem
+    world = next((w for w in list_worlds() if stem.startswith(w + "_")), None)
+    if world is None:
+        raise SystemExit(f"{name}: the file name must start with a world name and '_'")
+    return world, stem[len(world) + 1 :]
 
 
 def mixture_scores(pairs, weights: pd.DataFrame | None = None) -> pd.DataFrame:

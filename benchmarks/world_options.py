@@ -12,7 +12,9 @@ Usage::
 ``m.NAME=JSON`` sets a model option on top of the preset, ``p.NAME=JSON`` a training-plan option;
 ``bandwidth``, ``max_neighbours``, ``epochs``, ``preset``, ``variant`` (``"cellina"`` or ``"gcn"``),
 ``seed``, ``depth`` and ``n_cells`` (the world's, instead of its specification's), ``borrow`` (with
-``lfc_csv``: add the model's change for the other types, ``borrowed_change``), ``n_draws`` (edge
+``lfc_csv``: add the model's change for the other types, ``borrowed_change``), ``strengths`` (with
+``lfc_csv``: add the change with each share of the reliability correction of worlds.STRENGTH_GRID,
+``change_s<share>``), ``n_draws`` (edge
 draws, default 1), ``uncertainty`` (what their spread describes: ``"donors"`` or ``"posterior"``) and
 ``composition`` (the neighbours' types in the niche features: ``"off"``, ``"added"`` or ``"only"``,
 which scores the edge perturbation alone) set the protocol; ``lfc_csv`` writes the edge run's
@@ -51,7 +53,7 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
         "seed": 0,
     }
     opts.update({"n_draws": 1, "uncertainty": "donors", "composition": "off", "lfc_csv": None, **defaults})
-    opts.update({"depth": None, "n_cells": None, "borrow": False})
+    opts.update({"depth": None, "n_cells": None, "borrow": False, "strengths": False})
     model, plan = {}, {}
     for item in items:
         key, _, value = item.partition("=")
@@ -75,7 +77,7 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
 
 
 def main(argv: list[str]) -> int:
-    from worlds import borrowed_change, run_protocol
+    from worlds import borrowed_change, run_protocol, strength_changes
 
     from cellina.datasets import list_worlds, make_world
     from cellina.evaluation import responsive_genes
@@ -96,7 +98,7 @@ def main(argv: list[str]) -> int:
         model,
         plan,
         probes=True,
-        return_models=bool(opts["borrow"]),
+        return_models=bool(opts["borrow"] or opts["strengths"]),
     )
     scores = res.scores.set_index("perturbation")
     row = {"label": label, "world": world, "type": holdout, "seconds": round(time.time() - t0)}
@@ -109,6 +111,9 @@ def main(argv: list[str]) -> int:
         row["edge_change_std"] = round(float(frame["pred_change_std"][responsive_genes(adata, holdout)].median()), 4)
     if frame is not None and opts["lfc_csv"]:
         extra = {"borrowed_change": borrowed_change(res, holdout, cfg)} if opts["borrow"] else {}
+        if opts["strengths"]:
+            changes = strength_changes(res, cfg, frame["pred_change"])
+            extra.update({f"change_s{k:g}": v for k, v in changes.items()})
         frame.assign(responsive=responsive_genes(adata, holdout), **extra).to_csv(opts["lfc_csv"])
     row.update({k: round(v, 3) for k, v in res.disentanglement.get("cellina", {}).items()})
     print("RESULT", json.dumps(row), flush=True)

@@ -46,6 +46,11 @@ COMPOSITION = "composition"
 #: a run option: also the trained model's edge change for the other types (``borrowed_change``), written to the
 #: per-gene CSV as the method ``<label>_other`` for benchmarks/world_borrowing.py
 BORROW = "borrow"
+#: a run option: the same trained model's edge change with part of the reliability correction
+#: (``disattenuate=STRENGTH``, :data:`STRENGTH_GRID`), written to the per-gene CSV as the methods
+#: ``<label>_s<STRENGTH>`` for benchmarks/world_disattenuation.py
+STRENGTHS = "strengths"
+STRENGTH_GRID = (0.25, 0.5, 0.75, 1.0)
 #: the tutorial's top observed genes judged against the exact change instead of the observed one (with_top_truth)
 TOP_TRUTH = "top_truth_pearson"
 METRICS = ["truth_pearson", "truth_skill", "truth_slope", "truth_auroc", "truth_calibration", "pearson", TOP_TRUTH]
@@ -68,6 +73,8 @@ RUNS = {
     "recommended_disattenuated": ("cellina", "recommended", "cellina", {"disattenuate_niche": True}),
     # the preset, and its own change for the other types (the side the borrowed mixture takes; world_borrowing.py)
     "recommended_borrowed": ("cellina", "recommended", "cellina", {BORROW: True}),
+    # the preset, and its change with a quarter, half, three quarters and all of the reliability correction
+    "recommended_strengths": ("cellina", "recommended", "cellina", {STRENGTHS: True}),
     # sampled directional subgraphs, the graph variant's fastest setting (its time against Cellina: gcn_speed)
     "gcn": ("cellina", "recommended", "gcn", {"num_neighbors": [10, 5], "subgraph_type": "directional"}),
     "scvi": ("scvi", None, "cellina", {}),
@@ -193,6 +200,44 @@ def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = MAX_OTHER_CEL
     return np.mean(changes, axis=0)
 
 
+def strength_changes(res, cfg: dict, protocol_change, strengths=STRENGTH_GRID) -> dict[float, np.ndarray]:
+    """The trained model's edge change for the protocol's controls and donors (its draws and seed) with
+    each share of the reliability correction; refuses a run whose share 0 is not ``protocol_change``
+    (the protocol's own change)."""
+    from cellina.evaluation._truth import population_lfc
+
+    (model,) = res.models.values()
+    work, control, pool = model.adata, res.indices["control"], res.indices["neighbours"]
+    factual = model.get_expression(adata=work, indices=control, library_size=1e4)
+    changes = {}
+    for strength in (0.0, *strengths):
+        moved = model.get_counterfactual_expression(
+            indices=control,
+            neighbour_indices=pool,
+            adata=work,
+            precomputed=False,
+            n_neighbours=50,
+            n_draws=cfg["n_draws"],
+            seed=cfg["seed"],
+            disattenuate=strength,
+        )
+        changes[strength] = population_lfc(np.asarray(moved), np.asarray(factual))
+    gap = float(np.max(np.abs(changes.pop(0.0) - np.asarray(protocol_change))))
+    if gap > 1e-4:
+        raise RuntimeError(f"the uncorrected change differs from the protocol's by up to {gap:.2g}")
+    return changes
+
+
+def strength_frames(res, lfc: pd.DataFrame, cfg: dict, label: str, **columns) -> list[pd.DataFrame]:
+    """``lfc`` with the change at each share of the correction, as the methods ``<label>_s<share>``."""
+    changes = strength_changes(res, cfg, lfc["pred_change"])
+    plain = lfc.drop(columns=["pred_change_std"], errors="ignore")
+    return [
+        plain.assign(pred_change=change, method=f"{label}_s{strength:g}", perturbation="edge", **columns)
+        for strength, change in changes.items()
+    ]
+
+
 def reach_cfg(adata, holdout: str, cfg: dict) -> dict:
     """``cfg`` with the graph's bandwidth and neighbour cap suggested by the data, held-out cells left out."""
     from cellina.spatial import niche_reach_curve
@@ -221,8 +266,16 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
             run_cfg = reach_cfg(adata, holdout, cfg) if options.pop(REACH, None) == "auto" else cfg
             run_cfg = {**run_cfg, "composition": options.pop(COMPOSITION, "off")}
             borrow = bool(options.pop(BORROW, False))
+            strengths = bool(options.pop(STRENGTHS, False))
             res = run_protocol(
-                adata, holdout, method, preset, variant, run_cfg, model_options=options, return_models=borrow
+                adata,
+                holdout,
+                method,
+                preset,
+                variant,
+                run_cfg,
+                model_options=options,
+                return_models=borrow or strengths,
             )
             seconds = time.perf_counter() - t0
             frames.append(res.scores.assign(world=name, holdout=holdout, method=label, seconds=seconds))
@@ -231,6 +284,8 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
                 if borrow and pert == "edge":
                     other = lfc.assign(pred_change=borrowed_change(res, holdout, run_cfg))
                     genes.append(other.assign(world=name, holdout=holdout, method=f"{label}_other", perturbation=pert))
+                if strengths and pert == "edge":
+                    genes.extend(strength_frames(res, lfc, run_cfg, label, world=name, holdout=holdout))
             print(f"{name} {holdout} {label}: {seconds:.0f} s", flush=True)
             print(res.scores[["perturbation", *[m for m in METRICS if m in res.scores]]].to_string(), flush=True)
     return pd.concat(frames, ignore_index=True), pd.concat(genes)

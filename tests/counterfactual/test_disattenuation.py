@@ -106,6 +106,13 @@ def test_disattenuated_latent_divides_each_types_change():
     out = disattenuated_niche_latent(factual, moved, np.array(["A", "A", "B", "B"]), reliability)
     np.testing.assert_allclose(out, [[4.0, 0.0], [12.0, 0.0], [0.0, 4.0], [0.0, 4.0]])
     np.testing.assert_allclose(disattenuated_niche_latent(factual, moved, None, reliability), 2 * moved)
+    # part of the correction: the reliability raised to the strength (A's is 0.25, B's all cells' 0.5)
+    half = disattenuated_niche_latent(factual, moved, np.array(["A", "A", "B", "B"]), reliability, strength=0.5)
+    np.testing.assert_allclose(half, [[2.0, 0.0], [6.0, 0.0], [0.0, 2 * 2**0.5], [0.0, 2 * 2**0.5]])
+    np.testing.assert_allclose(disattenuated_niche_latent(factual, moved, None, reliability, strength=0), moved)
+    for bad in (1.5, -0.1, float("nan"), "half"):
+        with pytest.raises(ValueError, match="strength="):
+            disattenuated_niche_latent(factual, moved, None, reliability, strength=bad)
 
 
 # ---------------------------------------------------------------- trained models
@@ -195,10 +202,22 @@ def test_the_option_is_the_models_default_and_survives_saving(two_slide_tissue, 
     np.testing.assert_allclose(loaded.get_counterfactual_expression(focal, pool, **EDGE), on, rtol=1e-5)
     with pytest.raises(ValueError, match="disattenuate_niche='yes'"):
         Cellina(adata, **SMALL, disattenuate_niche="yes")
-    with pytest.raises(ValueError, match="disattenuate=1"):
-        model.get_counterfactual_expression(focal, pool, disattenuate=1, **EDGE)
+    with pytest.raises(ValueError, match="disattenuate=2"):
+        model.get_counterfactual_expression(focal, pool, disattenuate=2, **EDGE)
     with pytest.raises(ValueError, match="give_mean=False"):
         edge_counterfactual(model, adata, focal, pool, disattenuate=True, give_mean=False)
+    # the library function takes part of the correction too: 0 is none, 1 all of it, 0.5 in between
+    draws = {"n_neighbours": EDGE["n_neighbours"], "n_draws": EDGE["n_draws"], "seed": EDGE["seed"]}
+    none, full = (edge_counterfactual(model, adata, focal, pool, disattenuate=v, **draws) for v in (0.0, 1))
+    half = edge_counterfactual(model, adata, focal, pool, disattenuate=0.5, **draws)
+    np.testing.assert_array_equal(half, model.get_counterfactual_expression(focal, pool, disattenuate=0.5, **EDGE))
+    np.testing.assert_allclose(none, model.get_counterfactual_expression(focal, pool, disattenuate=False, **EDGE))
+    np.testing.assert_allclose(full, on, rtol=1e-6)
+    factual = np.log(model.get_expression(indices=focal).mean(0))
+    sizes = [np.abs(np.log(x.mean(0)) - factual).mean() for x in (none, half, full)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    with pytest.raises(ValueError, match="disattenuate=2"):
+        edge_counterfactual(model, adata, focal, pool, disattenuate=2)
 
 
 def test_graph_variant_corrects_its_codes_the_same_way(gcn):

@@ -197,12 +197,17 @@ def niche_reliability(
 
 
 def disattenuated_niche_latent(
-    factual: np.ndarray, counterfactual: np.ndarray, cell_types: np.ndarray | None, reliability: NicheReliability
+    factual: np.ndarray,
+    counterfactual: np.ndarray,
+    cell_types: np.ndarray | None,
+    reliability: NicheReliability,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """``s`` moved from the factual code by the counterfactual change divided by its reliability.
 
     The direction is the mean change of each type's focal cells; every focal cell of the type is
-    scaled by the reliability along it.
+    scaled by the reliability along it, raised to ``strength`` (1: the full correction, 0: none;
+    in between, part of it on a log scale).
 
     Parameters
     ----------
@@ -212,7 +217,10 @@ def disattenuated_niche_latent(
         Each focal cell's registered type (``None``: all read with the statistics of all cells).
     reliability
         From :func:`niche_reliability`.
+    strength
+        The exponent of the reliability, in ``[0, 1]``.
     """
+    strength = check_strength(strength, "strength")
     factual = np.asarray(factual, dtype=np.float64)
     change = np.asarray(counterfactual, dtype=np.float64) - factual
     keys = np.full(len(factual), "", dtype=object) if cell_types is None else np.asarray(cell_types, dtype=object)
@@ -220,8 +228,17 @@ def disattenuated_niche_latent(
     for key in dict.fromkeys(keys.tolist()):
         rows = np.flatnonzero(keys == key)
         group = None if cell_types is None else key
-        out[rows] += change[rows] / reliability.along(group, change[rows].mean(axis=0))
+        out[rows] += change[rows] / reliability.along(group, change[rows].mean(axis=0)) ** strength
     return out.astype(np.float32)
+
+
+def check_strength(value: Any, name: str = "disattenuate") -> float:
+    """How much of the correction to apply: True is 1 (all of it), False 0, a number in ``[0, 1]`` itself."""
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    if isinstance(value, int | float | np.integer | np.floating) and np.isfinite(value) and 0 <= value <= 1:
+        return float(value)
+    raise ValueError(f"{name}={value!r} must be True, False or a number from 0 to 1 (the share of the correction).")
 
 
 def focal_cell_types(model: Any, adata: Any, focal: np.ndarray) -> np.ndarray | None:

@@ -11,7 +11,7 @@ from cellina.spatial import check_positions
 
 from ._edge import rewired_neighbourhoods, rewired_niche_features, spatial_features_record
 from ._novelty import niche_novelty
-from ._reliability import disattenuated_niche_latent, focal_cell_types
+from ._reliability import check_strength, disattenuated_niche_latent, focal_cell_types
 
 Output = Literal["expression", "z", "s", "shifted"]
 Uncertainty = Literal["donors", "posterior"]
@@ -124,15 +124,18 @@ def _graph_draws(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, rn
 class _Disattenuation:
     """Decodes the focal cells with each draw's change in ``s`` divided by its reliability."""
 
-    def __init__(self, model: Any, adata: Any, focal: np.ndarray, factual_codes: np.ndarray, batch_size) -> None:
+    def __init__(
+        self, model: Any, adata: Any, focal: np.ndarray, factual_codes: np.ndarray, batch_size, strength: float
+    ) -> None:
         self.model, self.adata, self.focal, self.batch_size = model, adata, focal, batch_size
+        self.strength = strength
         self.factual = factual_codes
         self.types = focal_cell_types(model, adata, focal)
         # measured on the training data when the model finished training, else now (and kept)
         self.reliability = model.stored_niche_reliability(batch_size)
 
     def expression(self, codes: np.ndarray, library_size: Any) -> np.ndarray:
-        moved = disattenuated_niche_latent(self.factual, codes, self.types, self.reliability)
+        moved = disattenuated_niche_latent(self.factual, codes, self.types, self.reliability, self.strength)
         return self.model.predict_with_niche_latent(self.adata, self.focal, moved, library_size, self.batch_size)
 
 
@@ -165,7 +168,7 @@ def edge_counterfactual(
     give_mean: bool = True,
     return_novelty: bool = False,
     novelty_options: dict[str, Any] | None = None,
-    disattenuate: bool = False,
+    disattenuate: bool | float = False,
 ):
     """Decode focal cells after rewiring their neighbourhoods, averaged over donor draws.
 
@@ -240,6 +243,8 @@ def edge_counterfactual(
         niche codes along it (per cell type; :func:`~cellina.counterfactual.niche_reliability`), so
         the response learnt from noisy niches is not shrunk by their noise. The latents, the
         novelty and, with ``uncertainty="posterior"``, the spread stay those of the uncorrected codes.
+        A number from 0 to 1 applies part of the correction: the change is divided by the
+        reliability raised to it (True is 1).
 
     Returns
     -------
@@ -263,11 +268,12 @@ def edge_counterfactual(
         draw, decode, factual = _feature_draws(model, adata, focal, pool, rng, layer, draw_kwargs)
     paired = sampled and output == "expression"
     factual_mean = factual(output, library_size, batch_size, True) if paired else None
-    corrected = None
-    if disattenuate and output == "expression":
+    corrected, strength = None, check_strength(disattenuate)
+    if strength > 0 and output == "expression":
         if not give_mean:
             raise ValueError("disattenuate=True corrects posterior means; it cannot be combined with give_mean=False.")
-        corrected = _Disattenuation(model, adata, focal, factual("s", "latent", batch_size, True), batch_size)
+        factual_codes = factual("s", "latent", batch_size, True)
+        corrected = _Disattenuation(model, adata, focal, factual_codes, batch_size, strength)
     stats, spread, draws, codes = _Welford(), _Welford(), [], []
     for _ in range(int(n_draws)):
         niche, drawn = draw()

@@ -123,14 +123,16 @@ class CellinaCounterfactualMixin:
             return self.measure_niche_reliability(batch_size)
         return NicheReliability.from_record(record)
 
-    def disattenuation(self, disattenuate: bool | None = None) -> bool:
+    def disattenuation(self, disattenuate: bool | float | None = None) -> bool | float:
         """Whether an edge counterfactual called with ``disattenuate`` divides the change in ``s`` by its
-        reliability: the value given, or the model's ``disattenuate_niche`` for None."""
+        reliability: the value given, or the model's ``disattenuate_niche`` for None. A number from 0
+        to 1 is the share of the correction (the exponent of the reliability)."""
+        from cellina.counterfactual._reliability import check_strength
+
         if disattenuate is None:
             return bool(getattr(self, "disattenuate_niche", False))
-        if not isinstance(disattenuate, bool | np.bool_):
-            raise ValueError(f"disattenuate={disattenuate!r} must be True, False or None (the model's setting).")
-        return bool(disattenuate)
+        strength = check_strength(disattenuate)
+        return bool(disattenuate) if isinstance(disattenuate, bool | np.bool_) else strength
 
     def get_counterfactual_expression(
         self,
@@ -222,7 +224,9 @@ class CellinaCounterfactualMixin:
             Divide each draw's change in ``s`` by the reliability of the focal cells' niche codes
             along it, per cell type, so the response is not shrunk by the noise of the niches it was
             learnt from (:func:`cellina.counterfactual.niche_reliability`). ``None`` (default): the
-            model's ``disattenuate_niche`` (off unless the model was built with it).
+            model's ``disattenuate_niche`` (off unless the model was built with it). A number from 0
+            to 1 applies that share of the correction on a log scale: the change is divided by the
+            reliability raised to it.
 
         Returns
         -------

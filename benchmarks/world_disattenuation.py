@@ -1,0 +1,115 @@
+"""Scoring the edge change with each share of the reliability correction, offline, from per-gene changes.
+
+The correction divides a counterfactual's change in ``s`` by the niche code's reliability
+(``disattenuate=True``); ``disattenuate=STRENGTH`` divides it by the reliability raised to
+``STRENGTH``, a share of the correction on a log scale. One trained model gives every share:
+
+* development worlds: ``python benchmarks/world_options.py WORLD TYPE LABEL strengths=true
+  lfc_csv='"WORLD_TYPE.csv"'`` writes the columns ``change_s<share>`` beside ``pred_change`` (share 0);
+* evaluation worlds: ``python benchmarks/worlds.py --methods recommended_strengths,mean_shift --csv P
+  --no-write`` writes the methods ``recommended_strengths`` (share 0) and ``recommended_strengths_s<share>``.
+
+Each share is scored against the world's exact change like any method (edge truth Pearson, skill, slope,
+responsive-vs-null AUROC), and the pairs meeting the skill and slope targets together are counted.
+
+Usage::
+
+    python benchmarks/world_disattenuation.py --lfc dev_two_channels_Myeloid.csv,...
+    python benchmarks/world_disattenuation.py --genes P_genes.csv,Q_genes.csv [--compare mean_shift]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from world_borrowing import summary  # noqa: E402
+
+SHARE_COLUMN = re.compile(r"^change_s(?P<share>[0-9.]+)$")
+BOTH = "skill >= 0.6 and slope 0.7-1.3"
+
+
+def pairs_from_lfc(files: list[str]):
+    """(world, holdout, {label: change}, true change) from world_options.py strengths=true lfc CSVs."""
+    from world_borrowing import world_of
+
+    for name in files:
+        world, holdout = world_of(name)
+        frame = pd.read_csv(name, index_col=0)
+        shares = {m["share"]: frame[c].to_numpy() for c in frame if (m := SHARE_COLUMN.match(c))}
+        if not shares:
+            raise SystemExit(f"{name} has no change_s<share> columns (run world_options.py with strengths=true)")
+        changes = {"0": frame["pred_change"].to_numpy(), **shares}
+        yield world, holdout, changes, frame["true_change"].to_numpy()
+
+
+def pairs_from_genes(genes: pd.DataFrame, label: str, compare: list[str]):
+    """(world, holdout, {share or method: change}, true change) from worlds.py per-gene CSVs."""
+    edge = genes[genes["perturbation"] == "edge"]
+    prefix = f"{label}_s"
+    for (world, holdout), pair in edge.groupby(["world", "holdout"], sort=False):
+        methods = {m: frame for m, frame in pair.groupby("method", sort=False)}
+        if label not in methods:
+            continue
+        changes = {"0": methods[label]["pred_change"].to_numpy()}
+        changes.update(
+            {m[len(prefix) :]: f["pred_change"].to_numpy() for m, f in methods.items() if m.startswith(prefix)}
+        )
+        changes.update({m: methods[m]["pred_change"].to_numpy() for m in compare if m in methods})
+        index = methods[label].index
+        if any(not (methods[m].index == index).all() for m in methods):
+            raise ValueError(f"{world}/{holdout}: the methods' genes differ")
+        yield world, holdout, changes, methods[label]["true_change"].to_numpy()
+
+
+def share_scores(pairs) -> pd.DataFrame:
+    """Truth scores of every pair for every share (the ``mixture`` column, as world_borrowing.summary reads)."""
+    from cellina.datasets import make_world, truth_for
+    from cellina.evaluation import truth_scores
+
+    rows, truths = [], {}
+    for world, holdout, changes, true in pairs:
+        if world not in truths:
+            truths[world] = truth_for(make_world(world))
+        truth = truths[world]
+        for label, change in changes.items():
+            s = truth_scores(change, true, truth.responsive(holdout), truth.null_genes())
+            rows.append(
+                {"world": world, "holdout": holdout, "mixture": label, **{k[6:]: s[k] for k in s if k[:6] == "truth_"}}
+            )
+    return pd.DataFrame(rows)
+
+
+def table(scores: pd.DataFrame) -> pd.DataFrame:
+    """world_borrowing.summary with the pairs meeting skill and slope together."""
+    out = summary(scores)
+    both = (scores["skill"] >= 0.6) & scores["slope"].between(0.7, 1.3)
+    out.insert(4, BOTH, both.groupby(scores["mixture"], sort=False).sum().astype(int))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--lfc", help="comma-separated world_options.py strengths=true lfc CSVs (WORLD_TYPE.csv)")
+    source.add_argument("--genes", help="comma-separated per-gene CSVs of benchmarks/worlds.py --csv P")
+    parser.add_argument("--label", default="recommended_strengths", help="with --genes: the run's method label")
+    parser.add_argument("--compare", default="", help="with --genes: comma-separated methods scored beside it")
+    args = parser.parse_args(argv)
+    if args.lfc:
+        pairs = pairs_from_lfc(args.lfc.split(","))
+    else:
+        genes = pd.concat([pd.read_csv(f, index_col=0) for f in args.genes.split(",")])
+        pairs = pairs_from_genes(genes, args.label, [m for m in args.compare.split(",") if m])
+    scores = share_scores(pairs)
+    print(f"pairs: {scores[['world', 'holdout']].drop_duplicates().shape[0]}")
+    print(table(scores).to_string())
+
+
+if __name__ == "__main__":
+    main()
