@@ -14,6 +14,7 @@ from scipy.spatial import cKDTree
 
 import cellina.datasets
 from cellina.datasets import (
+    CONFIRMATION_WORLDS,
     DEVELOPMENT_WORLDS,
     EVALUATION_WORLDS,
     WORLD_KEY,
@@ -228,13 +229,15 @@ def test_specification_round_trips_through_a_plain_dictionary():
 # ------------------------------------------------------------------------------------ registry
 
 
-def test_registry_splits_development_from_evaluation_worlds():
-    assert len(DEVELOPMENT_WORLDS) == 7 and len(EVALUATION_WORLDS) == 6
-    assert not set(DEVELOPMENT_WORLDS) & set(EVALUATION_WORLDS)
-    assert list_worlds() == [*DEVELOPMENT_WORLDS, *EVALUATION_WORLDS]
+def test_registry_splits_development_from_evaluation_and_confirmation_worlds():
+    assert len(DEVELOPMENT_WORLDS) == 7 and len(EVALUATION_WORLDS) == 6 and len(CONFIRMATION_WORLDS) == 4
+    splits = (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS)
+    assert len(set().union(*splits)) == sum(len(names) for names in splits)
+    assert list_worlds() == [*DEVELOPMENT_WORLDS, *EVALUATION_WORLDS, *CONFIRMATION_WORLDS]
     assert list_worlds("evaluation") == list(EVALUATION_WORLDS)
-    assert {world_split(n) for n in DEVELOPMENT_WORLDS} == {"development"}
-    assert {world_split(n) for n in EVALUATION_WORLDS} == {"evaluation"}
+    assert list_worlds("confirmation") == list(CONFIRMATION_WORLDS)
+    for split, names in zip(("development", "evaluation", "confirmation"), splits, strict=True):
+        assert {world_split(n) for n in names} == {split}
     with pytest.raises(ValueError, match="split"):
         list_worlds("test")
     for name in list_worlds():

@@ -35,6 +35,7 @@ from cellina.datasets._sender_tissue import SENDER_TISSUE_TYPES, sender_receiver
 from cellina.datasets._synthetic import GRAPH_KEY, TRUTH_KEY, synthetic_tissue
 from cellina.datasets._truth import true_counterfactual_edge, true_counterfactual_node, true_mean
 from cellina.datasets.worlds import (
+    CONFIRMATION_WORLDS,
     DEVELOPMENT_WORLDS,
     EVALUATION_WORLDS,
     HOLDOUT_TYPES,
@@ -54,6 +55,7 @@ __all__ = [
     "COARSE_TYPES",
     "DEVELOPMENT_WORLDS",
     "DOMAINS",
+    "CONFIRMATION_WORLDS",
     "EVALUATION_WORLDS",
     "HOLDOUT_TYPES",
     "WORLD_KEY",

@@ -6,12 +6,14 @@ reach (contact, Gaussian, exponential), and the dose-response (linear, saturatin
 a layout with malignant nests, immune aggregates and vessels; intrinsic confounds between
 domains (subtype mix, cell state, cell size); depth, panel size, slides and batch effects. The
 generator shares no code with the model (it never imports ``cellina.spatial`` or
-``cellina.model``). The registry splits the named worlds into development and evaluation worlds.
+``cellina.model``). The registry splits the named worlds into development, evaluation and
+confirmation worlds.
 """
 
 from cellina.datasets.worlds._catalogue import COARSE_TYPES, DOMAINS, FINE_TO_COARSE, FINE_TYPES
 from cellina.datasets.worlds._generate import make_world
 from cellina.datasets.worlds._registry import (
+    CONFIRMATION_WORLDS,
     DEVELOPMENT_WORLDS,
     EVALUATION_WORLDS,
     HOLDOUT_TYPES,
@@ -43,6 +45,7 @@ __all__ = [
     "FINE_TYPES",
     "DEVELOPMENT_WORLDS",
     "DOSES",
+    "CONFIRMATION_WORLDS",
     "EVALUATION_WORLDS",
     "GRADIENTS",
     "HOLDOUT_TYPES",
