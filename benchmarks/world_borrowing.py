@@ -92,8 +92,13 @@ def pairs_from_genes(genes: pd.DataFrame, own: str = "recommended", other: str =
                 continue
             if not (model.index == shift.index).all():
                 raise ValueError(f"{world}/{holdout}: the two methods' genes differ")
-            own, other = model["pred_change"].to_numpy(), shift["pred_change"].to_numpy()
-            yield world, holdout, own, other, model["true_change"].to_numpy()
+            yield (
+                world,
+                holdout,
+                model["pred_change"].to_numpy(),
+                shift["pred_change"].to_numpy(),
+                model["true_change"].to_numpy(),
+            )
 
 
 def pairs_from_borrowed(files: list[str]):
