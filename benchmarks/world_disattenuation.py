@@ -12,9 +12,15 @@ The correction divides a counterfactual's change in ``s`` by the niche code's re
 Each share is scored against the world's exact change like any method (edge truth Pearson, skill, slope,
 responsive-vs-null AUROC), and the pairs meeting the skill and slope targets together are counted.
 
+With ``borrow=true`` too, world_options.py also writes the model's change for the other types at each share
+(``borrowed_change``, ``borrowed_change_s<share>``); ``--mix`` then scores ``(1 - w) * own + w * borrowed``
+at every share and every ``w`` of world_borrowing.FIXED, and counts the pairs meeting all three edge targets
+(truth Pearson, skill, slope).
+
 Usage::
 
     python benchmarks/world_disattenuation.py --lfc dev_two_channels_Myeloid.csv,...
+    python benchmarks/world_disattenuation.py --lfc dev_two_channels_Myeloid.csv,... --mix
     python benchmarks/world_disattenuation.py --genes P_genes.csv,Q_genes.csv [--compare mean_shift]
 """
 
@@ -46,6 +52,28 @@ def pairs_from_lfc(files: list[str]):
             raise SystemExit(f"{name} has no change_s<share> columns (run world_options.py with strengths=true)")
         changes = {"0": frame["pred_change"].to_numpy(), **shares}
         yield world, holdout, changes, frame["true_change"].to_numpy()
+
+
+def mixed_pairs(files: list[str]):
+    """(world, holdout, {"w=W p=P": change}, true change): own and borrowed change at share P, mixed at W."""
+    from world_borrowing import FIXED
+
+    for world, holdout, own, true in pairs_from_lfc(files):
+        frame = pd.read_csv(next(f for f in files if Path(f).stem == f"{world}_{holdout}"), index_col=0)
+        if "borrowed_change" not in frame:
+            raise SystemExit(f"{world}_{holdout}: no borrowed_change (run world_options.py with borrow=true)")
+        borrowed = {"0": frame["borrowed_change"].to_numpy()}
+        borrowed.update({k: frame[f"borrowed_change_s{k}"].to_numpy() for k in own if k != "0"})
+        mixed = {f"w={w:g} p={k}": (1 - w) * own[k] + w * borrowed[k] for k in own for w in FIXED}
+        yield world, holdout, mixed, true
+
+
+def all_three(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per label: pairs meeting truth Pearson >= 0.9, skill >= 0.6 and slope 0.7-1.3 together, and medians."""
+    met = (scores["pearson"] >= 0.9) & (scores["skill"] >= 0.6) & scores["slope"].between(0.7, 1.3)
+    grouped = scores.assign(met=met).groupby("mixture", sort=False)
+    out = grouped.agg(all_three=("met", "sum"), pearson=("pearson", "median"), skill=("skill", "median"))
+    return out.assign(slope=grouped["slope"].median()).round(3)
 
 
 def pairs_from_genes(genes: pd.DataFrame, label: str, compare: list[str]):
@@ -100,7 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--genes", help="comma-separated per-gene CSVs of benchmarks/worlds.py --csv P")
     parser.add_argument("--label", default="recommended_strengths", help="with --genes: the run's method label")
     parser.add_argument("--compare", default="", help="with --genes: comma-separated methods scored beside it")
+    parser.add_argument("--mix", action="store_true", help="with --lfc: mix each share with the borrowed change")
     args = parser.parse_args(argv)
+    if args.mix:
+        scores = share_scores(mixed_pairs(args.lfc.split(",")))
+        print(f"pairs: {scores[['world', 'holdout']].drop_duplicates().shape[0]}")
+        print(all_three(scores).sort_values(["all_three", "skill"], ascending=False).to_string())
+        return
     if args.lfc:
         pairs = pairs_from_lfc(args.lfc.split(","))
     else:

@@ -14,7 +14,7 @@ Usage::
 ``seed``, ``depth`` and ``n_cells`` (the world's, instead of its specification's), ``borrow`` (with
 ``lfc_csv``: add the model's change for the other types, ``borrowed_change``), ``strengths`` (with
 ``lfc_csv``: add the change with each share of the reliability correction of worlds.STRENGTH_GRID,
-``change_s<share>``), ``n_draws`` (edge
+``change_s<share>``, and with ``borrow`` the other types' too, ``borrowed_change_s<share>``), ``n_draws`` (edge
 draws, default 1), ``uncertainty`` (what their spread describes: ``"donors"`` or ``"posterior"``) and
 ``composition`` (the neighbours' types in the niche features: ``"off"``, ``"added"`` or ``"only"``,
 which scores the edge perturbation alone) set the protocol; ``lfc_csv`` writes the edge run's
@@ -114,6 +114,10 @@ def main(argv: list[str]) -> int:
         if opts["strengths"]:
             changes = strength_changes(res, cfg, frame["pred_change"])
             extra.update({f"change_s{k:g}": v for k, v in changes.items()})
+            if opts["borrow"]:
+                extra.update(
+                    {f"borrowed_change_s{k:g}": borrowed_change(res, holdout, cfg, disattenuate=k) for k in changes}
+                )
         frame.assign(responsive=responsive_genes(adata, holdout), **extra).to_csv(opts["lfc_csv"])
     row.update({k: round(v, 3) for k, v in res.disentanglement.get("cellina", {}).items()})
     print("RESULT", json.dumps(row), flush=True)

@@ -177,13 +177,14 @@ def other_type_cells(labels, domains, holdout: str, domain: str, rng, max_cells:
         yield np.sort(rng.choice(cells, min(max_cells, cells.size), replace=False))
 
 
-def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = MAX_OTHER_CELLS):
+def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = MAX_OTHER_CELLS, disattenuate: float = 0.0):
     """The trained model's edge change for the other types, equal weight per type.
 
     Each other type's healthy cells (at most ``max_cells``, seed 0) get niches pooled from the protocol's
     donor pool, as the held-out type's control cells do; the population change (the protocol's
     ``pred_change``) is averaged over the types. What the model would predict for the held-out type if it
-    borrowed the other types' answer to the tumour's niche, from the same trained model.
+    borrowed the other types' answer to the tumour's niche, from the same trained model. ``disattenuate``:
+    the share of the reliability correction each type's change gets (its own type's reliability).
     """
     from cellina.evaluation._truth import population_lfc
 
@@ -194,7 +195,13 @@ def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = MAX_OTHER_CEL
     for cells in other_type_cells(labels, domains, holdout, "healthy", np.random.default_rng(0), max_cells):
         factual = model.get_expression(adata=work, indices=cells, library_size=1e4)
         moved = model.get_counterfactual_expression(
-            indices=cells, neighbour_indices=pool, adata=work, precomputed=False, n_neighbours=50, seed=cfg["seed"]
+            indices=cells,
+            neighbour_indices=pool,
+            adata=work,
+            precomputed=False,
+            n_neighbours=50,
+            seed=cfg["seed"],
+            disattenuate=float(disattenuate),
         )
         changes.append(population_lfc(np.asarray(moved), np.asarray(factual)))
     return np.mean(changes, axis=0)
