@@ -15,7 +15,10 @@ responsive-vs-null AUROC), and the pairs meeting the skill and slope targets tog
 With ``borrow=true`` too, world_options.py also writes the model's change for the other types at each share
 (``borrowed_change``, ``borrowed_change_s<share>``); ``--mix`` then scores ``(1 - w) * own + w * borrowed``
 at every share and every ``w`` of world_borrowing.FIXED, and counts the pairs meeting all three edge targets
-(truth Pearson, skill, slope).
+(truth Pearson, skill, slope). On held-back worlds, ``python benchmarks/worlds.py --split confirmation
+--methods recommended_borrowed_strengths,mean_shift --csv P --no-write`` writes both sides at every share
+(methods ``recommended_borrowed_strengths_s<share>`` and ``recommended_borrowed_strengths_other_s<share>``),
+mixed with ``world_borrowing.py --genes ... --own A --other B``.
 
 Usage::
 

@@ -75,6 +75,8 @@ RUNS = {
     "recommended_borrowed": ("cellina", "recommended", "cellina", {BORROW: True}),
     # the preset, and its change with a quarter, half, three quarters and all of the reliability correction
     "recommended_strengths": ("cellina", "recommended", "cellina", {STRENGTHS: True}),
+    # both: the own and the other types' change at every share (methods <label>_s<share>, <label>_other_s<share>)
+    "recommended_borrowed_strengths": ("cellina", "recommended", "cellina", {BORROW: True, STRENGTHS: True}),
     # sampled directional subgraphs, the graph variant's fastest setting (its time against Cellina: gcn_speed)
     "gcn": ("cellina", "recommended", "gcn", {"num_neighbors": [10, 5], "subgraph_type": "directional"}),
     "scvi": ("scvi", None, "cellina", {}),
@@ -289,10 +291,18 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
             for (pert, _), lfc in res.lfc.items():
                 genes.append(lfc.assign(world=name, holdout=holdout, method=label, perturbation=pert))
                 if borrow and pert == "edge":
-                    other = lfc.assign(pred_change=borrowed_change(res, holdout, run_cfg))
+                    other = lfc.drop(columns=["pred_change_std"], errors="ignore").assign(
+                        pred_change=borrowed_change(res, holdout, run_cfg)
+                    )
                     genes.append(other.assign(world=name, holdout=holdout, method=f"{label}_other", perturbation=pert))
                 if strengths and pert == "edge":
                     genes.extend(strength_frames(res, lfc, run_cfg, label, world=name, holdout=holdout))
+                if borrow and strengths and pert == "edge":
+                    for share in STRENGTH_GRID:
+                        change = borrowed_change(res, holdout, run_cfg, disattenuate=share)
+                        other = lfc.drop(columns=["pred_change_std"], errors="ignore").assign(pred_change=change)
+                        method_name = f"{label}_other_s{share:g}"
+                        genes.append(other.assign(world=name, holdout=holdout, method=method_name, perturbation=pert))
             print(f"{name} {holdout} {label}: {seconds:.0f} s", flush=True)
             print(res.scores[["perturbation", *[m for m in METRICS if m in res.scores]]].to_string(), flush=True)
     return pd.concat(frames, ignore_index=True), pd.concat(genes)
