@@ -34,46 +34,64 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from world_borrowing import summary  # noqa: E402
+from world_borrowing import COUNTS, summary  # noqa: E402
 
-SHARE_COLUMN = re.compile(r"^change_s(?P<share>[0-9.]+)$")
 BOTH = "skill >= 0.6 and slope 0.7-1.3"
 
 
-def pairs_from_lfc(files: list[str]):
-    """(world, holdout, {label: change}, true change) from world_options.py strengths=true lfc CSVs."""
+def read_lfc(files: list[str]):
+    """(world, holdout, frame) of each world_options.py lfc CSV (named ``WORLD_TYPE.csv``)."""
     from world_borrowing import world_of
 
     for name in files:
-        world, holdout = world_of(name)
-        frame = pd.read_csv(name, index_col=0)
-        shares = {m["share"]: frame[c].to_numpy() for c in frame if (m := SHARE_COLUMN.match(c))}
-        if not shares:
-            raise SystemExit(f"{name} has no change_s<share> columns (run world_options.py with strengths=true)")
-        changes = {"0": frame["pred_change"].to_numpy(), **shares}
-        yield world, holdout, changes, frame["true_change"].to_numpy()
+        yield (*world_of(name), pd.read_csv(name, index_col=0))
+
+
+def shares_of(frame: pd.DataFrame, prefix: str, name: str) -> dict[str, np.ndarray]:
+    """``{share: change}`` from the columns ``<prefix>`` (share 0) and ``<prefix>_s<share>``."""
+    if prefix not in frame:
+        raise SystemExit(f"{name} has no {prefix} column (run world_options.py with strengths=true and borrow=true)")
+    columns = {m["share"]: c for c in frame if (m := re.fullmatch(rf"{prefix}_s(?P<share>[0-9.]+)", c))}
+    if not columns:
+        raise SystemExit(f"{name} has no {prefix}_s<share> columns (run world_options.py with strengths=true)")
+    return {"0": frame[prefix].to_numpy(), **{k: frame[c].to_numpy() for k, c in columns.items()}}
+
+
+def pairs_from_lfc(files: list[str]):
+    """(world, holdout, {share: change}, true change) from world_options.py strengths=true lfc CSVs."""
+    for world, holdout, frame in read_lfc(files):
+        own = shares_of(frame.rename(columns={"pred_change": "change"}), "change", f"{world}_{holdout}")
+        yield world, holdout, own, frame["true_change"].to_numpy()
 
 
 def mixed_pairs(files: list[str]):
     """(world, holdout, {"w=W p=P": change}, true change): own and borrowed change at share P, mixed at W."""
     from world_borrowing import FIXED
 
-    for world, holdout, own, true in pairs_from_lfc(files):
-        frame = pd.read_csv(next(f for f in files if Path(f).stem == f"{world}_{holdout}"), index_col=0)
-        if "borrowed_change" not in frame:
-            raise SystemExit(f"{world}_{holdout}: no borrowed_change (run world_options.py with borrow=true)")
-        borrowed = {"0": frame["borrowed_change"].to_numpy()}
-        borrowed.update({k: frame[f"borrowed_change_s{k}"].to_numpy() for k in own if k != "0"})
+    for world, holdout, frame in read_lfc(files):
+        name = f"{world}_{holdout}"
+        own = shares_of(frame.rename(columns={"pred_change": "change"}), "change", name)
+        borrowed = shares_of(frame, "borrowed_change", name)
         mixed = {f"w={w:g} p={k}": (1 - w) * own[k] + w * borrowed[k] for k in own for w in FIXED}
-        yield world, holdout, mixed, true
+        yield world, holdout, mixed, frame["true_change"].to_numpy()
+
+
+def _met(scores: pd.DataFrame, *targets: str) -> pd.Series:
+    """Whether each row meets every one of world_borrowing.COUNTS' ``targets``."""
+    met = pd.Series(True, index=scores.index)
+    for target in targets:
+        column, ok = COUNTS[target]
+        met &= ok(scores[column])
+    return met
 
 
 def all_three(scores: pd.DataFrame) -> pd.DataFrame:
     """Per label: pairs meeting truth Pearson >= 0.9, skill >= 0.6 and slope 0.7-1.3 together, and medians."""
-    met = (scores["pearson"] >= 0.9) & (scores["skill"] >= 0.6) & scores["slope"].between(0.7, 1.3)
+    met = _met(scores, "truth Pearson >= 0.9", "skill >= 0.6", "slope 0.7-1.3")
     grouped = scores.assign(met=met).groupby("mixture", sort=False)
     out = grouped.agg(all_three=("met", "sum"), pearson=("pearson", "median"), skill=("skill", "median"))
     return out.assign(slope=grouped["slope"].median()).round(3)
@@ -119,7 +137,7 @@ def share_scores(pairs) -> pd.DataFrame:
 def table(scores: pd.DataFrame) -> pd.DataFrame:
     """world_borrowing.summary with the pairs meeting skill and slope together."""
     out = summary(scores)
-    both = (scores["skill"] >= 0.6) & scores["slope"].between(0.7, 1.3)
+    both = _met(scores, "skill >= 0.6", "slope 0.7-1.3")
     out.insert(4, BOTH, both.groupby(scores["mixture"], sort=False).sum().astype(int))
     return out
 
@@ -133,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", default="", help="with --genes: comma-separated methods scored beside it")
     parser.add_argument("--mix", action="store_true", help="with --lfc: mix each share with the borrowed change")
     args = parser.parse_args(argv)
+    if args.mix and not args.lfc:
+        parser.error("--mix reads world_options.py lfc CSVs: give them with --lfc")
     if args.mix:
         scores = share_scores(mixed_pairs(args.lfc.split(",")))
         print(f"pairs: {scores[['world', 'holdout']].drop_duplicates().shape[0]}")

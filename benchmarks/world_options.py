@@ -77,7 +77,7 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
 
 
 def main(argv: list[str]) -> int:
-    from worlds import borrowed_change, run_protocol, strength_changes
+    from worlds import extra_edge_frames, run_protocol
 
     from cellina.datasets import list_worlds, make_world
     from cellina.evaluation import responsive_genes
@@ -110,18 +110,18 @@ def main(argv: list[str]) -> int:
     if frame is not None and "pred_change_std" in frame:
         row["edge_change_std"] = round(float(frame["pred_change_std"][responsive_genes(adata, holdout)].median()), 4)
     if frame is not None and opts["lfc_csv"]:
-        extra = {"borrowed_change": borrowed_change(res, holdout, cfg)} if opts["borrow"] else {}
-        if opts["strengths"]:
-            changes = strength_changes(res, cfg, frame["pred_change"])
-            extra.update({f"change_s{k:g}": v for k, v in changes.items()})
-            if opts["borrow"]:
-                extra.update(
-                    {f"borrowed_change_s{k:g}": borrowed_change(res, holdout, cfg, disattenuate=k) for k in changes}
-                )
-        frame.assign(responsive=responsive_genes(adata, holdout), **extra).to_csv(opts["lfc_csv"])
+        # the same changes as worlds.py's extra methods, as columns: <label>_s0.5 -> change_s0.5, and so on
+        extra = extra_edge_frames(res, frame, cfg, "", holdout, bool(opts["borrow"]), bool(opts["strengths"]))
+        columns = {_column(f["method"].iloc[0]): f["pred_change"] for f in extra}
+        frame.assign(responsive=responsive_genes(adata, holdout), **columns).to_csv(opts["lfc_csv"])
     row.update({k: round(v, 3) for k, v in res.disentanglement.get("cellina", {}).items()})
     print("RESULT", json.dumps(row), flush=True)
     return 0
+
+
+def _column(method: str) -> str:
+    """The lfc CSV column of an extra method of worlds.extra_edge_frames made with an empty label."""
+    return "borrowed_change" + method[len("_other") :] if method.startswith("_other") else "change" + method
 
 
 if __name__ == "__main__":

@@ -179,6 +179,28 @@ def other_type_cells(labels, domains, holdout: str, domain: str, rng, max_cells:
         yield np.sort(rng.choice(cells, min(max_cells, cells.size), replace=False))
 
 
+def model_change(res, cells: np.ndarray, cfg: dict, disattenuate: float = 0.0, n_draws: int = 1) -> np.ndarray:
+    """The trained model's population edge change of ``cells`` when their niches are pooled from the protocol's
+    donor pool (its seed), with share ``disattenuate`` of the reliability correction: the protocol's
+    ``pred_change`` for those cells."""
+    from cellina.evaluation._truth import population_lfc
+
+    (model,) = res.models.values()
+    work, pool = model.adata, res.indices["neighbours"]
+    factual = model.get_expression(adata=work, indices=cells, library_size=1e4)
+    moved = model.get_counterfactual_expression(
+        indices=cells,
+        neighbour_indices=pool,
+        adata=work,
+        precomputed=False,
+        n_neighbours=50,
+        n_draws=n_draws,
+        seed=cfg["seed"],
+        disattenuate=float(disattenuate),
+    )
+    return population_lfc(np.asarray(moved), np.asarray(factual))
+
+
 def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = MAX_OTHER_CELLS, disattenuate: float = 0.0):
     """The trained model's edge change for the other types, equal weight per type.
 
@@ -188,63 +210,39 @@ def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = MAX_OTHER_CEL
     borrowed the other types' answer to the tumour's niche, from the same trained model. ``disattenuate``:
     the share of the reliability correction each type's change gets (its own type's reliability).
     """
-    from cellina.evaluation._truth import population_lfc
-
-    (model,) = res.models.values()
-    work, pool = model.adata, res.indices["neighbours"]
-    labels, domains = work.obs["coarse_type"].astype(str).to_numpy(), work.obs["domain"].astype(str).to_numpy()
-    changes = []
-    for cells in other_type_cells(labels, domains, holdout, "healthy", np.random.default_rng(0), max_cells):
-        factual = model.get_expression(adata=work, indices=cells, library_size=1e4)
-        moved = model.get_counterfactual_expression(
-            indices=cells,
-            neighbour_indices=pool,
-            adata=work,
-            precomputed=False,
-            n_neighbours=50,
-            seed=cfg["seed"],
-            disattenuate=float(disattenuate),
-        )
-        changes.append(population_lfc(np.asarray(moved), np.asarray(factual)))
-    return np.mean(changes, axis=0)
+    obs = next(iter(res.models.values())).adata.obs
+    labels, domains = obs["coarse_type"].astype(str).to_numpy(), obs["domain"].astype(str).to_numpy()
+    cells = other_type_cells(labels, domains, holdout, "healthy", np.random.default_rng(0), max_cells)
+    return np.mean([model_change(res, c, cfg, disattenuate) for c in cells], axis=0)
 
 
 def strength_changes(res, cfg: dict, protocol_change, strengths=STRENGTH_GRID) -> dict[float, np.ndarray]:
     """The trained model's edge change for the protocol's controls and donors (its draws and seed) with
     each share of the reliability correction; refuses a run whose share 0 is not ``protocol_change``
     (the protocol's own change)."""
-    from cellina.evaluation._truth import population_lfc
-
-    (model,) = res.models.values()
-    work, control, pool = model.adata, res.indices["control"], res.indices["neighbours"]
-    factual = model.get_expression(adata=work, indices=control, library_size=1e4)
-    changes = {}
-    for strength in (0.0, *strengths):
-        moved = model.get_counterfactual_expression(
-            indices=control,
-            neighbour_indices=pool,
-            adata=work,
-            precomputed=False,
-            n_neighbours=50,
-            n_draws=cfg["n_draws"],
-            seed=cfg["seed"],
-            disattenuate=strength,
-        )
-        changes[strength] = population_lfc(np.asarray(moved), np.asarray(factual))
+    control, n_draws = res.indices["control"], cfg["n_draws"]
+    changes = {share: model_change(res, control, cfg, share, n_draws) for share in (0.0, *strengths)}
     gap = float(np.max(np.abs(changes.pop(0.0) - np.asarray(protocol_change))))
     if gap > 1e-4:
         raise RuntimeError(f"the uncorrected change differs from the protocol's by up to {gap:.2g}")
     return changes
 
 
-def strength_frames(res, lfc: pd.DataFrame, cfg: dict, label: str, **columns) -> list[pd.DataFrame]:
-    """``lfc`` with the change at each share of the correction, as the methods ``<label>_s<share>``."""
-    changes = strength_changes(res, cfg, lfc["pred_change"])
+def extra_edge_frames(res, lfc: pd.DataFrame, cfg: dict, label: str, holdout: str, borrow: bool, strengths: bool):
+    """The per-gene edge frames the run options add beside the protocol's own (``lfc``): with ``strengths`` the
+    change at each share of the correction (methods ``<label>_s<share>``), with ``borrow`` the other types'
+    change (``<label>_other``), with both the other types' change at each share (``<label>_other_s<share>``)."""
     plain = lfc.drop(columns=["pred_change_std"], errors="ignore")
-    return [
-        plain.assign(pred_change=change, method=f"{label}_s{strength:g}", perturbation="edge", **columns)
-        for strength, change in changes.items()
-    ]
+    changes = {}
+    if strengths:
+        changes.update({f"{label}_s{k:g}": v for k, v in strength_changes(res, cfg, lfc["pred_change"]).items()})
+    if borrow:
+        changes[f"{label}_other"] = borrowed_change(res, holdout, cfg)
+    if borrow and strengths:
+        changes.update(
+            {f"{label}_other_s{k:g}": borrowed_change(res, holdout, cfg, disattenuate=k) for k in STRENGTH_GRID}
+        )
+    return [plain.assign(pred_change=change, method=method) for method, change in changes.items()]
 
 
 def reach_cfg(adata, holdout: str, cfg: dict) -> dict:
@@ -289,20 +287,10 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
             seconds = time.perf_counter() - t0
             frames.append(res.scores.assign(world=name, holdout=holdout, method=label, seconds=seconds))
             for (pert, _), lfc in res.lfc.items():
-                genes.append(lfc.assign(world=name, holdout=holdout, method=label, perturbation=pert))
-                if borrow and pert == "edge":
-                    other = lfc.drop(columns=["pred_change_std"], errors="ignore").assign(
-                        pred_change=borrowed_change(res, holdout, run_cfg)
-                    )
-                    genes.append(other.assign(world=name, holdout=holdout, method=f"{label}_other", perturbation=pert))
-                if strengths and pert == "edge":
-                    genes.extend(strength_frames(res, lfc, run_cfg, label, world=name, holdout=holdout))
-                if borrow and strengths and pert == "edge":
-                    for share in STRENGTH_GRID:
-                        change = borrowed_change(res, holdout, run_cfg, disattenuate=share)
-                        other = lfc.drop(columns=["pred_change_std"], errors="ignore").assign(pred_change=change)
-                        method_name = f"{label}_other_s{share:g}"
-                        genes.append(other.assign(world=name, holdout=holdout, method=method_name, perturbation=pert))
+                frames_of_pair = [lfc.assign(method=label)]
+                if pert == "edge":
+                    frames_of_pair += extra_edge_frames(res, lfc, run_cfg, label, holdout, borrow, strengths)
+                genes.extend(f.assign(world=name, holdout=holdout, perturbation=pert) for f in frames_of_pair)
             print(f"{name} {holdout} {label}: {seconds:.0f} s", flush=True)
             print(res.scores[["perturbation", *[m for m in METRICS if m in res.scores]]].to_string(), flush=True)
     return pd.concat(frames, ignore_index=True), pd.concat(genes)
