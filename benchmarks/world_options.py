@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
         row["edge_change_std"] = round(float(frame["pred_change_std"][responsive_genes(adata, holdout)].median()), 4)
     if frame is not None and opts["lfc_csv"]:
         # the same changes as worlds.py's extra methods, as columns: <label>_s0.5 -> change_s0.5, and so on
-        extra = extra_edge_frames(res, frame, cfg, "", holdout, bool(opts["borrow"]), bool(opts["strengths"]))
+        extra = extra_edge_frames(res, frame, cfg, "", bool(opts["borrow"]), bool(opts["strengths"]))
         columns = {_column(f["method"].iloc[0]): f["pred_change"] for f in extra}
         frame.assign(responsive=responsive_genes(adata, holdout), **columns).to_csv(opts["lfc_csv"])
     row.update({k: round(v, 3) for k, v in res.disentanglement.get("cellina", {}).items()})

@@ -182,38 +182,31 @@ def other_type_cells(labels, domains, holdout: str, domain: str, rng, max_cells:
 def model_change(res, cells: np.ndarray, cfg: dict, disattenuate: float = 0.0, n_draws: int = 1) -> np.ndarray:
     """The trained model's population edge change of ``cells`` when their niches are pooled from the protocol's
     donor pool (its seed), with share ``disattenuate`` of the reliability correction: the protocol's
-    ``pred_change`` for those cells."""
-    from cellina.evaluation._truth import population_lfc
+    ``pred_change`` for those cells, through the API's own computation."""
+    from cellina.counterfactual._borrow import population_change
 
     (model,) = res.models.values()
-    work, pool = model.adata, res.indices["neighbours"]
-    factual = model.get_expression(adata=work, indices=cells, library_size=1e4)
-    moved = model.get_counterfactual_expression(
-        indices=cells,
-        neighbour_indices=pool,
-        adata=work,
-        precomputed=False,
-        n_neighbours=50,
-        n_draws=n_draws,
-        seed=cfg["seed"],
-        disattenuate=float(disattenuate),
-    )
-    return population_lfc(np.asarray(moved), np.asarray(factual))
+    options = {"n_neighbours": 50, "n_draws": n_draws, "seed": cfg["seed"], "batch_size": None}
+    options |= {"disattenuate": float(disattenuate), "exclude_indices": "heldout"}
+    return population_change(model, model.adata, cells, res.indices["neighbours"], options)
 
 
-def borrowed_change(res, holdout: str, cfg: dict, max_cells: int = MAX_OTHER_CELLS, disattenuate: float = 0.0):
+def borrowed_change(res, cfg: dict, max_cells: int = MAX_OTHER_CELLS, disattenuate: float = 0.0):
     """The trained model's edge change for the other types, equal weight per type.
 
-    Each other type's healthy cells (at most ``max_cells``, seed 0) get niches pooled from the protocol's
-    donor pool, as the held-out type's control cells do; the population change (the protocol's
-    ``pred_change``) is averaged over the types. What the model would predict for the held-out type if it
-    borrowed the other types' answer to the tumour's niche, from the same trained model. ``disattenuate``:
-    the share of the reliability correction each type's change gets (its own type's reliability).
+    The reference cells of :meth:`Cellina.borrowed_counterfactual_change` for the protocol's control cells
+    (each other type's cells in their domain, at most ``max_cells``, seed 0) get niches pooled from the
+    protocol's donor pool, as the control cells do; the population change (the protocol's ``pred_change``)
+    is averaged over the types. What the model would predict for the held-out type if it borrowed the other
+    types' answer to the tumour's niche, from the same trained model. ``disattenuate``: the share of the
+    reliability correction each type's change gets (its own type's reliability).
     """
-    obs = next(iter(res.models.values())).adata.obs
-    labels, domains = obs["coarse_type"].astype(str).to_numpy(), obs["domain"].astype(str).to_numpy()
-    cells = other_type_cells(labels, domains, holdout, "healthy", np.random.default_rng(0), max_cells)
-    return np.mean([model_change(res, c, cfg, disattenuate) for c in cells], axis=0)
+    from cellina.counterfactual import reference_cells
+
+    (model,) = res.models.values()
+    control, pool = res.indices["control"], res.indices["neighbours"]
+    groups = reference_cells(model, model.adata, control, pool, max_cells=max_cells, min_cells=MIN_OTHER_CELLS)
+    return np.mean([model_change(res, cells, cfg, disattenuate) for cells in groups.values()], axis=0)
 
 
 def strength_changes(res, cfg: dict, protocol_change, strengths=STRENGTH_GRID) -> dict[float, np.ndarray]:
@@ -228,7 +221,7 @@ def strength_changes(res, cfg: dict, protocol_change, strengths=STRENGTH_GRID) -
     return changes
 
 
-def extra_edge_frames(res, lfc: pd.DataFrame, cfg: dict, label: str, holdout: str, borrow: bool, strengths: bool):
+def extra_edge_frames(res, lfc: pd.DataFrame, cfg: dict, label: str, borrow: bool, strengths: bool):
     """The per-gene edge frames the run options add beside the protocol's own (``lfc``): with ``strengths`` the
     change at each share of the correction (methods ``<label>_s<share>``), with ``borrow`` the other types'
     change (``<label>_other``), with both the other types' change at each share (``<label>_other_s<share>``)."""
@@ -237,11 +230,9 @@ def extra_edge_frames(res, lfc: pd.DataFrame, cfg: dict, label: str, holdout: st
     if strengths:
         changes.update({f"{label}_s{k:g}": v for k, v in strength_changes(res, cfg, lfc["pred_change"]).items()})
     if borrow:
-        changes[f"{label}_other"] = borrowed_change(res, holdout, cfg)
+        changes[f"{label}_other"] = borrowed_change(res, cfg)
     if borrow and strengths:
-        changes.update(
-            {f"{label}_other_s{k:g}": borrowed_change(res, holdout, cfg, disattenuate=k) for k in STRENGTH_GRID}
-        )
+        changes.update({f"{label}_other_s{k:g}": borrowed_change(res, cfg, disattenuate=k) for k in STRENGTH_GRID})
     return [plain.assign(pred_change=change, method=method) for method, change in changes.items()]
 
 
@@ -289,7 +280,7 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
             for (pert, _), lfc in res.lfc.items():
                 frames_of_pair = [lfc.assign(method=label)]
                 if pert == "edge":
-                    frames_of_pair += extra_edge_frames(res, lfc, run_cfg, label, holdout, borrow, strengths)
+                    frames_of_pair += extra_edge_frames(res, lfc, run_cfg, label, borrow, strengths)
                 genes.extend(f.assign(world=name, holdout=holdout, perturbation=pert) for f in frames_of_pair)
             print(f"{name} {holdout} {label}: {seconds:.0f} s", flush=True)
             print(res.scores[["perturbation", *[m for m in METRICS if m in res.scores]]].to_string(), flush=True)

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import anndata as ad
+import pandas as pd
 
 
 def write_h5ad_atomic(adata: ad.AnnData, path: str | os.PathLike) -> Path:
@@ -26,6 +27,23 @@ def write_h5ad_atomic(adata: ad.AnnData, path: str | os.PathLike) -> Path:
     os.close(handle)
     try:
         adata.write_h5ad(tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike, index: bool = True) -> Path:
+    """Write ``frame`` as CSV to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"output folder {str(folder)!r} does not exist")
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            frame.to_csv(stream, index=index)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -264,3 +264,45 @@ def test_edge_records_what_its_spread_describes(edge_run, trained, capsys):
         main([*args, "--donors", "domain == 'tumour'", "--uncertainty", "latents", "-q"])
     assert stop.value.code == 2
     assert "'latents'" in capsys.readouterr().err
+
+
+def test_edge_writes_the_borrowed_change_on_request(trained, hold_out):
+    import cellina
+
+    folder, model_dir = trained
+    out, table_path = folder / "edge_borrowed.h5ad", folder / "borrowed.csv"
+    args = ["counterfactual", "edge", str(model_dir), str(out), "--focal", HEALTHY_MYELOID]
+    args += ["--donors-neighbours-of", hold_out, "--exclude", "coarse_type == 'Myeloid'", "--n-neighbours", "10"]
+    assert main([*args, "--seed", "4", "--borrowed-csv", str(table_path), "--borrow-weight", "0.5", "-q"]) == 0
+    table = pd.read_csv(table_path, index_col=0)
+    assert list(table.columns) == ["own_lfc", "others_lfc", "borrowed_lfc"]
+    np.testing.assert_allclose(table["borrowed_lfc"], 0.5 * (table["own_lfc"] + table["others_lfc"]), atol=1e-6)
+    parameters = _run(ad.read_h5ad(out))["parameters"]
+    assert parameters["borrow_weight"] == 0.5 and parameters["borrowed_csv"] == str(table_path)
+    assert "Myeloid" not in parameters["borrowed_reference_cells"]
+    # the same table from Python, with the CLI's donor pool and draws
+    adata = ad.read_h5ad(model_dir / "adata.h5ad")
+    model = cellina.model.load_model(str(model_dir), adata=adata)
+    pool = ad.read_h5ad(out).uns["cellina"]["provenance"]["runs"]["edge 1"]["parameters"]["donor_pool"]
+    focal = np.flatnonzero(adata.obs.eval(HEALTHY_MYELOID).to_numpy())
+    again = model.borrowed_counterfactual_change(
+        focal, pool, adata=adata, weight=0.5, n_neighbours=10, n_draws=1, seed=4
+    )
+    np.testing.assert_allclose(table.to_numpy(), again.to_numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--borrow-weight", "0.5"], "--borrow-weight needs --borrowed-csv"),
+        (["--borrowed-csv", "b.csv", "--borrow-weight", "1.5"], "weight=1.5"),
+        (["--borrowed-csv", "b.csv", "--anchor"], "pooled rewiring only"),
+        (["--borrowed-csv", "b.txt"], "must end in '.csv'"),
+    ],
+)
+def test_bad_borrowing_options_are_refused_before_running(trained, capsys, extra, message):
+    folder, model_dir = trained
+    args = ["counterfactual", "edge", str(model_dir), str(folder / "never.h5ad"), "--focal", HEALTHY_MYELOID]
+    assert main([*args, "--donors", "domain == 'tumour'", *extra, "-q"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (folder / "never.h5ad").exists()

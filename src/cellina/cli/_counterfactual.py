@@ -62,6 +62,19 @@ def _add_edge_options(edge: argparse.ArgumentParser) -> None:
         "type, so the response is not shrunk by the noise of the niches it was learnt from (default: the "
         "model's disattenuate_niche setting)",
     )
+    edge.add_argument(
+        "--borrowed-csv",
+        default=None,
+        help="also write a per-gene CSV of the focal cells' population change (log2) mixed with the other cell "
+        "types' change under the same donors, both with the reliability correction; a bet that the focal type "
+        "answers its new niche as the others do (pooled rewiring only)",
+    )
+    edge.add_argument(
+        "--borrow-weight",
+        type=float,
+        default=None,
+        help="share of the other types' change in --borrowed-csv, 0 to 1 (default: 0.3)",
+    )
 
 
 def _add_node_options(node: argparse.ArgumentParser) -> None:
@@ -161,7 +174,8 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         return_novelty=True,
         disattenuate=args.disattenuate,
     )
-    parameters = {
+    parameters = borrowed(model, adata, focal, pool, args)
+    parameters |= {
         "donors": args.donors,
         "donors_neighbours_of": args.donors_neighbours_of,
         "exclude": args.exclude,
@@ -173,6 +187,49 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         "donor_pool": pool,
     }
     return predicted, std, donors, novelty, parameters
+
+
+def check_borrowing(args: argparse.Namespace) -> None:
+    """Refuse borrowing options that cannot apply, before anything runs."""
+    from cellina.counterfactual._borrow import check_weight
+
+    if getattr(args, "borrowed_csv", None) is None:
+        if getattr(args, "borrow_weight", None) is not None:
+            raise CliError("--borrow-weight needs --borrowed-csv")
+        return
+    if args.borrow_weight is not None:
+        try:
+            check_weight(args.borrow_weight)
+        except ValueError as err:
+            raise CliError(f"--borrow-weight: {err}") from None
+    if args.anchor:
+        raise CliError("--borrowed-csv works with pooled rewiring only; leave out --anchor")
+    if not str(args.borrowed_csv).endswith(".csv"):
+        raise CliError(f"--borrowed-csv {args.borrowed_csv!r} must end in '.csv'")
+    check_output(Path(args.borrowed_csv), args.overwrite)
+
+
+def borrowed(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, args: argparse.Namespace) -> dict:
+    """With ``--borrowed-csv``: write the borrowed per-gene change there; the run parameters that say so."""
+    from cellina._io import write_csv_atomic
+    from cellina.counterfactual import BORROW_WEIGHT
+
+    if args.borrowed_csv is None:
+        return {}
+    weight = BORROW_WEIGHT if args.borrow_weight is None else args.borrow_weight
+    try:
+        table = model.borrowed_counterfactual_change(
+            focal, pool, adata=adata, weight=weight, n_neighbours=args.n_neighbours, n_draws=args.n_draws,
+            seed=args.seed,
+        )  # fmt: skip
+    except ValueError as err:
+        raise CliError(f"--borrowed-csv: {err}") from None
+    write_csv_atomic(table, args.borrowed_csv)
+    return {
+        "borrowed_csv": str(args.borrowed_csv),
+        "borrow_weight": weight,
+        "borrowed_reference_cells": table.attrs["reference_cells"],
+    }
 
 
 def _sender_key(model: Any, shifts: Any, given: str | None) -> str | None:
@@ -237,6 +294,7 @@ def run_counterfactual(args: argparse.Namespace) -> int:
 
     output = Path(args.output)
     check_output(output, args.overwrite)
+    check_borrowing(args)
     model_dir = Path(args.model)
     data_path = Path(args.data) if args.data else model_dir / "adata.h5ad"
     adata = load_input(data_path)

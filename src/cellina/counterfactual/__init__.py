@@ -5,6 +5,7 @@ runs its counterfactuals through :func:`edge_counterfactual` and :func:`node_cou
 """
 
 from ._adata import make_counterfactual_adata
+from ._borrow import BORROW_DISATTENUATE, BORROW_WEIGHT, borrowed_change, reference_cells
 from ._donors import sample_anchors, sample_donors
 from ._edge import (
     anchor_niche_features,
@@ -25,6 +26,8 @@ from ._shifts import GeneShifts
 from ._support import TypeSupport, type_support
 
 __all__ = [
+    "BORROW_DISATTENUATE",
+    "BORROW_WEIGHT",
     "UNCERTAINTIES",
     "GeneShifts",
     "NicheNovelty",
@@ -32,6 +35,7 @@ __all__ = [
     "NodeCounterfactual",
     "TypeSupport",
     "anchor_niche_features",
+    "borrowed_change",
     "cluster_pool",
     "default_anchor_graph",
     "disattenuated_niche_latent",
@@ -44,6 +48,7 @@ __all__ = [
     "node_niche_codes",
     "observed_neighbour_pool",
     "pooled_niche_features",
+    "reference_cells",
     "rewired_neighbourhoods",
     "rewired_niche_features",
     "sample_anchors",

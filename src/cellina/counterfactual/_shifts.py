@@ -9,10 +9,8 @@ sender), ``region`` to senders inside the focal region (e.g. a lasso).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -159,16 +157,9 @@ class GeneShifts:
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write the table as CSV (senders ';'-separated), through a temporary file and a rename."""
-        out = self.table.assign(senders=[";".join(s) for s in self.table["senders"]])
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                out.to_csv(handle, index=False)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from cellina._io import write_csv_atomic
+
+        write_csv_atomic(self.table.assign(senders=[";".join(s) for s in self.table["senders"]]), path, index=False)
 
     def sender_groups(
         self, n_cells: int, types: pd.Series | None = None, region: np.ndarray | None = None
