@@ -126,6 +126,31 @@ def test_an_edge_run_records_and_applies_the_niche_noise_correction(scripted):
         session.run_edge(**pool, disattenuate="yes")
 
 
+def test_an_edge_run_can_borrow_the_other_types_answer(scripted):
+    session, edge = scripted["session"], scripted["edge"]
+    pool = dict(pool="observed", observed_cell_type="myeloid_1", observed_domain="tumour", n_neighbours=10, seed=4)
+    with pytest.raises(SessionError, match="divide by its reliability"):
+        session.run_edge(**pool, borrow=True)
+    assert edge.params["borrow_weight"] == 0.0 and edge.borrowed is None and edge.borrowed_record() == {}
+    run = session.run_edge(**pool, n_draws=2, disattenuate=True, borrow=True)
+    assert run.params["borrow_weight"] == 0.3 and list(run.borrowed.columns) == [
+        "own_lfc",
+        "others_lfc",
+        "borrowed_lfc",
+    ]
+    assert "myeloid_1" not in run.borrowed.attrs["reference_cells"]
+    table = session.top_changed_genes(run.name, n=10)
+    # the run's own column is the borrowed table's own change; the genes are those the mixture moves most
+    own = run.borrowed.loc[table["gene"], "own_lfc"].to_numpy()
+    np.testing.assert_allclose(table["log2fc"], own, atol=1e-4)
+    np.testing.assert_allclose(table["borrowed_log2fc"], 0.7 * own + 0.3 * table["others_log2fc"], atol=1e-6)
+    assert np.abs(table["borrowed_log2fc"]).min() >= np.sort(np.abs(run.borrowed["borrowed_lfc"]))[-10] - 1e-12
+    assert "Borrowed: 30% of the other types' change" in session.trust_summary(run.name)[0]
+    record = session.build_export().uns["cellina"]["provenance"]["runs"][run.name]["parameters"]
+    np.testing.assert_allclose(record["borrowed_lfc"], run.borrowed["borrowed_lfc"].to_numpy())
+    assert dict(record["borrowed_reference_cells"]) == run.borrowed.attrs["reference_cells"]
+
+
 def test_runs_record_what_the_model_saw_of_the_focal_types(scripted):
     session, edge = scripted["session"], scripted["edge"]
     assert edge.support is not None and int(edge.support.n_focal.sum()) == edge.indices.size

@@ -20,13 +20,16 @@ def top_changed_genes(var_names: pd.Index, run: RunResult, n: int = 20) -> pd.Da
     and ``std``: how far one focal cell's log2 change moves across the draws, averaged over the
     focal cells (:func:`cellina.evaluation.log2_change_std`; the draws vary the donors, and with
     ``uncertainty="posterior"`` the model's latents too; NaN for a run without several draws).
+    A run that borrowed adds the other types' change and the mixture (``others_log2fc``,
+    ``borrowed_log2fc``), and its genes are those the mixture changes most.
     """
     from cellina.evaluation import log2_change_std, mean_normalized_expression, safe_log2_fold_change
 
     lfc = safe_log2_fold_change(mean_normalized_expression(run.expression), mean_normalized_expression(run.factual))
     std = log2_change_std(run.expression, run.std) if run.std is not None else np.full(lfc.shape, np.nan)
-    order = np.argsort(-np.abs(lfc), kind="stable")[: int(n)]
-    return pd.DataFrame(
+    borrowed = None if run.borrowed is None else run.borrowed["borrowed_lfc"].to_numpy()
+    order = np.argsort(-np.abs(lfc if borrowed is None else borrowed), kind="stable")[: int(n)]
+    table = pd.DataFrame(
         {
             "gene": var_names[order].astype(str),
             "log2fc": lfc[order].astype(float),
@@ -35,6 +38,10 @@ def top_changed_genes(var_names: pd.Index, run: RunResult, n: int = 20) -> pd.Da
             "counterfactual": run.expression[:, order].mean(axis=0),
         }
     )
+    if borrowed is not None:
+        table["others_log2fc"] = run.borrowed["others_lfc"].to_numpy()[order]
+        table["borrowed_log2fc"] = borrowed[order]
+    return table
 
 
 def trust_summary(run: RunResult) -> tuple[str, str]:
@@ -59,6 +66,13 @@ def trust_summary(run: RunResult) -> tuple[str, str]:
         draws = "node run: one deterministic perturbation, no spread across draws."
     if run.kind == "edge" and run.params.get("disattenuate"):
         draws += " The change in s was divided by its split-half reliability (niche noise)."
+    if run.borrowed is not None:
+        cells = run.borrowed.attrs.get("reference_cells", {})
+        draws += (
+            f" Borrowed: {run.borrowed.attrs.get('weight', 0):.0%} of the other types' change under the same "
+            f"donors ({len(cells)} types, {sum(cells.values())} cells), a bet that the focal type answers as "
+            "they do; compare its own column with theirs."
+        )
     if run.support is not None:
         draws += " " + run.support.message()
     warning = run.novelty.message() if run.novelty is not None and run.novelty.n_outside else ""

@@ -232,11 +232,13 @@ class JobsMixin:
         name: str | None = None,
         uncertainty: str = "donors",
         disattenuate: bool | None = None,
+        borrow: bool = False,
     ) -> Job:
         """Rewire the focal cells' neighbourhoods to donors from ``pool`` and decode them; with several
         draws the spread describes the donors drawn, or (``uncertainty="posterior"``) the donors and
         the model's posterior. ``disattenuate``: divide the change in ``s`` by its reliability (None: the
-        model's setting)."""
+        model's setting). ``borrow``: also mix the focal cells' population change with the other types'
+        under the same donors (opt-in; needs the correction, see docs/user_guide.md)."""
         model, adata = self.require_model(), self.require_adata()
         focal = self.focal_indices()
         donors = self.donor_pool(pool, observed_cell_type, observed_domain, niche_cluster)
@@ -250,6 +252,7 @@ class JobsMixin:
             corrected = model.disattenuation(disattenuate)
         except ValueError as error:
             raise SessionError(str(error)) from None
+        weight = self._borrow_weight(model, adata, focal, donors, corrected) if borrow else 0.0
         params = {
             "pool": pool,
             "observed_cell_type": observed_cell_type,
@@ -259,6 +262,7 @@ class JobsMixin:
             "n_draws": int(n_draws),
             "uncertainty": uncertainty,
             "disattenuate": corrected,
+            "borrow_weight": weight,
             "seed": int(seed),
             "n_donor_pool": int(donors.size),
             "preset": model.preset,
@@ -273,6 +277,22 @@ class JobsMixin:
             connectivity_key=graph_key(adata),
         )
         return Job("edge perturbation", steps.edge_steps(job), lambda run: self._apply_run(adata, model, run))
+
+    @staticmethod
+    def _borrow_weight(model: Any, adata: Any, focal: np.ndarray, donors: np.ndarray, corrected: Any) -> float:
+        """The share of the other types' change an edge run borrows, once the run can borrow."""
+        from cellina.counterfactual import BORROW_WEIGHT, reference_cells
+
+        if corrected is not True and corrected != 1.0:
+            raise SessionError(
+                "borrowing the other types' answer was confirmed with the full reliability correction: "
+                "set niche noise to 'divide by its reliability'"
+            )
+        try:
+            reference_cells(model, adata, focal, donors)
+        except ValueError as error:
+            raise SessionError(str(error)) from None
+        return BORROW_WEIGHT
 
     def node_job(self, name: str | None = None, library_size: Any = "latent") -> Job:
         """Shift the gene-shift table's genes in the focal cells' neighbours and decode the focal cells."""
@@ -316,7 +336,7 @@ class JobsMixin:
         runs = {
             run.name: run_record(
                 run.kind,
-                {k: ("" if v is None else v) for k, v in run.params.items()},
+                {k: ("" if v is None else v) for k, v in {**run.params, **run.borrowed_record()}.items()},
                 focal=run.indices,
                 seed=int(run.params.get("seed", 0)),
                 donors=run.donors,

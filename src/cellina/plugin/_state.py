@@ -305,6 +305,8 @@ class RunResult:
     spatial_x: np.ndarray | None = None
     novelty: Any = None
     support: Any = None
+    #: with borrowing, per gene: own_lfc, others_lfc, borrowed_lfc (see Cellina.borrowed_counterfactual_change)
+    borrowed: Any = None
 
     def log_fold_change(self, genes: int | np.ndarray | slice | None = None, eps: float = 1e-6) -> np.ndarray:
         """Per-cell natural-log fold change of the counterfactual over the factual prediction.
@@ -313,6 +315,14 @@ class RunResult:
         """
         cols = slice(None) if genes is None else genes
         return np.log((self.expression[:, cols] + eps) / (self.factual[:, cols] + eps)).astype(np.float32)
+
+    def borrowed_record(self) -> dict[str, Any]:
+        """What an export keeps of a borrowed change: its three log2 columns (in the AnnData's gene order) and
+        the reference cells per type; nothing for a run that did not borrow."""
+        if self.borrowed is None:
+            return {}
+        columns = {name: self.borrowed[name].to_numpy() for name in ("own_lfc", "others_lfc", "borrowed_lfc")}
+        return {**columns, "borrowed_reference_cells": dict(self.borrowed.attrs.get("reference_cells", {}))}
 
 
 # ---------------------------------------------------------------------- step results

@@ -347,7 +347,20 @@ def edge_steps(job: EdgeJob) -> Steps:
         return_novelty=True,
         disattenuate=params.get("disattenuate", False),
     )
-    yield Progress(2, 2, "done")
+    borrowed, n_steps = None, 3 if params.get("borrow_weight") else 2
+    if params.get("borrow_weight"):
+        yield Progress(2, n_steps, "the other cell types under the same donors")
+        borrowed = job.model.borrowed_counterfactual_change(
+            job.focal,
+            job.donors,
+            adata=job.adata,
+            weight=params["borrow_weight"],
+            disattenuate=params["disattenuate"],
+            n_neighbours=params["n_neighbours"],
+            n_draws=params["n_draws"],
+            seed=params["seed"],
+        )
+    yield Progress(n_steps, n_steps, "done")
     return RunResult(
         name=job.name,
         kind="edge",
@@ -360,6 +373,7 @@ def edge_steps(job: EdgeJob) -> Steps:
         created=utc_now(),
         novelty=novelty,
         support=type_support(job.model, job.adata, job.focal),
+        borrowed=borrowed,
     )
 
 

@@ -306,3 +306,9 @@ def test_the_edge_dock_asks_for_the_spread_it_shows(make_napari_viewer):
     assert edge.job_params()["disattenuate"] is True
     edge.niche_noise.setCurrentText("leave as learnt")
     assert edge.job_params()["disattenuate"] is False
+    assert edge.job_params()["borrow"] is False
+    edge.borrow.setChecked(True)  # borrowing brings the correction it was confirmed with
+    assert edge.job_params()["borrow"] is True and edge.job_params()["disattenuate"] is True
+    assert not edge.niche_noise.isEnabled()
+    edge.borrow.setChecked(False)
+    assert edge.niche_noise.isEnabled()

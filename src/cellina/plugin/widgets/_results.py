@@ -156,12 +156,20 @@ class ResultsWidget(CellinaDock):
             return
         self.run_choice.setCurrentText(name)
         table = self.session.top_changed_genes(name, n=20)
+        borrowed = "borrowed_log2fc" in table
+        # a run that borrowed shows three changes side by side, so its columns get short names
+        headers = ["gene", "own log2FC", "other types", "borrowed"] if borrowed else ["gene", TABLE_LFC]
+        self.top_table.setColumnCount(len(headers))
+        self.top_table.setHorizontalHeaderLabels(headers)
         self.top_table.setRowCount(len(table))
         for i, row in enumerate(table.itertuples(index=False)):
             self.top_table.setItem(i, 0, QTableWidgetItem(row.gene))
             # the spread across draws beside the change it qualifies (none for a single draw)
             spread = "" if np.isnan(row.std) else f"  ± {row.std:.3f}"
             self.top_table.setItem(i, 1, QTableWidgetItem(f"{row.log2fc:+.3f}{spread}"))
+            if borrowed:
+                self.top_table.setItem(i, 2, QTableWidgetItem(f"{row.others_log2fc:+.3f}"))
+                self.top_table.setItem(i, 3, QTableWidgetItem(f"{row.borrowed_log2fc:+.3f}"))
         self._show_trust(name)
         if len(table):
             # a new run opens on its most changed gene; the user picks others from the table
