@@ -48,7 +48,11 @@ def _by_hand(model, cells, donors, disattenuate):
 
 
 def test_the_defaults_are_the_confirmed_rule():
+    import inspect
+
     assert (BORROW_WEIGHT, BORROW_DISATTENUATE) == (0.3, 1.0)
+    defaults = inspect.signature(Cellina.borrowed_counterfactual_change).parameters
+    assert defaults["weight"].default == BORROW_WEIGHT and defaults["disattenuate"].default == BORROW_DISATTENUATE
 
 
 def test_reference_cells_are_other_types_of_the_focal_domain(cellina):

@@ -11,7 +11,6 @@ not honour it, so it is an option that says so, never a default.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -106,9 +105,8 @@ def population_change(model: Any, adata: Any, cells: np.ndarray, donors: np.ndar
 
 def check_weight(weight: Any) -> float:
     """The share of the other types' change: a number from 0 to 1."""
-    if isinstance(weight, bool | np.bool_) or not isinstance(weight, int | float | np.integer | np.floating):
-        raise ValueError(f"weight={weight!r} must be a number from 0 to 1 (the share of the other types' change).")
-    if not (np.isfinite(weight) and 0 <= weight <= 1):
+    number = isinstance(weight, int | float | np.integer | np.floating) and not isinstance(weight, bool | np.bool_)
+    if not (number and np.isfinite(weight) and 0 <= weight <= 1):
         raise ValueError(f"weight={weight!r} must be a number from 0 to 1 (the share of the other types' change).")
     return float(weight)
 
@@ -128,7 +126,6 @@ def borrowed_change(
     batch_size: int | None = None,
     max_reference_cells: int = MAX_REFERENCE_CELLS,
     min_reference_cells: int = MIN_REFERENCE_CELLS,
-    var_names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Per gene: the focal cells' own population change, the other types' mean change under the same
     donors (equal weight per type) and their mixture ``(1 - weight) * own + weight * others``, in log2.
@@ -148,11 +145,10 @@ def borrowed_change(
         "exclude_indices": exclude,
     }
     own = population_change(model, adata, focal, donors, options)
-    by_type = {name: population_change(model, adata, cells, donors, options) for name, cells in groups.items()}
-    others = np.mean(list(by_type.values()), axis=0)
+    others = np.mean([population_change(model, adata, cells, donors, options) for cells in groups.values()], axis=0)
     table = pd.DataFrame(
         {"own_lfc": own, "others_lfc": others, "borrowed_lfc": (1.0 - weight) * own + weight * others},
-        index=pd.Index(var_names if var_names is not None else adata.var_names, name="gene"),
+        index=pd.Index(adata.var_names, name="gene"),
     )
     table.attrs.update(
         weight=weight,
