@@ -305,7 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     from cellina.datasets import list_worlds
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", default="evaluation", choices=("development", "evaluation", "confirmation"))
+    parser.add_argument(
+        "--split", default="evaluation", choices=("development", "evaluation", "confirmation", "reserve")
+    )
     parser.add_argument("--worlds", help="comma-separated world names (default: every world of the split)")
     parser.add_argument("--types", help="comma-separated held-out types (default: every evaluable type)")
     parser.add_argument("--csv", help="write the rows here (a temporary file, then renamed)")

@@ -17,6 +17,7 @@ from cellina.datasets import (
     CONFIRMATION_WORLDS,
     DEVELOPMENT_WORLDS,
     EVALUATION_WORLDS,
+    RESERVE_WORLDS,
     WORLD_KEY,
     Channel,
     Confounds,
@@ -229,14 +230,16 @@ def test_specification_round_trips_through_a_plain_dictionary():
 # ------------------------------------------------------------------------------------ registry
 
 
-def test_registry_splits_development_from_evaluation_and_confirmation_worlds():
-    assert len(DEVELOPMENT_WORLDS) == 7 and len(EVALUATION_WORLDS) == 6 and len(CONFIRMATION_WORLDS) == 4
-    splits = (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS)
+def test_registry_splits_development_from_the_held_back_worlds():
+    assert len(DEVELOPMENT_WORLDS) == 8 and len(EVALUATION_WORLDS) == 6
+    assert len(CONFIRMATION_WORLDS) == 4 and len(RESERVE_WORLDS) == 4
+    splits = (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS)
     assert len(set().union(*splits)) == sum(len(names) for names in splits)
-    assert list_worlds() == [*DEVELOPMENT_WORLDS, *EVALUATION_WORLDS, *CONFIRMATION_WORLDS]
+    assert list_worlds() == [*DEVELOPMENT_WORLDS, *EVALUATION_WORLDS, *CONFIRMATION_WORLDS, *RESERVE_WORLDS]
     assert list_worlds("evaluation") == list(EVALUATION_WORLDS)
     assert list_worlds("confirmation") == list(CONFIRMATION_WORLDS)
-    for split, names in zip(("development", "evaluation", "confirmation"), splits, strict=True):
+    assert list_worlds("reserve") == list(RESERVE_WORLDS)
+    for split, names in zip(("development", "evaluation", "confirmation", "reserve"), splits, strict=True):
         assert {world_split(n) for n in names} == {split}
     with pytest.raises(ValueError, match="split"):
         list_worlds("test")

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from cellina.datasets.worlds._confirmation import CONFIRMATION
 from cellina.datasets.worlds._profiles import _ALL, _IMMUNE, _STROMA
+from cellina.datasets.worlds._reserve import RESERVE
 from cellina.datasets.worlds._spec import Channel, Confounds, Layout, WorldSpec
 
-SPLITS: tuple[str, ...] = ("development", "evaluation", "confirmation")
+SPLITS: tuple[str, ...] = ("development", "evaluation", "confirmation", "reserve")
 
 HOLDOUT_TYPES: tuple[str, ...] = ("Epithelial", "Fibroblast", "Endothelial", "T_cell", "B_cell", "Myeloid")
 
@@ -199,6 +200,44 @@ _DEVELOPMENT: tuple[WorldSpec, ...] = (
         depth=120.0,
         layout=Layout(nests=1.5, aggregates=2.0),
         confounds=Confounds(subtype_shift=0.9, state_shift=0.2),
+    ),
+    # Added 2026-12-07 (night): every other world shares most response genes between types (specificity
+    # 0.3), the case in which borrowing the other types' answer helps; here most move in one type only.
+    WorldSpec(
+        name="dev_type_specific",
+        description="types answer with their own genes (specificity 0.9 and 0.8): the malignant share over a "
+        "Gaussian 30 um, linear, and a T cell ligand over an exponential 15 um, saturating; nests; state confound",
+        channels=(
+            Channel(
+                "tumour_share",
+                "fraction",
+                "gaussian",
+                30.0,
+                "linear",
+                senders=("Malignant",),
+                responders=_ALL,
+                n_genes=24,
+                specificity=0.9,
+            ),
+            Channel(
+                "t_signal",
+                "ligand",
+                "exponential",
+                15.0,
+                "saturating",
+                senders=("T_cell",),
+                responders=_IMMUNE,
+                n_genes=18,
+                specificity=0.8,
+            ),
+        ),
+        seed=108,
+        n_cells=9000,
+        n_genes=400,
+        n_slides=2,
+        depth=400.0,
+        layout=Layout(nests=1.5),
+        confounds=Confounds(state_shift=0.2),
     ),
 )
 
@@ -411,17 +450,19 @@ _EVALUATION: tuple[WorldSpec, ...] = (
     ),
 )
 
-WORLDS: dict[str, WorldSpec] = {spec.name: spec for spec in _DEVELOPMENT + _EVALUATION + CONFIRMATION}
+WORLDS: dict[str, WorldSpec] = {spec.name: spec for spec in _DEVELOPMENT + _EVALUATION + CONFIRMATION + RESERVE}
 DEVELOPMENT_WORLDS: tuple[str, ...] = tuple(spec.name for spec in _DEVELOPMENT)
 EVALUATION_WORLDS: tuple[str, ...] = tuple(spec.name for spec in _EVALUATION)
 #: held back for changes the evaluation worlds can no longer judge blind (see ._confirmation)
 CONFIRMATION_WORLDS: tuple[str, ...] = tuple(spec.name for spec in CONFIRMATION)
-_BY_SPLIT = dict(zip(SPLITS, (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS), strict=True))
+#: held back for the change after the confirmation worlds judged one (see ._reserve)
+RESERVE_WORLDS: tuple[str, ...] = tuple(spec.name for spec in RESERVE)
+_BY_SPLIT = dict(zip(SPLITS, (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS), strict=True))
 
 
 def list_worlds(split: str | None = None) -> list[str]:
-    """Names of the registered worlds, all or of one split (``"development"``, ``"evaluation"`` or
-    ``"confirmation"``)."""
+    """Names of the registered worlds, all or of one split (``"development"``, ``"evaluation"``,
+    ``"confirmation"`` or ``"reserve"``)."""
     if split is None:
         return list(WORLDS)
     if split not in SPLITS:
@@ -430,7 +471,7 @@ def list_worlds(split: str | None = None) -> list[str]:
 
 
 def world_split(name: str) -> str:
-    """``"development"``, ``"evaluation"`` or ``"confirmation"``."""
+    """``"development"``, ``"evaluation"``, ``"confirmation"`` or ``"reserve"``."""
     world_spec(name)
     return next(split for split, names in _BY_SPLIT.items() if name in names)
 
