@@ -51,6 +51,8 @@ COUNTS = {
     "slope 0.7-1.3": ("slope", lambda v: (v >= 0.7) & (v <= 1.3)),
     "AUROC >= 0.85": ("auroc", lambda v: v >= 0.85),
 }
+#: the targets a pair must meet together to count under "all three"
+ALL_THREE = ("truth Pearson >= 0.9", "skill >= 0.6", "slope 0.7-1.3")
 
 
 def split_half_reliability(pair, seed: int = 0) -> float:
@@ -151,6 +153,8 @@ def summary(scores: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(
         {name: grouped[col].apply(lambda v, ok=ok: int(ok(v).sum())) for name, (col, ok) in COUNTS.items()}
     )
+    met = pd.concat([ok(scores[col]) for col, ok in (COUNTS[name] for name in ALL_THREE)], axis=1).all(axis=1)
+    table.insert(3, "all three", met.groupby(scores["mixture"], sort=False).sum().astype(int))
     for col in ("pearson", "skill", "slope"):
         table[f"median {col}"] = grouped[col].median().round(3)
     return table
@@ -167,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--reliability-csv", help="read the per-pair reliabilities here if it exists, else write them")
     parser.add_argument("--no-reliability", action="store_true", help="fixed w only")
+    parser.add_argument("--worlds", default="", help="comma-separated worlds to count (default: every one scored)")
     args = parser.parse_args(argv)
     if args.borrowed:
         scores = mixture_scores(pairs_from_borrowed(args.borrowed.split(",")))
@@ -174,6 +179,12 @@ def main(argv: list[str] | None = None) -> None:
         genes = pd.concat([pd.read_csv(f, index_col=0) for f in args.genes.split(",")])
         weights = None if args.no_reliability else _weights(genes, args.reliability_csv)
         scores = mixture_scores(pairs_from_genes(genes, args.own, args.other), weights)
+    if args.worlds:
+        chosen = args.worlds.split(",")
+        missing = sorted(set(chosen) - set(scores["world"]))
+        if missing:
+            parser.error(f"--worlds {missing} have no scored pairs (scored: {sorted(scores['world'].unique())})")
+        scores = scores[scores["world"].isin(chosen)]
     print(f"pairs: {scores[['world', 'holdout']].drop_duplicates().shape[0]}")
     print(summary(scores).to_string())
 
