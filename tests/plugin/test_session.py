@@ -131,6 +131,13 @@ def test_an_edge_run_can_borrow_the_other_types_answer(scripted):
     pool = dict(pool="observed", observed_cell_type="myeloid_1", observed_domain="tumour", n_neighbours=10, seed=4)
     with pytest.raises(SessionError, match="divide by its reliability"):
         session.run_edge(**pool, borrow=True)
+    saved = session.selections[FOCAL]
+    try:  # every healthy cell is focal: no other type is left to borrow from
+        session.set_selection(FOCAL, session.adata.obs["domain"].to_numpy() == "healthy")
+        with pytest.raises(SessionError, match="nothing to borrow from"):
+            session.run_edge(**pool, disattenuate=True, borrow=True)
+    finally:
+        session.selections[FOCAL] = saved
     assert edge.params["borrow_weight"] == 0.0 and edge.borrowed is None and edge.borrowed_record() == {}
     run = session.run_edge(**pool, n_draws=2, disattenuate=True, borrow=True)
     assert run.params["borrow_weight"] == 0.3 and list(run.borrowed.columns) == [

@@ -290,8 +290,11 @@ class JobsMixin:
             )
         try:
             reference_cells(model, adata, focal, donors)
-        except ValueError as error:
-            raise SessionError(str(error)) from None
+        except ValueError:
+            raise SessionError(
+                "nothing to borrow from: no other cell type has 30 or more cells outside the focal cells and the "
+                "donors (in the focal cells' domains); narrow the focal selection to fewer types"
+            ) from None
         return BORROW_WEIGHT
 
     def node_job(self, name: str | None = None, library_size: Any = "latent") -> Job:
