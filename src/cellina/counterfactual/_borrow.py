@@ -4,8 +4,9 @@ A type's own niche response is learnt from its own cells, whose count noise spoi
 from noisy niche features, which shrink its size. The model's answer for the *other* types under the
 same donors points the right way more often, and the reliability correction restores the size. Mixing
 ``(1 - weight) * own + weight * others``, both corrected, met the accuracy targets on more pairs than the
-model and the observed mean shift on held-back worlds (docs/benchmarks.md, "Outcome on the confirmation
-worlds"). It is a bet that the focal type answers its new niche as the other types do; a tissue need
+model and the observed mean shift on one held-back set of worlds (docs/benchmarks.md, "Outcome on the
+confirmation worlds"); on a harder set it tied with the correction alone and lost skill where types answer
+with their own genes ("Outcome on the reserve worlds"). It is a bet that the focal type answers its new niche as the other types do; a tissue need
 not honour it, so it is an option that says so, never a default.
 """
 

@@ -340,8 +340,9 @@ class CellinaCounterfactualMixin:
         with the focal cells' own change: ``(1 - weight) * own + weight * others``. Both changes get share
         ``disattenuate`` of the reliability correction, each type with its own reliability. On held-back
         synthetic worlds ``weight=0.3`` with the full correction met the size and direction targets on
-        more held-out types than the model's own change and the observed mean shift between domains
-        (docs/benchmarks.md); a tissue whose types answer differently would be misled by it.
+        more held-out types than the model's own change and the observed mean shift between domains; on a
+        harder held-back set, no more than the correction alone, and it lost skill where types answer with
+        their own genes (docs/benchmarks.md). A tissue whose types answer differently would be misled by it.
 
         Parameters
         ----------
