@@ -50,6 +50,20 @@ def _chosen(widget: QListWidget) -> list[str]:
     return [item.text() for item in widget.selectedItems()]
 
 
+def _borrow_box() -> QCheckBox:
+    """The opt-in box for mixing in the other types' answer, with what it bets on."""
+    box = QCheckBox("borrow the other types' answer")
+    box.setToolTip(
+        "Also mix the focal cells' change with the change the model predicts for the other cell types under "
+        "the same donors (70 % own, 30 % theirs, both divided by their reliability). A focal type's own "
+        "response is learnt from its own few, noisy cells; on one held-back set of synthetic worlds the mixture "
+        "met the accuracy targets more often, on a harder one no more often than the correction alone, and "
+        "it bets that the focal type answers as the others do "
+        "(docs/user_guide.md). The Results dock shows both columns."
+    )
+    return box
+
+
 class EdgeWidget(CellinaDock):
     """Rewire the focal cells' neighbourhoods to donor cells and decode their expression."""
 
@@ -106,15 +120,7 @@ class EdgeWidget(CellinaDock):
             "exactly the neighbours the graph lists (docs/benchmarks.md)."
         )
         run_form.addRow("niche noise", self.niche_noise)
-        self.borrow = QCheckBox("borrow the other types' answer")
-        self.borrow.setToolTip(
-            "Also mix the focal cells' change with the change the model predicts for the other cell types under "
-            "the same donors (70 % own, 30 % theirs, both divided by their reliability). A focal type's own "
-            "response is learnt from its own few, noisy cells; on one held-back set of synthetic worlds the mixture "
-            "met the accuracy targets more often, on a harder one no more often than the correction alone, and "
-            "it bets that the focal type answers as the others do "
-            "(docs/user_guide.md). The Results dock shows both columns."
-        )
+        self.borrow = _borrow_box()
         run_form.addRow("other types", self.borrow)
         run_form.addRow("seed", self.seed)
         self.layout().addLayout(run_form)
