@@ -303,11 +303,10 @@ def measure(names: list[str], types: list[str] | None) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     from cellina.datasets import list_worlds
+    from cellina.datasets.worlds import SPLITS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--split", default="evaluation", choices=("development", "evaluation", "confirmation", "reserve")
-    )
+    parser.add_argument("--split", default="evaluation", choices=SPLITS)
     parser.add_argument("--worlds", help="comma-separated world names (default: every world of the split)")
     parser.add_argument("--types", help="comma-separated held-out types (default: every evaluable type)")
     parser.add_argument("--csv", help="write the rows here (a temporary file, then renamed)")

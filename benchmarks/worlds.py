@@ -501,10 +501,10 @@ def plot_world(genes: pd.DataFrame, world: str, method: str = "recommended", pre
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cellina.datasets.worlds import SPLITS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--split", choices=("development", "evaluation", "confirmation", "reserve"), default="evaluation"
-    )
+    parser.add_argument("--split", choices=SPLITS, default="evaluation")
     parser.add_argument("--worlds", default=None, help="comma-separated world names (default: the whole split)")
     parser.add_argument("--types", default=None, help="comma-separated held-out types (default: every evaluable one)")
     parser.add_argument(

@@ -18,6 +18,7 @@ from cellina.datasets import (
     DEVELOPMENT_WORLDS,
     EVALUATION_WORLDS,
     RESERVE_WORLDS,
+    SEALED_WORLDS,
     WORLD_KEY,
     Channel,
     Confounds,
@@ -232,14 +233,12 @@ def test_specification_round_trips_through_a_plain_dictionary():
 
 def test_registry_splits_development_from_the_held_back_worlds():
     assert len(DEVELOPMENT_WORLDS) == 8 and len(EVALUATION_WORLDS) == 6
-    assert len(CONFIRMATION_WORLDS) == 4 and len(RESERVE_WORLDS) == 4
-    splits = (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS)
+    assert len(CONFIRMATION_WORLDS) == 4 and len(RESERVE_WORLDS) == 4 and len(SEALED_WORLDS) == 4
+    splits = (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS, SEALED_WORLDS)
     assert len(set().union(*splits)) == sum(len(names) for names in splits)
-    assert list_worlds() == [*DEVELOPMENT_WORLDS, *EVALUATION_WORLDS, *CONFIRMATION_WORLDS, *RESERVE_WORLDS]
-    assert list_worlds("evaluation") == list(EVALUATION_WORLDS)
-    assert list_worlds("confirmation") == list(CONFIRMATION_WORLDS)
-    assert list_worlds("reserve") == list(RESERVE_WORLDS)
-    for split, names in zip(("development", "evaluation", "confirmation", "reserve"), splits, strict=True):
+    assert list_worlds() == [name for names in splits for name in names]
+    for split, names in zip(("development", "evaluation", "confirmation", "reserve", "sealed"), splits, strict=True):
+        assert list_worlds(split) == list(names)
         assert {world_split(n) for n in names} == {split}
     with pytest.raises(ValueError, match="split"):
         list_worlds("test")

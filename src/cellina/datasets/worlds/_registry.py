@@ -15,9 +15,10 @@ from __future__ import annotations
 from cellina.datasets.worlds._confirmation import CONFIRMATION
 from cellina.datasets.worlds._profiles import _ALL, _IMMUNE, _STROMA
 from cellina.datasets.worlds._reserve import RESERVE
+from cellina.datasets.worlds._sealed import SEALED
 from cellina.datasets.worlds._spec import Channel, Confounds, Layout, WorldSpec
 
-SPLITS: tuple[str, ...] = ("development", "evaluation", "confirmation", "reserve")
+SPLITS: tuple[str, ...] = ("development", "evaluation", "confirmation", "reserve", "sealed")
 
 HOLDOUT_TYPES: tuple[str, ...] = ("Epithelial", "Fibroblast", "Endothelial", "T_cell", "B_cell", "Myeloid")
 
@@ -450,19 +451,24 @@ _EVALUATION: tuple[WorldSpec, ...] = (
     ),
 )
 
-WORLDS: dict[str, WorldSpec] = {spec.name: spec for spec in _DEVELOPMENT + _EVALUATION + CONFIRMATION + RESERVE}
+WORLDS: dict[str, WorldSpec] = {
+    spec.name: spec for spec in _DEVELOPMENT + _EVALUATION + CONFIRMATION + RESERVE + SEALED
+}
 DEVELOPMENT_WORLDS: tuple[str, ...] = tuple(spec.name for spec in _DEVELOPMENT)
 EVALUATION_WORLDS: tuple[str, ...] = tuple(spec.name for spec in _EVALUATION)
 #: held back for changes the evaluation worlds can no longer judge blind (see ._confirmation)
 CONFIRMATION_WORLDS: tuple[str, ...] = tuple(spec.name for spec in CONFIRMATION)
 #: held back for the change after the confirmation worlds judged one (see ._reserve)
 RESERVE_WORLDS: tuple[str, ...] = tuple(spec.name for spec in RESERVE)
-_BY_SPLIT = dict(zip(SPLITS, (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS), strict=True))
+#: held back for the change after the reserve worlds judged one (see ._sealed)
+SEALED_WORLDS: tuple[str, ...] = tuple(spec.name for spec in SEALED)
+_HELD_BACK = (EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS, SEALED_WORLDS)
+_BY_SPLIT = dict(zip(SPLITS, (DEVELOPMENT_WORLDS, *_HELD_BACK), strict=True))
 
 
 def list_worlds(split: str | None = None) -> list[str]:
     """Names of the registered worlds, all or of one split (``"development"``, ``"evaluation"``,
-    ``"confirmation"`` or ``"reserve"``)."""
+    ``"confirmation"``, ``"reserve"`` or ``"sealed"``)."""
     if split is None:
         return list(WORLDS)
     if split not in SPLITS:
@@ -471,7 +477,7 @@ def list_worlds(split: str | None = None) -> list[str]:
 
 
 def world_split(name: str) -> str:
-    """``"development"``, ``"evaluation"``, ``"confirmation"`` or ``"reserve"``."""
+    """The split of a registered world: one of ``SPLITS``."""
     world_spec(name)
     return next(split for split, names in _BY_SPLIT.items() if name in names)
 
