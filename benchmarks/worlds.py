@@ -38,6 +38,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import write_section  # noqa: E402
 
+from cellina.counterfactual._borrow import MAX_REFERENCE_CELLS, MIN_REFERENCE_CELLS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 #: run options that are not model options: the graph's reach ("auto": from the data's validation curve) and
 #: the neighbours' cell types in the niche features (cellina.preprocessing.COMPOSITIONS)
@@ -164,9 +166,8 @@ def run_protocol(
 
 
 #: the other types' control cells whose change is averaged: at most this many per type, types with fewer than
-#: MIN_OTHER_CELLS left out
-MAX_OTHER_CELLS = 500
-MIN_OTHER_CELLS = 30
+#: MIN_OTHER_CELLS left out (the API's reference cells, so the exact and the model's borrowed change agree)
+MAX_OTHER_CELLS, MIN_OTHER_CELLS = MAX_REFERENCE_CELLS, MIN_REFERENCE_CELLS
 
 
 def other_type_cells(labels, domains, holdout: str, domain: str, rng, max_cells: int = MAX_OTHER_CELLS):

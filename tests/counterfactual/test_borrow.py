@@ -18,16 +18,6 @@ SMALL = {"n_hidden": 16, "n_latent": 4, "n_layers": 1}
 CALL = {"n_neighbours": 10, "n_draws": 2, "seed": 3, "min_reference_cells": 15, "max_reference_cells": 20}
 
 
-@pytest.fixture(scope="module")
-def cellina(two_slide_tissue):
-    adata = two_slide_tissue.copy()
-    Cellina.setup_anndata(adata, **SETUP)
-    torch.manual_seed(0)
-    model = Cellina(adata, **SMALL, spatial_encoder="linear", spatial_decoding="mean", spatial_kl_weight=0.0)
-    model.train(max_epochs=3, batch_size=128, **QUIET)
-    return model
-
-
 def _obs(model, key):
     return model.adata.obs[key].astype(str).to_numpy()
 

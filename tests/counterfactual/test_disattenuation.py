@@ -27,16 +27,6 @@ EDGE = {"precomputed": False, "n_neighbours": 10, "n_draws": 2, "seed": 3}
 
 
 @pytest.fixture(scope="module")
-def cellina(two_slide_tissue):
-    adata = two_slide_tissue.copy()
-    Cellina.setup_anndata(adata, **SETUP)
-    torch.manual_seed(0)
-    model = Cellina(adata, **SMALL, spatial_encoder="linear", spatial_decoding="mean", spatial_kl_weight=0.0)
-    model.train(max_epochs=4, batch_size=128, **QUIET)
-    return model
-
-
-@pytest.fixture(scope="module")
 def gcn(two_slide_tissue):
     adata = two_slide_tissue.copy()
     CellinaGCN.setup_anndata(adata, **SETUP)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._novelty import registered_cell_types
+from ._novelty import registered_cell_types, registered_column
 from ._reliability import check_strength
 
 #: the share of the other types' change, chosen on development worlds and confirmed on held-back ones
@@ -28,16 +28,6 @@ BORROW_DISATTENUATE = 1.0
 MAX_REFERENCE_CELLS = 500
 #: types with fewer reference cells than this are left out
 MIN_REFERENCE_CELLS = 30
-
-
-def _registered_domains(model: Any, adata: Any) -> np.ndarray | None:
-    try:
-        key = model.adata_manager.registry["setup_args"].get("domains_key")
-    except (AttributeError, KeyError, TypeError):
-        return None
-    if key is None or key not in adata.obs:
-        return None
-    return adata.obs[key].astype(str).to_numpy()
 
 
 def reference_cells(
@@ -68,7 +58,7 @@ def reference_cells(
     if reference is not None:
         candidates[:] = False
         candidates[reference] = True
-    domains = _registered_domains(model, adata)
+    domains = registered_column(model, adata, "domains_key")
     if domains is not None and reference is None:
         candidates &= np.isin(domains, np.unique(domains[focal]))
     for cells in (focal, donors, exclude):

@@ -100,15 +100,21 @@ def training_reference(model: Any, adata: Any) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def registered_cell_types(model: Any, adata: Any) -> np.ndarray | None:
-    """The registered cell type of every cell, or None when the model has none."""
+def registered_column(model: Any, adata: Any, setup_key: str) -> np.ndarray | None:
+    """Every cell's value (as text) of the obs column the model registered as ``setup_key`` (e.g.
+    ``"labels_key"``), or None when the model registered none or ``adata`` lacks it."""
     try:
-        key = model.adata_manager.registry["setup_args"].get("labels_key")
+        key = model.adata_manager.registry["setup_args"].get(setup_key)
     except (AttributeError, KeyError, TypeError):
         return None
     if key is None or key not in adata.obs:
         return None
     return adata.obs[key].astype(str).to_numpy()
+
+
+def registered_cell_types(model: Any, adata: Any) -> np.ndarray | None:
+    """The registered cell type of every cell, or None when the model has none."""
+    return registered_column(model, adata, "labels_key")
 
 
 def _as_codes(codes: Any, n_focal: int) -> np.ndarray:

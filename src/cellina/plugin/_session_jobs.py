@@ -282,6 +282,7 @@ class JobsMixin:
     def _borrow_weight(model: Any, adata: Any, focal: np.ndarray, donors: np.ndarray, corrected: Any) -> float:
         """The share of the other types' change an edge run borrows, once the run can borrow."""
         from cellina.counterfactual import BORROW_WEIGHT, reference_cells
+        from cellina.counterfactual._borrow import MIN_REFERENCE_CELLS
 
         if corrected is not True and corrected != 1.0:
             raise SessionError(
@@ -292,7 +293,8 @@ class JobsMixin:
             reference_cells(model, adata, focal, donors)
         except ValueError:
             raise SessionError(
-                "nothing to borrow from: no other cell type has 30 or more cells outside the focal cells and the "
+                f"nothing to borrow from: no other cell type has {MIN_REFERENCE_CELLS} or more cells outside the "
+                "focal cells and the "
                 "donors (in the focal cells' domains); narrow the focal selection to fewer types"
             ) from None
         return BORROW_WEIGHT

@@ -52,10 +52,13 @@ def _chosen(widget: QListWidget) -> list[str]:
 
 def _borrow_box() -> QCheckBox:
     """The opt-in box for mixing in the other types' answer, with what it bets on."""
+    from cellina.counterfactual import BORROW_WEIGHT
+
     box = QCheckBox("borrow the other types' answer")
     box.setToolTip(
         "Also mix the focal cells' change with the change the model predicts for the other cell types under "
-        "the same donors (70 % own, 30 % theirs, both divided by their reliability). A focal type's own "
+        f"the same donors ({1 - BORROW_WEIGHT:.0%} own, {BORROW_WEIGHT:.0%} theirs, both divided by their "
+        "reliability). A focal type's own "
         "response is learnt from its own few, noisy cells; on one held-back set of synthetic worlds the mixture "
         "met the accuracy targets more often, on a harder one no more often than the correction alone, and "
         "it bets that the focal type answers as the others do "
