@@ -16,6 +16,8 @@ Usage::
 ``lfc_csv``: add the change with each share of the reliability correction of worlds.STRENGTH_GRID,
 ``change_s<share>``, and with ``borrow`` the other types' too, ``borrowed_change_s<share>``), ``n_draws`` (edge
 draws, default 1), ``uncertainty`` (what their spread describes: ``"donors"`` or ``"posterior"``) and
+``checked`` (with ``lfc_csv``: add the model's error on the other types it can be checked against,
+``checked_error``, and with ``strengths`` at each share, ``checked_error_s<share>``) and
 ``composition`` (the neighbours' types in the niche features: ``"off"``, ``"added"`` or ``"only"``,
 which scores the edge perturbation alone) set the protocol; ``lfc_csv`` writes the edge run's
 per-gene changes (true, predicted, spread) to that file. Prints one ``RESULT {json}`` line: edge and
@@ -53,7 +55,7 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
         "seed": 0,
     }
     opts.update({"n_draws": 1, "uncertainty": "donors", "composition": "off", "lfc_csv": None, **defaults})
-    opts.update({"depth": None, "n_cells": None, "borrow": False, "strengths": False})
+    opts.update({"depth": None, "n_cells": None, "borrow": False, "strengths": False, "checked": False})
     model, plan = {}, {}
     for item in items:
         key, _, value = item.partition("=")
@@ -77,7 +79,7 @@ def options_config(items: list[str], **defaults) -> tuple[dict, dict, dict, dict
 
 
 def main(argv: list[str]) -> int:
-    from worlds import extra_edge_frames, run_protocol
+    from worlds import checked_error, extra_edge_frames, run_protocol
 
     from cellina.datasets import list_worlds, make_world
     from cellina.evaluation import responsive_genes
@@ -98,7 +100,7 @@ def main(argv: list[str]) -> int:
         model,
         plan,
         probes=True,
-        return_models=bool(opts["borrow"] or opts["strengths"]),
+        return_models=bool(opts["borrow"] or opts["strengths"] or opts["checked"]),
     )
     scores = res.scores.set_index("perturbation")
     row = {"label": label, "world": world, "type": holdout, "seconds": round(time.time() - t0)}
@@ -111,8 +113,13 @@ def main(argv: list[str]) -> int:
         row["edge_change_std"] = round(float(frame["pred_change_std"][responsive_genes(adata, holdout)].median()), 4)
     if frame is not None and opts["lfc_csv"]:
         # the same changes as worlds.py's extra methods, as columns: <label>_s0.5 -> change_s0.5, and so on
-        extra = extra_edge_frames(res, frame, cfg, "", bool(opts["borrow"]), bool(opts["strengths"]))
+        extra = extra_edge_frames(res, frame, cfg, "", bool(opts["borrow"]), bool(opts["strengths"]), opts["checked"])
         columns = {_column(f["method"].iloc[0]): f["pred_change"] for f in extra}
+        if opts["checked"]:
+            columns["checked_error"] = checked_error(res, cfg)
+            columns |= {
+                "checked_error" + f["method"].iloc[0]: f["checked_error"] for f in extra if "checked_error" in f
+            }
         frame.assign(responsive=responsive_genes(adata, holdout), **columns).to_csv(opts["lfc_csv"])
     row.update({k: round(v, 3) for k, v in res.disentanglement.get("cellina", {}).items()})
     print("RESULT", json.dumps(row), flush=True)

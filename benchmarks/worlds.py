@@ -53,6 +53,10 @@ BORROW = "borrow"
 #: ``<label>_s<STRENGTH>`` for benchmarks/world_disattenuation.py
 STRENGTHS = "strengths"
 STRENGTH_GRID = (0.25, 0.5, 0.75, 1.0)
+#: a run option: beside the protocol's edge change and (with STRENGTHS) the fully corrected one, the model's
+#: error on the other types it can be checked against (the ``checked_error`` of ``Cellina.counterfactual_change_range``), written to the
+#: per-gene CSV as the column ``checked_error`` for benchmarks/world_calibration.py
+CHECKED = "checked"
 #: the tutorial's top observed genes judged against the exact change instead of the observed one (with_top_truth)
 TOP_TRUTH = "top_truth_pearson"
 METRICS = ["truth_pearson", "truth_skill", "truth_slope", "truth_auroc", "truth_calibration", "pearson", TOP_TRUTH]
@@ -79,6 +83,8 @@ RUNS = {
     "recommended_strengths": ("cellina", "recommended", "cellina", {STRENGTHS: True}),
     # both: the own and the other types' change at every share (methods <label>_s<share>, <label>_other_s<share>)
     "recommended_borrowed_strengths": ("cellina", "recommended", "cellina", {BORROW: True, STRENGTHS: True}),
+    # the preset's change at every share of the correction, each with the model's error on the checkable types
+    "recommended_checked": ("cellina", "recommended", "cellina", {CHECKED: True, STRENGTHS: True}),
     # sampled directional subgraphs, the graph variant's fastest setting (its time against Cellina: gcn_speed)
     "gcn": ("cellina", "recommended", "gcn", {"num_neighbors": [10, 5], "subgraph_type": "directional"}),
     "scvi": ("scvi", None, "cellina", {}),
@@ -222,10 +228,26 @@ def strength_changes(res, cfg: dict, protocol_change, strengths=STRENGTH_GRID) -
     return changes
 
 
-def extra_edge_frames(res, lfc: pd.DataFrame, cfg: dict, label: str, borrow: bool, strengths: bool):
+def checked_error(res, cfg: dict, disattenuate: float = 0.0) -> np.ndarray:
+    """Per gene, the trained model's root-mean-square error on the other types it can be checked against
+    (their observed change from the control domain to the donor pool against their predicted one), with share
+    ``disattenuate`` of the reliability correction, through the API's own computation."""
+    from cellina.counterfactual._checked import CHECKED_ERROR, checked_errors
+
+    (model,) = res.models.values()
+    options = {"n_neighbours": 50, "n_draws": cfg["n_draws"], "seed": cfg["seed"], "batch_size": None}
+    options |= {"disattenuate": float(disattenuate), "exclude_indices": "heldout"}
+    control, pool = res.indices["control"], res.indices["neighbours"]
+    return checked_errors(model, model.adata, control, pool, options)[CHECKED_ERROR].to_numpy()
+
+
+def extra_edge_frames(
+    res, lfc: pd.DataFrame, cfg: dict, label: str, borrow: bool, strengths: bool, checked: bool = False
+):
     """The per-gene edge frames the run options add beside the protocol's own (``lfc``): with ``strengths`` the
     change at each share of the correction (methods ``<label>_s<share>``), with ``borrow`` the other types'
-    change (``<label>_other``), with both the other types' change at each share (``<label>_other_s<share>``)."""
+    change (``<label>_other``), with both the other types' change at each share (``<label>_other_s<share>``);
+    with ``checked`` the fully corrected change's frame has the column ``checked_error``."""
     plain = lfc.drop(columns=["pred_change_std"], errors="ignore")
     changes = {}
     if strengths:
@@ -234,7 +256,13 @@ def extra_edge_frames(res, lfc: pd.DataFrame, cfg: dict, label: str, borrow: boo
         changes[f"{label}_other"] = borrowed_change(res, cfg)
     if borrow and strengths:
         changes.update({f"{label}_other_s{k:g}": borrowed_change(res, cfg, disattenuate=k) for k in STRENGTH_GRID})
-    return [plain.assign(pred_change=change, method=method) for method, change in changes.items()]
+    frames = []
+    for method, change in changes.items():
+        frame = plain.assign(pred_change=change, method=method)
+        if checked and method == f"{label}_s1":
+            frame["checked_error"] = checked_error(res, cfg, 1.0)
+        frames.append(frame)
+    return frames
 
 
 def reach_cfg(adata, holdout: str, cfg: dict) -> dict:
@@ -266,6 +294,7 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
             run_cfg = {**run_cfg, "composition": options.pop(COMPOSITION, "off")}
             borrow = bool(options.pop(BORROW, False))
             strengths = bool(options.pop(STRENGTHS, False))
+            checked = bool(options.pop(CHECKED, False))
             res = run_protocol(
                 adata,
                 holdout,
@@ -274,14 +303,16 @@ def run_world(name: str, types: list[str], cfg: dict, labels: list[str]) -> tupl
                 variant,
                 run_cfg,
                 model_options=options,
-                return_models=borrow or strengths,
+                return_models=borrow or strengths or checked,
             )
             seconds = time.perf_counter() - t0
             frames.append(res.scores.assign(world=name, holdout=holdout, method=label, seconds=seconds))
             for (pert, _), lfc in res.lfc.items():
                 frames_of_pair = [lfc.assign(method=label)]
+                if pert == "edge" and checked:
+                    frames_of_pair[0]["checked_error"] = checked_error(res, run_cfg)
                 if pert == "edge":
-                    frames_of_pair += extra_edge_frames(res, lfc, run_cfg, label, borrow, strengths)
+                    frames_of_pair += extra_edge_frames(res, lfc, run_cfg, label, borrow, strengths, checked)
                 genes.extend(f.assign(world=name, holdout=holdout, perturbation=pert) for f in frames_of_pair)
             print(f"{name} {holdout} {label}: {seconds:.0f} s", flush=True)
             print(res.scores[["perturbation", *[m for m in METRICS if m in res.scores]]].to_string(), flush=True)

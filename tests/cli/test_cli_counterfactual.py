@@ -291,9 +291,37 @@ def test_edge_writes_the_borrowed_change_on_request(trained, hold_out):
     np.testing.assert_allclose(table.to_numpy(), again.to_numpy(), atol=1e-5)
 
 
+def test_edge_writes_the_change_range_on_request(trained, hold_out):
+    import cellina
+
+    folder, model_dir = trained
+    out, table_path = folder / "edge_range.h5ad", folder / "range.csv"
+    args = ["counterfactual", "edge", str(model_dir), str(out), "--focal", HEALTHY_MYELOID, "--n-draws", "2"]
+    args += ["--donors-neighbours-of", hold_out, "--exclude", "coarse_type == 'Myeloid'", "--n-neighbours", "10"]
+    assert main([*args, "--seed", "4", "--range-csv", str(table_path), "--min-reference-cells", "5", "-q"]) == 0
+    table = pd.read_csv(table_path, index_col=0)
+    assert list(table.columns) == ["lfc", "lfc_corrected", "draw_spread", "checked_error", "low", "high"]
+    assert (table["low"] <= table[["lfc", "lfc_corrected"]].min(axis=1)).all()
+    assert (table["high"] >= table[["lfc", "lfc_corrected"]].max(axis=1)).all()
+    parameters = _run(ad.read_h5ad(out))["parameters"]
+    assert parameters["range_csv"] == str(table_path) and "Myeloid" not in parameters["range_checked_types"]
+    # the same table from Python, with the CLI's donor pool and draws
+    adata = ad.read_h5ad(model_dir / "adata.h5ad")
+    model = cellina.model.load_model(str(model_dir), adata=adata)
+    pool = ad.read_h5ad(out).uns["cellina"]["provenance"]["runs"]["edge 1"]["parameters"]["donor_pool"]
+    focal = np.flatnonzero(adata.obs.eval(HEALTHY_MYELOID).to_numpy())
+    again = model.counterfactual_change_range(
+        focal, pool, adata=adata, n_neighbours=10, n_draws=2, seed=4, min_reference_cells=5
+    )
+    np.testing.assert_allclose(table.to_numpy(), again.to_numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
+        (["--range-csv", "r.csv", "--anchor"], "--range-csv works with pooled rewiring only"),
+        (["--range-csv", "r.txt"], "--range-csv 'r.txt' must end in '.csv'"),
+        (["--range-csv", "r.csv", "--min-reference-cells", "0"], "--min-reference-cells 0 must be at least 1"),
         (["--borrow-weight", "0.5"], "--borrow-weight needs --borrowed-csv"),
         (["--borrowed-csv", "b.csv", "--borrow-weight", "1.5"], "weight=1.5"),
         (["--borrowed-csv", "b.csv", "--anchor"], "pooled rewiring only"),

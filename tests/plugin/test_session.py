@@ -158,6 +158,41 @@ def test_an_edge_run_can_borrow_the_other_types_answer(scripted):
     assert dict(record["borrowed_reference_cells"]) == run.borrowed.attrs["reference_cells"]
 
 
+def test_an_edge_run_can_give_each_gene_a_range(scripted):
+    from cellina.plugin._state import DONORS
+
+    session, edge = scripted["session"], scripted["edge"]
+    assert (
+        edge.change_range is None and edge.range_record() == {} and "Range" not in session.trust_summary(edge.name)[0]
+    )
+    # the observed pool holds the neighbours of tumour myeloid_1 cells: too few of any other type to check against
+    pool = dict(pool="observed", observed_cell_type="myeloid_1", observed_domain="tumour", n_neighbours=10, seed=4)
+    unchecked = session.run_edge(**pool, change_range=True)
+    assert unchecked.change_range is None and unchecked.range_note.startswith("No range: no other cell type has 30")
+    assert unchecked.range_note in session.trust_summary(unchecked.name)[0]
+    saved = session.selections.get(DONORS)
+    try:  # every tumour and margin cell a donor: endothelial cells (39 healthy, 31 donors) are checked
+        session.set_selection(DONORS, session.adata.obs["domain"].isin(["tumour", "margin"]).to_numpy())
+        run = session.run_edge(pool="lasso", n_neighbours=10, n_draws=2, seed=4, change_range=True)
+    finally:
+        if saved is None:
+            session.selections.pop(DONORS)
+        else:
+            session.selections[DONORS] = saved
+    assert list(run.change_range.columns) == ["lfc", "lfc_corrected", "draw_spread", "checked_error", "low", "high"]
+    checked = run.change_range.attrs["checked_types"]
+    assert list(checked) == ["endothelial"]
+    table = session.top_changed_genes(run.name, n=10)
+    # the run's change is the range's plain change, and lies inside the range
+    np.testing.assert_allclose(table["log2fc"], run.change_range.loc[table["gene"], "lfc"], atol=1e-4)
+    assert (table["low"] <= table["log2fc"]).all() and (table["log2fc"] <= table["high"]).all()
+    assert f"error on {len(checked)} other type(s)" in session.trust_summary(run.name)[0]
+    record = session.build_export().uns["cellina"]["provenance"]["runs"]
+    np.testing.assert_allclose(record[run.name]["parameters"]["range_high"], run.change_range["high"].to_numpy())
+    assert set(record[run.name]["parameters"]["range_checked_types"]) == set(checked)
+    assert record[unchecked.name]["parameters"]["range_note"] == unchecked.range_note
+
+
 def test_runs_record_what_the_model_saw_of_the_focal_types(scripted):
     session, edge = scripted["session"], scripted["edge"]
     assert edge.support is not None and int(edge.support.n_focal.sum()) == edge.indices.size

@@ -75,6 +75,20 @@ def _add_edge_options(edge: argparse.ArgumentParser) -> None:
         default=None,
         help="share of the other types' change in --borrowed-csv, 0 to 1 (default: 0.3)",
     )
+    edge.add_argument(
+        "--range-csv",
+        default=None,
+        help="also write a per-gene CSV of the focal cells' population change (log2) with a range: from the plain "
+        "to the reliability-corrected change, widened by two spreads of the draws and of the model's error on the "
+        "other cell types it can be checked against among the donors (pooled rewiring only)",
+    )
+    edge.add_argument(
+        "--min-reference-cells",
+        type=int,
+        default=30,
+        help="for --borrowed-csv and --range-csv: the fewest cells another type needs as reference cells (and, "
+        "for --range-csv, among the donors) to count (default: 30)",
+    )
 
 
 def _add_node_options(node: argparse.ArgumentParser) -> None:
@@ -174,7 +188,7 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         return_novelty=True,
         disattenuate=args.disattenuate,
     )
-    parameters = borrowed(model, adata, focal, pool, args)
+    parameters = borrowed(model, adata, focal, pool, args) | change_range(model, adata, focal, pool, args)
     parameters |= {
         "donors": args.donors,
         "donors_neighbours_of": args.donors_neighbours_of,
@@ -189,24 +203,30 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
     return predicted, std, donors, novelty, parameters
 
 
-def check_borrowing(args: argparse.Namespace) -> None:
-    """Refuse borrowing options that cannot apply, before anything runs."""
+def check_population_tables(args: argparse.Namespace) -> None:
+    """Refuse options of the per-gene population tables (--borrowed-csv, --range-csv) that cannot apply, before
+    anything runs."""
     from cellina.counterfactual._borrow import check_weight
 
-    if getattr(args, "borrowed_csv", None) is None:
-        if getattr(args, "borrow_weight", None) is not None:
-            raise CliError("--borrow-weight needs --borrowed-csv")
-        return
-    if args.borrow_weight is not None:
+    if getattr(args, "borrowed_csv", None) is None and getattr(args, "borrow_weight", None) is not None:
+        raise CliError("--borrow-weight needs --borrowed-csv")
+    if getattr(args, "borrow_weight", None) is not None:
         try:
             check_weight(args.borrow_weight)
         except ValueError as err:
             raise CliError(f"--borrow-weight: {err}") from None
-    if args.anchor:
-        raise CliError("--borrowed-csv works with pooled rewiring only; leave out --anchor")
-    if not str(args.borrowed_csv).endswith(".csv"):
-        raise CliError(f"--borrowed-csv {args.borrowed_csv!r} must end in '.csv'")
-    check_output(Path(args.borrowed_csv), args.overwrite)
+    if getattr(args, "min_reference_cells", 1) < 1:
+        raise CliError(f"--min-reference-cells {args.min_reference_cells} must be at least 1")
+    for name in ("borrowed_csv", "range_csv"):
+        path = getattr(args, name, None)
+        if path is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if args.anchor:
+            raise CliError(f"{flag} works with pooled rewiring only; leave out --anchor")
+        if not str(path).endswith(".csv"):
+            raise CliError(f"{flag} {path!r} must end in '.csv'")
+        check_output(Path(path), args.overwrite)
 
 
 def borrowed(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, args: argparse.Namespace) -> dict:
@@ -220,7 +240,7 @@ def borrowed(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, args: 
     try:
         table = model.borrowed_counterfactual_change(
             focal, pool, adata=adata, weight=weight, n_neighbours=args.n_neighbours, n_draws=args.n_draws,
-            seed=args.seed,
+            seed=args.seed, min_reference_cells=args.min_reference_cells,
         )  # fmt: skip
     except ValueError as err:
         raise CliError(f"--borrowed-csv: {err}") from None
@@ -230,6 +250,23 @@ def borrowed(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, args: 
         "borrow_weight": weight,
         "borrowed_reference_cells": table.attrs["reference_cells"],
     }
+
+
+def change_range(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, args: argparse.Namespace) -> dict:
+    """With ``--range-csv``: write each gene's change and range there; the run parameters that say so."""
+    from cellina._io import write_csv_atomic
+
+    if args.range_csv is None:
+        return {}
+    try:
+        table = model.counterfactual_change_range(
+            focal, pool, adata=adata, n_neighbours=args.n_neighbours, n_draws=args.n_draws, seed=args.seed,
+            min_reference_cells=args.min_reference_cells,
+        )  # fmt: skip
+    except ValueError as err:
+        raise CliError(f"--range-csv: {err}") from None
+    write_csv_atomic(table, args.range_csv)
+    return {"range_csv": str(args.range_csv), "range_checked_types": table.attrs["checked_types"]}
 
 
 def _sender_key(model: Any, shifts: Any, given: str | None) -> str | None:
@@ -294,7 +331,7 @@ def run_counterfactual(args: argparse.Namespace) -> int:
 
     output = Path(args.output)
     check_output(output, args.overwrite)
-    check_borrowing(args)
+    check_population_tables(args)
     model_dir = Path(args.model)
     data_path = Path(args.data) if args.data else model_dir / "adata.h5ad"
     adata = load_input(data_path)

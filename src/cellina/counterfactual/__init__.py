@@ -6,6 +6,7 @@ runs its counterfactuals through :func:`edge_counterfactual` and :func:`node_cou
 
 from ._adata import make_counterfactual_adata
 from ._borrow import BORROW_DISATTENUATE, BORROW_WEIGHT, borrowed_change, reference_cells
+from ._checked import CHECKED_ERROR, checked_errors, observed_change
 from ._donors import sample_anchors, sample_donors
 from ._edge import (
     anchor_niche_features,
@@ -20,6 +21,7 @@ from ._edge import (
 from ._node import NodeCounterfactual, node_counterfactual
 from ._novelty import NicheNovelty, niche_novelty, node_niche_codes, training_reference
 from ._pools import cluster_pool, observed_neighbour_pool, select_cells
+from ._range import RANGE_WIDTH, change_range
 from ._reliability import NicheReliability, disattenuated_niche_latent, niche_reliability, split_neighbours
 from ._rewire import UNCERTAINTIES, edge_counterfactual
 from ._shifts import GeneShifts
@@ -28,6 +30,8 @@ from ._support import TypeSupport, type_support
 __all__ = [
     "BORROW_DISATTENUATE",
     "BORROW_WEIGHT",
+    "CHECKED_ERROR",
+    "RANGE_WIDTH",
     "UNCERTAINTIES",
     "GeneShifts",
     "NicheNovelty",
@@ -36,6 +40,8 @@ __all__ = [
     "TypeSupport",
     "anchor_niche_features",
     "borrowed_change",
+    "change_range",
+    "checked_errors",
     "cluster_pool",
     "default_anchor_graph",
     "disattenuated_niche_latent",
@@ -46,6 +52,7 @@ __all__ = [
     "niche_reliability",
     "node_counterfactual",
     "node_niche_codes",
+    "observed_change",
     "observed_neighbour_pool",
     "pooled_niche_features",
     "reference_cells",

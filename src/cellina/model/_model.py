@@ -19,6 +19,7 @@ from ._constants import CELLINA_REGISTRY_KEYS as RK
 from ._counterfactual import CellinaCounterfactualMixin
 from ._getters import CellinaGettersMixin
 from ._module import CellinaModule
+from ._population import PopulationChangeMixin
 from ._training_plan import CellinaTrainingPlan, auto_kl_warmup_epochs
 from ._validation import (
     check_counts,
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 class Cellina(
     CellinaCounterfactualMixin,
+    PopulationChangeMixin,
     CellinaGettersMixin,
     RNASeqMixin,
     VAEMixin,

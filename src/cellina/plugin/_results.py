@@ -21,7 +21,8 @@ def top_changed_genes(var_names: pd.Index, run: RunResult, n: int = 20) -> pd.Da
     focal cells (:func:`cellina.evaluation.log2_change_std`; the draws vary the donors, and with
     ``uncertainty="posterior"`` the model's latents too; NaN for a run without several draws).
     A run that borrowed adds the other types' change and the mixture (``others_log2fc``,
-    ``borrowed_log2fc``), and its genes are those the mixture changes most.
+    ``borrowed_log2fc``), and its genes are those the mixture changes most. A run with a range adds its
+    ends (``low``, ``high``; :meth:`Cellina.counterfactual_change_range`).
     """
     from cellina.evaluation import log2_change_std, mean_normalized_expression, safe_log2_fold_change
 
@@ -41,6 +42,9 @@ def top_changed_genes(var_names: pd.Index, run: RunResult, n: int = 20) -> pd.Da
     if borrowed is not None:
         table["others_log2fc"] = run.borrowed["others_lfc"].to_numpy()[order]
         table["borrowed_log2fc"] = borrowed[order]
+    if run.change_range is not None:
+        table["low"] = run.change_range["low"].to_numpy()[order]
+        table["high"] = run.change_range["high"].to_numpy()[order]
     return table
 
 
@@ -73,6 +77,14 @@ def trust_summary(run: RunResult) -> tuple[str, str]:
             f"donors ({len(cells)} types, {sum(cells.values())} cells), a bet that the focal type answers as "
             "they do; compare its own column with theirs."
         )
+    if run.change_range is not None:
+        checked = run.change_range.attrs.get("checked_types", {})
+        draws += (
+            " Range: from the plain to the reliability-corrected change, widened by two spreads of the draws and "
+            f"of the model's error on {len(checked)} other type(s) checked among the donors ({', '.join(checked)})."
+        )
+    elif run.range_note:
+        draws += f" {run.range_note}"
     if run.support is not None:
         draws += " " + run.support.message()
     warning = run.novelty.message() if run.novelty is not None and run.novelty.n_outside else ""

@@ -233,12 +233,15 @@ class JobsMixin:
         uncertainty: str = "donors",
         disattenuate: bool | None = None,
         borrow: bool = False,
+        change_range: bool = False,
     ) -> Job:
         """Rewire the focal cells' neighbourhoods to donors from ``pool`` and decode them; with several
         draws the spread describes the donors drawn, or (``uncertainty="posterior"``) the donors and
         the model's posterior. ``disattenuate``: divide the change in ``s`` by its reliability (None: the
         model's setting). ``borrow``: also mix the focal cells' population change with the other types'
-        under the same donors (opt-in; needs the correction, see docs/user_guide.md)."""
+        under the same donors (opt-in; needs the correction, see docs/user_guide.md). ``change_range``: also
+        give each gene a range (:meth:`Cellina.counterfactual_change_range`; a run whose focal cells cannot be
+        checked against another type says why instead)."""
         model, adata = self.require_model(), self.require_adata()
         focal = self.focal_indices()
         donors = self.donor_pool(pool, observed_cell_type, observed_domain, niche_cluster)
@@ -263,6 +266,7 @@ class JobsMixin:
             "uncertainty": uncertainty,
             "disattenuate": corrected,
             "borrow_weight": weight,
+            "change_range": bool(change_range),
             "seed": int(seed),
             "n_donor_pool": int(donors.size),
             "preset": model.preset,
@@ -341,7 +345,10 @@ class JobsMixin:
         runs = {
             run.name: run_record(
                 run.kind,
-                {k: ("" if v is None else v) for k, v in {**run.params, **run.borrowed_record()}.items()},
+                {
+                    k: ("" if v is None else v)
+                    for k, v in {**run.params, **run.borrowed_record(), **run.range_record()}.items()
+                },
                 focal=run.indices,
                 seed=int(run.params.get("seed", 0)),
                 donors=run.donors,

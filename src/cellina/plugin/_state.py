@@ -307,6 +307,10 @@ class RunResult:
     support: Any = None
     #: with borrowing, per gene: own_lfc, others_lfc, borrowed_lfc (see Cellina.borrowed_counterfactual_change)
     borrowed: Any = None
+    #: with a range, per gene: lfc, lfc_corrected, draw_spread, checked_error, low, high (see
+    #: Cellina.counterfactual_change_range); a run that asked for one but could not be checked says why in range_note
+    change_range: Any = None
+    range_note: str = ""
 
     def log_fold_change(self, genes: int | np.ndarray | slice | None = None, eps: float = 1e-6) -> np.ndarray:
         """Per-cell natural-log fold change of the counterfactual over the factual prediction.
@@ -323,6 +327,17 @@ class RunResult:
             return {}
         columns = {name: self.borrowed[name].to_numpy() for name in ("own_lfc", "others_lfc", "borrowed_lfc")}
         return {**columns, "borrowed_reference_cells": dict(self.borrowed.attrs.get("reference_cells", {}))}
+
+    def range_record(self) -> dict[str, Any]:
+        """What an export keeps of a range: its ends, the corrected change and the checked error (in the AnnData's
+        gene order) and the checked types, or why the run has none; nothing for a run that did not ask."""
+        if self.range_note:
+            return {"range_note": self.range_note}
+        if self.change_range is None:
+            return {}
+        columns = ("low", "high", "lfc_corrected", "checked_error")
+        record = {f"range_{name}": self.change_range[name].to_numpy() for name in columns}
+        return {**record, "range_checked_types": dict(self.change_range.attrs.get("checked_types", {}))}
 
 
 # ---------------------------------------------------------------------- step results

@@ -347,7 +347,8 @@ def edge_steps(job: EdgeJob) -> Steps:
         return_novelty=True,
         disattenuate=params.get("disattenuate", False),
     )
-    borrowed, n_steps = None, 3 if params.get("borrow_weight") else 2
+    n_steps = 2 + bool(params.get("borrow_weight")) + bool(params.get("change_range"))
+    borrowed, change_range, range_note = None, None, ""
     if params.get("borrow_weight"):
         yield Progress(2, n_steps, "the other cell types under the same donors")
         borrowed = job.model.borrowed_counterfactual_change(
@@ -360,6 +361,16 @@ def edge_steps(job: EdgeJob) -> Steps:
             n_draws=params["n_draws"],
             seed=params["seed"],
         )
+    if params.get("change_range"):
+        yield Progress(n_steps - 1, n_steps, "checking the model on the other cell types")
+        try:
+            change_range = job.model.counterfactual_change_range(
+                job.focal, job.donors, adata=job.adata, n_neighbours=params["n_neighbours"],
+                n_draws=params["n_draws"], seed=params["seed"],
+            )  # fmt: skip
+        except ValueError as error:
+            # the run stands without a range: say why beside it, in the dock's words
+            range_note = range_refusal(error)
     yield Progress(n_steps, n_steps, "done")
     return RunResult(
         name=job.name,
@@ -374,6 +385,20 @@ def edge_steps(job: EdgeJob) -> Steps:
         novelty=novelty,
         support=type_support(job.model, job.adata, job.focal),
         borrowed=borrowed,
+        change_range=change_range,
+        range_note=range_note,
+    )
+
+
+def range_refusal(error: ValueError) -> str:
+    """Why an edge run has no range, for the Results dock."""
+    from cellina.counterfactual._borrow import MIN_REFERENCE_CELLS
+
+    if "labels_key" in str(error):
+        return "No range: the model was trained without cell types, so no other type can check it."
+    return (
+        f"No range: no other cell type has {MIN_REFERENCE_CELLS} or more cells both beside the focal cells and "
+        "among the donors, so the model cannot be checked against one; focus on fewer types or widen the donors."
     )
 
 

@@ -117,3 +117,26 @@ def test_the_donors_an_edge_run_drew_are_ringed_until_a_node_run_is_shown(cosmx_
     assert RING_LAYERS[DONORS] not in viewer.layers
     session.set_current_run("edge 1")
     assert len(viewer.layers[RING_LAYERS[DONORS]].data) == 5
+
+
+def test_a_run_with_a_range_shows_it_beside_each_gene(cosmx_viewer):
+    import pandas as pd
+
+    from cellina.plugin._state import RunResult
+
+    _, docks = cosmx_viewer
+    session, results = docks["tissue"].session, docks["results"]
+    genes = session.adata.var_names
+    focal, factual = np.array([0, 1]), np.ones((2, genes.size))
+    moved = factual * np.linspace(0.5, 2.0, genes.size)
+    lfc = np.log2(np.linspace(0.5, 2.0, genes.size))
+    change_range = pd.DataFrame({"lfc": lfc, "low": lfc - 0.25, "high": lfc + 0.5}, index=genes)
+    change_range.attrs["checked_types"] = {"T cell": {"reference": 40, "donors": 35}}
+    session.add_run(RunResult("edge 1", "edge", focal, moved, factual, {}, change_range=change_range))
+    table = results.top_table
+    assert [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())][-1] == "range"
+    for row in range(table.rowCount()):
+        low, high = change_range.loc[table.item(row, 0).text(), ["low", "high"]]
+        assert table.item(row, 2).text() == f"{low:+.2f} to {high:+.2f}"
+    assert table.item(0, 2).text() in ("-1.25 to -0.50", "+0.75 to +1.50")  # halved or doubled, changed most
+    assert "error on 1 other type(s) checked among the donors (T cell)" in results.draws_label.text()

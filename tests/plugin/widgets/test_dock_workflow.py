@@ -124,6 +124,9 @@ def _results(w, seen) -> None:
     seen["lfc legend"] = results.legend.info.name
     seen["table header"] = results.top_table.horizontalHeaderItem(1).text()
     seen["lfc column"] = [results.top_table.item(i, 1).text() for i in range(results.top_table.rowCount())]
+    table = results.top_table
+    seen["headers"] = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())]
+    seen["last column"] = [table.item(i, table.columnCount() - 1).text() for i in range(table.rowCount())]
     seen["draws text"] = results.draws_label.text()
     seen["warning shown"] = not results.warning.isHidden()
     results.mode.setCurrentText("std across draws")
@@ -305,6 +308,15 @@ def test_the_top_genes_carry_their_spread_across_draws(workflow):
     expected = [f"{v:+.3f}  ± {sd:.3f}" for v, sd in zip(table["log2fc"], table["std"], strict=True)]
     assert seen["lfc column"] == expected and (table["std"] > 0).all()
     assert seen["draws text"].startswith("2 donor draws")
+
+
+def test_the_edge_dock_gives_each_gene_a_range_by_default(workflow):
+    _, w, seen = workflow
+    run = w["tissue"].session.runs["edge 1"]
+    assert run.params["change_range"] is True
+    # the lasso's focal cells hold every type of their domain: none is left to check the model against
+    assert run.change_range is None and run.range_note.startswith("No range: no other cell type has 30")
+    assert run.range_note in seen["draws text"] and seen["headers"][-1] != "range"
 
 
 def test_the_dock_says_what_the_model_saw_of_the_focal_types(workflow):

@@ -156,9 +156,10 @@ class ResultsWidget(CellinaDock):
             return
         self.run_choice.setCurrentText(name)
         table = self.session.top_changed_genes(name, n=20)
-        borrowed = "borrowed_log2fc" in table
+        borrowed, ranged = "borrowed_log2fc" in table, "low" in table
         # a run that borrowed shows three changes side by side, so its columns get short names
         headers = ["gene", "own log2FC", "other types", "borrowed"] if borrowed else ["gene", TABLE_LFC]
+        headers += ["range"] if ranged else []
         self.top_table.setColumnCount(len(headers))
         self.top_table.setHorizontalHeaderLabels(headers)
         self.top_table.setRowCount(len(table))
@@ -170,6 +171,8 @@ class ResultsWidget(CellinaDock):
             if borrowed:
                 self.top_table.setItem(i, 2, QTableWidgetItem(f"{row.others_log2fc:+.3f}"))
                 self.top_table.setItem(i, 3, QTableWidgetItem(f"{row.borrowed_log2fc:+.3f}"))
+            if ranged:
+                self.top_table.setItem(i, len(headers) - 1, QTableWidgetItem(f"{row.low:+.2f} to {row.high:+.2f}"))
         self._show_trust(name)
         if len(table):
             # a new run opens on its most changed gene; the user picks others from the table
