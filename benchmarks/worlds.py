@@ -54,8 +54,9 @@ BORROW = "borrow"
 STRENGTHS = "strengths"
 STRENGTH_GRID = (0.25, 0.5, 0.75, 1.0)
 #: a run option: beside the protocol's edge change and (with STRENGTHS) the fully corrected one, the model's
-#: error on the other types it can be checked against (the ``checked_error`` of ``Cellina.counterfactual_change_range``), written to the
-#: per-gene CSV as the column ``checked_error`` for benchmarks/world_calibration.py
+#: error on the other types it can be checked against (the ``checked_error`` of
+#: ``Cellina.counterfactual_change_range``), written to the per-gene CSV as the column ``checked_error`` for
+#: benchmarks/world_calibration.py
 CHECKED = "checked"
 #: the tutorial's top observed genes judged against the exact change instead of the observed one (with_top_truth)
 TOP_TRUTH = "top_truth_pearson"
