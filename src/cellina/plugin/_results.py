@@ -81,7 +81,8 @@ def trust_summary(run: RunResult) -> tuple[str, str]:
         checked = run.change_range.attrs.get("checked_types", {})
         draws += (
             " Range: from the plain to the reliability-corrected change, widened by two spreads of the draws and "
-            f"of the model's error on {len(checked)} other type(s) checked among the donors ({', '.join(checked)})."
+            f"of the model's error on {len(checked)} other type(s) checked among the donors ({', '.join(checked)})"
+            + ("; with one draw it holds no spread of the donors." if n_draws == 1 else ".")
         )
     elif run.range_note:
         draws += f" {run.range_note}"

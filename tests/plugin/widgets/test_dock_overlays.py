@@ -140,3 +140,4 @@ def test_a_run_with_a_range_shows_it_beside_each_gene(cosmx_viewer):
         assert table.item(row, 2).text() == f"{low:+.2f} to {high:+.2f}"
     assert table.item(0, 2).text() in ("-1.25 to -0.50", "+0.75 to +1.50")  # halved or doubled, changed most
     assert "error on 1 other type(s) checked among the donors (T cell)" in results.draws_label.text()
+    assert "with one draw it holds no spread of the donors" in results.draws_label.text()
