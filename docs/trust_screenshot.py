@@ -12,7 +12,9 @@ is shown on a demonstration run: the second run with its focal cells' niche code
 from every training niche (``s + 50``) and scored by the real
 :func:`cellina.counterfactual.niche_novelty`; its name says so. The Results dock then shows
 each top gene's log2FC with its spread across draws, the number of draws and the warning.
-The image lands in ``docs/img/07_trust.png``.
+The image lands in ``docs/img/07_trust.png``. A last run takes every tumour and margin cell as donors, so
+other cell types among them can check the model, and its Results dock, with a range for each gene, lands in
+``docs/img/07_range.png``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,25 @@ def main() -> int:
     results.show_result()
     shooter.settle(20)
     shooter.shot("07_trust.png", "5. Results")
+    # a run with a range: every tumour and margin cell a donor, so other types among them check the model
+    viewer.layers["donor lasso"].data = []
+    viewer.layers["donor lasso"].add(
+        np.array([[lo[0] - 5, lo[1] - 5], [hi[0] + 5, lo[1] - 5], [hi[0] + 5, hi[1] + 5], [lo[0] - 5, hi[1] + 5]]),
+        shape_type="polygon",
+    )
+    edge.refine_target.setCurrentText("donors")
+    edge.refine_types.clearSelection()
+    edge.refine_domains.clearSelection()
+    for value in ("tumour", "margin"):
+        edge.refine_domains.findItems(value, Qt.MatchFlag.MatchExactly)[0].setSelected(True)
+    edge.refine()
+    edge.change_range.setChecked(True)
+    edge.run()
+    run = session.runs[session.current_run]
+    print(session.current_run, "range:", run.change_range is not None, run.range_note, flush=True)
+    results.show_result()
+    shooter.settle(20)
+    shooter.shot("07_range.png", "5. Results")
     errors = [d.last_error for d in docks.values() if d.last_error]
     print("dock errors:", errors, flush=True)
     viewer.close()

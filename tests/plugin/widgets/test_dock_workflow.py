@@ -310,13 +310,11 @@ def test_the_top_genes_carry_their_spread_across_draws(workflow):
     assert seen["draws text"].startswith("2 donor draws")
 
 
-def test_the_edge_dock_gives_each_gene_a_range_by_default(workflow):
+def test_the_edge_dock_asks_for_a_range_only_when_ticked(workflow):
     _, w, seen = workflow
     run = w["tissue"].session.runs["edge 1"]
-    assert run.params["change_range"] is True
-    # the lasso's focal cells hold every type of their domain: none is left to check the model against
-    assert run.change_range is None and run.range_note.startswith("No range: no other cell type has 30")
-    assert run.range_note in seen["draws text"] and seen["headers"][-1] != "range"
+    assert run.params["change_range"] is False and run.change_range is None and run.range_note == ""
+    assert "Range" not in seen["draws text"] and "range" not in seen["headers"]
 
 
 def test_the_dock_says_what_the_model_saw_of_the_focal_types(workflow):

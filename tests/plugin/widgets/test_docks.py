@@ -312,6 +312,6 @@ def test_the_edge_dock_asks_for_the_spread_it_shows(make_napari_viewer):
     assert not edge.niche_noise.isEnabled()
     edge.borrow.setChecked(False)
     assert edge.niche_noise.isEnabled()
-    assert edge.job_params()["change_range"] is True  # a range for each gene unless the user unticks it
-    edge.change_range.setChecked(False)
-    assert edge.job_params()["change_range"] is False
+    assert edge.job_params()["change_range"] is False  # opt-in: it failed its rule for a default
+    edge.change_range.setChecked(True)
+    assert edge.job_params()["change_range"] is True

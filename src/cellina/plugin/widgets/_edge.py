@@ -68,16 +68,16 @@ def _borrow_box() -> QCheckBox:
 
 
 def _range_box() -> QCheckBox:
-    """The box for a range around each gene's change, with what the range holds."""
+    """The opt-in box for a range around each gene's change, with what the range holds."""
     box = QCheckBox("a range for each gene")
-    box.setChecked(True)
     box.setToolTip(
         "Also give each gene a range: from the plain change to the change divided by the niche's reliability, "
         "widened by two spreads of the donor draws and of the model's error on the other cell types it can be "
-        "checked against (their cells among the donors live in the new niches). A predicted niche response is "
-        "mostly off by its size; on synthetic worlds the model was not designed on, the range held the true "
-        "change far more often than the spread across draws (docs/benchmarks.md). Needs cell types, and another "
-        "type with enough cells among the donors."
+        "checked against (their cells among the donors live in the new niches). On held-back synthetic worlds "
+        "the range held the true change on 19 of 24 held-out types, against 8 for the spread across draws, but "
+        "it excluded no change on only a fifth of the responsive genes: it says how big a change may be more "
+        "often than which way it goes (docs/benchmarks.md). Needs cell types, and another type with enough "
+        "cells among the donors."
     )
     return box
 

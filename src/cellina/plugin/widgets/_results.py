@@ -157,8 +157,11 @@ class ResultsWidget(CellinaDock):
         self.run_choice.setCurrentText(name)
         table = self.session.top_changed_genes(name, n=20)
         borrowed, ranged = "borrowed_log2fc" in table, "low" in table
-        # a run that borrowed shows three changes side by side, so its columns get short names
-        headers = ["gene", "own log2FC", "other types", "borrowed"] if borrowed else ["gene", TABLE_LFC]
+        # a run that borrowed or has a range shows more than one column of changes, so they get short names
+        if borrowed:
+            headers = ["gene", "own log2FC", "other types", "borrowed"]
+        else:
+            headers = ["gene", "log2FC (focal mean)" if ranged else TABLE_LFC]
         headers += ["range"] if ranged else []
         self.top_table.setColumnCount(len(headers))
         self.top_table.setHorizontalHeaderLabels(headers)
@@ -173,6 +176,7 @@ class ResultsWidget(CellinaDock):
                 self.top_table.setItem(i, 3, QTableWidgetItem(f"{row.borrowed_log2fc:+.3f}"))
             if ranged:
                 self.top_table.setItem(i, len(headers) - 1, QTableWidgetItem(f"{row.low:+.2f} to {row.high:+.2f}"))
+        self.top_table.resizeColumnsToContents()
         self._show_trust(name)
         if len(table):
             # a new run opens on its most changed gene; the user picks others from the table
