@@ -19,6 +19,7 @@ from cellina.datasets import (
     EVALUATION_WORLDS,
     RESERVE_WORLDS,
     SEALED_WORLDS,
+    VAULT_WORLDS,
     WORLD_KEY,
     Channel,
     Confounds,
@@ -30,7 +31,7 @@ from cellina.datasets import (
     world_spec,
     world_split,
 )
-from cellina.datasets.worlds import COARSE_TYPES, spec_from_dict, spec_to_dict
+from cellina.datasets.worlds import COARSE_TYPES, SPLITS, spec_from_dict, spec_to_dict
 
 ALL = {"Epithelial": 0.6, "Fibroblast": 0.8, "Endothelial": 0.7, "T_cell": 1.0, "B_cell": 0.6, "Myeloid": 1.0}
 FORBIDDEN = ("cellina.spatial", "cellina.model", "cellina.counterfactual", "cellina.plugin")
@@ -234,10 +235,11 @@ def test_specification_round_trips_through_a_plain_dictionary():
 def test_registry_splits_development_from_the_held_back_worlds():
     assert len(DEVELOPMENT_WORLDS) == 8 and len(EVALUATION_WORLDS) == 6
     assert len(CONFIRMATION_WORLDS) == 4 and len(RESERVE_WORLDS) == 4 and len(SEALED_WORLDS) == 4
-    splits = (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS, SEALED_WORLDS)
+    assert len(VAULT_WORLDS) == 4
+    splits = (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS, SEALED_WORLDS, VAULT_WORLDS)
     assert len(set().union(*splits)) == sum(len(names) for names in splits)
     assert list_worlds() == [name for names in splits for name in names]
-    for split, names in zip(("development", "evaluation", "confirmation", "reserve", "sealed"), splits, strict=True):
+    for split, names in zip(SPLITS, splits, strict=True):
         assert list_worlds(split) == list(names)
         assert {world_split(n) for n in names} == {split}
     with pytest.raises(ValueError, match="split"):

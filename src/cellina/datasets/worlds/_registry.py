@@ -17,8 +17,9 @@ from cellina.datasets.worlds._profiles import _ALL, _IMMUNE, _STROMA
 from cellina.datasets.worlds._reserve import RESERVE
 from cellina.datasets.worlds._sealed import SEALED
 from cellina.datasets.worlds._spec import Channel, Confounds, Layout, WorldSpec
+from cellina.datasets.worlds._vault import VAULT
 
-SPLITS: tuple[str, ...] = ("development", "evaluation", "confirmation", "reserve", "sealed")
+SPLITS: tuple[str, ...] = ("development", "evaluation", "confirmation", "reserve", "sealed", "vault")
 
 HOLDOUT_TYPES: tuple[str, ...] = ("Epithelial", "Fibroblast", "Endothelial", "T_cell", "B_cell", "Myeloid")
 
@@ -452,7 +453,7 @@ _EVALUATION: tuple[WorldSpec, ...] = (
 )
 
 WORLDS: dict[str, WorldSpec] = {
-    spec.name: spec for spec in _DEVELOPMENT + _EVALUATION + CONFIRMATION + RESERVE + SEALED
+    spec.name: spec for spec in _DEVELOPMENT + _EVALUATION + CONFIRMATION + RESERVE + SEALED + VAULT
 }
 DEVELOPMENT_WORLDS: tuple[str, ...] = tuple(spec.name for spec in _DEVELOPMENT)
 EVALUATION_WORLDS: tuple[str, ...] = tuple(spec.name for spec in _EVALUATION)
@@ -462,13 +463,15 @@ CONFIRMATION_WORLDS: tuple[str, ...] = tuple(spec.name for spec in CONFIRMATION)
 RESERVE_WORLDS: tuple[str, ...] = tuple(spec.name for spec in RESERVE)
 #: held back for the change after the reserve worlds judged one (see ._sealed)
 SEALED_WORLDS: tuple[str, ...] = tuple(spec.name for spec in SEALED)
-_HELD_BACK = (EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS, SEALED_WORLDS)
+#: held back for the change after the sealed worlds judged one (see ._vault)
+VAULT_WORLDS: tuple[str, ...] = tuple(spec.name for spec in VAULT)
+_HELD_BACK = (EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS, SEALED_WORLDS, VAULT_WORLDS)
 _BY_SPLIT = dict(zip(SPLITS, (DEVELOPMENT_WORLDS, *_HELD_BACK), strict=True))
 
 
 def list_worlds(split: str | None = None) -> list[str]:
-    """Names of the registered worlds, all or of one split (``"development"``, ``"evaluation"``,
-    ``"confirmation"``, ``"reserve"`` or ``"sealed"``)."""
+    """Names of the registered worlds, all or of one split (one of ``SPLITS``: ``"development"``,
+    ``"evaluation"``, ``"confirmation"``, ``"reserve"``, ``"sealed"`` or ``"vault"``)."""
     if split is None:
         return list(WORLDS)
     if split not in SPLITS:
