@@ -14,8 +14,8 @@ scores spreads built from parts the model can give without the truth, added in q
 Per pair and spread: calibration (the share of responsive genes whose exact change lies within two spreads of the
 prediction, the issue's measure), the null genes' coverage (the same on genes without a niche effect), the width
 (median spread on responsive genes over their root-mean-square true change: an interval as wide as the whole
-response says little) and the share of responsive genes whose prediction lies more than two spreads from no
-change (what a user could act on). Inputs:
+response says little) and "told apart", the share of responsive genes whose interval excludes no change (for
+the symmetric spreads: the prediction lies more than two spreads from 0; what a user could act on). Inputs:
 
 * development worlds: ``python benchmarks/world_options.py WORLD TYPE LABEL n_draws=5 strengths=true checked=true
   lfc_csv='"WORLD_TYPE.csv"'`` (columns ``pred_change``, ``change_s<share>``, ``checked_error``,

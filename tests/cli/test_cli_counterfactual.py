@@ -304,7 +304,7 @@ def test_edge_writes_the_change_range_on_request(trained, hold_out):
     assert (table["low"] <= table[["lfc", "lfc_corrected"]].min(axis=1)).all()
     assert (table["high"] >= table[["lfc", "lfc_corrected"]].max(axis=1)).all()
     parameters = _run(ad.read_h5ad(out))["parameters"]
-    assert parameters["range_csv"] == str(table_path) and "Myeloid" not in parameters["range_checked_types"]
+    assert parameters["range_csv"] == str(table_path)
     # the same table from Python, with the CLI's donor pool and draws
     adata = ad.read_h5ad(model_dir / "adata.h5ad")
     model = cellina.model.load_model(str(model_dir), adata=adata)
@@ -314,11 +314,24 @@ def test_edge_writes_the_change_range_on_request(trained, hold_out):
         focal, pool, adata=adata, n_neighbours=10, n_draws=2, seed=4, min_reference_cells=5
     )
     np.testing.assert_allclose(table.to_numpy(), again.to_numpy(), atol=1e-5)
+    assert {k: dict(v) for k, v in parameters["range_checked_types"].items()} == again.attrs["checked_types"]
+
+
+def test_a_range_that_cannot_be_checked_leaves_no_file_behind(trained):
+    folder, model_dir = trained
+    out, borrowed_path, range_path = folder / "unchecked.h5ad", folder / "b_unchecked.csv", folder / "r_unchecked.csv"
+    args = ["counterfactual", "edge", str(model_dir), str(out), "--focal", HEALTHY_MYELOID, "-q"]
+    # every donor is malignant, a type with no healthy cells: the borrowed table can be made, the range cannot
+    args += ["--donors", "coarse_type == 'Malignant'", "--n-neighbours", "5", "--min-reference-cells", "5"]
+    assert main([*args, "--borrowed-csv", str(borrowed_path), "--range-csv", str(range_path)]) == 2
+    assert not out.exists() and not borrowed_path.exists() and not range_path.exists()
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
+        (["--min-reference-cells", "5"], "--min-reference-cells needs --borrowed-csv or --range-csv"),
+        (["--range-csv", "t.csv", "--borrowed-csv", "t.csv"], "give each table its own file"),
         (["--range-csv", "r.csv", "--anchor"], "--range-csv works with pooled rewiring only"),
         (["--range-csv", "r.txt"], "--range-csv 'r.txt' must end in '.csv'"),
         (["--range-csv", "r.csv", "--min-reference-cells", "0"], "--min-reference-cells 0 must be at least 1"),

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cellina.counterfactual import CHECKED_ERROR, checked_errors, observed_change, reference_cells
+from cellina.counterfactual import CHECKED_ERROR, RANGE_WIDTH, checked_errors, observed_change, reference_cells
+from cellina.counterfactual._borrow import MAX_REFERENCE_CELLS, MIN_REFERENCE_CELLS
 from cellina.evaluation import log2_change_std, mean_normalized_expression, safe_log2_fold_change
 from cellina.model import Cellina
 
@@ -89,9 +90,18 @@ def test_range_columns_by_hand(cellina):
     assert table.attrs["width"] == 2.0 and set(table.attrs["checked_types"]) == set(checked.attrs["checked_types"])
 
 
+def test_the_defaults_are_the_judged_range():
+    import inspect
+
+    defaults = inspect.signature(Cellina.counterfactual_change_range).parameters
+    assert defaults["width"].default == RANGE_WIDTH == 2.0 and defaults["n_draws"].default == 5
+    assert defaults["max_reference_cells"].default == MAX_REFERENCE_CELLS
+    assert defaults["min_reference_cells"].default == MIN_REFERENCE_CELLS
+
+
 def test_width_zero_spans_the_two_answers(cellina):
     focal, donors = _focal_and_donors(cellina)
-    table = cellina.counterfactual_change_range(focal, donors, width=0, **CALL)
+    table = cellina.counterfactual_change_range(focal, donors, width=np.int64(0), **CALL)
     np.testing.assert_allclose(table["low"], np.minimum(table["lfc"], table["lfc_corrected"]))
     np.testing.assert_allclose(table["high"], np.maximum(table["lfc"], table["lfc_corrected"]))
 
@@ -116,8 +126,15 @@ def test_no_checkable_type_is_refused(cellina):
     focal, donors = _focal_and_donors(cellina)
     types = _obs(cellina, "coarse_type")
     few = donors[types[donors] == "Myeloid"][:10]  # too few cells of any type among the donors
-    with pytest.raises(ValueError, match="cannot be checked"):
-        cellina.counterfactual_change_range(focal, few, **CALL)
+    calls = []
+    original = cellina.get_counterfactual_expression
+    try:  # refused before any counterfactual runs
+        cellina.get_counterfactual_expression = lambda *a, **k: calls.append(1) or original(*a, **k)
+        with pytest.raises(ValueError, match="cannot be checked"):
+            cellina.counterfactual_change_range(focal, few, **CALL)
+    finally:
+        del cellina.get_counterfactual_expression
+    assert calls == []
 
 
 def test_needs_a_trained_model_with_types(two_slide_tissue):

@@ -194,6 +194,16 @@ def test_an_edge_run_can_give_each_gene_a_range(scripted):
     assert record[unchecked.name]["parameters"]["range_note"] == unchecked.range_note
 
 
+def test_only_the_refusals_of_an_unchecked_selection_become_a_note():
+    from cellina.plugin._steps import range_refusal
+
+    assert range_refusal(ValueError("No other cell type has 30 or more cells among the donors")).startswith(
+        "No range: no other cell type has 30"
+    )
+    assert "without cell types" in range_refusal(ValueError("... set the AnnData up with labels_key ..."))
+    assert range_refusal(ValueError("width=-1 must be a non-negative number")) == ""  # any other error stops the run
+
+
 def test_runs_record_what_the_model_saw_of_the_focal_types(scripted):
     session, edge = scripted["session"], scripted["edge"]
     assert edge.support is not None and int(edge.support.n_focal.sum()) == edge.indices.size

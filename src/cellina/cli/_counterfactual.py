@@ -80,12 +80,13 @@ def _add_edge_options(edge: argparse.ArgumentParser) -> None:
         default=None,
         help="also write a per-gene CSV of the focal cells' population change (log2) with a range: from the plain "
         "to the reliability-corrected change, widened by two spreads of the draws and of the model's error on the "
-        "other cell types it can be checked against among the donors (pooled rewiring only)",
+        "other cell types it can be checked against among the donors (pooled rewiring only; judged with "
+        "--n-draws 5, see docs/benchmarks.md)",
     )
     edge.add_argument(
         "--min-reference-cells",
         type=int,
-        default=30,
+        default=None,
         help="for --borrowed-csv and --range-csv: the fewest cells another type needs as reference cells (and, "
         "for --range-csv, among the donors) to count (default: 30)",
     )
@@ -188,7 +189,14 @@ def run_edge(model: Any, adata: Any, focal: np.ndarray, args: argparse.Namespace
         return_novelty=True,
         disattenuate=args.disattenuate,
     )
-    parameters = borrowed(model, adata, focal, pool, args) | change_range(model, adata, focal, pool, args)
+    from cellina._io import write_csv_atomic
+
+    # both tables are computed before either is written, so a refusal leaves no file behind
+    tables = [borrowed(model, adata, focal, pool, args), change_range(model, adata, focal, pool, args)]
+    parameters = {}
+    for table, path, record in filter(None, tables):
+        write_csv_atomic(table, path)
+        parameters |= record
     parameters |= {
         "donors": args.donors,
         "donors_neighbours_of": args.donors_neighbours_of,
@@ -215,8 +223,14 @@ def check_population_tables(args: argparse.Namespace) -> None:
             check_weight(args.borrow_weight)
         except ValueError as err:
             raise CliError(f"--borrow-weight: {err}") from None
-    if getattr(args, "min_reference_cells", 1) < 1:
-        raise CliError(f"--min-reference-cells {args.min_reference_cells} must be at least 1")
+    tables = [getattr(args, name, None) for name in ("borrowed_csv", "range_csv")]
+    fewest = getattr(args, "min_reference_cells", None)
+    if fewest is not None and fewest < 1:
+        raise CliError(f"--min-reference-cells {fewest} must be at least 1")
+    if fewest is not None and not any(tables):
+        raise CliError("--min-reference-cells needs --borrowed-csv or --range-csv")
+    if all(tables) and Path(tables[0]).resolve() == Path(tables[1]).resolve():
+        raise CliError(f"--borrowed-csv and --range-csv both name {tables[0]!r}; give each table its own file")
     for name in ("borrowed_csv", "range_csv"):
         path = getattr(args, name, None)
         if path is None:
@@ -229,44 +243,55 @@ def check_population_tables(args: argparse.Namespace) -> None:
         check_output(Path(path), args.overwrite)
 
 
-def borrowed(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, args: argparse.Namespace) -> dict:
-    """With ``--borrowed-csv``: write the borrowed per-gene change there; the run parameters that say so."""
-    from cellina._io import write_csv_atomic
+def borrowed(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, args: argparse.Namespace):
+    """With ``--borrowed-csv``: the borrowed per-gene change, where it goes and the run parameters that say so
+    (None without the option)."""
     from cellina.counterfactual import BORROW_WEIGHT
 
     if args.borrowed_csv is None:
-        return {}
+        return None
     weight = BORROW_WEIGHT if args.borrow_weight is None else args.borrow_weight
     try:
         table = model.borrowed_counterfactual_change(
             focal, pool, adata=adata, weight=weight, n_neighbours=args.n_neighbours, n_draws=args.n_draws,
-            seed=args.seed, min_reference_cells=args.min_reference_cells,
+            seed=args.seed, min_reference_cells=_fewest_reference_cells(args),
         )  # fmt: skip
     except ValueError as err:
         raise CliError(f"--borrowed-csv: {err}") from None
-    write_csv_atomic(table, args.borrowed_csv)
-    return {
-        "borrowed_csv": str(args.borrowed_csv),
-        "borrow_weight": weight,
-        "borrowed_reference_cells": table.attrs["reference_cells"],
-    }
+    return (
+        table,
+        args.borrowed_csv,
+        {
+            "borrowed_csv": str(args.borrowed_csv),
+            "borrow_weight": weight,
+            "borrowed_reference_cells": table.attrs["reference_cells"],
+        },
+    )
 
 
-def change_range(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, args: argparse.Namespace) -> dict:
-    """With ``--range-csv``: write each gene's change and range there; the run parameters that say so."""
-    from cellina._io import write_csv_atomic
-
+def change_range(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, args: argparse.Namespace):
+    """With ``--range-csv``: each gene's change and range, where it goes and the run parameters that say so
+    (None without the option)."""
     if args.range_csv is None:
-        return {}
+        return None
     try:
         table = model.counterfactual_change_range(
             focal, pool, adata=adata, n_neighbours=args.n_neighbours, n_draws=args.n_draws, seed=args.seed,
-            min_reference_cells=args.min_reference_cells,
+            min_reference_cells=_fewest_reference_cells(args),
         )  # fmt: skip
     except ValueError as err:
         raise CliError(f"--range-csv: {err}") from None
-    write_csv_atomic(table, args.range_csv)
-    return {"range_csv": str(args.range_csv), "range_checked_types": table.attrs["checked_types"]}
+    return (
+        table,
+        args.range_csv,
+        {"range_csv": str(args.range_csv), "range_checked_types": table.attrs["checked_types"]},
+    )
+
+
+def _fewest_reference_cells(args: argparse.Namespace) -> int:
+    from cellina.counterfactual._borrow import MIN_REFERENCE_CELLS
+
+    return MIN_REFERENCE_CELLS if args.min_reference_cells is None else args.min_reference_cells
 
 
 def _sender_key(model: Any, shifts: Any, given: str | None) -> str | None:

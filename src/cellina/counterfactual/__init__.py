@@ -6,7 +6,7 @@ runs its counterfactuals through :func:`edge_counterfactual` and :func:`node_cou
 
 from ._adata import make_counterfactual_adata
 from ._borrow import BORROW_DISATTENUATE, BORROW_WEIGHT, borrowed_change, reference_cells
-from ._checked import CHECKED_ERROR, checked_errors, observed_change
+from ._checked import CHECKED_ERROR, checkable_types, checked_errors, observed_change
 from ._donors import sample_anchors, sample_donors
 from ._edge import (
     anchor_niche_features,
@@ -41,6 +41,7 @@ __all__ = [
     "anchor_niche_features",
     "borrowed_change",
     "change_range",
+    "checkable_types",
     "checked_errors",
     "cluster_pool",
     "default_anchor_graph",

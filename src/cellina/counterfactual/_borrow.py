@@ -82,16 +82,29 @@ def reference_cells(
     return chosen
 
 
-def population_change(model: Any, adata: Any, cells: np.ndarray, donors: np.ndarray, options: dict) -> np.ndarray:
+def population_change(
+    model: Any, adata: Any, cells: np.ndarray, donors: np.ndarray, options: dict, factual: Any = None
+) -> np.ndarray:
     """log2 change of the mean library-normalised expression of ``cells`` when their niches are pooled from
-    ``donors`` (the edge counterfactual's pooled rewiring), against their factual prediction."""
-    from cellina.evaluation import mean_normalized_expression, safe_log2_fold_change
+    ``donors`` (the edge counterfactual's pooled rewiring), against their factual prediction (``factual``:
+    already computed at library 1e4)."""
+    return population_change_and_spread(model, adata, cells, donors, options, factual)[0]
 
-    factual = model.get_expression(adata=adata, indices=cells, batch_size=options["batch_size"], library_size=1e4)
-    moved = model.get_counterfactual_expression(
-        cells, donors, adata=adata, precomputed=False, library_size=1e4, **options
+
+def population_change_and_spread(
+    model: Any, adata: Any, cells: np.ndarray, donors: np.ndarray, options: dict, factual: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`population_change` and the per-cell spread of the log2 change across the draws
+    (:func:`cellina.evaluation.log2_change_std`; zero with one draw)."""
+    from cellina.evaluation import log2_change_std, mean_normalized_expression, safe_log2_fold_change
+
+    if factual is None:
+        factual = model.get_expression(adata=adata, indices=cells, batch_size=options["batch_size"], library_size=1e4)
+    moved, std = model.get_counterfactual_expression(
+        cells, donors, adata=adata, precomputed=False, library_size=1e4, return_std=True, **options
     )
-    return safe_log2_fold_change(mean_normalized_expression(moved), mean_normalized_expression(factual))
+    change = safe_log2_fold_change(mean_normalized_expression(moved), mean_normalized_expression(factual))
+    return change, log2_change_std(moved, std)
 
 
 def check_weight(weight: Any) -> float:

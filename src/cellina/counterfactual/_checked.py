@@ -28,8 +28,10 @@ HALF_COUNT = 0.5
 
 
 def observed_change(counts: Any, before: np.ndarray, after: np.ndarray, scale: float = 1e4) -> np.ndarray:
-    """log2 change of the mean library-normalised counts from cells ``before`` to cells ``after``, with half a
-    count of each group (on the normalised scale) added to both means."""
+    """log2 change of the mean library-normalised counts from cells ``before`` to cells ``after``, with one
+    pseudo-count added to both means: half a count of the group with fewer counts in all, on the normalised
+    scale. (It pulls the change of a gene seen a few times towards 0, which the predicted change, from
+    expected counts, does not need.)"""
     from cellina.evaluation import mean_normalized_expression
 
     means, pseudo = [], []
@@ -39,6 +41,39 @@ def observed_change(counts: Any, before: np.ndarray, after: np.ndarray, scale: f
         pseudo.append(HALF_COUNT * scale / max(float(block.sum()), 1.0))
     eps = max(pseudo)
     return np.log2((means[1] + eps) / (means[0] + eps))
+
+
+def checkable_types(
+    model: Any,
+    adata: Any,
+    focal: np.ndarray,
+    donors: np.ndarray,
+    exclude: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+    max_cells: int = MAX_REFERENCE_CELLS,
+    min_cells: int = MIN_REFERENCE_CELLS,
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{type: (reference cells, donor cells)}`` for every type the model can be checked against: one that
+    :func:`reference_cells` gives reference cells and of which at least ``min_cells`` donors (outside
+    ``exclude``) are. Cheap (no model call), so callers can refuse before any counterfactual runs."""
+    labels = registered_cell_types(model, adata)
+    groups = reference_cells(model, adata, focal, donors, exclude, reference, max_cells, min_cells, seed)
+    usable = np.ones(adata.n_obs, dtype=bool)
+    if exclude is not None:
+        usable[exclude] = False
+    checked = {}
+    for name, cells in groups.items():
+        after = donors[(labels[donors].astype(str) == name) & usable[donors]]
+        if after.size >= min_cells:
+            checked[name] = (cells, after)
+    if not checked:
+        raise ValueError(
+            f"No other cell type has {min_cells} or more cells among the donors and as reference cells, so the "
+            "model's change cannot be checked anywhere; pass more donors (neighbour_indices) or lower "
+            "min_reference_cells."
+        )
+    return checked
 
 
 def checked_errors(
@@ -52,36 +87,23 @@ def checked_errors(
     max_cells: int = MAX_REFERENCE_CELLS,
     min_cells: int = MIN_REFERENCE_CELLS,
     seed: int = 0,
+    checked: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
-    """Per gene and checked type: observed minus predicted log2 change; column :data:`CHECKED_ERROR` their root
-    mean square over the types.
+    """Per gene and checked type (:func:`checkable_types`, or ``checked`` when given): observed minus predicted
+    log2 change; column :data:`CHECKED_ERROR` their root mean square over the types.
 
-    A type is checked when :func:`reference_cells` gives it reference cells and at least ``min_cells`` of the
-    donors (outside ``exclude``) are of that type. ``options`` are the counterfactual's (``n_neighbours``,
-    ``n_draws``, ``seed``, ``batch_size``, ``disattenuate``, ``exclude_indices``): the predicted change is
-    the one :func:`population_change` gives with them. ``attrs`` records the reference and donor cells per
-    checked type.
+    ``options`` are the counterfactual's (``n_neighbours``, ``n_draws``, ``seed``, ``batch_size``,
+    ``disattenuate``, ``exclude_indices``): the predicted change is the one :func:`population_change` gives
+    with them. ``attrs`` records the reference and donor cells per checked type.
     """
-    labels = registered_cell_types(model, adata)
-    groups = reference_cells(model, adata, focal, donors, exclude, reference, max_cells, min_cells, seed)
-    usable = np.ones(adata.n_obs, dtype=bool)
-    if exclude is not None:
-        usable[exclude] = False
+    if checked is None:
+        checked = checkable_types(model, adata, focal, donors, exclude, reference, max_cells, min_cells, seed)
     counts = model.registered_counts(adata)
     errors, sizes = {}, {}
-    for name, cells in groups.items():
-        after = donors[(labels[donors].astype(str) == name) & usable[donors]]
-        if after.size < min_cells:
-            continue
+    for name, (cells, after) in checked.items():
         predicted = population_change(model, adata, cells, donors, options)
         errors[f"error[{name}]"] = observed_change(counts, cells, after) - predicted
         sizes[name] = {"reference": int(cells.size), "donors": int(after.size)}
-    if not errors:
-        raise ValueError(
-            f"No other cell type has {min_cells} or more cells among the donors and as reference cells, so the "
-            "model's change cannot be checked anywhere; pass more donors (neighbour_indices) or lower "
-            "min_reference_cells."
-        )
     table = pd.DataFrame(errors, index=pd.Index(adata.var_names, name="gene"))
     table.insert(0, CHECKED_ERROR, np.sqrt(np.mean(table.to_numpy() ** 2, axis=1)))
     table.attrs.update(checked_types=sizes, disattenuate=float(options.get("disattenuate", 0.0)))

@@ -14,23 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._borrow import MAX_REFERENCE_CELLS, MIN_REFERENCE_CELLS
-from ._checked import CHECKED_ERROR, checked_errors
+from ._borrow import MAX_REFERENCE_CELLS, MIN_REFERENCE_CELLS, population_change_and_spread
+from ._checked import CHECKED_ERROR, checkable_types, checked_errors
 
 #: how many spreads widen each end of the range
 RANGE_WIDTH = 2.0
-
-
-def focal_change(model: Any, adata: Any, focal: np.ndarray, donors: np.ndarray, options: dict, factual: Any):
-    """The focal cells' population log2 change under pooled donors and its per-cell spread across draws (zero
-    with one draw), against ``factual`` (their factual expression at library 1e4)."""
-    from cellina.evaluation import log2_change_std, mean_normalized_expression, safe_log2_fold_change
-
-    moved, std = model.get_counterfactual_expression(
-        focal, donors, adata=adata, precomputed=False, library_size=1e4, return_std=True, **options
-    )
-    change = safe_log2_fold_change(mean_normalized_expression(moved), mean_normalized_expression(factual))
-    return change, log2_change_std(moved, std)
 
 
 def change_range(
@@ -50,16 +38,17 @@ def change_range(
 
     ``options`` are the counterfactual's (``n_neighbours``, ``n_draws``, ``seed``, ``batch_size``,
     ``exclude_indices``; ``disattenuate`` is set here). ``attrs`` records the width and the checked types.
+    The checked types are found first, so a focal selection that cannot be checked is refused before any
+    counterfactual runs. ``draw_spread`` is a per-cell spread (how far one focal cell's change moves across the
+    draws), not a standard error of the focal mean; the rule that judged the range used it as it is.
     """
-    if not (isinstance(width, int | float) and not isinstance(width, bool) and np.isfinite(width) and width >= 0):
-        raise ValueError(f"width={width!r} must be a non-negative number (spreads on each side of the range).")
-    factual = model.get_expression(adata=adata, indices=focal, batch_size=options.get("batch_size"), library_size=1e4)
-    plain, draw_spread = focal_change(model, adata, focal, donors, {**options, "disattenuate": 0.0}, factual)
-    corrected, _ = focal_change(model, adata, focal, donors, {**options, "disattenuate": 1.0}, factual)
-    checked = checked_errors(
-        model, adata, focal, donors, {**options, "disattenuate": 0.0}, exclude, reference, max_cells, min_cells,
-        options.get("seed", 0),
-    )  # fmt: skip
+    width = check_width(width)
+    groups = checkable_types(model, adata, focal, donors, exclude, reference, max_cells, min_cells, options["seed"])
+    factual = model.get_expression(adata=adata, indices=focal, batch_size=options["batch_size"], library_size=1e4)
+    plain_options, corrected_options = {**options, "disattenuate": 0.0}, {**options, "disattenuate": 1.0}
+    plain, draw_spread = population_change_and_spread(model, adata, focal, donors, plain_options, factual)
+    corrected, _ = population_change_and_spread(model, adata, focal, donors, corrected_options, factual)
+    checked = checked_errors(model, adata, focal, donors, plain_options, checked=groups)
     spread = np.sqrt(draw_spread**2 + checked[CHECKED_ERROR].to_numpy() ** 2)
     table = pd.DataFrame(
         {
@@ -72,5 +61,13 @@ def change_range(
         },
         index=pd.Index(adata.var_names, name="gene"),
     )
-    table.attrs.update(width=float(width), n_focal=int(focal.size), checked_types=checked.attrs["checked_types"])
+    table.attrs.update(width=width, n_focal=int(focal.size), checked_types=checked.attrs["checked_types"])
     return table
+
+
+def check_width(width: Any) -> float:
+    """Spreads on each side of the range: a non-negative number."""
+    number = isinstance(width, int | float | np.integer | np.floating) and not isinstance(width, bool | np.bool_)
+    if not (number and np.isfinite(width) and width >= 0):
+        raise ValueError(f"width={width!r} must be a non-negative number (spreads on each side of the range).")
+    return float(width)

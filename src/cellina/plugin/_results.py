@@ -80,7 +80,8 @@ def trust_summary(run: RunResult) -> tuple[str, str]:
     if run.change_range is not None:
         checked = run.change_range.attrs.get("checked_types", {})
         draws += (
-            " Range: from the plain to the reliability-corrected change, widened by two spreads of the draws and "
+            " Range: from the plain to the reliability-corrected own change, widened by two spreads of the donor "
+            "draws and "
             f"of the model's error on {len(checked)} other type(s) checked among the donors ({', '.join(checked)})"
             + ("; with one draw it holds no spread of the donors." if n_draws == 1 else ".")
         )

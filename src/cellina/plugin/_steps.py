@@ -369,8 +369,10 @@ def edge_steps(job: EdgeJob) -> Steps:
                 n_draws=params["n_draws"], seed=params["seed"],
             )  # fmt: skip
         except ValueError as error:
-            # the run stands without a range: say why beside it, in the dock's words
+            # a focal selection that cannot be checked keeps its run without a range, and says why beside it
             range_note = range_refusal(error)
+            if not range_note:
+                raise
     yield Progress(n_steps, n_steps, "done")
     return RunResult(
         name=job.name,
@@ -391,15 +393,20 @@ def edge_steps(job: EdgeJob) -> Steps:
 
 
 def range_refusal(error: ValueError) -> str:
-    """Why an edge run has no range, for the Results dock."""
+    """Why an edge run has no range, in the dock's words, for the two refusals of a focal selection that
+    cannot be checked; "" for any other error (which then stops the run)."""
     from cellina.counterfactual._borrow import MIN_REFERENCE_CELLS
 
-    if "labels_key" in str(error):
+    text = str(error)
+    if "labels_key" in text:
         return "No range: the model was trained without cell types, so no other type can check it."
-    return (
-        f"No range: no other cell type has {MIN_REFERENCE_CELLS} or more cells both beside the focal cells and "
-        "among the donors, so the model cannot be checked against one; focus on fewer types or widen the donors."
-    )
+    if text.startswith("No other cell type has"):
+        return (
+            f"No range: no other cell type has {MIN_REFERENCE_CELLS} or more cells both beside the focal cells "
+            "and among the donors, so the model cannot be checked against one; focus on fewer types or widen "
+            "the donors."
+        )
+    return ""
 
 
 def node_steps(job: NodeJob) -> Steps:
