@@ -27,6 +27,7 @@ Usage::
 
     python benchmarks/world_calibration.py --lfc dev_two_channels_Myeloid.csv,...
     python benchmarks/world_calibration.py --genes P_genes.csv,Q_genes.csv
+    python benchmarks/world_calibration.py --lfc ... --width 1.5   # every interval with 1.5 spreads a side
 """
 
 from __future__ import annotations
@@ -97,13 +98,13 @@ def genes_pairs(genes: pd.DataFrame, method: str):
         yield world, holdout, shares, got[""]["true_change"].to_numpy()
 
 
-def interval(parts: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Each gene's interval for the spread ``name``: the prediction +- two spreads, or for ``R(parts)`` the range
+def interval(parts: dict[str, np.ndarray], name: str, width: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Each gene's interval for the spread ``name``: the prediction +- ``width`` spreads, or for ``R(parts)`` the range
     from the uncorrected to the corrected change widened by two spreads on either side."""
     ranged = name.startswith("R(")
     spread = np.sqrt(sum(parts[p] ** 2 for p in name.strip("R()").split("+")))
     ends = (parts["pred"], parts["alt"]) if ranged else (parts["pred"], parts["pred"])
-    return np.minimum(*ends) - 2.0 * spread, np.maximum(*ends) + 2.0 * spread
+    return np.minimum(*ends) - width * spread, np.maximum(*ends) + width * spread
 
 
 def spread_scores(low, high, true, responsive, null) -> dict[str, float]:
@@ -119,7 +120,7 @@ def spread_scores(low, high, true, responsive, null) -> dict[str, float]:
     }
 
 
-def score(pairs) -> pd.DataFrame:
+def score(pairs, width: float = 2.0) -> pd.DataFrame:
     """One row per pair, share of the correction and spread."""
     from cellina.datasets import make_world, truth_for
 
@@ -133,7 +134,7 @@ def score(pairs) -> pd.DataFrame:
             for name in SPREADS:
                 if any(p not in parts for p in name.strip("R()").split("+")):
                     continue
-                scores = spread_scores(*interval(parts, name), true, responsive, null)
+                scores = spread_scores(*interval(parts, name, width), true, responsive, null)
                 rows.append({"world": world, "holdout": holdout, "share": share, "spread": name, **scores})
     return pd.DataFrame(rows)
 
@@ -155,12 +156,13 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--genes", help="comma-separated per-gene CSVs of benchmarks/worlds.py --csv P")
     parser.add_argument("--method", default="recommended_checked", help="with --genes: the method scored")
     parser.add_argument("--per-pair", action="store_true", help="also print every pair's row")
+    parser.add_argument("--width", type=float, default=2.0, help="spreads on each side of every interval (default 2)")
     args = parser.parse_args(argv)
     if args.lfc:
         pairs = lfc_pairs(args.lfc.split(","))
     else:
         pairs = genes_pairs(pd.concat([pd.read_csv(f, index_col=0) for f in args.genes.split(",")]), args.method)
-    scores = score(pairs)
+    scores = score(pairs, args.width)
     if scores.empty:
         raise SystemExit("no pair with a checked error was found")
     if args.per_pair:
