@@ -187,6 +187,13 @@ def other_type_cells(labels, domains, holdout: str, domain: str, rng, max_cells:
         yield np.sort(rng.choice(cells, min(max_cells, cells.size), replace=False))
 
 
+def protocol_options(cfg: dict, disattenuate: float, n_draws: int) -> dict:
+    """The counterfactual options of the protocol's edge run (its donors per cell and seed, held-out cells
+    excluded) with share ``disattenuate`` of the reliability correction and ``n_draws`` draws."""
+    options = {"n_neighbours": 50, "n_draws": n_draws, "seed": cfg["seed"], "batch_size": None}
+    return options | {"disattenuate": float(disattenuate), "exclude_indices": "heldout"}
+
+
 def model_change(res, cells: np.ndarray, cfg: dict, disattenuate: float = 0.0, n_draws: int = 1) -> np.ndarray:
     """The trained model's population edge change of ``cells`` when their niches are pooled from the protocol's
     donor pool (its seed), with share ``disattenuate`` of the reliability correction: the protocol's
@@ -194,8 +201,7 @@ def model_change(res, cells: np.ndarray, cfg: dict, disattenuate: float = 0.0, n
     from cellina.counterfactual._borrow import population_change
 
     (model,) = res.models.values()
-    options = {"n_neighbours": 50, "n_draws": n_draws, "seed": cfg["seed"], "batch_size": None}
-    options |= {"disattenuate": float(disattenuate), "exclude_indices": "heldout"}
+    options = protocol_options(cfg, disattenuate, n_draws)
     return population_change(model, model.adata, cells, res.indices["neighbours"], options)
 
 
@@ -236,8 +242,7 @@ def checked_error(res, cfg: dict, disattenuate: float = 0.0) -> np.ndarray:
     from cellina.counterfactual._checked import CHECKED_ERROR, checked_errors
 
     (model,) = res.models.values()
-    options = {"n_neighbours": 50, "n_draws": cfg["n_draws"], "seed": cfg["seed"], "batch_size": None}
-    options |= {"disattenuate": float(disattenuate), "exclude_indices": "heldout"}
+    options = protocol_options(cfg, disattenuate, cfg["n_draws"])
     control, pool = res.indices["control"], res.indices["neighbours"]
     return checked_errors(model, model.adata, control, pool, options)[CHECKED_ERROR].to_numpy()
 

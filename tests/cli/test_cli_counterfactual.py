@@ -266,9 +266,17 @@ def test_edge_records_what_its_spread_describes(edge_run, trained, capsys):
     assert "'latents'" in capsys.readouterr().err
 
 
-def test_edge_writes_the_borrowed_change_on_request(trained, hold_out):
+def _as_the_cli_ran(model_dir, out):
+    """The saved model, its AnnData, the healthy Myeloid focal cells and the donor pool an edge run recorded."""
     import cellina
 
+    adata = ad.read_h5ad(model_dir / "adata.h5ad")
+    model = cellina.model.load_model(str(model_dir), adata=adata)
+    pool = ad.read_h5ad(out).uns["cellina"]["provenance"]["runs"]["edge 1"]["parameters"]["donor_pool"]
+    return model, adata, np.flatnonzero(adata.obs.eval(HEALTHY_MYELOID).to_numpy()), pool
+
+
+def test_edge_writes_the_borrowed_change_on_request(trained, hold_out):
     folder, model_dir = trained
     out, table_path = folder / "edge_borrowed.h5ad", folder / "borrowed.csv"
     args = ["counterfactual", "edge", str(model_dir), str(out), "--focal", HEALTHY_MYELOID]
@@ -281,10 +289,7 @@ def test_edge_writes_the_borrowed_change_on_request(trained, hold_out):
     assert parameters["borrow_weight"] == 0.5 and parameters["borrowed_csv"] == str(table_path)
     assert "Myeloid" not in parameters["borrowed_reference_cells"]
     # the same table from Python, with the CLI's donor pool and draws
-    adata = ad.read_h5ad(model_dir / "adata.h5ad")
-    model = cellina.model.load_model(str(model_dir), adata=adata)
-    pool = ad.read_h5ad(out).uns["cellina"]["provenance"]["runs"]["edge 1"]["parameters"]["donor_pool"]
-    focal = np.flatnonzero(adata.obs.eval(HEALTHY_MYELOID).to_numpy())
+    model, adata, focal, pool = _as_the_cli_ran(model_dir, out)
     again = model.borrowed_counterfactual_change(
         focal, pool, adata=adata, weight=0.5, n_neighbours=10, n_draws=1, seed=4
     )
@@ -292,8 +297,6 @@ def test_edge_writes_the_borrowed_change_on_request(trained, hold_out):
 
 
 def test_edge_writes_the_change_range_on_request(trained, hold_out):
-    import cellina
-
     folder, model_dir = trained
     out, table_path = folder / "edge_range.h5ad", folder / "range.csv"
     args = ["counterfactual", "edge", str(model_dir), str(out), "--focal", HEALTHY_MYELOID, "--n-draws", "2"]
@@ -306,10 +309,7 @@ def test_edge_writes_the_change_range_on_request(trained, hold_out):
     parameters = _run(ad.read_h5ad(out))["parameters"]
     assert parameters["range_csv"] == str(table_path)
     # the same table from Python, with the CLI's donor pool and draws
-    adata = ad.read_h5ad(model_dir / "adata.h5ad")
-    model = cellina.model.load_model(str(model_dir), adata=adata)
-    pool = ad.read_h5ad(out).uns["cellina"]["provenance"]["runs"]["edge 1"]["parameters"]["donor_pool"]
-    focal = np.flatnonzero(adata.obs.eval(HEALTHY_MYELOID).to_numpy())
+    model, adata, focal, pool = _as_the_cli_ran(model_dir, out)
     again = model.counterfactual_change_range(
         focal, pool, adata=adata, n_neighbours=10, n_draws=2, seed=4, min_reference_cells=5
     )

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from cellina.counterfactual import BORROW_DISATTENUATE, BORROW_WEIGHT, reference_cells
-from cellina.evaluation import mean_normalized_expression, safe_log2_fold_change
 from cellina.model import Cellina, CellinaGCN
+
+from ._helpers import change_by_hand, focal_and_donors, obs
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 SETUP = {"batch_key": "slide", "labels_key": "coarse_type", "domains_key": "domain", "layer": "counts"}
@@ -18,23 +19,8 @@ SMALL = {"n_hidden": 16, "n_latent": 4, "n_layers": 1}
 CALL = {"n_neighbours": 10, "n_draws": 2, "seed": 3, "min_reference_cells": 15, "max_reference_cells": 20}
 
 
-def _obs(model, key):
-    return model.adata.obs[key].astype(str).to_numpy()
-
-
-def _focal_and_donors(model):
-    types, domains = _obs(model, "coarse_type"), _obs(model, "domain")
-    focal = np.flatnonzero((types == "Epithelial") & (domains == "healthy"))[:60]
-    return focal, np.flatnonzero(domains == "tumour")
-
-
 def _by_hand(model, cells, donors, disattenuate):
-    factual = model.get_expression(indices=cells, library_size=1e4)
-    moved = model.get_counterfactual_expression(
-        cells, donors, precomputed=False, n_neighbours=10, n_draws=2, seed=3, library_size=1e4,
-        disattenuate=disattenuate,
-    )  # fmt: skip
-    return safe_log2_fold_change(mean_normalized_expression(moved), mean_normalized_expression(factual))
+    return change_by_hand(model, cells, donors, disattenuate, n_draws=2)[0]
 
 
 def test_the_defaults_are_the_confirmed_rule():
@@ -46,8 +32,8 @@ def test_the_defaults_are_the_confirmed_rule():
 
 
 def test_reference_cells_are_other_types_of_the_focal_domain(cellina):
-    focal, donors = _focal_and_donors(cellina)
-    types, domains = _obs(cellina, "coarse_type"), _obs(cellina, "domain")
+    focal, donors = focal_and_donors(cellina)
+    types, domains = obs(cellina, "coarse_type"), obs(cellina, "domain")
     exclude = np.flatnonzero((types == "Myeloid") & (domains == "healthy"))[:40]
     groups = reference_cells(cellina, cellina.adata, focal, donors, exclude, max_cells=20, min_cells=15)
     # healthy cells per type: Fibroblast 40, Endothelial 33, T cell 19, B cell 21, Plasma 21, Myeloid 47 (40
@@ -61,8 +47,8 @@ def test_reference_cells_are_other_types_of_the_focal_domain(cellina):
 
 
 def test_reference_indices_narrow_the_candidates(cellina):
-    focal, donors = _focal_and_donors(cellina)
-    types = _obs(cellina, "coarse_type")
+    focal, donors = focal_and_donors(cellina)
+    types = obs(cellina, "coarse_type")
     given = np.flatnonzero(np.isin(types, ["Myeloid", "Epithelial"]))
     groups = reference_cells(cellina, cellina.adata, focal, donors, reference=given, min_cells=15)
     assert list(groups) == ["Myeloid"]  # focal type left out, donors (tumour cells) left out
@@ -70,7 +56,7 @@ def test_reference_indices_narrow_the_candidates(cellina):
 
 
 def test_columns_recomputed_by_hand(cellina):
-    focal, donors = _focal_and_donors(cellina)
+    focal, donors = focal_and_donors(cellina)
     table = cellina.borrowed_counterfactual_change(focal, donors, weight=0.4, disattenuate=0.5, **CALL)
     assert isinstance(table, pd.DataFrame) and list(table.index) == list(cellina.adata.var_names)
     groups = reference_cells(cellina, cellina.adata, focal, donors, min_cells=15, max_cells=20, seed=3)
@@ -86,7 +72,7 @@ def test_columns_recomputed_by_hand(cellina):
 
 
 def test_weight_zero_is_the_own_change_and_the_correction_changes_it(cellina):
-    focal, donors = _focal_and_donors(cellina)
+    focal, donors = focal_and_donors(cellina)
     plain = cellina.borrowed_counterfactual_change(focal, donors, weight=0.0, disattenuate=False, **CALL)
     np.testing.assert_allclose(plain["borrowed_lfc"], plain["own_lfc"])
     np.testing.assert_allclose(plain["own_lfc"], _by_hand(cellina, focal, donors, False), atol=1e-5)
@@ -107,7 +93,7 @@ def test_weight_zero_is_the_own_change_and_the_correction_changes_it(cellina):
     ],
 )
 def test_bad_input_names_the_value(cellina, options, message):
-    focal, donors = _focal_and_donors(cellina)
+    focal, donors = focal_and_donors(cellina)
     with pytest.raises(ValueError, match=message):
         cellina.borrowed_counterfactual_change(focal, donors, **{**CALL, **options})
 
@@ -117,7 +103,7 @@ def test_needs_cell_types(two_slide_tissue):
     Cellina.setup_anndata(adata, batch_key="slide", domains_key="domain", layer="counts")
     model = Cellina(adata, **SMALL, discriminator_lambda=1.0, classifier_lambda=0.0)
     model.train(max_epochs=1, batch_size=128, **QUIET)
-    focal, donors = _focal_and_donors(model)
+    focal, donors = focal_and_donors(model)
     with pytest.raises(ValueError, match="labels_key"):
         model.borrowed_counterfactual_change(focal, donors, **CALL)
 
@@ -128,7 +114,7 @@ def test_graph_variant_borrows_too(two_slide_tissue):
     torch.manual_seed(0)
     model = CellinaGCN(adata, **SMALL, num_neighbors=[6])
     model.train(max_epochs=1, batch_size=128, **QUIET)
-    focal, donors = _focal_and_donors(model)
+    focal, donors = focal_and_donors(model)
     table = model.borrowed_counterfactual_change(focal, donors, **CALL)
     assert table.shape == (adata.n_vars, 3) and np.isfinite(table.to_numpy()).all()
     np.testing.assert_allclose(table["borrowed_lfc"], 0.7 * table["own_lfc"] + 0.3 * table["others_lfc"], atol=1e-6)

@@ -10,32 +10,16 @@ import scipy.sparse as sp
 
 from cellina.counterfactual import CHECKED_ERROR, RANGE_WIDTH, checked_errors, observed_change, reference_cells
 from cellina.counterfactual._borrow import MAX_REFERENCE_CELLS, MIN_REFERENCE_CELLS
-from cellina.evaluation import log2_change_std, mean_normalized_expression, safe_log2_fold_change
 from cellina.model import Cellina
+
+from ._helpers import change_by_hand, focal_and_donors, obs
 
 CALL = {"n_neighbours": 10, "n_draws": 3, "seed": 3, "min_reference_cells": 15, "max_reference_cells": 20}
 OPTIONS = {"n_neighbours": 10, "n_draws": 3, "seed": 3, "batch_size": None, "exclude_indices": None}
 
 
-def _obs(model, key):
-    return model.adata.obs[key].astype(str).to_numpy()
-
-
-def _focal_and_donors(model):
-    types, domains = _obs(model, "coarse_type"), _obs(model, "domain")
-    focal = np.flatnonzero((types == "Epithelial") & (domains == "healthy"))[:60]
-    return focal, np.flatnonzero(domains == "tumour")
-
-
 def _change(model, cells, donors, disattenuate):
-    """The population change and the per-cell draw spread, from the model's own calls."""
-    factual = model.get_expression(indices=cells, library_size=1e4)
-    moved, std = model.get_counterfactual_expression(
-        cells, donors, precomputed=False, n_neighbours=10, n_draws=3, seed=3, library_size=1e4,
-        disattenuate=disattenuate, return_std=True,
-    )  # fmt: skip
-    change = safe_log2_fold_change(mean_normalized_expression(moved), mean_normalized_expression(factual))
-    return change, log2_change_std(moved, std)
+    return change_by_hand(model, cells, donors, disattenuate, n_draws=3)
 
 
 def test_observed_change_by_hand():
@@ -52,8 +36,8 @@ def test_observed_change_by_hand():
 
 
 def test_checked_errors_by_hand(cellina):
-    focal, donors = _focal_and_donors(cellina)
-    types = _obs(cellina, "coarse_type")
+    focal, donors = focal_and_donors(cellina)
+    types = obs(cellina, "coarse_type")
     counts = cellina.registered_counts()
     table = checked_errors(cellina, cellina.adata, focal, donors, OPTIONS, max_cells=20, min_cells=15, seed=3)
     groups = reference_cells(cellina, cellina.adata, focal, donors, max_cells=20, min_cells=15, seed=3)
@@ -72,7 +56,7 @@ def test_checked_errors_by_hand(cellina):
 
 
 def test_range_columns_by_hand(cellina):
-    focal, donors = _focal_and_donors(cellina)
+    focal, donors = focal_and_donors(cellina)
     table = cellina.counterfactual_change_range(focal, donors, exclude_indices=None, **CALL)
     assert isinstance(table, pd.DataFrame) and list(table.index) == list(cellina.adata.var_names)
     assert list(table.columns) == ["lfc", "lfc_corrected", "draw_spread", CHECKED_ERROR, "low", "high"]
@@ -100,7 +84,7 @@ def test_the_defaults_are_the_judged_range():
 
 
 def test_width_zero_spans_the_two_answers(cellina):
-    focal, donors = _focal_and_donors(cellina)
+    focal, donors = focal_and_donors(cellina)
     table = cellina.counterfactual_change_range(focal, donors, width=np.int64(0), **CALL)
     np.testing.assert_allclose(table["low"], np.minimum(table["lfc"], table["lfc_corrected"]))
     np.testing.assert_allclose(table["high"], np.maximum(table["lfc"], table["lfc_corrected"]))
@@ -117,14 +101,14 @@ def test_width_zero_spans_the_two_answers(cellina):
     ],
 )
 def test_bad_input_names_the_value(cellina, options, message):
-    focal, donors = _focal_and_donors(cellina)
+    focal, donors = focal_and_donors(cellina)
     with pytest.raises(ValueError, match=message):
         cellina.counterfactual_change_range(focal, donors, **{**CALL, **options})
 
 
 def test_no_checkable_type_is_refused(cellina):
-    focal, donors = _focal_and_donors(cellina)
-    types = _obs(cellina, "coarse_type")
+    focal, donors = focal_and_donors(cellina)
+    types = obs(cellina, "coarse_type")
     few = donors[types[donors] == "Myeloid"][:10]  # too few cells of any type among the donors
     calls = []
     original = cellina.get_counterfactual_expression
@@ -141,7 +125,7 @@ def test_needs_a_trained_model_with_types(two_slide_tissue):
     adata = two_slide_tissue.copy()
     Cellina.setup_anndata(adata, batch_key="slide", domains_key="domain", layer="counts")
     model = Cellina(adata, n_hidden=16, n_latent=4, n_layers=1, classifier_lambda=0.0)
-    focal, donors = _focal_and_donors(model)
+    focal, donors = focal_and_donors(model)
     with pytest.raises(RuntimeError):
         model.counterfactual_change_range(focal, donors, **CALL)
     model.train(max_epochs=1, batch_size=128, enable_progress_bar=False, enable_model_summary=False)
@@ -159,7 +143,7 @@ def test_graph_variant_gives_a_range_too(two_slide_tissue):
     torch.manual_seed(0)
     model = CellinaGCN(adata, n_hidden=16, n_latent=4, n_layers=1, num_neighbors=[6])
     model.train(max_epochs=1, batch_size=128, enable_progress_bar=False, enable_model_summary=False)
-    focal, donors = _focal_and_donors(model)
+    focal, donors = focal_and_donors(model)
     table = model.counterfactual_change_range(focal, donors, **CALL)
     assert table.shape == (adata.n_vars, 6) and np.isfinite(table.to_numpy()).all()
     assert (table["low"] <= table[["lfc", "lfc_corrected"]].min(axis=1)).all()

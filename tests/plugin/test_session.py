@@ -194,14 +194,23 @@ def test_an_edge_run_can_give_each_gene_a_range(scripted):
     assert record[unchecked.name]["parameters"]["range_note"] == unchecked.range_note
 
 
-def test_only_the_refusals_of_an_unchecked_selection_become_a_note():
-    from cellina.plugin._steps import range_refusal
+def test_only_the_refusals_of_an_unchecked_selection_become_a_note(scripted, monkeypatch):
+    from cellina.counterfactual import NothingToCheck
 
-    assert range_refusal(ValueError("No other cell type has 30 or more cells among the donors")).startswith(
-        "No range: no other cell type has 30"
-    )
-    assert "without cell types" in range_refusal(ValueError("... set the AnnData up with labels_key ..."))
-    assert range_refusal(ValueError("width=-1 must be a non-negative number")) == ""  # any other error stops the run
+    session = scripted["session"]
+    pool = dict(pool="observed", observed_cell_type="myeloid_1", observed_domain="tumour", n_neighbours=10, seed=4)
+
+    def refuse(error):
+        def call(*_args, **_kwargs):
+            raise error
+
+        monkeypatch.setattr(session.model, "counterfactual_change_range", call)
+
+    refuse(NothingToCheck("no cell types", without_types=True))
+    assert "without cell types" in session.run_edge(**pool, change_range=True).range_note
+    refuse(ValueError("something else broke"))  # any other error stops the run
+    with pytest.raises(ValueError, match="something else broke"):
+        session.run_edge(**pool, change_range=True)
 
 
 def test_runs_record_what_the_model_saw_of_the_focal_types(scripted):

@@ -6,7 +6,7 @@ runs its counterfactuals through :func:`edge_counterfactual` and :func:`node_cou
 
 from ._adata import make_counterfactual_adata
 from ._borrow import BORROW_DISATTENUATE, BORROW_WEIGHT, borrowed_change, reference_cells
-from ._checked import CHECKED_ERROR, checkable_types, checked_errors, observed_change
+from ._checked import CHECKED_ERROR, NothingToCheck, checkable_types, checked_errors, observed_change
 from ._donors import sample_anchors, sample_donors
 from ._edge import (
     anchor_niche_features,
@@ -36,6 +36,7 @@ __all__ = [
     "GeneShifts",
     "NicheNovelty",
     "NicheReliability",
+    "NothingToCheck",
     "NodeCounterfactual",
     "TypeSupport",
     "anchor_niche_features",

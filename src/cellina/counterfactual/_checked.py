@@ -22,6 +22,17 @@ from ._novelty import registered_cell_types
 
 #: the column of :func:`checked_errors` that holds the per-gene root mean square over the checked types
 CHECKED_ERROR = "checked_error"
+
+
+class NothingToCheck(ValueError):
+    """The model cannot be checked for these focal cells: no other type qualifies, or the model has no cell
+    types (``without_types``)."""
+
+    def __init__(self, message: str, without_types: bool = False):
+        super().__init__(message)
+        self.without_types = without_types
+
+
 #: half a count over a group's total counts: the pseudo-count of the observed change, so a gene no cell of
 #: a group expresses gives a finite change
 HALF_COUNT = 0.5
@@ -56,9 +67,13 @@ def checkable_types(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{type: (reference cells, donor cells)}`` for every type the model can be checked against: one that
     :func:`reference_cells` gives reference cells and of which at least ``min_cells`` donors (outside
-    ``exclude``) are. Cheap (no model call), so callers can refuse before any counterfactual runs."""
+    ``exclude``) are. Cheap (no model call), so callers can refuse before any counterfactual runs; raises
+    :class:`NothingToCheck` when no type qualifies."""
     labels = registered_cell_types(model, adata)
-    groups = reference_cells(model, adata, focal, donors, exclude, reference, max_cells, min_cells, seed)
+    try:
+        groups = reference_cells(model, adata, focal, donors, exclude, reference, max_cells, min_cells, seed)
+    except ValueError as error:  # no cell types, or no other type with reference cells
+        raise NothingToCheck(str(error), without_types=labels is None) from None
     usable = np.ones(adata.n_obs, dtype=bool)
     if exclude is not None:
         usable[exclude] = False
@@ -68,7 +83,7 @@ def checkable_types(
         if after.size >= min_cells:
             checked[name] = (cells, after)
     if not checked:
-        raise ValueError(
+        raise NothingToCheck(
             f"No other cell type has {min_cells} or more cells among the donors and as reference cells, so the "
             "model's change cannot be checked anywhere; pass more donors (neighbour_indices) or lower "
             "min_reference_cells."

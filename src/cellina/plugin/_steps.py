@@ -325,7 +325,7 @@ def latent_steps(model: Any, adata: ad.AnnData, method: str = "kmeans", n_cluste
 # ---------------------------------------------------------------------- counterfactuals
 def edge_steps(job: EdgeJob) -> Steps:
     """Rewire the focal cells' neighbourhoods to donors and decode (mean and spread over draws)."""
-    from cellina.counterfactual import type_support
+    from cellina.counterfactual import NothingToCheck, type_support
     from cellina.export import utc_now
 
     params = job.params
@@ -368,11 +368,9 @@ def edge_steps(job: EdgeJob) -> Steps:
                 job.focal, job.donors, adata=job.adata, n_neighbours=params["n_neighbours"],
                 n_draws=params["n_draws"], seed=params["seed"],
             )  # fmt: skip
-        except ValueError as error:
+        except NothingToCheck as error:
             # a focal selection that cannot be checked keeps its run without a range, and says why beside it
             range_note = range_refusal(error)
-            if not range_note:
-                raise
     yield Progress(n_steps, n_steps, "done")
     return RunResult(
         name=job.name,
@@ -392,21 +390,17 @@ def edge_steps(job: EdgeJob) -> Steps:
     )
 
 
-def range_refusal(error: ValueError) -> str:
-    """Why an edge run has no range, in the dock's words, for the two refusals of a focal selection that
-    cannot be checked; "" for any other error (which then stops the run)."""
+def range_refusal(error: Any) -> str:
+    """Why an edge run has no range (a :class:`cellina.counterfactual.NothingToCheck`), in the dock's words."""
     from cellina.counterfactual._borrow import MIN_REFERENCE_CELLS
 
-    text = str(error)
-    if "labels_key" in text:
+    if error.without_types:
         return "No range: the model was trained without cell types, so no other type can check it."
-    if text.startswith("No other cell type has"):
-        return (
-            f"No range: no other cell type has {MIN_REFERENCE_CELLS} or more cells both beside the focal cells "
-            "and among the donors, so the model cannot be checked against one; focus on fewer types or widen "
-            "the donors."
-        )
-    return ""
+    return (
+        f"No range: no other cell type has {MIN_REFERENCE_CELLS} or more cells both beside the focal cells "
+        "and among the donors, so the model cannot be checked against one; focus on fewer types or widen "
+        "the donors."
+    )
 
 
 def node_steps(job: NodeJob) -> Steps:

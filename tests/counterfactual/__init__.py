@@ -1,0 +1,1 @@
+"""Tests of the counterfactual layer (a package so its modules share _helpers)."""
