@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from cellina.cli import main
+from cellina.counterfactual import RANGE_DRAWS
 
 HEALTHY_MYELOID = "domain == 'healthy' and coarse_type == 'Myeloid'"
 
@@ -308,10 +309,12 @@ def test_edge_writes_the_change_range_on_request(trained, hold_out):
     assert (table["high"] >= table[["lfc", "lfc_corrected"]].max(axis=1)).all()
     parameters = _run(ad.read_h5ad(out))["parameters"]
     assert parameters["range_csv"] == str(table_path)
-    # the same table from Python, with the CLI's donor pool and draws
+    # the range draws as often as it was judged, more than the run's --n-draws 2
+    assert parameters["range_n_draws"] == RANGE_DRAWS == 5
+    # the same table from Python, with the CLI's donor pool
     model, adata, focal, pool = _as_the_cli_ran(model_dir, out)
     again = model.counterfactual_change_range(
-        focal, pool, adata=adata, n_neighbours=10, n_draws=2, seed=4, min_reference_cells=5
+        focal, pool, adata=adata, n_neighbours=10, n_draws=RANGE_DRAWS, seed=4, min_reference_cells=5
     )
     np.testing.assert_allclose(table.to_numpy(), again.to_numpy(), atol=1e-5)
     assert {k: dict(v) for k, v in parameters["range_checked_types"].items()} == again.attrs["checked_types"]

@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cellina.counterfactual import CHECKED_ERROR, RANGE_WIDTH, checked_errors, observed_change, reference_cells
+from cellina.counterfactual import (
+    CHECKED_ERROR,
+    RANGE_DRAWS,
+    RANGE_WIDTH,
+    checked_errors,
+    observed_change,
+    reference_cells,
+)
 from cellina.counterfactual._borrow import MAX_REFERENCE_CELLS, MIN_REFERENCE_CELLS
 from cellina.model import Cellina
 
@@ -71,14 +78,15 @@ def test_range_columns_by_hand(cellina):
     half = 2.0 * np.sqrt(spread**2 + checked[CHECKED_ERROR].to_numpy() ** 2)
     np.testing.assert_allclose(table["low"], np.minimum(plain, corrected) - half, atol=1e-5)
     np.testing.assert_allclose(table["high"], np.maximum(plain, corrected) + half, atol=1e-5)
-    assert table.attrs["width"] == 2.0 and set(table.attrs["checked_types"]) == set(checked.attrs["checked_types"])
+    assert table.attrs["width"] == 2.0 and table.attrs["n_draws"] == 3
+    assert set(table.attrs["checked_types"]) == set(checked.attrs["checked_types"])
 
 
 def test_the_defaults_are_the_judged_range():
     import inspect
 
     defaults = inspect.signature(Cellina.counterfactual_change_range).parameters
-    assert defaults["width"].default == RANGE_WIDTH == 2.0 and defaults["n_draws"].default == 5
+    assert defaults["width"].default == RANGE_WIDTH == 2.0 and defaults["n_draws"].default == RANGE_DRAWS == 5
     assert defaults["max_reference_cells"].default == MAX_REFERENCE_CELLS
     assert defaults["min_reference_cells"].default == MIN_REFERENCE_CELLS
 

@@ -187,10 +187,13 @@ def test_an_edge_run_can_give_each_gene_a_range(scripted):
     np.testing.assert_allclose(table["log2fc"], run.change_range.loc[table["gene"], "lfc"], atol=1e-4)
     assert (table["low"] <= table["log2fc"]).all() and (table["log2fc"] <= table["high"]).all()
     trust = session.trust_summary(run.name)[0]
-    assert f"error on {len(checked)} other type(s)" in trust and "with one draw" not in trust
+    # the range draws as often as it was judged (5), more than the run's 2
+    assert run.change_range.attrs["n_draws"] == 5 and "two spreads of 5 donor draws" in trust
+    assert f"error on {len(checked)} other type(s)" in trust
     record = session.build_export().uns["cellina"]["provenance"]["runs"]
     np.testing.assert_allclose(record[run.name]["parameters"]["range_high"], run.change_range["high"].to_numpy())
     assert set(record[run.name]["parameters"]["range_checked_types"]) == set(checked)
+    assert record[run.name]["parameters"]["range_n_draws"] == 5
     assert record[unchecked.name]["parameters"]["range_note"] == unchecked.range_note
 
 

@@ -80,8 +80,8 @@ def _add_edge_options(edge: argparse.ArgumentParser) -> None:
         default=None,
         help="also write a per-gene CSV of the focal cells' population change (log2) with a range: from the plain "
         "to the reliability-corrected change, widened by two spreads of the draws and of the model's error on the "
-        "other cell types it can be checked against among the donors (pooled rewiring only; judged with "
-        "--n-draws 5, see docs/benchmarks.md)",
+        "other cell types it can be checked against among the donors (pooled rewiring only; the range draws "
+        "at least 5 times, as it was judged, see docs/benchmarks.md)",
     )
     edge.add_argument(
         "--min-reference-cells",
@@ -274,9 +274,11 @@ def change_range(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, ar
     (None without the option)."""
     if args.range_csv is None:
         return None
+    from cellina.counterfactual import RANGE_DRAWS
+
     try:
         table = model.counterfactual_change_range(
-            focal, pool, adata=adata, n_neighbours=args.n_neighbours, n_draws=args.n_draws, seed=args.seed,
+            focal, pool, adata=adata, n_neighbours=args.n_neighbours, n_draws=max(args.n_draws, RANGE_DRAWS), seed=args.seed,
             min_reference_cells=_fewest_reference_cells(args),
         )  # fmt: skip
     except ValueError as err:
@@ -284,7 +286,11 @@ def change_range(model: Any, adata: Any, focal: np.ndarray, pool: np.ndarray, ar
     return (
         table,
         args.range_csv,
-        {"range_csv": str(args.range_csv), "range_checked_types": table.attrs["checked_types"]},
+        {
+            "range_csv": str(args.range_csv),
+            "range_n_draws": table.attrs["n_draws"],
+            "range_checked_types": table.attrs["checked_types"],
+        },
     )
 
 

@@ -21,7 +21,7 @@ from ._edge import (
 from ._node import NodeCounterfactual, node_counterfactual
 from ._novelty import NicheNovelty, niche_novelty, node_niche_codes, training_reference
 from ._pools import cluster_pool, observed_neighbour_pool, select_cells
-from ._range import RANGE_WIDTH, change_range
+from ._range import RANGE_DRAWS, RANGE_WIDTH, change_range
 from ._reliability import NicheReliability, disattenuated_niche_latent, niche_reliability, split_neighbours
 from ._rewire import UNCERTAINTIES, edge_counterfactual
 from ._shifts import GeneShifts
@@ -31,6 +31,7 @@ __all__ = [
     "BORROW_DISATTENUATE",
     "BORROW_WEIGHT",
     "CHECKED_ERROR",
+    "RANGE_DRAWS",
     "RANGE_WIDTH",
     "UNCERTAINTIES",
     "GeneShifts",

@@ -19,6 +19,8 @@ from ._checked import CHECKED_ERROR, checkable_types, checked_errors
 
 #: how many spreads widen each end of the range
 RANGE_WIDTH = 2.0
+#: donor draws the range was judged with; the command line and the plugin draw at least this many for it
+RANGE_DRAWS = 5
 
 
 def change_range(
@@ -61,7 +63,12 @@ def change_range(
         },
         index=pd.Index(adata.var_names, name="gene"),
     )
-    table.attrs.update(width=width, n_focal=int(focal.size), checked_types=checked.attrs["checked_types"])
+    table.attrs.update(
+        width=width,
+        n_draws=int(options["n_draws"]),
+        n_focal=int(focal.size),
+        checked_types=checked.attrs["checked_types"],
+    )
     return table
 
 

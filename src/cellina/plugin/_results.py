@@ -80,10 +80,9 @@ def trust_summary(run: RunResult) -> tuple[str, str]:
     if run.change_range is not None:
         checked = run.change_range.attrs.get("checked_types", {})
         draws += (
-            " Range: from the plain to the reliability-corrected own change, widened by two spreads of the donor "
-            "draws and "
-            f"of the model's error on {len(checked)} other type(s) checked among the donors ({', '.join(checked)})"
-            + ("; with one draw it holds no spread of the donors." if n_draws == 1 else ".")
+            " Range: from the plain to the reliability-corrected own change, widened by two spreads of "
+            f"{run.change_range.attrs.get('n_draws', n_draws)} donor draws and of the model's error on "
+            f"{len(checked)} other type(s) checked among the donors ({', '.join(checked)})."
         )
     elif run.range_note:
         draws += f" {run.range_note}"

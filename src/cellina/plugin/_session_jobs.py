@@ -241,7 +241,10 @@ class JobsMixin:
         model's setting). ``borrow``: also mix the focal cells' population change with the other types'
         under the same donors (opt-in; needs the correction, see docs/user_guide.md). ``change_range``: also
         give each gene a range (:meth:`Cellina.counterfactual_change_range`; a run whose focal cells cannot be
-        checked against another type says why instead)."""
+        checked against another type says why instead); the run then draws at least ``RANGE_DRAWS`` times, as
+        the range was judged, so its change and its range come from the same draws."""
+        from cellina.counterfactual import RANGE_DRAWS
+
         model, adata = self.require_model(), self.require_adata()
         focal = self.focal_indices()
         donors = self.donor_pool(pool, observed_cell_type, observed_domain, niche_cluster)
@@ -262,7 +265,7 @@ class JobsMixin:
             "observed_domain": observed_domain,
             "niche_cluster": niche_cluster,
             "n_neighbours": int(n_neighbours),
-            "n_draws": int(n_draws),
+            "n_draws": max(int(n_draws), RANGE_DRAWS) if change_range else int(n_draws),
             "uncertainty": uncertainty,
             "disattenuate": corrected,
             "borrow_weight": weight,

@@ -337,7 +337,12 @@ class RunResult:
             return {}
         columns = ("low", "high", "lfc_corrected", "checked_error")
         record = {f"range_{name}": self.change_range[name].to_numpy() for name in columns}
-        return {**record, "range_checked_types": dict(self.change_range.attrs.get("checked_types", {}))}
+        attrs = self.change_range.attrs
+        return {
+            **record,
+            "range_n_draws": attrs.get("n_draws"),
+            "range_checked_types": dict(attrs.get("checked_types", {})),
+        }
 
 
 # ---------------------------------------------------------------------- step results

@@ -131,7 +131,7 @@ def test_a_run_with_a_range_shows_it_beside_each_gene(cosmx_viewer):
     moved = factual * np.linspace(0.5, 2.0, genes.size)
     lfc = np.log2(np.linspace(0.5, 2.0, genes.size))
     change_range = pd.DataFrame({"lfc": lfc, "low": lfc - 0.25, "high": lfc + 0.5}, index=genes)
-    change_range.attrs["checked_types"] = {"T cell": {"reference": 40, "donors": 35}}
+    change_range.attrs.update(checked_types={"T cell": {"reference": 40, "donors": 35}}, n_draws=5)
     session.add_run(RunResult("edge 1", "edge", focal, moved, factual, {}, change_range=change_range))
     table = results.top_table
     assert [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())][-1] == "range"
@@ -140,4 +140,4 @@ def test_a_run_with_a_range_shows_it_beside_each_gene(cosmx_viewer):
         assert table.item(row, 2).text() == f"{low:+.2f} to {high:+.2f}"
     assert table.item(0, 2).text() in ("-1.25 to -0.50", "+0.75 to +1.50")  # halved or doubled, changed most
     assert "error on 1 other type(s) checked among the donors (T cell)" in results.draws_label.text()
-    assert "with one draw it holds no spread of the donors" in results.draws_label.text()
+    assert "widened by two spreads of 5 donor draws" in results.draws_label.text()

@@ -313,5 +313,10 @@ def test_the_edge_dock_asks_for_the_spread_it_shows(make_napari_viewer):
     edge.borrow.setChecked(False)
     assert edge.niche_noise.isEnabled()
     assert edge.job_params()["change_range"] is False  # opt-in: it failed its rule for a default
-    edge.change_range.setChecked(True)
-    assert edge.job_params()["change_range"] is True
+    assert edge.job_params()["n_draws"] == 1
+    edge.change_range.setChecked(True)  # the range was judged with 5 draws: ticking it raises fewer to 5
+    assert edge.job_params()["change_range"] is True and edge.job_params()["n_draws"] == 5
+    edge.change_range.setChecked(False)
+    edge.n_draws.setValue(8)
+    edge.change_range.setChecked(True)  # more draws stay
+    assert edge.job_params()["n_draws"] == 8

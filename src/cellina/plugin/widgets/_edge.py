@@ -78,7 +78,7 @@ def _range_box() -> QCheckBox:
         "spread across draws, but "
         "it excluded no change on only a fifth of the responsive genes: it says how big a change may be more "
         "often than which way it goes (docs/benchmarks.md). Needs cell types, and another type with enough "
-        "cells among the donors."
+        "cells among the donors. Ticking it raises the draws to 5, as the range was judged."
     )
     return box
 
@@ -162,9 +162,17 @@ class EdgeWidget(CellinaDock):
         self.borrow = _borrow_box()
         run_form.addRow("other types", self.borrow)
         self.change_range = _range_box()
+        self.change_range.toggled.connect(self._draws_for_range)
         run_form.addRow("range", self.change_range)
         run_form.addRow("seed", self.seed)
         return run_form
+
+    def _draws_for_range(self, ticked: bool) -> None:
+        # the range was judged with RANGE_DRAWS draws; the session draws at least that many, and the box shows it
+        from cellina.counterfactual import RANGE_DRAWS
+
+        if ticked and self.n_draws.value() < RANGE_DRAWS:
+            self.n_draws.setValue(RANGE_DRAWS)
 
     def _on_adata(self, adata) -> None:
         if adata is None:
