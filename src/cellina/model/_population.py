@@ -129,10 +129,10 @@ class PopulationChangeMixin:
         which live in the new niches: per gene, the root mean square over those types of their observed
         change (reference cells to donor cells) minus the model's change for the reference cells under the
         same donors. It holds the model's bias on the niche and what the observed change holds besides it
-        (count noise, the domains' other differences). On held-back synthetic worlds the range held the
-        exact change on at least 80 % of the responsive genes for 19 of 24 held-out types (the draws' spread:
-        8), but excluded no change on a median fifth of those genes: it bounds the size better than the
-        direction (docs/benchmarks.md, "A range for each gene's change").
+        (count noise, the domains' other differences). On two sets of held-back synthetic worlds the range held
+        the exact change on at least 80 % of the responsive genes for 19 of 24 held-out types in each (the
+        draws' spread: 8 and 7), but excluded no change on a median fifth and a tenth of those genes: it bounds
+        the size better than the direction (docs/benchmarks.md, "A range for each gene's change").
 
         Parameters
         ----------
