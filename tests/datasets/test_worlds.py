@@ -17,6 +17,7 @@ from cellina.datasets import (
     CONFIRMATION_WORLDS,
     DEVELOPMENT_WORLDS,
     EVALUATION_WORLDS,
+    LOCKED_WORLDS,
     RESERVE_WORLDS,
     SEALED_WORLDS,
     VAULT_WORLDS,
@@ -235,8 +236,9 @@ def test_specification_round_trips_through_a_plain_dictionary():
 def test_registry_splits_development_from_the_held_back_worlds():
     assert len(DEVELOPMENT_WORLDS) == 8 and len(EVALUATION_WORLDS) == 6
     assert len(CONFIRMATION_WORLDS) == 4 and len(RESERVE_WORLDS) == 4 and len(SEALED_WORLDS) == 4
-    assert len(VAULT_WORLDS) == 4
-    splits = (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS, SEALED_WORLDS, VAULT_WORLDS)
+    assert len(VAULT_WORLDS) == 4 and len(LOCKED_WORLDS) == 4
+    splits = (DEVELOPMENT_WORLDS, EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS, SEALED_WORLDS)
+    splits += (VAULT_WORLDS, LOCKED_WORLDS)
     assert len(set().union(*splits)) == sum(len(names) for names in splits)
     assert list_worlds() == [name for names in splits for name in names]
     for split, names in zip(SPLITS, splits, strict=True):

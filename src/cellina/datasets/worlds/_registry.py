@@ -13,13 +13,14 @@ nearest cells (cells ~12 um apart, so ~50 um); the worlds' niches reach from ~12
 from __future__ import annotations
 
 from cellina.datasets.worlds._confirmation import CONFIRMATION
+from cellina.datasets.worlds._locked import LOCKED
 from cellina.datasets.worlds._profiles import _ALL, _IMMUNE, _STROMA
 from cellina.datasets.worlds._reserve import RESERVE
 from cellina.datasets.worlds._sealed import SEALED
 from cellina.datasets.worlds._spec import Channel, Confounds, Layout, WorldSpec
 from cellina.datasets.worlds._vault import VAULT
 
-SPLITS: tuple[str, ...] = ("development", "evaluation", "confirmation", "reserve", "sealed", "vault")
+SPLITS: tuple[str, ...] = ("development", "evaluation", "confirmation", "reserve", "sealed", "vault", "locked")
 
 HOLDOUT_TYPES: tuple[str, ...] = ("Epithelial", "Fibroblast", "Endothelial", "T_cell", "B_cell", "Myeloid")
 
@@ -453,7 +454,7 @@ _EVALUATION: tuple[WorldSpec, ...] = (
 )
 
 WORLDS: dict[str, WorldSpec] = {
-    spec.name: spec for spec in _DEVELOPMENT + _EVALUATION + CONFIRMATION + RESERVE + SEALED + VAULT
+    spec.name: spec for spec in _DEVELOPMENT + _EVALUATION + CONFIRMATION + RESERVE + SEALED + VAULT + LOCKED
 }
 DEVELOPMENT_WORLDS: tuple[str, ...] = tuple(spec.name for spec in _DEVELOPMENT)
 EVALUATION_WORLDS: tuple[str, ...] = tuple(spec.name for spec in _EVALUATION)
@@ -465,13 +466,15 @@ RESERVE_WORLDS: tuple[str, ...] = tuple(spec.name for spec in RESERVE)
 SEALED_WORLDS: tuple[str, ...] = tuple(spec.name for spec in SEALED)
 #: held back for the change after the sealed worlds judged one (see ._vault)
 VAULT_WORLDS: tuple[str, ...] = tuple(spec.name for spec in VAULT)
-_HELD_BACK = (EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS, SEALED_WORLDS, VAULT_WORLDS)
+#: held back for the change after the vault worlds judged one (see ._locked)
+LOCKED_WORLDS: tuple[str, ...] = tuple(spec.name for spec in LOCKED)
+_HELD_BACK = (EVALUATION_WORLDS, CONFIRMATION_WORLDS, RESERVE_WORLDS, SEALED_WORLDS, VAULT_WORLDS, LOCKED_WORLDS)
 _BY_SPLIT = dict(zip(SPLITS, (DEVELOPMENT_WORLDS, *_HELD_BACK), strict=True))
 
 
 def list_worlds(split: str | None = None) -> list[str]:
     """Names of the registered worlds, all or of one split (one of ``SPLITS``: ``"development"``,
-    ``"evaluation"``, ``"confirmation"``, ``"reserve"``, ``"sealed"`` or ``"vault"``)."""
+    ``"evaluation"``, ``"confirmation"``, ``"reserve"``, ``"sealed"``, ``"vault"`` or ``"locked"``)."""
     if split is None:
         return list(WORLDS)
     if split not in SPLITS:
