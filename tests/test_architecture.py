@@ -62,6 +62,27 @@ def test_library_layers_respect_the_import_rules(part):
     assert not offences, "\n".join(offences)
 
 
+def test_counterfactual_reaches_evaluation_only_for_its_fold_change_maths():
+    """``counterfactual`` sits below ``evaluation`` but shares its fold changes: it may take only names that
+    ``cellina.evaluation`` serves from ``_lfc``, a module that imports nothing of cellina but ``_utils``."""
+    import cellina.evaluation as evaluation
+
+    fold_change = {name for name, module in evaluation._NAMES.items() if module == "_lfc"}
+    offences = []
+    for path in _files("counterfactual"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cellina.evaluation"):
+                names = {alias.name for alias in node.names}
+                if node.module != "cellina.evaluation" or not names <= fold_change:
+                    offences.append(f"{path.relative_to(SRC)}: from {node.module} import {sorted(names)}")
+    assert not offences, "\n".join(offences)
+    leaf = _imports(SRC / "evaluation" / "_lfc.py") | _imports(SRC / "evaluation" / "_utils.py")
+    assert {name for name in leaf if name.startswith("cellina")} <= {
+        "cellina.evaluation._utils",
+        *(f"cellina.evaluation._utils.{n}" for n in ("as_matrix", "column_mean", "row_sums", "scale_rows")),
+    }
+
+
 def test_no_private_scvi_tools_or_lightning_names():
     pattern = re.compile(
         r"scvi\.[\w.]*\._\w|\b_trainer\b|from (scvi|lightning)[\w.]* import _\w|(?<!self)\._validate_anndata\(|lightning\.[\w.]*\._"
